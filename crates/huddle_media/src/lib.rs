@@ -1,0 +1,107 @@
+//! Huddle's media layer, independent of Bevy: devices, codecs and WebRTC peers.
+//!
+//! So far this crate holds the device vocabulary ([`DeviceKind`], [`DeviceInfo`],
+//! [`DeviceLists`]) and the synthetic devices that stand in where no real device exists
+//! (CI, servers, bots). Real capture, codecs and peers are added behind the same types.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The kind of a media device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    /// A microphone.
+    AudioInput,
+    /// Speakers or headphones.
+    AudioOutput,
+    /// A camera.
+    VideoInput,
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeviceKind::AudioInput => "audio input",
+            DeviceKind::AudioOutput => "audio output",
+            DeviceKind::VideoInput => "video input",
+        })
+    }
+}
+
+/// One media device as listed to the user.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Stable id used to select the device.
+    pub id: String,
+    /// Human-readable name.
+    pub label: String,
+    /// Its kind.
+    pub kind: DeviceKind,
+    /// Whether it is synthetic (a test pattern, a tone, a timer-paced null sink).
+    pub synthetic: bool,
+}
+
+impl DeviceInfo {
+    /// A synthetic device.
+    pub fn synthetic(kind: DeviceKind, id: &str, label: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            label: label.to_owned(),
+            kind,
+            synthetic: true,
+        }
+    }
+}
+
+/// The device lists of all kinds, as last enumerated.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceLists {
+    /// Microphones.
+    pub audio_inputs: Vec<DeviceInfo>,
+    /// Speakers and headphones.
+    pub audio_outputs: Vec<DeviceInfo>,
+    /// Cameras.
+    pub video_inputs: Vec<DeviceInfo>,
+}
+
+impl DeviceLists {
+    /// The synthetic stand-ins used where no real device exists: a tone, a timer-paced null
+    /// sink, and two test-pattern cameras (so that switching cameras has somewhere to go).
+    pub fn synthetic() -> Self {
+        Self {
+            audio_inputs: vec![DeviceInfo::synthetic(
+                DeviceKind::AudioInput,
+                "synthetic:tone",
+                "Synthetic tone",
+            )],
+            audio_outputs: vec![DeviceInfo::synthetic(
+                DeviceKind::AudioOutput,
+                "synthetic:null-sink",
+                "Null sink (timer-paced)",
+            )],
+            video_inputs: vec![
+                DeviceInfo::synthetic(
+                    DeviceKind::VideoInput,
+                    "synthetic:pattern-front",
+                    "Test pattern (front)",
+                ),
+                DeviceInfo::synthetic(
+                    DeviceKind::VideoInput,
+                    "synthetic:pattern-back",
+                    "Test pattern (back)",
+                ),
+            ],
+        }
+    }
+
+    /// The list of one kind.
+    pub fn of_kind(&self, kind: DeviceKind) -> &[DeviceInfo] {
+        match kind {
+            DeviceKind::AudioInput => &self.audio_inputs,
+            DeviceKind::AudioOutput => &self.audio_outputs,
+            DeviceKind::VideoInput => &self.video_inputs,
+        }
+    }
+}

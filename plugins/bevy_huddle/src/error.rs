@@ -1,0 +1,79 @@
+//! Typed errors of the client plugin. Every variant maps to a stable reference code
+//! ([`ErrorCode`]) through [`HuddleError::code`], and reaches users as a
+//! [`CallEvent::Error`](crate::events::CallEvent::Error) without disturbing the call state.
+
+use huddle_protocol::ErrorCode;
+use thiserror::Error;
+
+use crate::devices::DeviceKind;
+
+/// What went wrong in a call operation.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Error)]
+pub enum HuddleError {
+    /// A call setting (or a value given to an in-call action) is invalid.
+    #[error("invalid property `{prop}`: {reason}")]
+    InvalidProp {
+        /// The setting or argument at fault, as named in `CallSettings`.
+        prop: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// An argument is missing or names nothing known (e.g. an unknown participant uid).
+    #[error("invalid argument `{argument}`: {reason}")]
+    InvalidArgument {
+        /// The argument at fault.
+        argument: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The device id is not in the current device list of that kind.
+    #[error("no {kind} device with id `{id}`")]
+    UnknownDevice {
+        /// Which list was searched.
+        kind: DeviceKind,
+        /// The id that was asked for.
+        id: String,
+    },
+    /// The device list of that kind is empty, so the action cannot apply.
+    #[error("no {kind} device is available")]
+    NoDevice {
+        /// Which list is empty.
+        kind: DeviceKind,
+    },
+    /// There is no active call to apply the action to.
+    #[error("there is no active call")]
+    NoActiveCall,
+    /// The action needs a call in progress, but the call has ended.
+    #[error("the call has already ended")]
+    CallEnded,
+    /// A call is already in progress; a second one cannot start.
+    #[error("another call is already in progress")]
+    CallInProgress,
+    /// The session id is empty or malformed.
+    #[error("invalid session id `{0}`")]
+    InvalidSessionId(String),
+}
+
+impl HuddleError {
+    /// The reference SDK's stable error code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            HuddleError::InvalidProp { .. } => ErrorCode::InvalidProp,
+            HuddleError::InvalidArgument { .. }
+            | HuddleError::UnknownDevice { .. }
+            | HuddleError::NoDevice { .. } => ErrorCode::InvalidArgument,
+            HuddleError::NoActiveCall => ErrorCode::CallNotFound,
+            HuddleError::CallEnded => ErrorCode::CallEnded,
+            HuddleError::CallInProgress => ErrorCode::CallInProgress,
+            HuddleError::InvalidSessionId(_) => ErrorCode::InvalidSessionId,
+        }
+    }
+
+    pub(crate) fn invalid_prop(prop: &'static str, reason: impl Into<String>) -> Self {
+        HuddleError::InvalidProp {
+            prop,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,609 @@
+//! The session side of a call: what the transport reports, applied to ECS state.
+//!
+//! The transport (server connection and peers, in later layers; a test or a local demo
+//! today) writes [`SessionUpdate`] messages: joined, someone joined or left, someone muted,
+//! the call ended, … [`apply_session_updates`] turns each into state changes and
+//! [`CallEvent`]s. It never touches the network: the transport drains its channels in
+//! [`HuddleSystems::Receive`](crate::HuddleSystems::Receive) and writes these messages.
+//!
+//! Also here: [`start_new_calls`] validates a freshly spawned [`Call`] and makes it the active
+//! call, and [`end_idle_calls`] ends a call whose local user was alone for `idle_timeout`.
+
+use std::time::Duration;
+
+use bevy::asset::RenderAssetUsages;
+use bevy::ecs::system::SystemParam;
+use bevy::prelude::*;
+use bevy::image::ToExtents;
+use wgpu_types::{TextureDimension, TextureFormat};
+
+use crate::actions::{CallWorld, Signal};
+use crate::devices::DeviceLists;
+use crate::error::HuddleError;
+use crate::events::CallEvent;
+use crate::model::*;
+
+/// One participant as the transport describes them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    /// User id.
+    pub uid: String,
+    /// Display name.
+    pub name: String,
+    /// Avatar URL.
+    pub avatar: Option<String>,
+    /// Microphone muted when they joined.
+    pub audio_muted: bool,
+    /// Camera paused when they joined.
+    pub video_paused: bool,
+}
+
+impl ParticipantInfo {
+    /// A participant with a uid and a name, unmuted.
+    pub fn new(uid: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            uid: uid.into(),
+            name: name.into(),
+            ..default()
+        }
+    }
+}
+
+/// What happened in a call's session, as reported by the transport.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq)]
+pub enum SessionChange {
+    /// The call is ringing.
+    Ringing {
+        /// Placed or received.
+        direction: CallDirection,
+    },
+    /// The local user joined; `others` were already there.
+    Joined {
+        /// The local user.
+        local: ParticipantInfo,
+        /// Everyone else already in the session.
+        others: Vec<ParticipantInfo>,
+    },
+    /// Someone joined.
+    ParticipantJoined(ParticipantInfo),
+    /// Someone left.
+    ParticipantLeft {
+        /// Who.
+        uid: String,
+    },
+    /// Someone's microphone was muted or unmuted.
+    Muted {
+        /// Whose.
+        uid: String,
+        /// Muted.
+        muted: bool,
+        /// uid of who did it.
+        by: String,
+    },
+    /// Someone paused or resumed their camera.
+    VideoPaused {
+        /// Whose.
+        uid: String,
+        /// Paused.
+        paused: bool,
+    },
+    /// Someone started or stopped speaking.
+    Speaking {
+        /// Who.
+        uid: String,
+        /// Speaking now.
+        speaking: bool,
+    },
+    /// The dominant speaker changed.
+    DominantSpeaker {
+        /// Who, if anyone.
+        uid: Option<String>,
+    },
+    /// Someone raised or lowered their hand.
+    HandRaised {
+        /// Who.
+        uid: String,
+        /// Raised.
+        raised: bool,
+    },
+    /// Someone's network quality changed.
+    ConnectionQuality {
+        /// Whose.
+        uid: String,
+        /// Now.
+        quality: ConnectionQuality,
+    },
+    /// Someone started or stopped sharing their screen.
+    ScreenShare {
+        /// Who.
+        uid: String,
+        /// Started.
+        started: bool,
+    },
+    /// The call switched to video.
+    SwitchedToVideo {
+        /// Who asked.
+        initiator: String,
+        /// The other side.
+        responder: String,
+    },
+    /// Recording started or stopped.
+    RecordingToggled {
+        /// Started.
+        started: bool,
+        /// uid of who toggled it.
+        by: String,
+    },
+    /// A participant's video arrived or changed size.
+    VideoFormat {
+        /// Whose.
+        uid: String,
+        /// Frame size in pixels.
+        size: UVec2,
+    },
+    /// The session is over.
+    Ended {
+        /// Why.
+        reason: EndReason,
+    },
+    /// The transport failed an operation; the call goes on.
+    Failed(HuddleError),
+}
+
+/// A [`SessionChange`] for one call.
+#[derive(Message, Clone, Debug, PartialEq)]
+pub struct SessionUpdate {
+    /// The call.
+    pub call: Entity,
+    /// What happened.
+    pub change: SessionChange,
+}
+
+/// The media layer enumerated the devices again (hot-plug).
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+pub struct DeviceListRefreshed(pub DeviceLists);
+
+/// Makes each newly spawned [`Call`] the active one after validating its settings.
+pub(crate) fn start_new_calls(
+    new_calls: Query<(Entity, &Call), Added<Call>>,
+    mut world: CallWorld,
+) {
+    for (call, info) in &new_calls {
+        let refusal = if let Err(err) = info.settings.validate() {
+            Some(err)
+        } else if world.active.0.is_some_and(|other| {
+            other != call
+                && world
+                    .calls
+                    .get(other)
+                    .is_ok_and(|(_, state, ..)| !state.is_ended())
+        }) {
+            Some(HuddleError::CallInProgress)
+        } else if info.session_id.trim().is_empty() {
+            Some(HuddleError::InvalidSessionId(info.session_id.clone()))
+        } else {
+            None
+        };
+        let settings = info.settings.clone();
+        let Ok((_, mut state, mut layout, mut media, _)) = world.calls.get_mut(call) else {
+            continue;
+        };
+        if let Some(error) = refusal {
+            *state = CallState::Ended {
+                reason: EndReason::Failed(error.code().as_str().to_owned()),
+            };
+            world.emit(CallEvent::Error {
+                call: Some(call),
+                error,
+            });
+            continue;
+        }
+        layout.mode = settings.mode;
+        media.audio_only = settings.audio_only;
+        let modes = &world.audio_modes.0;
+        media.audio_mode = if modes.contains(&settings.default_audio_mode) {
+            settings.default_audio_mode
+        } else {
+            modes.first().copied().unwrap_or_default()
+        };
+        if *state == CallState::Idle {
+            *state = CallState::Joining;
+        }
+        world.active.0 = Some(call);
+    }
+}
+
+/// What [`apply_session_updates`] needs besides the [`CallWorld`].
+#[derive(SystemParam)]
+pub(crate) struct SessionWorld<'w, 's> {
+    world: CallWorld<'w, 's>,
+    images: Option<ResMut<'w, Assets<Image>>>,
+    join_sequence: ResMut<'w, JoinSequence>,
+    tiles: Query<'w, 's, (&'static TileOf, &'static mut VideoTile)>,
+}
+
+impl SessionWorld<'_, '_> {
+    /// Spawns a participant with its tile and audio route.
+    fn spawn_participant(&mut self, call: Entity, info: &ParticipantInfo, local: bool) -> Entity {
+        let participant = Participant {
+            uid: info.uid.clone(),
+            name: info.name.clone(),
+            avatar: info.avatar.clone(),
+            joined_seq: self.join_sequence.next(),
+        };
+        let state = ParticipantState {
+            audio_muted: info.audio_muted,
+            video_paused: info.video_paused,
+            ..default()
+        };
+        let commands = &mut self.world.commands;
+        let mut entity = commands.spawn((participant, state, ParticipantOf(call)));
+        if local {
+            entity.insert(LocalParticipant);
+        }
+        let id = entity.id();
+        let image = self
+            .images
+            .as_mut()
+            .map(|images| images.add(blank_video_image()))
+            .unwrap_or_default();
+        commands.spawn((
+            TileOf(id),
+            VideoTile {
+                image,
+                frame_size: UVec2::ZERO,
+            },
+        ));
+        commands.spawn((RouteOf(id), AudioRoute::default()));
+        id
+    }
+
+    fn apply(&mut self, call: Entity, change: &SessionChange) -> Result<Applied, HuddleError> {
+        let w = &mut self.world;
+        if w.calls.get(call).is_err() {
+            return Err(HuddleError::NoActiveCall);
+        }
+        let ended = w.calls.get(call).is_ok_and(|(_, s, ..)| s.is_ended());
+        if ended {
+            // Late news about a finished call changes nothing.
+            return Ok(Applied::Done);
+        }
+        match change {
+            SessionChange::Ringing { direction } => {
+                let (_, mut state, ..) = w.calls.get_mut(call).map_err(|_| HuddleError::NoActiveCall)?;
+                *state = CallState::Ringing {
+                    direction: *direction,
+                };
+            }
+            SessionChange::Joined { local, others } => {
+                let (info, mut state, ..) =
+                    w.calls.get_mut(call).map_err(|_| HuddleError::NoActiveCall)?;
+                if *state == CallState::InCall {
+                    return Ok(Applied::Done);
+                }
+                *state = CallState::InCall;
+                let settings = info.settings.clone();
+                let local = ParticipantInfo {
+                    audio_muted: settings.start_audio_muted,
+                    video_paused: settings.start_video_muted || settings.audio_only,
+                    ..local.clone()
+                };
+                self.spawn_participant(call, &local, true);
+                for other in others {
+                    self.spawn_participant(call, other, false);
+                }
+                let w = &mut self.world;
+                if settings.start_audio_muted {
+                    w.signal(call, Signal::AudioMuted(true));
+                }
+                if local.video_paused {
+                    w.signal(call, Signal::VideoPaused(true));
+                }
+                let (.., media, _) = w.calls.get(call).map_err(|_| HuddleError::NoActiveCall)?;
+                let selected = media.audio_mode;
+                let modes = w.audio_modes.0.clone();
+                w.emit(CallEvent::AudioModesUpdated {
+                    call,
+                    modes,
+                    selected,
+                });
+                if settings.start_recording_on_call_start {
+                    w.set_recording(call, true, local.uid.clone(), true);
+                }
+                // The user list is announced once the spawns are applied.
+                return Ok(Applied::Spawned);
+            }
+            SessionChange::ParticipantJoined(info) => {
+                if w.participant_by_uid(call, &info.uid).is_some() {
+                    return Ok(Applied::Done);
+                }
+                self.spawn_participant(call, info, false);
+                let user = Participant {
+                    uid: info.uid.clone(),
+                    name: info.name.clone(),
+                    avatar: info.avatar.clone(),
+                    joined_seq: 0,
+                }
+                .to_user();
+                self.world.emit(CallEvent::UserJoined { call, user });
+                return Ok(Applied::Spawned);
+            }
+            SessionChange::ParticipantLeft { uid } => {
+                let Some(participant) = w.participant_by_uid(call, uid) else {
+                    return Ok(Applied::Done);
+                };
+                let user = w.user(participant);
+                w.commands.entity(participant).try_despawn();
+                let (info, _, mut layout, ..) =
+                    w.calls.get_mut(call).map_err(|_| HuddleError::NoActiveCall)?;
+                let is_group = info.is_group;
+                if layout.pinned == Some(participant) {
+                    layout.pinned = None;
+                }
+                if layout.dominant_speaker == Some(participant) {
+                    layout.dominant_speaker = None;
+                }
+                let users = w
+                    .users(call)
+                    .into_iter()
+                    .filter(|u| u.uid != user.uid)
+                    .collect();
+                w.emit(CallEvent::UserLeft { call, user });
+                w.emit(CallEvent::UserListChanged { call, users });
+                if !is_group {
+                    w.end_call(call, EndReason::RemoteHangUp);
+                }
+            }
+            SessionChange::Muted { uid, muted, by } => {
+                if let Some(user) = self.set_flag(call, uid, *muted, |s| &mut s.audio_muted)? {
+                    self.world.emit(CallEvent::UserMuted {
+                        call,
+                        user,
+                        muted: *muted,
+                        muted_by: by.clone(),
+                    });
+                }
+            }
+            SessionChange::VideoPaused { uid, paused } => {
+                if let Some(user) = self.set_flag(call, uid, *paused, |s| &mut s.video_paused)? {
+                    self.world.emit(CallEvent::UserVideoPaused {
+                        call,
+                        user,
+                        paused: *paused,
+                    });
+                }
+            }
+            SessionChange::Speaking { uid, speaking } => {
+                self.set_flag(call, uid, *speaking, |s| &mut s.speaking)?;
+            }
+            SessionChange::HandRaised { uid, raised } => {
+                if let Some(user) = self.set_flag(call, uid, *raised, |s| &mut s.hand_raised)? {
+                    self.world.emit(if *raised {
+                        CallEvent::HandRaised { call, user }
+                    } else {
+                        CallEvent::HandLowered { call, user }
+                    });
+                }
+            }
+            SessionChange::ScreenShare { uid, started } => {
+                if let Some(user) = self.set_flag(call, uid, *started, |s| &mut s.screen_sharing)?
+                {
+                    self.world.emit(if *started {
+                        CallEvent::ScreenShareStarted { call, user }
+                    } else {
+                        CallEvent::ScreenShareStopped { call, user }
+                    });
+                }
+            }
+            SessionChange::ConnectionQuality { uid, quality } => {
+                let participant = self.known(call, uid)?;
+                let w = &mut self.world;
+                let (_, who, mut state, _) = w
+                    .participants
+                    .get_mut(participant)
+                    .map_err(|_| HuddleError::NoActiveCall)?;
+                if state.connection_quality != *quality {
+                    state.connection_quality = *quality;
+                    let user = who.to_user();
+                    w.emit(CallEvent::ConnectionQualityChanged {
+                        call,
+                        user,
+                        quality: *quality,
+                    });
+                }
+            }
+            SessionChange::DominantSpeaker { uid } => {
+                let participant = match uid {
+                    Some(uid) => Some(self.known(call, uid)?),
+                    None => None,
+                };
+                let w = &mut self.world;
+                let (.., mut layout, _, _) =
+                    w.calls.get_mut(call).map_err(|_| HuddleError::NoActiveCall)?;
+                if layout.dominant_speaker != participant {
+                    layout.dominant_speaker = participant;
+                    w.emit(CallEvent::DominantSpeakerChanged {
+                        call,
+                        uid: uid.clone(),
+                    });
+                }
+            }
+            SessionChange::SwitchedToVideo {
+                initiator,
+                responder,
+            } => {
+                let (info, _, _, mut media, _) =
+                    w.calls.get_mut(call).map_err(|_| HuddleError::NoActiveCall)?;
+                if media.audio_only {
+                    media.audio_only = false;
+                    let session_id = info.session_id.clone();
+                    w.emit(CallEvent::CallSwitchedToVideo {
+                        call,
+                        session_id,
+                        initiator: initiator.clone(),
+                        responder: responder.clone(),
+                    });
+                }
+            }
+            SessionChange::RecordingToggled { started, by } => {
+                w.set_recording(call, *started, by.clone(), false);
+            }
+            SessionChange::VideoFormat { uid, size } => {
+                let participant = self.known(call, uid)?;
+                for (tile_of, mut tile) in &mut self.tiles {
+                    if tile_of.0 == participant && tile.frame_size != *size {
+                        tile.frame_size = *size;
+                    }
+                }
+            }
+            SessionChange::Ended { reason } => w.end_call(call, reason.clone()),
+            SessionChange::Failed(error) => w.emit(CallEvent::Error {
+                call: Some(call),
+                error: error.clone(),
+            }),
+        }
+        Ok(Applied::Done)
+    }
+
+    fn known(&self, call: Entity, uid: &str) -> Result<Entity, HuddleError> {
+        self.world
+            .participant_by_uid(call, uid)
+            .ok_or_else(|| HuddleError::InvalidArgument {
+                argument: "uid",
+                reason: format!("no participant `{uid}` in this call"),
+            })
+    }
+
+    /// Sets one flag of a participant; `Some(user)` when it changed.
+    fn set_flag(
+        &mut self,
+        call: Entity,
+        uid: &str,
+        value: bool,
+        flag: fn(&mut ParticipantState) -> &mut bool,
+    ) -> Result<Option<crate::events::CallUser>, HuddleError> {
+        let participant = self.known(call, uid)?;
+        let (_, who, mut state, _) = self
+            .world
+            .participants
+            .get_mut(participant)
+            .map_err(|_| HuddleError::NoActiveCall)?;
+        let slot = flag(&mut state);
+        if *slot == value {
+            return Ok(None);
+        }
+        *slot = value;
+        Ok(Some(who.to_user()))
+    }
+}
+
+/// What applying one update did.
+enum Applied {
+    /// State changed (or nothing needed to).
+    Done,
+    /// Participants were spawned: the user list changes once the spawns are applied.
+    Spawned,
+}
+
+/// Updates that wait for the participants spawned earlier in the same frame.
+#[derive(Resource, Default)]
+pub(crate) struct DeferredSessionUpdates {
+    pending: Vec<SessionUpdate>,
+    /// Calls whose user list must be announced once this frame's spawns are applied.
+    list_changed: Vec<Entity>,
+}
+
+/// Applies every [`SessionUpdate`], in order.
+///
+/// Participants are spawned with `Commands`, so an update that follows a join *for the same
+/// call* in the same frame waits for the next frame (order is kept).
+pub(crate) fn apply_session_updates(
+    mut updates: MessageReader<SessionUpdate>,
+    mut deferred: ResMut<DeferredSessionUpdates>,
+    mut session: SessionWorld,
+) {
+    for call in std::mem::take(&mut deferred.list_changed) {
+        let users = session.world.users(call);
+        session
+            .world
+            .emit(CallEvent::UserListChanged { call, users });
+    }
+    let queue: Vec<SessionUpdate> = std::mem::take(&mut deferred.pending)
+        .into_iter()
+        .chain(updates.read().cloned())
+        .collect();
+    let mut spawned_in: Vec<Entity> = Vec::new();
+    for update in queue {
+        if spawned_in.contains(&update.call) {
+            deferred.pending.push(update);
+            continue;
+        }
+        match session.apply(update.call, &update.change) {
+            Ok(Applied::Done) => {}
+            Ok(Applied::Spawned) => {
+                spawned_in.push(update.call);
+                deferred.list_changed.push(update.call);
+            }
+            Err(error) => session.world.emit(CallEvent::Error {
+                call: Some(update.call),
+                error,
+            }),
+        }
+    }
+}
+
+/// How long the local user has been alone in a call.
+#[derive(Component, Clone, Copy, Debug, Default, PartialEq)]
+pub struct AloneFor(pub Duration);
+
+/// Ends a call whose local user was alone in it for `idle_timeout` (`SessionTimeout`).
+pub(crate) fn end_idle_calls(
+    time: Res<Time>,
+    mut alone: Query<(Entity, &Call, &CallState, &CallParticipants, &mut AloneFor)>,
+    mut world: CallWorld,
+) {
+    let mut timed_out = Vec::new();
+    for (call, info, state, members, mut alone_for) in &mut alone {
+        if *state != CallState::InCall || members.len() > 1 {
+            if alone_for.0 != Duration::ZERO {
+                alone_for.0 = Duration::ZERO;
+            }
+            continue;
+        }
+        alone_for.0 += time.delta();
+        if alone_for.0 >= info.settings.idle_timeout() {
+            timed_out.push(call);
+        }
+    }
+    for call in timed_out {
+        world.signal(call, Signal::Leave);
+        world.end_call(call, EndReason::SessionTimeout);
+    }
+}
+
+/// Replaces the device lists on hot-plug and announces it.
+pub(crate) fn refresh_device_lists(
+    mut refreshed: MessageReader<DeviceListRefreshed>,
+    mut world: CallWorld,
+) {
+    for DeviceListRefreshed(lists) in refreshed.read() {
+        if world.devices.replace_lists(lists.clone()) {
+            world.emit(CallEvent::MediaDeviceListUpdated {
+                devices: lists.clone(),
+            });
+        }
+    }
+}
+
+/// A 1×1 black image, ready for video frames (render-world only, so that setting its data
+/// later moves the bytes to the GPU without a copy kept in the main world).
+fn blank_video_image() -> Image {
+    Image::new_fill(
+        UVec2::ONE.to_extents(),
+        TextureDimension::D2,
+        &[0, 0, 0, 255],
+        TextureFormat::Rgba8UnormSrgb,
+        RenderAssetUsages::RENDER_WORLD,
+    )
+}

@@ -1,0 +1,189 @@
+//! Tiles as bevy_ui nodes: each [`VideoTile`] becomes an absolutely positioned node (under the
+//! call's [`CallTarget`] when there is one) with two children:
+//!
+//! - [`TileVideo`]: an `ImageNode` showing the participant's `Image`, placed at the layout's
+//!   content rect and cropped by its UV rect;
+//! - [`TileAvatar`]: the initials placeholder (circle, square or fullscreen per
+//!   `avatar_mode`), shown until video arrives and whenever the participant pauses video.
+//!
+//! [`attach_tile_nodes`] builds them once; [`apply_tile_layouts`] copies each changed
+//! [`TileLayout`] into the nodes; [`show_video_or_avatar`] switches between picture and avatar.
+
+use bevy::prelude::*;
+
+use crate::model::*;
+use crate::settings::AvatarMode;
+
+/// The child node of a tile that shows the video.
+#[derive(Component, Clone, Copy, Debug, Default)]
+pub struct TileVideo;
+
+/// The child node of a tile that shows the avatar placeholder.
+#[derive(Component, Clone, Copy, Debug, Default)]
+pub struct TileAvatar;
+
+/// A stable, pleasant background colour for a participant's avatar.
+pub fn avatar_color(uid: &str) -> Color {
+    let hash = uid
+        .bytes()
+        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    Color::hsl((hash % 360) as f32, 0.45, 0.45)
+}
+
+/// Builds the UI nodes of every new tile.
+pub(crate) fn attach_tile_nodes(
+    new_tiles: Query<(Entity, &VideoTile, &TileOf), Added<VideoTile>>,
+    participants: Query<(&Participant, &ParticipantOf)>,
+    calls: Query<(&Call, Option<&CallTarget>)>,
+    mut commands: Commands,
+) {
+    for (tile, video, tile_of) in &new_tiles {
+        let Ok((who, participant_of)) = participants.get(tile_of.0) else {
+            continue;
+        };
+        let Ok((call, target)) = calls.get(participant_of.0) else {
+            continue;
+        };
+        let avatar_mode = call.settings.avatar_mode;
+        let mut entity = commands.entity(tile);
+        entity.insert((
+            Node {
+                position_type: PositionType::Absolute,
+                display: Display::None,
+                overflow: Overflow::clip(),
+                ..default()
+            },
+            BackgroundColor(Color::BLACK),
+            ZIndex(0),
+        ));
+        if let Some(CallTarget(root)) = target {
+            entity.insert(ChildOf(*root));
+        }
+        let (avatar_size, radius) = match avatar_mode {
+            AvatarMode::Circle => (Val::Percent(40.0), BorderRadius::MAX),
+            AvatarMode::Square => (Val::Percent(40.0), BorderRadius::ZERO),
+            AvatarMode::Fullscreen => (Val::Percent(100.0), BorderRadius::ZERO),
+        };
+        let initials = who.initials();
+        let color = avatar_color(&who.uid);
+        entity.with_children(|tile| {
+            tile.spawn((
+                TileVideo,
+                Node {
+                    position_type: PositionType::Absolute,
+                    display: Display::None,
+                    ..default()
+                },
+                ImageNode::new(video.image.clone()),
+            ));
+            tile.spawn((
+                TileAvatar,
+                Node {
+                    position_type: PositionType::Absolute,
+                    left: Val::Percent(0.0),
+                    right: Val::Percent(0.0),
+                    top: Val::Percent(0.0),
+                    bottom: Val::Percent(0.0),
+                    margin: UiRect::AUTO,
+                    height: avatar_size,
+                    aspect_ratio: (avatar_mode != AvatarMode::Fullscreen).then_some(1.0),
+                    justify_content: JustifyContent::Center,
+                    align_items: AlignItems::Center,
+                    border_radius: radius,
+                    ..default()
+                },
+                BackgroundColor(color),
+                children![Text::new(initials)],
+            ));
+        });
+    }
+}
+
+/// Copies changed tile layouts into their nodes.
+pub(crate) fn apply_tile_layouts(
+    mut tiles: Query<
+        (&TileLayout, &VideoTile, &mut Node, &mut ZIndex, &Children),
+        Or<(Changed<TileLayout>, Changed<VideoTile>)>,
+    >,
+    mut videos: Query<(&mut Node, &mut ImageNode), (With<TileVideo>, Without<TileLayout>)>,
+) {
+    for (layout, tile, mut node, mut z, children) in &mut tiles {
+        let rect = layout.rect;
+        node.display = if layout.visible() {
+            Display::Flex
+        } else {
+            Display::None
+        };
+        node.left = Val::Px(rect.min.x);
+        node.top = Val::Px(rect.min.y);
+        node.width = Val::Px(rect.width());
+        node.height = Val::Px(rect.height());
+        z.set_if_neq(ZIndex(layout.z));
+        for child in children.iter() {
+            let Ok((mut video_node, mut image)) = videos.get_mut(child) else {
+                continue;
+            };
+            let content = layout.content;
+            video_node.left = Val::Px(content.min.x - rect.min.x);
+            video_node.top = Val::Px(content.min.y - rect.min.y);
+            video_node.width = Val::Px(content.width());
+            video_node.height = Val::Px(content.height());
+            let frame = tile.frame_size.as_vec2();
+            let crop = (tile.has_video() && layout.uv != Rect::new(0.0, 0.0, 1.0, 1.0))
+                .then(|| Rect::from_corners(layout.uv.min * frame, layout.uv.max * frame));
+            if image.rect != crop {
+                image.rect = crop;
+            }
+        }
+    }
+}
+
+/// Shows the picture when video flows and is not paused, the avatar otherwise.
+pub(crate) fn show_video_or_avatar(
+    tiles_changed: Query<(), Changed<VideoTile>>,
+    states_changed: Query<(), Changed<ParticipantState>>,
+    tiles: Query<(&VideoTile, &TileOf, &Children)>,
+    states: Query<&ParticipantState>,
+    mut nodes: Query<(&mut Node, Has<TileVideo>), Or<(With<TileVideo>, With<TileAvatar>)>>,
+) {
+    if tiles_changed.is_empty() && states_changed.is_empty() {
+        return;
+    }
+    for (tile, tile_of, children) in &tiles {
+        let paused = states.get(tile_of.0).is_ok_and(|s| s.video_paused);
+        let show_video = tile.has_video() && !paused;
+        for child in children.iter() {
+            if let Ok((mut node, is_video)) = nodes.get_mut(child) {
+                let display = if is_video == show_video {
+                    Display::Flex
+                } else {
+                    Display::None
+                };
+                if node.display != display {
+                    node.display = display;
+                }
+            }
+        }
+    }
+}
+
+/// Keeps each call's viewport equal to its target node's size, or to the primary window's
+/// when it has no target.
+pub(crate) fn sync_viewports(
+    mut calls: Query<(&mut CallViewport, Option<&CallTarget>)>,
+    nodes: Query<&ComputedNode>,
+    windows: Query<&Window, With<bevy::window::PrimaryWindow>>,
+) {
+    for (mut viewport, target) in &mut calls {
+        let size = match target {
+            Some(CallTarget(root)) => nodes
+                .get(*root)
+                .ok()
+                .map(|node| node.size() * node.inverse_scale_factor()),
+            None => windows.single().ok().map(|w| Vec2::new(w.width(), w.height())),
+        };
+        if let Some(size) = size.filter(|s| s.x > 0.0 && s.y > 0.0) {
+            viewport.set_if_neq(CallViewport { size });
+        }
+    }
+}
