@@ -224,7 +224,10 @@ impl CallWorld<'_, '_> {
     /// The active call, if it is still going on.
     fn live_call(&self) -> Result<Entity, HuddleError> {
         let call = self.active.0.ok_or(HuddleError::NoActiveCall)?;
-        let (_, state, ..) = self.calls.get(call).map_err(|_| HuddleError::NoActiveCall)?;
+        let (_, state, ..) = self
+            .calls
+            .get(call)
+            .map_err(|_| HuddleError::NoActiveCall)?;
         if state.is_ended() {
             return Err(HuddleError::CallEnded);
         }
@@ -233,7 +236,10 @@ impl CallWorld<'_, '_> {
 
     /// The local participant of `call`.
     fn local_participant(&self, call: Entity) -> Result<Entity, HuddleError> {
-        let (.., members) = self.calls.get(call).map_err(|_| HuddleError::NoActiveCall)?;
+        let (.., members) = self
+            .calls
+            .get(call)
+            .map_err(|_| HuddleError::NoActiveCall)?;
         members
             .iter()
             .find(|p| self.participants.get(*p).is_ok_and(|(.., local)| local))
@@ -243,9 +249,11 @@ impl CallWorld<'_, '_> {
     /// The participant of `call` with this uid.
     pub(crate) fn participant_by_uid(&self, call: Entity, uid: &str) -> Option<Entity> {
         let (.., members) = self.calls.get(call).ok()?;
-        members
-            .iter()
-            .find(|p| self.participants.get(*p).is_ok_and(|(_, who, ..)| who.uid == uid))
+        members.iter().find(|p| {
+            self.participants
+                .get(*p)
+                .is_ok_and(|(_, who, ..)| who.uid == uid)
+        })
     }
 
     fn known_participant(&self, call: Entity, uid: &str) -> Result<Entity, HuddleError> {
@@ -346,9 +354,7 @@ impl CallWorld<'_, '_> {
             }
             CallAction::MuteAudio(muted) => {
                 let call = self.live_call()?;
-                if let Some(user) =
-                    self.set_local_flag(call, *muted, |s| &mut s.audio_muted)?
-                {
+                if let Some(user) = self.set_local_flag(call, *muted, |s| &mut s.audio_muted)? {
                     self.signal(call, Signal::AudioMuted(*muted));
                     let muted_by = user.uid.clone();
                     self.emit(CallEvent::UserMuted {
@@ -361,9 +367,7 @@ impl CallWorld<'_, '_> {
             }
             CallAction::PauseVideo(paused) => {
                 let call = self.live_call()?;
-                if let Some(user) =
-                    self.set_local_flag(call, *paused, |s| &mut s.video_paused)?
-                {
+                if let Some(user) = self.set_local_flag(call, *paused, |s| &mut s.video_paused)? {
                     self.signal(call, Signal::VideoPaused(*paused));
                     self.emit(CallEvent::UserVideoPaused {
                         call,
@@ -387,9 +391,7 @@ impl CallWorld<'_, '_> {
             CallAction::StartScreenShare | CallAction::StopScreenShare => {
                 let start = *action == CallAction::StartScreenShare;
                 let call = self.live_call()?;
-                if let Some(user) =
-                    self.set_local_flag(call, start, |s| &mut s.screen_sharing)?
-                {
+                if let Some(user) = self.set_local_flag(call, start, |s| &mut s.screen_sharing)? {
                     self.signal(call, Signal::ScreenShare(start));
                     self.emit(if start {
                         CallEvent::ScreenShareStarted { call, user }
@@ -405,11 +407,15 @@ impl CallWorld<'_, '_> {
                     device,
                 });
             }
-            CallAction::SetAudioInputDevice(id) => self.select_device(DeviceKind::AudioInput, id)?,
+            CallAction::SetAudioInputDevice(id) => {
+                self.select_device(DeviceKind::AudioInput, id)?
+            }
             CallAction::SetAudioOutputDevice(id) => {
                 self.select_device(DeviceKind::AudioOutput, id)?;
             }
-            CallAction::SetVideoInputDevice(id) => self.select_device(DeviceKind::VideoInput, id)?,
+            CallAction::SetVideoInputDevice(id) => {
+                self.select_device(DeviceKind::VideoInput, id)?
+            }
             CallAction::SetAudioMode(mode) => {
                 let call = self.live_call()?;
                 if !self.audio_modes.0.contains(mode) {
@@ -422,7 +428,10 @@ impl CallWorld<'_, '_> {
                     ));
                 }
                 let modes = self.audio_modes.0.clone();
-                let (.., mut media, _) = self.calls.get_mut(call).map_err(|_| HuddleError::NoActiveCall)?;
+                let (.., mut media, _) = self
+                    .calls
+                    .get_mut(call)
+                    .map_err(|_| HuddleError::NoActiveCall)?;
                 if media.audio_mode != *mode {
                     media.audio_mode = *mode;
                     self.emit(CallEvent::AudioModesUpdated {
@@ -435,7 +444,10 @@ impl CallWorld<'_, '_> {
             CallAction::EnterPip | CallAction::ExitPip => {
                 let active = *action == CallAction::EnterPip;
                 let call = self.live_call()?;
-                let (.., mut media, _) = self.calls.get_mut(call).map_err(|_| HuddleError::NoActiveCall)?;
+                let (.., mut media, _) = self
+                    .calls
+                    .get_mut(call)
+                    .map_err(|_| HuddleError::NoActiveCall)?;
                 if media.pip != active {
                     media.pip = active;
                     self.emit(CallEvent::PipToggled { call, active });
@@ -444,8 +456,10 @@ impl CallWorld<'_, '_> {
             CallAction::SwitchToVideoCall => {
                 let call = self.live_call()?;
                 let local_uid = self.local_uid(call);
-                let (info, _, _, mut media, _) =
-                    self.calls.get_mut(call).map_err(|_| HuddleError::NoActiveCall)?;
+                let (info, _, _, mut media, _) = self
+                    .calls
+                    .get_mut(call)
+                    .map_err(|_| HuddleError::NoActiveCall)?;
                 if !media.audio_only {
                     return Err(HuddleError::invalid_prop(
                         "audio_only",
@@ -480,7 +494,10 @@ impl CallWorld<'_, '_> {
             }
             CallAction::SetMode(mode) => {
                 let call = self.live_call()?;
-                let (.., mut layout, _, _) = self.calls.get_mut(call).map_err(|_| HuddleError::NoActiveCall)?;
+                let (.., mut layout, _, _) = self
+                    .calls
+                    .get_mut(call)
+                    .map_err(|_| HuddleError::NoActiveCall)?;
                 if layout.mode != *mode {
                     layout.mode = *mode;
                     self.emit(CallEvent::ModeChanged { call, mode: *mode });
@@ -513,7 +530,11 @@ impl CallWorld<'_, '_> {
             }
             CallAction::ClearActiveCall => {
                 if let Some(call) = self.active.0.take() {
-                    if self.calls.get(call).is_ok_and(|(_, state, ..)| !state.is_ended()) {
+                    if self
+                        .calls
+                        .get(call)
+                        .is_ok_and(|(_, state, ..)| !state.is_ended())
+                    {
                         self.signal(call, Signal::Leave);
                     }
                     self.commands.entity(call).try_despawn();
@@ -530,7 +551,13 @@ impl CallWorld<'_, '_> {
     }
 
     /// Turns recording on/off; `tell_peers` when the change is ours.
-    pub(crate) fn set_recording(&mut self, call: Entity, start: bool, by: String, tell_peers: bool) {
+    pub(crate) fn set_recording(
+        &mut self,
+        call: Entity,
+        start: bool,
+        by: String,
+        tell_peers: bool,
+    ) {
         let Ok((.., mut media, _)) = self.calls.get_mut(call) else {
             return;
         };
@@ -560,7 +587,12 @@ impl CallWorld<'_, '_> {
         self.emit(CallEvent::PinChanged { call, pinned });
     }
 
-    fn change_route(&mut self, call: Entity, participant: Entity, change: impl Fn(&mut AudioRoute)) {
+    fn change_route(
+        &mut self,
+        call: Entity,
+        participant: Entity,
+        change: impl Fn(&mut AudioRoute),
+    ) {
         let mut changed = None;
         for (route_of, mut route) in &mut self.routes {
             if route_of.0 != participant {

@@ -257,7 +257,11 @@ impl CallEventListeners {
     pub fn add(&mut self, id: impl Into<String>, listener: impl CallEventListener) {
         let id = id.into();
         let listener: Box<dyn CallEventListener> = Box::new(listener);
-        match self.entries.iter_mut().find(|(existing, _)| *existing == id) {
+        match self
+            .entries
+            .iter_mut()
+            .find(|(existing, _)| *existing == id)
+        {
             Some(entry) => entry.1 = listener,
             None => self.entries.push((id, listener)),
         }

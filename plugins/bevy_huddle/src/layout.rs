@@ -329,7 +329,7 @@ pub(crate) fn update_tile_layouts(
     )>,
     participants: Query<(&Participant, Has<LocalParticipant>, &ParticipantTiles)>,
     participants_changed: Query<(), Or<(Changed<ParticipantTiles>, Added<Participant>)>>,
-    tiles_changed: Query<(), Or<(Changed<VideoTile>, Added<TileLayout>)>>,
+    tiles_changed: Query<(), Changed<VideoTile>>,
     mut tiles: Query<(&VideoTile, &mut TileLayout)>,
 ) {
     let any_tile_changed = !tiles_changed.is_empty() || !participants_changed.is_empty();

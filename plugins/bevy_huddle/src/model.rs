@@ -26,7 +26,14 @@ use crate::settings::{AudioMode, CallSettings, LayoutMode};
 /// The request component of a call: spawn it (with a session id and settings) and the plugin
 /// validates the settings, marks it the active call and attaches the rest.
 #[derive(Component, Clone, Debug)]
-#[require(CallState, CallLayout, CallMedia, CallViewport, CallParticipants, AloneFor)]
+#[require(
+    CallState,
+    CallLayout,
+    CallMedia,
+    CallViewport,
+    CallParticipants,
+    AloneFor
+)]
 pub struct Call {
     /// The session id that participants meet in.
     pub session_id: String,

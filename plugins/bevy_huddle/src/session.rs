@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use bevy::asset::RenderAssetUsages;
 use bevy::ecs::system::SystemParam;
-use bevy::prelude::*;
 use bevy::image::ToExtents;
+use bevy::prelude::*;
 use wgpu_types::{TextureDimension, TextureFormat};
 
 use crate::actions::{CallWorld, Signal};
@@ -271,14 +271,19 @@ impl SessionWorld<'_, '_> {
         }
         match change {
             SessionChange::Ringing { direction } => {
-                let (_, mut state, ..) = w.calls.get_mut(call).map_err(|_| HuddleError::NoActiveCall)?;
+                let (_, mut state, ..) = w
+                    .calls
+                    .get_mut(call)
+                    .map_err(|_| HuddleError::NoActiveCall)?;
                 *state = CallState::Ringing {
                     direction: *direction,
                 };
             }
             SessionChange::Joined { local, others } => {
-                let (info, mut state, ..) =
-                    w.calls.get_mut(call).map_err(|_| HuddleError::NoActiveCall)?;
+                let (info, mut state, ..) = w
+                    .calls
+                    .get_mut(call)
+                    .map_err(|_| HuddleError::NoActiveCall)?;
                 if *state == CallState::InCall {
                     return Ok(Applied::Done);
                 }
@@ -335,8 +340,10 @@ impl SessionWorld<'_, '_> {
                 };
                 let user = w.user(participant);
                 w.commands.entity(participant).try_despawn();
-                let (info, _, mut layout, ..) =
-                    w.calls.get_mut(call).map_err(|_| HuddleError::NoActiveCall)?;
+                let (info, _, mut layout, ..) = w
+                    .calls
+                    .get_mut(call)
+                    .map_err(|_| HuddleError::NoActiveCall)?;
                 let is_group = info.is_group;
                 if layout.pinned == Some(participant) {
                     layout.pinned = None;
@@ -387,8 +394,7 @@ impl SessionWorld<'_, '_> {
                 }
             }
             SessionChange::ScreenShare { uid, started } => {
-                if let Some(user) = self.set_flag(call, uid, *started, |s| &mut s.screen_sharing)?
-                {
+                if let Some(user) = self.set_flag(call, uid, *started, |s| &mut s.screen_sharing)? {
                     self.world.emit(if *started {
                         CallEvent::ScreenShareStarted { call, user }
                     } else {
@@ -419,8 +425,10 @@ impl SessionWorld<'_, '_> {
                     None => None,
                 };
                 let w = &mut self.world;
-                let (.., mut layout, _, _) =
-                    w.calls.get_mut(call).map_err(|_| HuddleError::NoActiveCall)?;
+                let (.., mut layout, _, _) = w
+                    .calls
+                    .get_mut(call)
+                    .map_err(|_| HuddleError::NoActiveCall)?;
                 if layout.dominant_speaker != participant {
                     layout.dominant_speaker = participant;
                     w.emit(CallEvent::DominantSpeakerChanged {
@@ -433,8 +441,10 @@ impl SessionWorld<'_, '_> {
                 initiator,
                 responder,
             } => {
-                let (info, _, _, mut media, _) =
-                    w.calls.get_mut(call).map_err(|_| HuddleError::NoActiveCall)?;
+                let (info, _, _, mut media, _) = w
+                    .calls
+                    .get_mut(call)
+                    .map_err(|_| HuddleError::NoActiveCall)?;
                 if media.audio_only {
                     media.audio_only = false;
                     let session_id = info.session_id.clone();
@@ -560,11 +570,14 @@ pub struct AloneFor(pub Duration);
 /// Ends a call whose local user was alone in it for `idle_timeout` (`SessionTimeout`).
 pub(crate) fn end_idle_calls(
     time: Res<Time>,
-    mut alone: Query<(Entity, &Call, &CallState, &CallParticipants, &mut AloneFor)>,
+    mut alone: Query<(Entity, &mut AloneFor)>,
     mut world: CallWorld,
 ) {
     let mut timed_out = Vec::new();
-    for (call, info, state, members, mut alone_for) in &mut alone {
+    for (call, mut alone_for) in &mut alone {
+        let Ok((info, state, _, _, members)) = world.calls.get(call) else {
+            continue;
+        };
         if *state != CallState::InCall || members.len() > 1 {
             if alone_for.0 != Duration::ZERO {
                 alone_for.0 = Duration::ZERO;

@@ -24,9 +24,9 @@ pub struct TileAvatar;
 
 /// A stable, pleasant background colour for a participant's avatar.
 pub fn avatar_color(uid: &str) -> Color {
-    let hash = uid
-        .bytes()
-        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let hash = uid.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     Color::hsl((hash % 360) as f32, 0.45, 0.45)
 }
 
@@ -180,7 +180,10 @@ pub(crate) fn sync_viewports(
                 .get(*root)
                 .ok()
                 .map(|node| node.size() * node.inverse_scale_factor()),
-            None => windows.single().ok().map(|w| Vec2::new(w.width(), w.height())),
+            None => windows
+                .single()
+                .ok()
+                .map(|w| Vec2::new(w.width(), w.height())),
         };
         if let Some(size) = size.filter(|s| s.x > 0.0 && s.y > 0.0) {
             viewport.set_if_neq(CallViewport { size });

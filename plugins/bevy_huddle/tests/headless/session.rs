@@ -1,0 +1,433 @@
+//! What the transport reports (`SessionUpdate`) becomes state and the reference events:
+//! joins and leaves, remote mutes, speakers, quality, the call's end, idle timeout, and the
+//! refusals when a call cannot start.
+
+use std::time::Duration;
+
+use bevy::prelude::*;
+use bevy_huddle::prelude::*;
+
+use crate::harness::*;
+
+fn uids(users: &[CallUser]) -> Vec<&str> {
+    users.iter().map(|u| u.uid.as_str()).collect()
+}
+
+/// Joining spawns the local and remote participants (each with a tile and an audio route),
+/// moves the call to `InCall`, and announces the user list in join order.
+#[test]
+fn joining_spawns_participants_and_lists_users() {
+    let mut app = app();
+    let call = spawn_call(&mut app, Call::new("s", CallSettings::default()));
+    assert_eq!(
+        app.world().get::<CallState>(call),
+        Some(&CallState::Joining)
+    );
+    assert_eq!(app.world().resource::<ActiveCall>().0, Some(call));
+    session(
+        &mut app,
+        call,
+        SessionChange::Joined {
+            local: ParticipantInfo::new("alice", "Alice"),
+            others: vec![
+                ParticipantInfo::new("bob", "Bob"),
+                ParticipantInfo::new("carol", "Carol"),
+            ],
+        },
+    );
+    run(&mut app, 2);
+    assert_eq!(app.world().get::<CallState>(call), Some(&CallState::InCall));
+    let members = app.world().get::<CallParticipants>(call).expect("members");
+    assert_eq!(members.len(), 3);
+    let alice = participant(&mut app, "alice");
+    assert!(app.world().get::<LocalParticipant>(alice).is_some());
+    for uid in ["alice", "bob", "carol"] {
+        let tile = tile_of(&mut app, uid);
+        assert!(app.world().get::<VideoTile>(tile).is_some());
+    }
+    let mut routes = app.world_mut().query::<&AudioRoute>();
+    assert_eq!(routes.iter(app.world()).count(), 3);
+    let events = take_events(&mut app);
+    let lists: Vec<Vec<&str>> = events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::UserListChanged { users, .. } => Some(uids(users)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lists, vec![vec!["alice", "bob", "carol"]]);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, CallEvent::AudioModesUpdated { .. }))
+    );
+}
+
+/// Remote joins and leaves in a group call give `UserJoined`/`UserLeft` and the new list;
+/// the call goes on while others remain, and a duplicate join changes nothing.
+#[test]
+fn remote_join_and_leave_in_a_group_call() {
+    let mut app = app();
+    let call = joined_call(
+        &mut app,
+        Call::new("g", CallSettings::default()).group(),
+        &["bob"],
+    );
+    take_events(&mut app);
+    session(
+        &mut app,
+        call,
+        SessionChange::ParticipantJoined(ParticipantInfo::new("carol", "Carol")),
+    );
+    session(
+        &mut app,
+        call,
+        SessionChange::ParticipantJoined(ParticipantInfo::new("carol", "Carol")),
+    );
+    run(&mut app, 3);
+    let events = take_events(&mut app);
+    assert!(matches!(&events[0], CallEvent::UserJoined { user, .. } if user.uid == "carol"));
+    assert!(
+        matches!(&events[1], CallEvent::UserListChanged { users, .. } if uids(users) == ["alice", "bob", "carol"])
+    );
+    assert_eq!(events.len(), 2, "the duplicate join is ignored: {events:?}");
+
+    session(
+        &mut app,
+        call,
+        SessionChange::ParticipantLeft { uid: "bob".into() },
+    );
+    run(&mut app, 2);
+    let events = take_events(&mut app);
+    assert!(matches!(&events[0], CallEvent::UserLeft { user, .. } if user.uid == "bob"));
+    assert!(
+        matches!(&events[1], CallEvent::UserListChanged { users, .. } if uids(users) == ["alice", "carol"])
+    );
+    assert_eq!(events.len(), 2);
+    assert_eq!(app.world().get::<CallState>(call), Some(&CallState::InCall));
+    let mut tiles = app.world_mut().query::<&VideoTile>();
+    assert_eq!(
+        tiles.iter(app.world()).count(),
+        2,
+        "bob's tile went with him"
+    );
+}
+
+/// In a 1:1 call the other side leaving ends the call with `CallEnded` (remote hang-up).
+#[test]
+fn one_to_one_ends_when_the_other_side_leaves() {
+    let mut app = app();
+    let call = one_to_one(&mut app);
+    take_events(&mut app);
+    session(
+        &mut app,
+        call,
+        SessionChange::ParticipantLeft { uid: "bob".into() },
+    );
+    run(&mut app, 2);
+    assert_eq!(
+        app.world().get::<CallState>(call),
+        Some(&CallState::Ended {
+            reason: EndReason::RemoteHangUp
+        })
+    );
+    let events = take_events(&mut app);
+    assert!(events.contains(&CallEvent::CallEnded {
+        call,
+        reason: EndReason::RemoteHangUp
+    }));
+    // A late `Ended` from the server changes nothing more.
+    session(
+        &mut app,
+        call,
+        SessionChange::Ended {
+            reason: EndReason::RemoteHangUp,
+        },
+    );
+    run(&mut app, 2);
+    assert!(take_events(&mut app).is_empty());
+}
+
+/// Remote state changes update the participant and emit their events; quality and dominant
+/// speaker too; an update naming an unknown uid is a typed error and changes nothing.
+#[test]
+fn remote_state_changes() {
+    let mut app = app();
+    let call = joined_call(
+        &mut app,
+        Call::new("g", CallSettings::default()).group(),
+        &["bob", "carol"],
+    );
+    take_events(&mut app);
+    session(
+        &mut app,
+        call,
+        SessionChange::Muted {
+            uid: "bob".into(),
+            muted: true,
+            by: "bob".into(),
+        },
+    );
+    session(
+        &mut app,
+        call,
+        SessionChange::VideoPaused {
+            uid: "carol".into(),
+            paused: true,
+        },
+    );
+    session(
+        &mut app,
+        call,
+        SessionChange::HandRaised {
+            uid: "carol".into(),
+            raised: true,
+        },
+    );
+    session(
+        &mut app,
+        call,
+        SessionChange::ScreenShare {
+            uid: "bob".into(),
+            started: true,
+        },
+    );
+    session(
+        &mut app,
+        call,
+        SessionChange::Speaking {
+            uid: "bob".into(),
+            speaking: true,
+        },
+    );
+    session(
+        &mut app,
+        call,
+        SessionChange::DominantSpeaker {
+            uid: Some("bob".into()),
+        },
+    );
+    session(
+        &mut app,
+        call,
+        SessionChange::ConnectionQuality {
+            uid: "carol".into(),
+            quality: bevy_huddle::model::ConnectionQuality::Poor,
+        },
+    );
+    session(
+        &mut app,
+        call,
+        SessionChange::RecordingToggled {
+            started: true,
+            by: "bob".into(),
+        },
+    );
+    session(
+        &mut app,
+        call,
+        SessionChange::Muted {
+            uid: "mallory".into(),
+            muted: true,
+            by: "x".into(),
+        },
+    );
+    app.update();
+    let bob = state_of(&mut app, "bob");
+    assert!(bob.audio_muted && bob.screen_sharing && bob.speaking);
+    let carol = state_of(&mut app, "carol");
+    assert!(carol.video_paused && carol.hand_raised);
+    assert_eq!(
+        carol.connection_quality,
+        bevy_huddle::model::ConnectionQuality::Poor
+    );
+    let bob_entity = participant(&mut app, "bob");
+    assert_eq!(
+        app.world()
+            .get::<CallLayout>(call)
+            .expect("layout")
+            .dominant_speaker,
+        Some(bob_entity)
+    );
+    let events = take_events(&mut app);
+    assert!(
+        matches!(&events[0], CallEvent::UserMuted { user, muted: true, muted_by, .. } if user.uid == "bob" && muted_by == "bob")
+    );
+    assert!(
+        matches!(&events[1], CallEvent::UserVideoPaused { user, paused: true, .. } if user.uid == "carol")
+    );
+    assert!(matches!(&events[2], CallEvent::HandRaised { user, .. } if user.uid == "carol"));
+    assert!(matches!(&events[3], CallEvent::ScreenShareStarted { user, .. } if user.uid == "bob"));
+    assert_eq!(
+        events[4],
+        CallEvent::DominantSpeakerChanged {
+            call,
+            uid: Some("bob".into())
+        }
+    );
+    assert!(
+        matches!(&events[5], CallEvent::ConnectionQualityChanged { user, .. } if user.uid == "carol")
+    );
+    assert_eq!(
+        events[6],
+        CallEvent::RecordingToggled {
+            call,
+            started: true,
+            by: "bob".into()
+        }
+    );
+    assert_eq!(error_codes(&events), vec![ErrorCode::InvalidArgument]);
+    assert_eq!(events.len(), 8);
+}
+
+/// `start_audio_muted`, `start_video_muted` and `start_recording_on_call_start` apply at join,
+/// and peers are told.
+#[test]
+fn start_settings_apply_at_join() {
+    let mut app = app();
+    let settings = CallSettings::builder()
+        .start_audio_muted(true)
+        .start_video_muted(true)
+        .start_recording_on_call_start(true)
+        .build()
+        .expect("valid");
+    let call = joined_call(&mut app, Call::new("s", settings), &["bob"]);
+    let alice = state_of(&mut app, "alice");
+    assert!(alice.audio_muted && alice.video_paused);
+    assert_eq!(
+        app.world()
+            .get::<CallMedia>(call)
+            .expect("media")
+            .recording_by
+            .as_deref(),
+        Some("alice")
+    );
+    let signals = take_signals(&mut app);
+    assert_eq!(
+        signals,
+        vec![
+            Signal::AudioMuted(true),
+            Signal::VideoPaused(true),
+            Signal::Recording(true)
+        ]
+    );
+    assert!(
+        take_events(&mut app)
+            .iter()
+            .any(|e| matches!(e, CallEvent::RecordingToggled { started: true, .. }))
+    );
+}
+
+/// Alone in a call for `idle_timeout` (simulated time) ends it with `SessionTimeout`; company
+/// resets the clock.
+#[test]
+fn idle_timeout_ends_a_lonely_call() {
+    let mut app = app();
+    let settings = CallSettings::builder()
+        .idle_timeout(Duration::from_secs(1))
+        .build()
+        .expect("valid");
+    let call = joined_call(&mut app, Call::new("s", settings).group(), &[]);
+    take_events(&mut app);
+    run(&mut app, 40); // 0.64 s
+    assert_eq!(app.world().get::<CallState>(call), Some(&CallState::InCall));
+    session(
+        &mut app,
+        call,
+        SessionChange::ParticipantJoined(ParticipantInfo::new("bob", "Bob")),
+    );
+    run(&mut app, 40); // with company: no timeout
+    session(
+        &mut app,
+        call,
+        SessionChange::ParticipantLeft { uid: "bob".into() },
+    );
+    run(&mut app, 40);
+    assert_eq!(
+        app.world().get::<CallState>(call),
+        Some(&CallState::InCall),
+        "clock restarted when bob left"
+    );
+    run(&mut app, 30); // 1.1 s alone
+    assert_eq!(
+        app.world().get::<CallState>(call),
+        Some(&CallState::Ended {
+            reason: EndReason::SessionTimeout
+        })
+    );
+    let events = take_events(&mut app);
+    assert!(events.contains(&CallEvent::SessionTimeout { call }));
+    assert!(take_signals(&mut app).contains(&Signal::Leave));
+}
+
+/// A call with invalid settings, an empty session id, or a second call while one is live
+/// fails with a typed error and never becomes the active call.
+#[test]
+fn calls_that_cannot_start() {
+    let mut app = app();
+    let bad = CallSettings {
+        idle_timeout_secs: -1.0,
+        ..CallSettings::default()
+    };
+    let refused = spawn_call(&mut app, Call::new("s", bad));
+    assert!(matches!(
+        app.world().get::<CallState>(refused),
+        Some(CallState::Ended { reason: EndReason::Failed(code) }) if code == "INVALID_PROP_EXCEPTION"
+    ));
+    assert_eq!(app.world().resource::<ActiveCall>().0, None);
+    let empty = spawn_call(&mut app, Call::new("  ", CallSettings::default()));
+    assert!(
+        app.world()
+            .get::<CallState>(empty)
+            .is_some_and(CallState::is_ended)
+    );
+
+    let first = one_to_one(&mut app);
+    let second = spawn_call(&mut app, Call::new("other", CallSettings::default()));
+    assert_eq!(app.world().resource::<ActiveCall>().0, Some(first));
+    assert!(
+        app.world()
+            .get::<CallState>(second)
+            .is_some_and(CallState::is_ended)
+    );
+    let codes = error_codes(&take_events(&mut app));
+    assert_eq!(
+        codes,
+        vec![
+            ErrorCode::InvalidProp,
+            ErrorCode::InvalidSessionId,
+            ErrorCode::CallInProgress
+        ]
+    );
+}
+
+/// A device hot-plug replaces the lists, announces them, and moves a selection whose device
+/// vanished to the first remaining one.
+#[test]
+fn device_hot_plug_refresh() {
+    let mut app = app();
+    let mut lists = app.world().resource::<MediaDevices>().lists().clone();
+    lists.video_inputs.remove(0);
+    app.world_mut()
+        .write_message(bevy_huddle::DeviceListRefreshed(lists.clone()));
+    app.update();
+    let devices = app.world().resource::<MediaDevices>();
+    assert_eq!(
+        devices.selected(DeviceKind::VideoInput),
+        lists.video_inputs.first()
+    );
+    let events = take_events(&mut app);
+    assert_eq!(
+        events,
+        vec![CallEvent::MediaDeviceListUpdated {
+            devices: lists.clone()
+        }]
+    );
+    app.world_mut()
+        .write_message(bevy_huddle::DeviceListRefreshed(lists));
+    app.update();
+    assert!(
+        take_events(&mut app).is_empty(),
+        "an identical list is not news"
+    );
+}
