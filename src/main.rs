@@ -1,1 +1,13 @@
-fn main() {}
+//! `huddle`: the desktop app's entry point.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use huddle::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo(args) => huddle::demo::run(args),
+    }
+}

@@ -1,8 +1,11 @@
 //! Huddle's media layer, independent of Bevy: devices, codecs and WebRTC peers.
 //!
 //! So far this crate holds the device vocabulary ([`DeviceKind`], [`DeviceInfo`],
-//! [`DeviceLists`]) and the synthetic devices that stand in where no real device exists
-//! (CI, servers, bots). Real capture, codecs and peers are added behind the same types.
+//! [`DeviceLists`]), the synthetic devices that stand in where no real device exists (CI,
+//! servers, bots), and the [`synthetic`] test pattern whose frames carry their own frame
+//! number and capture time. Real capture, codecs and peers are added behind the same types.
+
+pub mod synthetic;
 
 use std::fmt;
 

@@ -1,0 +1,67 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use bevy_huddle::settings::LayoutMode;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Huddle: video/audio calls on Bevy's ECS.
+#[derive(Debug, Parser)]
+#[command(name = "huddle", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open a demo call with synthetic participants in a window.
+    Demo(DemoArgs),
+}
+
+/// Layout mode names on the command line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Every tile in an even grid.
+    #[default]
+    Grid,
+    /// One main tile, a strip, and a floating local preview.
+    Spotlight,
+    /// Only the main tile.
+    Single,
+}
+
+impl From<ModeArg> for LayoutMode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Grid => LayoutMode::Default,
+            ModeArg::Spotlight => LayoutMode::Spotlight,
+            ModeArg::Single => LayoutMode::Single,
+        }
+    }
+}
+
+/// Options of `huddle demo`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DemoArgs {
+    /// How many synthetic participants join (0..=48).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(0..=48))]
+    pub bots: u16,
+    /// Layout mode to start in.
+    #[arg(long, value_enum, default_value_t = ModeArg::Grid)]
+    pub mode: ModeArg,
+    /// Save a screenshot of the window here once video is flowing.
+    #[arg(long)]
+    pub screenshot: Option<PathBuf>,
+    /// Quit after this many seconds.
+    #[arg(long)]
+    pub exit_after: Option<f32>,
+    /// Window width in logical pixels.
+    #[arg(long, default_value_t = 1280)]
+    pub width: u32,
+    /// Window height in logical pixels.
+    #[arg(long, default_value_t = 720)]
+    pub height: u32,
+}

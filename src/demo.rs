@@ -1,0 +1,397 @@
+//! `huddle demo`: a windowed call with synthetic participants.
+//!
+//! 1. The window opens with a full-screen UI root; a group [`Call`] targets it.
+//! 2. [`join_demo_session`] plays the transport's part: it reports the session joined with
+//!    the local user and `--bots` synthetic participants (`SessionUpdate`s, as the server
+//!    connection will).
+//! 3. Every frame, [`render_synthetic_video`] draws each participant's moving test pattern
+//!    (frame number and capture time stamped in the picture) into their tile's `Image`.
+//! 4. [`rotate_dominant_speaker`] makes a different bot the dominant speaker every few
+//!    seconds, so Spotlight follows the "speaker".
+//! 5. Keys: M mute, V pause video, Tab next layout mode, P pin/unpin the main tile, Esc leave.
+//! 6. With `--screenshot`, a screenshot is saved once every tile shows video; with
+//!    `--exit-after`, the app quits (non-zero if the screenshot was asked for but not saved).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bevy::asset::RenderAssetUsages;
+use bevy::image::ToExtents;
+use bevy::prelude::*;
+use bevy::render::render_resource::{TextureDimension, TextureFormat};
+use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured, save_to_disk};
+use bevy::window::WindowResolution;
+use bevy_huddle::prelude::*;
+use huddle_media::synthetic::{FrameStamp, TestPattern};
+
+use crate::cli::DemoArgs;
+
+/// Size of the synthetic participants' video.
+const BOT_VIDEO: UVec2 = UVec2::new(320, 180);
+/// Frames to let the software renderer warm up before a screenshot.
+const SCREENSHOT_WARMUP_FRAMES: u32 = 90;
+
+/// Runs the demo; returns the process exit code.
+pub fn run(args: DemoArgs) -> ExitCode {
+    if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
+        eprintln!(
+            "huddle demo needs a display, and none was found (DISPLAY and WAYLAND_DISPLAY are unset).\n\
+             On a machine without one, run it in a virtual X server:\n\n    \
+             xvfb-run -a -s '-screen 0 1280x720x24' huddle demo\n\n\
+             (Debian: apt-get install xvfb mesa-vulkan-drivers; scripts/demo does this for you.)"
+        );
+        return ExitCode::from(2);
+    }
+    let mut app = App::new();
+    app.add_plugins(DefaultPlugins.set(WindowPlugin {
+        primary_window: Some(Window {
+            title: "Huddle demo".into(),
+            resolution: WindowResolution::new(args.width, args.height),
+            ..default()
+        }),
+        ..default()
+    }))
+    .add_plugins(HuddlePlugins)
+    .insert_resource(DemoConfig::from(&args))
+    .init_resource::<ScreenshotState>()
+    .add_systems(Startup, open_call)
+    .add_systems(
+        Update,
+        (
+            join_demo_session,
+            attach_synthetic_sources,
+            render_synthetic_video,
+            rotate_dominant_speaker,
+            handle_keys,
+            show_status,
+            take_screenshot,
+            exit_when_done,
+        )
+            .after(HuddleSystems::Apply),
+    );
+    match app.run() {
+        AppExit::Success => ExitCode::SUCCESS,
+        AppExit::Error(code) => ExitCode::from(code.get()),
+    }
+}
+
+/// The demo's options.
+#[derive(Resource, Clone, Debug)]
+struct DemoConfig {
+    bots: u16,
+    mode: LayoutMode,
+    screenshot: Option<PathBuf>,
+    exit_after: Option<Duration>,
+}
+
+impl From<&DemoArgs> for DemoConfig {
+    fn from(args: &DemoArgs) -> Self {
+        Self {
+            bots: args.bots,
+            mode: args.mode.into(),
+            screenshot: args.screenshot.clone(),
+            exit_after: args
+                .exit_after
+                .and_then(|s| Duration::try_from_secs_f32(s).ok()),
+        }
+    }
+}
+
+/// Whether the screenshot was asked for and written.
+#[derive(Resource, Default)]
+struct ScreenshotState {
+    requested: bool,
+    saved: bool,
+    warm_frames: u32,
+}
+
+/// Marks the status line.
+#[derive(Component)]
+struct StatusText;
+
+/// A participant's synthetic camera.
+#[derive(Component)]
+struct SyntheticCamera {
+    pattern: TestPattern,
+    frame: u32,
+}
+
+fn open_call(mut commands: Commands, config: Res<DemoConfig>) {
+    commands.spawn(Camera2d);
+    let root = commands
+        .spawn((
+            Node {
+                width: Val::Percent(100.0),
+                height: Val::Percent(100.0),
+                ..default()
+            },
+            BackgroundColor(Color::srgb(0.08, 0.09, 0.11)),
+        ))
+        .id();
+    commands.spawn((
+        StatusText,
+        Text::new("Huddle demo"),
+        TextFont::from_font_size(16.0),
+        Node {
+            position_type: PositionType::Absolute,
+            left: Val::Px(12.0),
+            top: Val::Px(8.0),
+            ..default()
+        },
+        GlobalZIndex(10),
+    ));
+    let settings = CallSettings::builder()
+        .mode(config.mode)
+        .build()
+        .unwrap_or_default();
+    commands.spawn((Call::new("demo", settings).group(), CallTarget(root)));
+}
+
+/// Plays the transport: once the call is joining, the session is joined with the bots.
+fn join_demo_session(
+    calls: Query<(Entity, &CallState), Changed<CallState>>,
+    config: Res<DemoConfig>,
+    mut updates: MessageWriter<SessionUpdate>,
+) {
+    for (call, state) in &calls {
+        if *state != CallState::Joining {
+            continue;
+        }
+        let others = (1..=config.bots)
+            .map(|i| ParticipantInfo::new(format!("bot-{i}"), format!("Bot {i}")))
+            .collect();
+        updates.write(SessionUpdate {
+            call,
+            change: SessionChange::Joined {
+                local: ParticipantInfo::new("you", "You"),
+                others,
+            },
+        });
+    }
+}
+
+/// Gives every new participant a synthetic camera.
+fn attach_synthetic_sources(
+    new: Query<(Entity, &Participant), Added<Participant>>,
+    mut commands: Commands,
+) {
+    for (entity, who) in &new {
+        commands.entity(entity).insert(SyntheticCamera {
+            pattern: TestPattern::new(BOT_VIDEO.x, BOT_VIDEO.y, &who.uid),
+            frame: 0,
+        });
+    }
+}
+
+/// Draws the next test-pattern frame of every participant into their tile's image.
+fn render_synthetic_video(
+    time: Res<Time<Real>>,
+    mut cameras: Query<(
+        &Participant,
+        &ParticipantOf,
+        &ParticipantState,
+        &mut SyntheticCamera,
+        &ParticipantTiles,
+    )>,
+    tiles: Query<&VideoTile>,
+    mut images: ResMut<Assets<Image>>,
+    mut updates: MessageWriter<SessionUpdate>,
+) {
+    let now_ms = time.elapsed().as_millis() as u32;
+    for (who, call, state, mut camera, owned) in &mut cameras {
+        if state.video_paused {
+            continue;
+        }
+        camera.frame += 1;
+        let mut rgba = Vec::new();
+        camera.pattern.render_rgba(
+            FrameStamp {
+                frame: camera.frame,
+                capture_ms: now_ms,
+            },
+            &mut rgba,
+        );
+        let size = UVec2::new(camera.pattern.width(), camera.pattern.height());
+        for tile in owned.iter().filter_map(|t| tiles.get(t).ok()) {
+            let Some(mut image) = images.get_mut(&tile.image) else {
+                continue;
+            };
+            if image.size() == size {
+                image.data = Some(rgba.clone());
+            } else {
+                *image = Image::new(
+                    size.to_extents(),
+                    TextureDimension::D2,
+                    rgba.clone(),
+                    TextureFormat::Rgba8UnormSrgb,
+                    RenderAssetUsages::RENDER_WORLD,
+                );
+            }
+            if tile.frame_size != size {
+                updates.write(SessionUpdate {
+                    call: call.0,
+                    change: SessionChange::VideoFormat {
+                        uid: who.uid.clone(),
+                        size,
+                    },
+                });
+            }
+        }
+    }
+}
+
+/// Every four seconds another bot becomes the dominant speaker.
+fn rotate_dominant_speaker(
+    time: Res<Time>,
+    mut next_change: Local<f32>,
+    mut turn: Local<usize>,
+    calls: Query<(Entity, &CallParticipants, &CallState)>,
+    participants: Query<&Participant, Without<LocalParticipant>>,
+    mut updates: MessageWriter<SessionUpdate>,
+) {
+    if time.elapsed_secs() < *next_change {
+        return;
+    }
+    *next_change = time.elapsed_secs() + 4.0;
+    for (call, members, state) in &calls {
+        if *state != CallState::InCall {
+            continue;
+        }
+        let bots: Vec<&Participant> = members.iter().filter_map(|p| participants.get(p).ok()).collect();
+        if bots.is_empty() {
+            continue;
+        }
+        *turn = (*turn + 1) % bots.len();
+        updates.write(SessionUpdate {
+            call,
+            change: SessionChange::DominantSpeaker {
+                uid: Some(bots[*turn].uid.clone()),
+            },
+        });
+    }
+}
+
+/// M mute, V video, Tab mode, P pin, Esc leave.
+fn handle_keys(
+    keys: Res<ButtonInput<KeyCode>>,
+    local: Query<&ParticipantState, With<LocalParticipant>>,
+    calls: Query<&CallLayout>,
+    active: Res<ActiveCall>,
+    mut controls: CallControls,
+    mut exit: MessageWriter<AppExit>,
+) {
+    let Some(layout) = active.0.and_then(|call| calls.get(call).ok()) else {
+        return;
+    };
+    let me = local.iter().next().cloned().unwrap_or_default();
+    if keys.just_pressed(KeyCode::KeyM) {
+        controls.mute_audio(!me.audio_muted);
+    }
+    if keys.just_pressed(KeyCode::KeyV) {
+        controls.pause_video(!me.video_paused);
+    }
+    if keys.just_pressed(KeyCode::Tab) {
+        controls.set_mode(match layout.mode {
+            LayoutMode::Default => LayoutMode::Spotlight,
+            LayoutMode::Spotlight => LayoutMode::Single,
+            LayoutMode::Single => LayoutMode::Default,
+        });
+    }
+    if keys.just_pressed(KeyCode::KeyP) && layout.pinned.is_some() {
+        controls.unpin();
+    }
+    if keys.just_pressed(KeyCode::Escape) {
+        controls.end_session();
+        exit.write(AppExit::Success);
+    }
+}
+
+/// The status line: mode, people, mute state, and the last event.
+fn show_status(
+    mut events: MessageReader<CallEvent>,
+    mut last_event: Local<String>,
+    calls: Query<(&CallLayout, &CallParticipants, &CallState)>,
+    local: Query<&ParticipantState, With<LocalParticipant>>,
+    active: Res<ActiveCall>,
+    mut text: Query<&mut Text, With<StatusText>>,
+) {
+    if let Some(event) = events.read().last() {
+        *last_event = match event {
+            CallEvent::Error { error, .. } => format!("error {}: {error}", error.code()),
+            other => format!("{other:?}").chars().take(60).collect(),
+        };
+    }
+    let Some((layout, members, state)) = active.0.and_then(|call| calls.get(call).ok()) else {
+        return;
+    };
+    let me = local.iter().next().cloned().unwrap_or_default();
+    let line = format!(
+        "Huddle demo | {:?} | {} in call | {:?} | mic {} | video {} | M mute  V video  Tab mode  Esc leave | {}",
+        layout.mode,
+        members.len(),
+        state,
+        if me.audio_muted { "off" } else { "on" },
+        if me.video_paused { "off" } else { "on" },
+        *last_event,
+    );
+    for mut text in &mut text {
+        if text.0 != line {
+            text.0 = line.clone();
+        }
+    }
+}
+
+/// Once every tile shows video and the renderer is warm, saves the screenshot.
+fn take_screenshot(
+    config: Res<DemoConfig>,
+    mut state: ResMut<ScreenshotState>,
+    tiles: Query<&VideoTile>,
+    mut commands: Commands,
+) {
+    let Some(path) = &config.screenshot else {
+        return;
+    };
+    if state.requested {
+        return;
+    }
+    let flowing = !tiles.is_empty() && tiles.iter().all(VideoTile::has_video);
+    if !flowing {
+        return;
+    }
+    state.warm_frames += 1;
+    if state.warm_frames < SCREENSHOT_WARMUP_FRAMES {
+        return;
+    }
+    state.requested = true;
+    info!("taking a screenshot to {}", path.display());
+    commands
+        .spawn(Screenshot::primary_window())
+        .observe(save_to_disk(path.clone()))
+        .observe(
+            |_: On<ScreenshotCaptured>, mut state: ResMut<ScreenshotState>| {
+                state.saved = true;
+            },
+        );
+}
+
+/// Quits after `--exit-after`; fails if a requested screenshot was not saved by then.
+fn exit_when_done(
+    time: Res<Time<Real>>,
+    config: Res<DemoConfig>,
+    state: Res<ScreenshotState>,
+    mut exit: MessageWriter<AppExit>,
+) {
+    let Some(limit) = config.exit_after else {
+        return;
+    };
+    if time.elapsed() < limit {
+        return;
+    }
+    if config.screenshot.is_some() && !state.saved {
+        error!("exiting after {limit:?} without the screenshot: video never flowed everywhere");
+        exit.write(AppExit::from_code(1));
+    } else {
+        exit.write(AppExit::Success);
+    }
+}
