@@ -29,6 +29,8 @@ use crate::cli::DemoArgs;
 
 /// Size of the synthetic participants' video.
 const BOT_VIDEO: UVec2 = UVec2::new(320, 180);
+/// Height of the status line above the call, in logical pixels.
+const STATUS_HEIGHT: f32 = 30.0;
 /// Frames to let the software renderer warm up before a screenshot.
 const SCREENSHOT_WARMUP_FRAMES: u32 = 90;
 
@@ -119,11 +121,15 @@ struct SyntheticCamera {
 
 fn open_call(mut commands: Commands, config: Res<DemoConfig>) {
     commands.spawn(Camera2d);
+    // The call fills the window below a status line.
     let root = commands
         .spawn((
             Node {
-                width: Val::Percent(100.0),
-                height: Val::Percent(100.0),
+                position_type: PositionType::Absolute,
+                left: Val::Px(0.0),
+                right: Val::Px(0.0),
+                top: Val::Px(STATUS_HEIGHT),
+                bottom: Val::Px(0.0),
                 ..default()
             },
             BackgroundColor(Color::srgb(0.08, 0.09, 0.11)),
@@ -132,7 +138,7 @@ fn open_call(mut commands: Commands, config: Res<DemoConfig>) {
     commands.spawn((
         StatusText,
         Text::new("Huddle demo"),
-        TextFont::from_font_size(16.0),
+        TextFont::from_font_size(15.0),
         Node {
             position_type: PositionType::Absolute,
             left: Val::Px(12.0),
@@ -258,7 +264,10 @@ fn rotate_dominant_speaker(
         if *state != CallState::InCall {
             continue;
         }
-        let bots: Vec<&Participant> = members.iter().filter_map(|p| participants.get(p).ok()).collect();
+        let bots: Vec<&Participant> = members
+            .iter()
+            .filter_map(|p| participants.get(p).ok())
+            .collect();
         if bots.is_empty() {
             continue;
         }
@@ -319,7 +328,12 @@ fn show_status(
     if let Some(event) = events.read().last() {
         *last_event = match event {
             CallEvent::Error { error, .. } => format!("error {}: {error}", error.code()),
-            other => format!("{other:?}").chars().take(60).collect(),
+            // The variant name is enough for a status line.
+            other => format!("{other:?}")
+                .split([' ', '{', '('])
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
         };
     }
     let Some((layout, members, state)) = active.0.and_then(|call| calls.get(call).ok()) else {
@@ -327,7 +341,7 @@ fn show_status(
     };
     let me = local.iter().next().cloned().unwrap_or_default();
     let line = format!(
-        "Huddle demo | {:?} | {} in call | {:?} | mic {} | video {} | M mute  V video  Tab mode  Esc leave | {}",
+        "{:?} | {} in call | {:?} | mic {} | video {} | M mute  V video  Tab mode  Esc leave | {}",
         layout.mode,
         members.len(),
         state,

@@ -30,17 +30,20 @@ pub struct FrameStamp {
 pub struct TestPattern {
     width: u32,
     height: u32,
-    hue_shift: u8,
+    seed_hash: u32,
 }
 
 impl TestPattern {
     /// A pattern of `width`×`height` (both at least 64×36), coloured by `seed`.
     pub fn new(width: u32, height: u32, seed: &str) -> Self {
-        let hue_shift = seed.bytes().fold(0u8, |h, b| h.wrapping_mul(31).wrapping_add(b));
+        // FNV-1a, so that seeds differing in one character look different.
+        let seed_hash = seed.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
         Self {
             width: width.max(64),
             height: height.max(36),
-            hue_shift,
+            seed_hash,
         }
     }
 
@@ -74,12 +77,22 @@ impl TestPattern {
             [16, 16, 235],
             [40, 40, 40],
         ];
+        let squares = [
+            [255u8, 140, 0],
+            [255, 40, 40],
+            [250, 250, 250],
+            [30, 30, 30],
+        ];
+        let seed = self.seed_hash as usize;
+        let rotate = seed % bars.len();
+        let square_colour = squares[(seed / bars.len()) % squares.len()];
+        let phase = (seed / 64) % 997;
         let bar_width = (w / bars.len()).max(1);
-        let scroll = (stamp.frame as usize * 4) % w;
+        let scroll = ((stamp.frame as usize + phase) * 4) % w;
         let square = (h / 5).max(4);
         let travel_x = w.saturating_sub(square).max(1);
         let travel_y = (h - band).saturating_sub(square).max(1);
-        let t = stamp.frame as usize * 5;
+        let t = (stamp.frame as usize + phase) * 5;
         let bounce = |pos: usize, travel: usize| {
             let p = pos % (2 * travel);
             if p < travel { p } else { 2 * travel - p }
@@ -97,14 +110,9 @@ impl TestPattern {
                         [0, 0, 0]
                     }
                 } else if (sx..sx + square).contains(&x) && (sy..sy + square).contains(&y) {
-                    [255, 128u8.wrapping_add(self.hue_shift), 0]
+                    square_colour
                 } else {
-                    let bar = bars[((x + scroll) / bar_width) % bars.len()];
-                    [
-                        bar[0].wrapping_add(self.hue_shift / 4),
-                        bar[1],
-                        bar[2].wrapping_sub(self.hue_shift / 4),
-                    ]
+                    bars[((x + scroll) / bar_width + rotate) % bars.len()]
                 };
                 px[..3].copy_from_slice(&colour);
                 px[3] = 255;
@@ -161,7 +169,11 @@ mod tests {
                     let noise = (i % 81) as i16 - 40;
                     *byte = (*byte as i16 + noise).clamp(0, 255) as u8;
                 }
-                assert_eq!(read_stamp(&rgba, w, h), Some(stamp), "{w}x{h} frame {frame}");
+                assert_eq!(
+                    read_stamp(&rgba, w, h),
+                    Some(stamp),
+                    "{w}x{h} frame {frame}"
+                );
             }
         }
     }
@@ -171,8 +183,20 @@ mod tests {
     fn pattern_moves() {
         let pattern = TestPattern::new(320, 180, "alice");
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        pattern.render_rgba(FrameStamp { frame: 1, capture_ms: 0 }, &mut a);
-        pattern.render_rgba(FrameStamp { frame: 2, capture_ms: 0 }, &mut b);
+        pattern.render_rgba(
+            FrameStamp {
+                frame: 1,
+                capture_ms: 0,
+            },
+            &mut a,
+        );
+        pattern.render_rgba(
+            FrameStamp {
+                frame: 2,
+                capture_ms: 0,
+            },
+            &mut b,
+        );
         assert_eq!(a.len(), 320 * 180 * 4);
         let band = 180 / 8 * 320 * 4;
         assert_ne!(a[band..], b[band..], "the picture below the stamp moves");

@@ -30,7 +30,10 @@ fn call_app(tiles: usize, mode: LayoutMode) -> (App, Entity) {
     app.finish();
     app.update();
     let settings = CallSettings::builder().mode(mode).build().expect("valid");
-    let call = app.world_mut().spawn(Call::new("bench", settings).group()).id();
+    let call = app
+        .world_mut()
+        .spawn(Call::new("bench", settings).group())
+        .id();
     app.update();
     let others = (1..tiles)
         .map(|i| ParticipantInfo::new(format!("p{i}"), format!("Person {i}")))

@@ -66,7 +66,7 @@ pub mod prelude {
     pub use crate::model::{
         ActiveCall, AudioRoute, Call, CallLayout, CallMedia, CallParticipants, CallState,
         CallTarget, CallViewport, EndReason, LocalParticipant, Participant, ParticipantOf,
-        ParticipantState, TileLayout, TileOf, TileRole, VideoTile,
+        ParticipantState, ParticipantTiles, TileLayout, TileOf, TileRole, VideoTile,
     };
     pub use crate::session::{ParticipantInfo, SessionChange, SessionUpdate};
     pub use crate::settings::{AspectFit, AudioMode, AvatarMode, CallSettings, LayoutMode};
