@@ -52,10 +52,10 @@ pub struct DemoArgs {
     /// Layout mode to start in.
     #[arg(long, value_enum, default_value_t = ModeArg::Grid)]
     pub mode: ModeArg,
-    /// Save a screenshot of the window here once video is flowing.
+    /// Save a screenshot of the window here once video is flowing, then quit.
     #[arg(long)]
     pub screenshot: Option<PathBuf>,
-    /// Quit after this many seconds.
+    /// Quit after this many seconds (with --screenshot: fail if none was saved by then).
     #[arg(long)]
     pub exit_after: Option<f32>,
     /// Window width in logical pixels.

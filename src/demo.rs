@@ -9,8 +9,8 @@
 //! 4. [`rotate_dominant_speaker`] makes a different bot the dominant speaker every few
 //!    seconds, so Spotlight follows the "speaker".
 //! 5. Keys: M mute, V pause video, Tab next layout mode, P pin/unpin the main tile, Esc leave.
-//! 6. With `--screenshot`, a screenshot is saved once every tile shows video; with
-//!    `--exit-after`, the app quits (non-zero if the screenshot was asked for but not saved).
+//! 6. With `--screenshot`, a screenshot is saved once every tile shows video and the app
+//!    quits; `--exit-after` bounds the run (exit code 1 if the screenshot was not saved).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,9 +28,9 @@ use huddle_media::synthetic::{FrameStamp, TestPattern};
 use crate::cli::DemoArgs;
 
 /// Size of the synthetic participants' video.
-const BOT_VIDEO: UVec2 = UVec2::new(320, 180);
+pub const BOT_VIDEO: UVec2 = UVec2::new(320, 180);
 /// Height of the status line above the call, in logical pixels.
-const STATUS_HEIGHT: f32 = 30.0;
+pub const STATUS_HEIGHT: f32 = 30.0;
 /// Frames to let the software renderer warm up before a screenshot.
 const SCREENSHOT_WARMUP_FRAMES: u32 = 90;
 
@@ -389,20 +389,25 @@ fn take_screenshot(
         );
 }
 
-/// Quits after `--exit-after`; fails if a requested screenshot was not saved by then.
+/// Quits once the requested screenshot is saved, or after `--exit-after` (failing if a
+/// requested screenshot was not saved by then).
 fn exit_when_done(
     time: Res<Time<Real>>,
     config: Res<DemoConfig>,
     state: Res<ScreenshotState>,
     mut exit: MessageWriter<AppExit>,
 ) {
+    if config.screenshot.is_some() && state.saved {
+        exit.write(AppExit::Success);
+        return;
+    }
     let Some(limit) = config.exit_after else {
         return;
     };
     if time.elapsed() < limit {
         return;
     }
-    if config.screenshot.is_some() && !state.saved {
+    if config.screenshot.is_some() {
         error!("exiting after {limit:?} without the screenshot: video never flowed everywhere");
         exit.write(AppExit::from_code(1));
     } else {

@@ -1,3 +1,4 @@
+#![allow(missing_docs)] // criterion_group! generates an undocumented function
 //! Per-frame ECS cost of layout + tile update for 2, 9, 25, 49 and 100 tiles.
 //!
 //! - `layout_frame_{mode}/N`: one run of `PostUpdate` (where `HuddleSystems::Layout` lives,

@@ -4,7 +4,9 @@
 //! - [`TileVideo`]: an `ImageNode` showing the participant's `Image`, placed at the layout's
 //!   content rect and cropped by its UV rect;
 //! - [`TileAvatar`]: the initials placeholder (circle, square or fullscreen per
-//!   `avatar_mode`), shown until video arrives and whenever the participant pauses video.
+//!   `avatar_mode`), shown until video arrives and whenever the participant pauses video;
+//! - [`TileNameLabel`]: the participant's name in the corner, colour and visibility set by
+//!   `main_video_container.name_label`.
 //!
 //! [`attach_tile_nodes`] builds them once; [`apply_tile_layouts`] copies each changed
 //! [`TileLayout`] into the nodes; [`show_video_or_avatar`] switches between picture and avatar.
@@ -12,7 +14,7 @@
 use bevy::prelude::*;
 
 use crate::model::*;
-use crate::settings::AvatarMode;
+use crate::settings::{AvatarMode, TileCorner};
 
 /// The child node of a tile that shows the video.
 #[derive(Component, Clone, Copy, Debug, Default)]
@@ -21,6 +23,10 @@ pub struct TileVideo;
 /// The child node of a tile that shows the avatar placeholder.
 #[derive(Component, Clone, Copy, Debug, Default)]
 pub struct TileAvatar;
+
+/// The child node of a tile that shows the participant's name.
+#[derive(Component, Clone, Copy, Debug, Default)]
+pub struct TileNameLabel;
 
 /// A stable, pleasant background colour for a participant's avatar.
 pub fn avatar_color(uid: &str) -> Color {
@@ -45,6 +51,11 @@ pub(crate) fn attach_tile_nodes(
             continue;
         };
         let avatar_mode = call.settings.avatar_mode;
+        let container = &call.settings.main_video_container;
+        let name_label = container.name_label;
+        let label_color = container
+            .name_label_color()
+            .unwrap_or(Color::srgb(0.2, 0.2, 0.2));
         let mut entity = commands.entity(tile);
         entity.insert((
             Node {
@@ -65,6 +76,11 @@ pub(crate) fn attach_tile_nodes(
             AvatarMode::Fullscreen => (Val::Percent(100.0), BorderRadius::ZERO),
         };
         let initials = who.initials();
+        let name = if who.name.is_empty() {
+            who.uid.clone()
+        } else {
+            who.name.clone()
+        };
         let color = avatar_color(&who.uid);
         entity.with_children(|tile| {
             tile.spawn((
@@ -95,8 +111,40 @@ pub(crate) fn attach_tile_nodes(
                 BackgroundColor(color),
                 children![Text::new(initials)],
             ));
+            if name_label.visible {
+                let (top, bottom, left, right) = corner_offsets(name_label.position);
+                tile.spawn((
+                    TileNameLabel,
+                    Node {
+                        position_type: PositionType::Absolute,
+                        top,
+                        bottom,
+                        left,
+                        right,
+                        padding: UiRect::axes(Val::Px(6.0), Val::Px(2.0)),
+                        ..default()
+                    },
+                    BackgroundColor(label_color.with_alpha(0.8)),
+                    ZIndex(1),
+                    children![(Text::new(name), TextFont::from_font_size(14.0))],
+                ));
+            }
         });
     }
+}
+
+/// `top`, `bottom`, `left`, `right` that pin a label into a corner with a small margin.
+fn corner_offsets(corner: TileCorner) -> (Val, Val, Val, Val) {
+    let margin = Val::Px(6.0);
+    let (top, bottom) = match corner {
+        TileCorner::TopLeft | TileCorner::TopRight => (margin, Val::Auto),
+        TileCorner::BottomLeft | TileCorner::BottomRight => (Val::Auto, margin),
+    };
+    let (left, right) = match corner {
+        TileCorner::TopLeft | TileCorner::BottomLeft => (margin, Val::Auto),
+        TileCorner::TopRight | TileCorner::BottomRight => (Val::Auto, margin),
+    };
+    (top, bottom, left, right)
 }
 
 /// Copies changed tile layouts into their nodes.
