@@ -7,6 +7,16 @@
 //! - [`ErrorCode`]: the reference SDK's stable string codes (`ERR_CALL_NOT_FOUND`,
 //!   `INVALID_PROP_EXCEPTION`, …), carried by every typed error of every layer.
 //! - [`CallType`], [`ReceiverType`], [`CallStatus`]: the call vocabulary of the ringing flow.
+//! - [`messages`]: the WebSocket protocol's frames ([`ClientFrame`] with a [`Request`],
+//!   [`ServerFrame`] with a [`Reply`], an error, or a [`ServerEvent`]).
+
+pub mod messages;
+
+pub use messages::{
+    Call, CallDirection, CallLog, CallLogQuery, ClientFrame, ErrorBody, MAX_FRAME_BYTES,
+    PeerSignal, Presence, Reply, Request, ServerEvent, ServerFrame, ServerPayload,
+    SessionEndReason, SessionParticipant, StateChange, User,
+};
 
 use std::fmt;
 

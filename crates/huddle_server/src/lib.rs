@@ -1,5 +1,209 @@
-//! Huddle's signaling and identity server (`huddle server`, and the slim `huddle-server`).
+//! Huddle's signaling and identity server: `huddle server` (embedded in the app, or
+//! standalone) and the slim `huddle-server` binary. No Bevy here.
 //!
-//! Not built yet: this crate reserves its place in the layering (`huddle_protocol ←
-//! huddle_server`, no Bevy). The ringing flow, call tokens, sessions, relaying and durable
-//! call logs land here with the server issue.
+//! ```text
+//!  WebSocket /ws ──▶ net (limits, parsing) ──▶ Hub (state machine) ──▶ Store (SQLite)
+//!  HTTP /api/... ─┘                                   │
+//!                                  frames to clients ◀┘   (+ a 100 ms tick for timeouts)
+//! ```
+//!
+//! - [`hub`]: identity, the ringing flow, call tokens, sessions and relaying, as a state
+//!   machine fed with frames and the time.
+//! - [`store`]: users, groups, auth tokens, the token secret and call logs, durably.
+//! - [`token`]: HS256 call tokens.
+//! - `net`: the axum WebSocket endpoint, the admin API and `/healthz`.
+//!
+//! Start one with [`bind`] then [`Server::serve`] (until Ctrl-C/SIGTERM) or
+//! [`Server::serve_until`]; bind to port 0 in tests and read [`Server::local_addr`].
+
+pub mod hub;
+mod net;
+pub mod store;
+pub mod token;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use hub::{Hub, HubConfig};
+pub use net::{RateLimit, now_ms};
+use store::Store;
+
+/// Everything a server needs to start.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// SQLite file; `None` keeps everything in memory (tests, the embedded demo).
+    pub db: Option<PathBuf>,
+    /// Admin API key; `None` disables the admin API.
+    pub api_key: Option<String>,
+    /// Hub tunables (dev login, timeouts).
+    pub hub: HubConfig,
+    /// Time a connection has to log in.
+    pub login_timeout: Duration,
+    /// Flood protection.
+    pub rate: RateLimit,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            db: None,
+            api_key: None,
+            hub: HubConfig::default(),
+            login_timeout: Duration::from_secs(10),
+            rate: RateLimit::default(),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The address could not be bound, or serving failed.
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A bound server, ready to serve.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    shared: Arc<net::Shared>,
+}
+
+/// Opens the database and binds the address.
+pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+    let store = match &config.db {
+        Some(path) => Store::open(path)?,
+        None => Store::in_memory()?,
+    };
+    // Calls left open by a crash or kill are over.
+    let closed = store.end_open_calls(now_ms())?;
+    if closed > 0 {
+        tracing::info!("closed {closed} call log entries left open by the last run");
+    }
+    let hub = Hub::new(store, config.hub.clone())?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let shared = Arc::new(net::Shared::new(
+        hub,
+        config.api_key,
+        config.login_timeout,
+        config.rate,
+    ));
+    Ok(Server { listener, shared })
+}
+
+impl Server {
+    /// The bound address (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully.
+    pub async fn serve(self) -> Result<(), ServerError> {
+        self.serve_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes; then every call ends with a reason, logs are
+    /// closed, and every client is told and disconnected.
+    pub async fn serve_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let addr = self.local_addr();
+        tracing::info!("huddle server listening on {addr} (ws://{addr}/ws)");
+        let shared = self.shared.clone();
+        let timer = tokio::spawn(net::run_timer(shared.clone()));
+        let on_shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutting down: ending calls");
+            shared.with_hub(|hub| hub.shutdown(now_ms()));
+            // Give writers a moment to send the goodbyes.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let result = axum::serve(self.listener, net::router(self.shared))
+            .with_graceful_shutdown(on_shutdown)
+            .await;
+        timer.abort();
+        tracing::info!("huddle server stopped");
+        Ok(result?)
+    }
+}
+
+/// Completes on Ctrl-C or (on Unix) SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// Command-line options shared by `huddle server` and `huddle-server`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub listen: SocketAddr,
+    /// SQLite database file (created if missing).
+    #[arg(long, default_value = "huddle.db")]
+    pub db: PathBuf,
+    /// Admin API key (enables the admin API).
+    #[arg(long, env = "HUDDLE_API_KEY")]
+    pub api_key: Option<String>,
+    /// Let clients log in by uid alone (development).
+    #[arg(long)]
+    pub dev_login: bool,
+}
+
+impl From<ServerArgs> for ServerConfig {
+    fn from(args: ServerArgs) -> Self {
+        Self {
+            listen: args.listen,
+            db: Some(args.db),
+            api_key: args.api_key,
+            hub: HubConfig {
+                dev_login: args.dev_login,
+                ..HubConfig::default()
+            },
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// Runs a server from command-line options until Ctrl-C/SIGTERM (logs to stderr).
+pub fn run_from_args(args: ServerArgs) -> Result<(), ServerError> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move { bind(args.into()).await?.serve().await })
+}

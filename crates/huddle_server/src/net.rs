@@ -1,0 +1,502 @@
+//! The network side: an axum server with one WebSocket endpoint (`/ws`, the protocol of
+//! `huddle_protocol::messages`), a small HTTP admin API (`/api/…`, bearer API key) and
+//! `/healthz`.
+//!
+//! Each WebSocket gets a reader (this task) and a writer task joined by a bounded channel.
+//! The reader enforces the frame size limit (close 1009), a per-connection rate limit
+//! (token bucket; error frames, then close 1008), and a login deadline (close 1008); every
+//! parsed frame goes to the [`Hub`] under a short lock, and what the hub queues is handed to
+//! the writers. A timer task calls [`Hub::tick`] ten times a second.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use futures_util::{SinkExt, StreamExt};
+use huddle_protocol::{CallLogQuery, ClientFrame, ErrorCode, MAX_FRAME_BYTES, User};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::hub::{ConnId, Hub, Out};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Per-connection flood protection.
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimit {
+    /// Messages allowed in a burst.
+    pub burst: f64,
+    /// Sustained messages per second.
+    pub per_second: f64,
+    /// Messages over the limit before the connection is closed (1008).
+    pub close_after: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            burst: 100.0,
+            per_second: 50.0,
+            close_after: 200,
+        }
+    }
+}
+
+/// A frame (or close) queued for one connection's writer.
+enum Outgoing {
+    Text(String),
+    Close(u16, String),
+}
+
+/// Depth of each connection's outgoing queue; a client that lets it fill is closed.
+const OUTGOING_QUEUE: usize = 1024;
+
+pub(crate) struct Shared {
+    hub: Mutex<Hub>,
+    writers: Mutex<HashMap<ConnId, mpsc::Sender<Outgoing>>>,
+    next_conn: AtomicU64,
+    api_key: Option<String>,
+    login_timeout: Duration,
+    rate: RateLimit,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        hub: Hub,
+        api_key: Option<String>,
+        login_timeout: Duration,
+        rate: RateLimit,
+    ) -> Self {
+        Self {
+            hub: Mutex::new(hub),
+            writers: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            api_key,
+            login_timeout,
+            rate,
+        }
+    }
+
+    pub(crate) fn hub(&self) -> MutexGuard<'_, Hub> {
+        // A panic while holding the lock must not take the server down with it.
+        self.hub
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn writers(&self) -> MutexGuard<'_, HashMap<ConnId, mpsc::Sender<Outgoing>>> {
+        self.writers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the hub and delivers what it queued.
+    pub(crate) fn with_hub<T>(&self, f: impl FnOnce(&mut Hub) -> T) -> T {
+        let (value, outs) = {
+            let mut hub = self.hub();
+            let value = f(&mut hub);
+            (value, hub.drain())
+        };
+        self.deliver(outs);
+        value
+    }
+
+    fn deliver(&self, outs: Vec<Out>) {
+        if outs.is_empty() {
+            return;
+        }
+        let writers = self.writers();
+        for out in outs {
+            let (conn, item) = match out {
+                Out::Send(conn, frame) => match serde_json::to_string(&frame) {
+                    Ok(text) => (conn, Outgoing::Text(text)),
+                    Err(err) => {
+                        tracing::error!("cannot serialize a frame: {err}");
+                        continue;
+                    }
+                },
+                Out::Close(conn, code, reason) => (conn, Outgoing::Close(code, reason)),
+            };
+            if let Some(writer) = writers.get(&conn)
+                && writer.try_send(item).is_err()
+            {
+                tracing::warn!("connection {conn} is not reading its frames; closing it");
+                let _ = writer.try_send(Outgoing::Close(1008, "too slow".into()));
+            }
+        }
+    }
+}
+
+/// The router: `/ws`, `/healthz`, `/api/...`.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/ws", get(upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/users/{uid}", put(put_user))
+        .route("/api/users/{uid}/auth_tokens", post(post_auth_token))
+        .route("/api/groups/{guid}", put(put_group))
+        .route("/api/call_logs", get(get_call_logs))
+        .with_state(shared)
+}
+
+/// Ticks the hub until the process ends.
+pub(crate) async fn run_timer(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(100));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        shared.with_hub(|hub| hub.tick(now_ms()));
+    }
+}
+
+async fn upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
+    // The library limit is generous; our own check closes with 1009 above MAX_FRAME_BYTES.
+    ws.max_message_size(MAX_FRAME_BYTES * 4)
+        .max_frame_size(MAX_FRAME_BYTES * 4)
+        .on_upgrade(move |socket| connection(socket, shared))
+}
+
+struct TokenBucket {
+    tokens: f64,
+    last: tokio::time::Instant,
+    rate: RateLimit,
+    over: u32,
+}
+
+impl TokenBucket {
+    fn new(rate: RateLimit) -> Self {
+        Self {
+            tokens: rate.burst,
+            last: tokio::time::Instant::now(),
+            rate,
+            over: 0,
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate.per_second).min(self.rate.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.over += 1;
+            false
+        }
+    }
+}
+
+async fn connection(socket: WebSocket, shared: Arc<Shared>) {
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
+    shared.writers().insert(conn, tx.clone());
+    shared.with_hub(|hub| hub.connect(conn));
+    let writer = tokio::spawn(async move {
+        while let Some(item) = rx.recv().await {
+            let result = match item {
+                Outgoing::Text(text) => sink.send(Message::Text(text.into())).await,
+                Outgoing::Close(code, reason) => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code,
+                            reason: reason.into(),
+                        })))
+                        .await;
+                    break;
+                }
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let close = |code: u16, reason: &str| {
+        let _ = tx.try_send(Outgoing::Close(code, reason.to_owned()));
+    };
+    let login_deadline = tokio::time::Instant::now() + shared.login_timeout;
+    let mut bucket = TokenBucket::new(shared.rate);
+    // Whether we closed the connection (then we drain what the client still sends, so that
+    // the socket closes cleanly instead of resetting and losing our last frames).
+    let mut we_closed = false;
+    loop {
+        let logged_in = shared.hub().is_logged_in(conn);
+        let message = tokio::select! {
+            message = stream.next() => message,
+            () = tokio::time::sleep_until(login_deadline), if !logged_in => {
+                close(1008, "login timeout");
+                we_closed = true;
+                break;
+            }
+        };
+        let text = match message {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                shared.with_hub(|hub| {
+                    hub.reject_malformed(
+                        conn,
+                        None,
+                        "binary frames are not supported; send JSON text".into(),
+                    );
+                });
+                continue;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+        };
+        if text.len() > MAX_FRAME_BYTES {
+            close(1009, "frame too large");
+            we_closed = true;
+            break;
+        }
+        if !bucket.take() {
+            if bucket.over > shared.rate.close_after {
+                close(1008, "rate limit exceeded");
+                we_closed = true;
+                break;
+            }
+            if bucket.over % 50 == 1 {
+                let frame = huddle_protocol::ServerFrame::error(
+                    None,
+                    ErrorCode::ApiError,
+                    "rate limit exceeded: slow down",
+                );
+                if let Ok(text) = serde_json::to_string(&frame) {
+                    let _ = tx.try_send(Outgoing::Text(text));
+                }
+            }
+            continue;
+        }
+        match serde_json::from_str::<ClientFrame>(text.as_str()) {
+            Ok(frame) => shared.with_hub(|hub| hub.handle(conn, frame, now_ms())),
+            Err(err) => {
+                let id = serde_json::from_str::<serde_json::Value>(text.as_str())
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64));
+                shared.with_hub(|hub| {
+                    hub.reject_malformed(conn, id, format!("malformed request: {err}"))
+                });
+            }
+        }
+    }
+    shared.writers().remove(&conn);
+    shared.with_hub(|hub| hub.disconnect(conn, now_ms()));
+    drop(tx);
+    if we_closed {
+        // Lingering close: read and discard until the client closes (or 2 s pass).
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(message)) = stream.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+/// An admin API error body.
+fn api_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(huddle_protocol::ErrorBody {
+            code,
+            message: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+fn check_api_key(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(key) = &shared.api_key else {
+        return Err(api_error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::ApiError,
+            "the admin API is disabled (start the server with --api-key)",
+        ));
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given != Some(key.as_str()) {
+        return Err(api_error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::ApiError,
+            "wrong or missing API key",
+        ));
+    }
+    Ok(())
+}
+
+/// Body of `PUT /api/users/{uid}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutUser {
+    name: String,
+    #[serde(default)]
+    avatar: Option<String>,
+    #[serde(default)]
+    auto_busy: Option<bool>,
+}
+
+async fn put_user(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+    body: Result<Json<PutUser>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(denied) = check_api_key(&shared, &headers) {
+        return denied;
+    }
+    if !huddle_protocol::messages::is_valid_uid(&uid) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidArgument,
+            "invalid uid",
+        );
+    }
+    let Ok(Json(body)) = body else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidArgument,
+            "body must be {\"name\": …}",
+        );
+    };
+    let user = User {
+        uid,
+        name: body.name,
+        avatar: body.avatar,
+    };
+    match shared.with_hub(|hub| hub.store().upsert_user(&user, body.auto_busy)) {
+        Ok(()) => Json(user).into_response(),
+        Err(err) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::ApiError,
+            err.to_string(),
+        ),
+    }
+}
+
+async fn post_auth_token(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+) -> Response {
+    if let Err(denied) = check_api_key(&shared, &headers) {
+        return denied;
+    }
+    let result = shared.with_hub(|hub| match hub.store().user(&uid) {
+        Ok(Some(_)) => hub.issue_auth_token(&uid, now_ms()).map(Some),
+        Ok(None) => Ok(None),
+        Err(err) => Err(err),
+    });
+    match result {
+        Ok(Some(token)) => {
+            Json(serde_json::json!({ "uid": uid, "auth_token": token })).into_response()
+        }
+        Ok(None) => api_error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::ApiError,
+            format!("unknown user `{uid}`"),
+        ),
+        Err(err) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::ApiError,
+            err.to_string(),
+        ),
+    }
+}
+
+/// Body of `PUT /api/groups/{guid}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutGroup {
+    name: String,
+    members: Vec<String>,
+}
+
+async fn put_group(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(guid): Path<String>,
+    body: Result<Json<PutGroup>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(denied) = check_api_key(&shared, &headers) {
+        return denied;
+    }
+    let Ok(Json(body)) = body else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidArgument,
+            "body must be {\"name\": …, \"members\": [uid, …]}",
+        );
+    };
+    if !huddle_protocol::messages::is_valid_uid(&guid)
+        || !body
+            .members
+            .iter()
+            .all(|m| huddle_protocol::messages::is_valid_uid(m))
+    {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidArgument,
+            "invalid guid or member uid",
+        );
+    }
+    match shared.with_hub(|hub| hub.store().upsert_group(&guid, &body.name, &body.members)) {
+        Ok(()) => {
+            Json(serde_json::json!({ "guid": guid, "name": body.name, "members": body.members }))
+                .into_response()
+        }
+        Err(err) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::ApiError,
+            err.to_string(),
+        ),
+    }
+}
+
+async fn get_call_logs(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    query: Result<Query<CallLogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(denied) = check_api_key(&shared, &headers) {
+        return denied;
+    }
+    let Ok(Query(query)) = query else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidArgument,
+            "bad call log filters",
+        );
+    };
+    match shared.with_hub(|hub| hub.store().list_calls(None, &query)) {
+        Ok((logs, total)) => {
+            Json(serde_json::json!({ "logs": logs, "total": total })).into_response()
+        }
+        Err(err) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::ApiError,
+            err.to_string(),
+        ),
+    }
+}

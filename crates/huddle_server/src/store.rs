@@ -1,0 +1,460 @@
+//! Durable state in SQLite (the `--db` file): users, groups, auth tokens, the token-signing
+//! secret, and call logs. Every write is a single statement or a transaction, so a crash or a
+//! restart never loses a committed log entry. WAL mode keeps writes cheap.
+
+use std::path::Path;
+
+use huddle_protocol::{
+    CallDirection, CallLog, CallLogQuery, CallStatus, CallType, ReceiverType, User,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct StoreError(#[from] rusqlite::Error);
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The database.
+pub struct Store {
+    db: Connection,
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+PRAGMA foreign_keys = ON;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    uid TEXT PRIMARY KEY, name TEXT NOT NULL, avatar TEXT, auto_busy INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS groups (guid TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS group_members (
+    guid TEXT NOT NULL REFERENCES groups(guid) ON DELETE CASCADE,
+    uid TEXT NOT NULL, PRIMARY KEY (guid, uid));
+CREATE INDEX IF NOT EXISTS group_members_uid ON group_members(uid);
+CREATE TABLE IF NOT EXISTS auth_tokens (token TEXT PRIMARY KEY, uid TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS call_logs (
+    session_id TEXT PRIMARY KEY, call_type TEXT NOT NULL, status TEXT NOT NULL,
+    receiver_type TEXT NOT NULL, initiator TEXT NOT NULL, receiver TEXT NOT NULL,
+    initiated_at INTEGER NOT NULL, started_at INTEGER, ended_at INTEGER,
+    has_recording INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS call_logs_initiator ON call_logs(initiator);
+CREATE INDEX IF NOT EXISTS call_logs_receiver ON call_logs(receiver);
+CREATE TABLE IF NOT EXISTS call_participants (
+    session_id TEXT NOT NULL REFERENCES call_logs(session_id) ON DELETE CASCADE,
+    uid TEXT NOT NULL, joined_at INTEGER NOT NULL, PRIMARY KEY (session_id, uid));
+";
+
+fn status_str(status: CallStatus) -> &'static str {
+    match status {
+        CallStatus::Initiated => "initiated",
+        CallStatus::Ongoing => "ongoing",
+        CallStatus::Unanswered => "unanswered",
+        CallStatus::Rejected => "rejected",
+        CallStatus::Busy => "busy",
+        CallStatus::Cancelled => "cancelled",
+        CallStatus::Ended => "ended",
+    }
+}
+
+fn parse_status(s: &str) -> CallStatus {
+    match s {
+        "ongoing" => CallStatus::Ongoing,
+        "unanswered" => CallStatus::Unanswered,
+        "rejected" => CallStatus::Rejected,
+        "busy" => CallStatus::Busy,
+        "cancelled" => CallStatus::Cancelled,
+        "ended" => CallStatus::Ended,
+        _ => CallStatus::Initiated,
+    }
+}
+
+fn call_type_str(call_type: CallType) -> &'static str {
+    match call_type {
+        CallType::Audio => "audio",
+        CallType::Video => "video",
+    }
+}
+
+fn receiver_type_str(receiver_type: ReceiverType) -> &'static str {
+    match receiver_type {
+        ReceiverType::User => "user",
+        ReceiverType::Group => "group",
+    }
+}
+
+/// A new call log entry.
+pub struct NewCallLog<'a> {
+    /// Session id.
+    pub session_id: &'a str,
+    /// Audio or video.
+    pub call_type: CallType,
+    /// Initial status.
+    pub status: CallStatus,
+    /// User or group.
+    pub receiver_type: ReceiverType,
+    /// Initiator uid.
+    pub initiator: &'a str,
+    /// Receiver uid or guid (for a direct session: the session id).
+    pub receiver: &'a str,
+    /// Placed at, ms since the epoch.
+    pub initiated_at: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        Self::init(Connection::open(path)?)
+    }
+
+    /// A private in-memory database (tests).
+    pub fn in_memory() -> StoreResult<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(db: Connection) -> StoreResult<Self> {
+        db.execute_batch(SCHEMA)?;
+        Ok(Self { db })
+    }
+
+    /// The token-signing secret, created on first use and kept across restarts.
+    pub fn token_secret(&self, fresh: impl FnOnce() -> Vec<u8>) -> StoreResult<Vec<u8>> {
+        let existing: Option<Vec<u8>> = self
+            .db
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'token_secret'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(secret) = existing {
+            return Ok(secret);
+        }
+        let secret = fresh();
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES ('token_secret', ?1)",
+            params![secret],
+        )?;
+        Ok(secret)
+    }
+
+    /// Creates or updates a user (`auto_busy` unchanged when `None`).
+    pub fn upsert_user(&self, user: &User, auto_busy: Option<bool>) -> StoreResult<()> {
+        self.db.execute(
+            "INSERT INTO users (uid, name, avatar, auto_busy) VALUES (?1, ?2, ?3, COALESCE(?4, 1))
+             ON CONFLICT(uid) DO UPDATE SET name = ?2, avatar = ?3,
+                 auto_busy = COALESCE(?4, users.auto_busy)",
+            params![user.uid, user.name, user.avatar, auto_busy],
+        )?;
+        Ok(())
+    }
+
+    /// A user by uid.
+    pub fn user(&self, uid: &str) -> StoreResult<Option<User>> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT uid, name, avatar FROM users WHERE uid = ?1",
+                params![uid],
+                |r| {
+                    Ok(User {
+                        uid: r.get(0)?,
+                        name: r.get(1)?,
+                        avatar: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Whether the user auto-rejects calls with Busy while in a call (default yes).
+    pub fn auto_busy(&self, uid: &str) -> StoreResult<bool> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT auto_busy FROM users WHERE uid = ?1",
+                params![uid],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()?
+            .unwrap_or(true))
+    }
+
+    /// Creates or replaces a group and its members, in one transaction.
+    pub fn upsert_group(&mut self, guid: &str, name: &str, members: &[String]) -> StoreResult<()> {
+        let tx = self.db.transaction()?;
+        tx.execute(
+            "INSERT INTO groups (guid, name) VALUES (?1, ?2)
+             ON CONFLICT(guid) DO UPDATE SET name = ?2",
+            params![guid, name],
+        )?;
+        tx.execute("DELETE FROM group_members WHERE guid = ?1", params![guid])?;
+        for uid in members {
+            tx.execute(
+                "INSERT OR IGNORE INTO group_members (guid, uid) VALUES (?1, ?2)",
+                params![guid, uid],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Members of a group; `None` if there is no such group.
+    pub fn group_members(&self, guid: &str) -> StoreResult<Option<Vec<String>>> {
+        let exists: Option<String> = self
+            .db
+            .query_row(
+                "SELECT guid FROM groups WHERE guid = ?1",
+                params![guid],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT uid FROM group_members WHERE guid = ?1 ORDER BY uid")?;
+        let members = stmt
+            .query_map(params![guid], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(Some(members))
+    }
+
+    /// Everyone who shares a group with `uid` (their contacts), excluding `uid`.
+    pub fn contacts(&self, uid: &str) -> StoreResult<Vec<User>> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT DISTINCT u.uid, u.name, u.avatar FROM group_members mine
+             JOIN group_members theirs ON theirs.guid = mine.guid AND theirs.uid != mine.uid
+             JOIN users u ON u.uid = theirs.uid
+             WHERE mine.uid = ?1 ORDER BY u.uid",
+        )?;
+        let users = stmt
+            .query_map(params![uid], |r| {
+                Ok(User {
+                    uid: r.get(0)?,
+                    name: r.get(1)?,
+                    avatar: r.get(2)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(users)
+    }
+
+    /// Records a new auth token for `uid`.
+    pub fn add_auth_token(&self, token: &str, uid: &str, now_ms: u64) -> StoreResult<()> {
+        self.db.execute(
+            "INSERT INTO auth_tokens (token, uid, created_at) VALUES (?1, ?2, ?3)",
+            params![token, uid, now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The uid an auth token belongs to.
+    pub fn auth_token_owner(&self, token: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT uid FROM auth_tokens WHERE token = ?1",
+                params![token],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records a new call (no-op if the session id is already logged).
+    pub fn insert_call(&self, log: &NewCallLog) -> StoreResult<()> {
+        self.db.execute(
+            "INSERT OR IGNORE INTO call_logs
+                 (session_id, call_type, status, receiver_type, initiator, receiver, initiated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                log.session_id,
+                call_type_str(log.call_type),
+                status_str(log.status),
+                receiver_type_str(log.receiver_type),
+                log.initiator,
+                log.receiver,
+                log.initiated_at as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Sets a call's status; final statuses also set `ended_at`.
+    pub fn set_call_status(
+        &self,
+        session_id: &str,
+        status: CallStatus,
+        now_ms: u64,
+    ) -> StoreResult<()> {
+        let ended = !matches!(status, CallStatus::Initiated | CallStatus::Ongoing);
+        self.db.execute(
+            "UPDATE call_logs SET status = ?2,
+                 ended_at = CASE WHEN ?3 THEN COALESCE(ended_at, ?4) ELSE ended_at END
+             WHERE session_id = ?1",
+            params![session_id, status_str(status), ended, now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records that `uid` joined, setting `started_at` at the first join.
+    pub fn add_participant(&mut self, session_id: &str, uid: &str, now_ms: u64) -> StoreResult<()> {
+        let tx = self.db.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO call_participants (session_id, uid, joined_at) VALUES (?1, ?2, ?3)",
+            params![session_id, uid, now_ms as i64],
+        )?;
+        tx.execute(
+            "UPDATE call_logs SET started_at = COALESCE(started_at, ?2) WHERE session_id = ?1",
+            params![session_id, now_ms as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks a call as recorded.
+    pub fn set_has_recording(&self, session_id: &str) -> StoreResult<()> {
+        self.db.execute(
+            "UPDATE call_logs SET has_recording = 1 WHERE session_id = ?1",
+            params![session_id],
+        )?;
+        Ok(())
+    }
+
+    /// Lists call logs, newest first. With `viewer`, only calls that involve them (placed,
+    /// received directly or through a group, or joined), with the direction filled in.
+    pub fn list_calls(
+        &self,
+        viewer: Option<&str>,
+        query: &CallLogQuery,
+    ) -> StoreResult<(Vec<CallLog>, u64)> {
+        let mut conditions: Vec<String> = Vec::new();
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let arg = |value: rusqlite::types::Value, args: &mut Vec<rusqlite::types::Value>| {
+            args.push(value);
+            format!("?{}", args.len())
+        };
+        if let Some(me) = viewer {
+            let p = arg(me.to_owned().into(), &mut args);
+            conditions.push(format!(
+                "(c.initiator = {p} OR (c.receiver_type = 'user' AND c.receiver = {p})
+                  OR (c.receiver_type = 'group' AND EXISTS (SELECT 1 FROM group_members g
+                        WHERE g.guid = c.receiver AND g.uid = {p}))
+                  OR EXISTS (SELECT 1 FROM call_participants p WHERE p.session_id = c.session_id AND p.uid = {p}))"
+            ));
+            match query.direction {
+                Some(CallDirection::Outgoing) => conditions.push(format!("c.initiator = {p}")),
+                Some(CallDirection::Incoming) => conditions.push(format!("c.initiator != {p}")),
+                None => {}
+            }
+        }
+        if let Some(call_type) = query.call_type {
+            let p = arg(call_type_str(call_type).to_owned().into(), &mut args);
+            conditions.push(format!("c.call_type = {p}"));
+        }
+        if let Some(status) = query.status {
+            let p = arg(status_str(status).to_owned().into(), &mut args);
+            conditions.push(format!("c.status = {p}"));
+        }
+        if let Some(uid) = &query.uid {
+            let p = arg(uid.clone().into(), &mut args);
+            conditions.push(format!(
+                "(c.initiator = {p} OR (c.receiver_type = 'user' AND c.receiver = {p})
+                  OR EXISTS (SELECT 1 FROM call_participants p WHERE p.session_id = c.session_id AND p.uid = {p}))"
+            ));
+        }
+        if let Some(guid) = &query.guid {
+            let p = arg(guid.clone().into(), &mut args);
+            conditions.push(format!("(c.receiver_type = 'group' AND c.receiver = {p})"));
+        }
+        if let Some(recorded) = query.has_recording {
+            let p = arg(i64::from(recorded).into(), &mut args);
+            conditions.push(format!("c.has_recording = {p}"));
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let total: i64 = self.db.query_row(
+            &format!("SELECT COUNT(*) FROM call_logs c {filter}"),
+            rusqlite::params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        let per_page = match query.per_page {
+            0 => 20,
+            n => n.min(100),
+        };
+        let offset = u64::from(query.page.max(1) - 1) * u64::from(per_page);
+        let sql = format!(
+            "SELECT c.session_id, c.call_type, c.status, c.receiver_type, c.initiator, c.receiver,
+                    c.initiated_at, c.started_at, c.ended_at, c.has_recording,
+                    (SELECT group_concat(uid, ',') FROM
+                        (SELECT uid FROM call_participants p WHERE p.session_id = c.session_id ORDER BY joined_at, uid))
+             FROM call_logs c {filter}
+             ORDER BY c.initiated_at DESC, c.rowid DESC LIMIT {per_page} OFFSET {offset}"
+        );
+        let mut stmt = self.db.prepare(&sql)?;
+        let logs = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                let initiator: String = r.get(4)?;
+                let started_at: Option<i64> = r.get(7)?;
+                let ended_at: Option<i64> = r.get(8)?;
+                let participants: Option<String> = r.get(10)?;
+                let call_type: String = r.get(1)?;
+                let receiver_type: String = r.get(3)?;
+                let status: String = r.get(2)?;
+                let duration_secs = match (started_at, ended_at) {
+                    (Some(start), Some(end)) if end > start => ((end - start) / 1000) as u64,
+                    _ => 0,
+                };
+                Ok(CallLog {
+                    session_id: r.get(0)?,
+                    call_type: if call_type == "audio" {
+                        CallType::Audio
+                    } else {
+                        CallType::Video
+                    },
+                    status: parse_status(&status),
+                    receiver_type: if receiver_type == "group" {
+                        ReceiverType::Group
+                    } else {
+                        ReceiverType::User
+                    },
+                    direction: viewer.map(|me| {
+                        if me == initiator {
+                            CallDirection::Outgoing
+                        } else {
+                            CallDirection::Incoming
+                        }
+                    }),
+                    initiator,
+                    receiver: r.get(5)?,
+                    initiated_at: r.get::<_, i64>(6)? as u64,
+                    started_at: started_at.map(|t| t as u64),
+                    ended_at: ended_at.map(|t| t as u64),
+                    duration_secs,
+                    participants: participants
+                        .map(|p| p.split(',').map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                    has_recording: r.get(9)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((logs, total as u64))
+    }
+
+    /// Marks every call still initiated or ongoing as ended (server shutdown or restart).
+    pub fn end_open_calls(&self, now_ms: u64) -> StoreResult<usize> {
+        Ok(self.db.execute(
+            "UPDATE call_logs SET
+                 status = CASE status WHEN 'initiated' THEN 'cancelled' ELSE 'ended' END,
+                 ended_at = COALESCE(ended_at, ?1)
+             WHERE status IN ('initiated', 'ongoing')",
+            params![now_ms as i64],
+        )?)
+    }
+}

@@ -1,0 +1,158 @@
+//! Bad input never takes the server down: oversized frames close with 1009, garbage and
+//! unknown or ill-typed messages get a clear error and the connection stays usable, floods
+//! are throttled then closed (1008), sockets that never log in are closed (1008), and every
+//! other client carries on.
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use huddle_protocol::{ErrorCode, MAX_FRAME_BYTES, Reply, Request, ServerFrame, ServerPayload};
+use huddle_server::{HubConfig, ServerConfig};
+
+use crate::harness::*;
+
+/// Garbage, unknown types, wrong field types, a wrong version and binary frames each get an
+/// error answer (echoing the id when there is one), and the connection still works.
+#[tokio::test]
+async fn malformed_frames_get_errors_and_the_connection_survives() {
+    let server = TestServer::dev().await;
+    let mut client = Client::login(&server, "alice").await;
+    let cases: [(&str, Option<u64>, ErrorCode); 6] = [
+        ("not json at all", None, ErrorCode::InvalidArgument),
+        (
+            r#"{"v":1,"id":7,"type":"launch_rockets"}"#,
+            Some(7),
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            r#"{"v":1,"id":8,"type":"accept_call","session_id":42}"#,
+            Some(8),
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            r#"{"v":1,"id":9,"type":"accept_call","session_id":"s","extra":true}"#,
+            Some(9),
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            r#"{"v":2,"id":10,"type":"ping"}"#,
+            Some(10),
+            ErrorCode::ApiError,
+        ),
+        (r#"[1,2,3]"#, None, ErrorCode::InvalidArgument),
+    ];
+    for (text, id, code) in cases {
+        client.send_text(text).await;
+        let (re, got) = client.raw_error_frame().await;
+        assert_eq!((re, got), (id, code), "{text}");
+    }
+    client.send_binary(vec![1, 2, 3]).await;
+    assert_eq!(client.raw_error_frame().await.1, ErrorCode::InvalidArgument);
+    assert!(
+        matches!(client.request(Request::Ping).await, Ok(Reply::Pong)),
+        "still usable"
+    );
+}
+
+/// A frame over 64 KiB closes that connection with 1009; another client is unaffected.
+#[tokio::test]
+async fn oversized_frame_closes_with_1009() {
+    let server = TestServer::dev().await;
+    let mut bystander = Client::login(&server, "bob").await;
+    let mut client = Client::login(&server, "alice").await;
+    let huge = format!(
+        r#"{{"v":1,"type":"ping","pad":"{}"}}"#,
+        "x".repeat(MAX_FRAME_BYTES + 1)
+    );
+    client.send_text(huge).await;
+    assert_eq!(client.closed().await, Closed::Code(1009));
+    assert!(matches!(
+        bystander.request(Request::Ping).await,
+        Ok(Reply::Pong)
+    ));
+}
+
+/// A flood is answered with rate-limit errors, then closed with 1008; another client keeps
+/// being served throughout.
+#[tokio::test]
+async fn flood_is_throttled_then_closed() {
+    let server = TestServer::dev().await;
+    let mut bystander = Client::login(&server, "bob").await;
+    let mut flooder = Client::login(&server, "mallory").await;
+    let ping = r#"{"v":1,"type":"ping"}"#;
+    for _ in 0..1_000 {
+        if flooder.try_send_text(ping).await.is_err() {
+            break;
+        }
+    }
+    let mut rate_limited = false;
+    let closed = loop {
+        match flooder.next_any().await {
+            Some(Ok(ServerFrame {
+                payload: ServerPayload::Error { error, .. },
+                ..
+            })) => {
+                assert_eq!(error.code, ErrorCode::ApiError);
+                assert!(error.message.contains("rate limit"));
+                rate_limited = true;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(closed)) => break closed,
+            None => panic!("flooder neither throttled nor closed"),
+        }
+    };
+    assert!(rate_limited, "errors before the close");
+    assert_eq!(closed, Closed::Code(1008));
+    assert!(matches!(
+        bystander.request(Request::Ping).await,
+        Ok(Reply::Pong)
+    ));
+}
+
+/// A socket that never logs in is closed with 1008 after the login timeout.
+#[tokio::test]
+async fn silent_socket_is_closed_after_the_login_timeout() {
+    let server = TestServer::start(ServerConfig {
+        hub: HubConfig {
+            dev_login: true,
+            ..HubConfig::default()
+        },
+        login_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut silent = Client::connect(&server).await;
+    let started = std::time::Instant::now();
+    assert_eq!(silent.closed().await, Closed::Code(1008));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    let mut prompt = Client::login(&server, "alice").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        matches!(prompt.request(Request::Ping).await, Ok(Reply::Pong)),
+        "a logged-in socket stays"
+    );
+}
+
+impl Client {
+    /// Reads the next frame, which must be an error answer; returns its `re` and code.
+    pub async fn raw_error_frame(&mut self) -> (Option<u64>, ErrorCode) {
+        match self.next_any().await {
+            Some(Ok(ServerFrame {
+                re,
+                payload: ServerPayload::Error { error, .. },
+                ..
+            })) => (re, error.code),
+            other => panic!("expected an error frame, got {other:?}"),
+        }
+    }
+
+    /// Sends a binary frame.
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws_mut()
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                bytes.into(),
+            ))
+            .await
+            .expect("send");
+    }
+}

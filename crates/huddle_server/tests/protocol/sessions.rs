@@ -1,0 +1,274 @@
+//! Sessions: joining with tokens, relaying signals to one participant and state to all,
+//! 1:1 calls ending when either side leaves, direct sessions, idle timeout, and clients that
+//! drop and reconnect during ringing and during a call.
+
+use huddle_protocol::{
+    CallStatus, ErrorCode, PeerSignal, Reply, Request, ServerEvent, SessionEndReason, StateChange,
+};
+use huddle_server::{HubConfig, ServerConfig};
+
+use crate::harness::*;
+
+/// Alice and Bob in an accepted call, both joined. Returns the session id.
+async fn call_in_progress(alice: &mut Client, bob: &mut Client) -> String {
+    let sid = alice.call_user(&bob.uid.clone()).await;
+    bob.event().await;
+    bob.request(Request::AcceptCall {
+        session_id: sid.clone(),
+    })
+    .await
+    .expect("accept");
+    alice.event().await;
+    assert_eq!(alice.join(&sid).await, vec![alice.uid.clone()]);
+    assert_eq!(
+        bob.join(&sid).await,
+        vec![alice.uid.clone(), bob.uid.clone()]
+    );
+    let ServerEvent::ParticipantJoined { participant, .. } = alice.event().await else {
+        panic!("joined")
+    };
+    assert_eq!(participant.uid, bob.uid);
+    sid
+}
+
+/// SDP and ICE go to the one participant they are addressed to, verbatim; state changes go
+/// to everyone else; signals to someone not in the session are refused.
+#[tokio::test]
+async fn relay_signals_and_state() {
+    let server = TestServer::dev().await;
+    let mut alice = Client::login(&server, "alice").await;
+    let mut bob = Client::login(&server, "bob").await;
+    let sid = call_in_progress(&mut alice, &mut bob).await;
+    let offer = PeerSignal::Offer {
+        sdp: "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n".into(),
+    };
+    alice
+        .request(Request::Signal {
+            session_id: sid.clone(),
+            to: "bob".into(),
+            signal: offer.clone(),
+        })
+        .await
+        .expect("relay");
+    let ServerEvent::Signal { from, signal, .. } = bob.event().await else {
+        panic!("signal")
+    };
+    assert_eq!((from.as_str(), signal), ("alice", offer));
+    let candidate = PeerSignal::Candidate {
+        candidate: Some("candidate:1 1 UDP 2122260223 127.0.0.1 50000 typ host".into()),
+        sdp_mid: Some("0".into()),
+        sdp_mline_index: Some(0),
+    };
+    bob.request(Request::Signal {
+        session_id: sid.clone(),
+        to: "alice".into(),
+        signal: candidate.clone(),
+    })
+    .await
+    .expect("relay");
+    let ServerEvent::Signal { from, signal, .. } = alice.event().await else {
+        panic!("signal")
+    };
+    assert_eq!((from.as_str(), signal), ("bob", candidate));
+    assert_eq!(
+        bob.error_code(Request::Signal {
+            session_id: sid.clone(),
+            to: "carol".into(),
+            signal: PeerSignal::Answer { sdp: String::new() }
+        })
+        .await,
+        ErrorCode::InvalidArgument
+    );
+    for change in [
+        StateChange::AudioMuted(true),
+        StateChange::VideoPaused(true),
+        StateChange::HandRaised(true),
+        StateChange::ScreenSharing(true),
+        StateChange::Recording(true),
+        StateChange::SwitchedToVideo("alice".into()),
+    ] {
+        bob.request(Request::State {
+            session_id: sid.clone(),
+            change: change.clone(),
+        })
+        .await
+        .expect("state");
+        let ServerEvent::ParticipantState {
+            uid, change: got, ..
+        } = alice.event().await
+        else {
+            panic!("state")
+        };
+        assert_eq!((uid.as_str(), got), ("bob", change));
+    }
+    bob.no_event_for(100).await;
+}
+
+/// In a 1:1 call, the side that leaves ends it: the other gets `participant_left`, then
+/// `session_ended` and `call_ended`; the call log says ended, with both participants.
+#[tokio::test]
+async fn one_to_one_ends_when_either_side_leaves() {
+    let server = TestServer::dev().await;
+    let mut alice = Client::login(&server, "alice").await;
+    let mut bob = Client::login(&server, "bob").await;
+    let sid = call_in_progress(&mut alice, &mut bob).await;
+    bob.request(Request::LeaveSession {
+        session_id: sid.clone(),
+    })
+    .await
+    .expect("leave");
+    assert!(
+        matches!(alice.event().await, ServerEvent::ParticipantLeft { uid, .. } if uid == "bob")
+    );
+    assert!(matches!(
+        alice.event().await,
+        ServerEvent::SessionEnded {
+            reason: SessionEndReason::Ended,
+            ..
+        }
+    ));
+    assert!(
+        matches!(alice.event().await, ServerEvent::CallEnded { call } if call.status == CallStatus::Ended)
+    );
+    let Ok(Reply::CallLogs { logs, total }) = alice
+        .request(Request::ListCallLogs {
+            query: Default::default(),
+        })
+        .await
+    else {
+        panic!("logs")
+    };
+    assert_eq!(total, 1);
+    assert_eq!(logs[0].session_id, sid);
+    assert_eq!(logs[0].status, CallStatus::Ended);
+    assert_eq!(
+        logs[0].participants,
+        vec!["alice".to_owned(), "bob".to_owned()]
+    );
+    assert!(logs[0].ended_at.is_some() && logs[0].started_at.is_some());
+}
+
+/// A direct session needs no ringing: any holders of tokens for the same session id meet.
+/// Joining twice is refused; someone left alone for the idle timeout is timed out.
+#[tokio::test]
+async fn direct_session_and_idle_timeout() {
+    let server = TestServer::dev().await;
+    let mut alice = Client::login(&server, "alice").await;
+    let mut bob = Client::login(&server, "bob").await;
+    assert_eq!(alice.join("standup").await, vec!["alice"]);
+    assert_eq!(bob.join("standup").await, vec!["alice", "bob"]);
+    let token = bob.token("standup").await;
+    assert_eq!(
+        bob.error_code(join_request("standup", &token)).await,
+        ErrorCode::CallAlreadyJoined
+    );
+    bob.request(Request::LeaveSession {
+        session_id: "standup".into(),
+    })
+    .await
+    .expect("leave");
+    alice.event().await; // participant_joined
+    assert!(matches!(
+        alice.event().await,
+        ServerEvent::ParticipantLeft { .. }
+    ));
+    alice
+        .request(Request::LeaveSession {
+            session_id: "standup".into(),
+        })
+        .await
+        .expect("leave");
+
+    let call_token = alice.token("lonely").await;
+    alice
+        .request(Request::JoinSession {
+            session_id: "lonely".into(),
+            call_token,
+            idle_timeout_secs: Some(1),
+            audio_muted: true,
+            video_paused: false,
+        })
+        .await
+        .expect("join");
+    let started = std::time::Instant::now();
+    let ServerEvent::SessionEnded { session_id, reason } = alice.event().await else {
+        panic!("timeout")
+    };
+    assert_eq!(
+        (session_id.as_str(), reason),
+        ("lonely", SessionEndReason::Timeout)
+    );
+    assert!(started.elapsed().as_millis() >= 700);
+}
+
+/// A callee whose connection drops while the call rings is rung again when they log back in,
+/// and can accept.
+#[tokio::test]
+async fn reconnect_during_ringing() {
+    let server = TestServer::dev().await;
+    let mut alice = Client::login(&server, "alice").await;
+    let bob = Client::login(&server, "bob").await;
+    let sid = alice.call_user("bob").await;
+    drop(bob);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut bob = Client::login(&server, "bob").await;
+    let ServerEvent::IncomingCallReceived { call } = bob.event().await else {
+        panic!("rung again")
+    };
+    assert_eq!(call.session_id, sid);
+    bob.request(Request::AcceptCall { session_id: sid })
+        .await
+        .expect("accept after reconnect");
+    assert!(matches!(
+        alice.event().await,
+        ServerEvent::OutgoingCallAccepted { .. }
+    ));
+}
+
+/// A participant whose connection drops mid-call keeps their place for the grace period:
+/// they log in again, join again, and the other side never saw them leave. Past the grace
+/// period they are gone and the 1:1 call ends.
+#[tokio::test]
+async fn reconnect_during_a_call() {
+    let server = TestServer::start(ServerConfig {
+        hub: HubConfig {
+            dev_login: true,
+            reconnect_grace_ms: 1_000,
+            ..HubConfig::default()
+        },
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut alice = Client::login(&server, "alice").await;
+    let mut bob = Client::login(&server, "bob").await;
+    let sid = call_in_progress(&mut alice, &mut bob).await;
+    drop(bob);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut bob = Client::login(&server, "bob").await;
+    assert_eq!(
+        bob.join(&sid).await,
+        vec!["alice", "bob"],
+        "same place in the session"
+    );
+    alice.no_event_for(1_300).await;
+    alice
+        .request(Request::State {
+            session_id: sid.clone(),
+            change: StateChange::AudioMuted(true),
+        })
+        .await
+        .expect("state");
+    assert!(matches!(
+        bob.event().await,
+        ServerEvent::ParticipantState { .. }
+    ));
+
+    drop(bob);
+    assert!(
+        matches!(alice.event().await, ServerEvent::ParticipantLeft { uid, .. } if uid == "bob")
+    );
+    assert!(matches!(
+        alice.event().await,
+        ServerEvent::SessionEnded { .. }
+    ));
+}
