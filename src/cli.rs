@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Open a demo call with synthetic participants in a window.
     Demo(DemoArgs),
+    /// Run the signaling and identity server.
+    Server(huddle_server::ServerArgs),
 }
 
 /// Layout mode names on the command line.

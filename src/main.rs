@@ -9,5 +9,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => huddle::demo::run(args),
+        Command::Server(args) => match huddle_server::run_from_args(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("huddle server: {err}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
