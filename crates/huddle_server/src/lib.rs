@@ -126,7 +126,7 @@ impl Server {
         let on_shutdown = async move {
             shutdown.await;
             tracing::info!("shutting down: ending calls");
-            shared.with_hub(|hub| hub.shutdown(now_ms()));
+            shared.begin_shutdown();
             // Give writers a moment to send the goodbyes.
             tokio::time::sleep(Duration::from_millis(200)).await;
         };

@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     api_key: Option<String>,
     login_timeout: Duration,
     rate: RateLimit,
+    /// Set when shutdown begins: new WebSockets are refused (503).
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -87,7 +89,14 @@ impl Shared {
             api_key,
             login_timeout,
             rate,
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Refuses new connections, ends every call and closes every connection.
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.with_hub(|hub| hub.shutdown(now_ms()));
     }
 
     pub(crate) fn hub(&self) -> MutexGuard<'_, Hub> {
@@ -163,6 +172,9 @@ pub(crate) async fn run_timer(shared: Arc<Shared>) {
 }
 
 async fn upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
+    if shared.shutting_down.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
+    }
     // The library limit is generous; our own check closes with 1009 above MAX_FRAME_BYTES.
     ws.max_message_size(MAX_FRAME_BYTES * 4)
         .max_frame_size(MAX_FRAME_BYTES * 4)

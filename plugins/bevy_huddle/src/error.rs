@@ -53,6 +53,23 @@ pub enum HuddleError {
     /// The session id is empty or malformed.
     #[error("invalid session id `{0}`")]
     InvalidSessionId(String),
+    /// The server refused the request, with its code and reason.
+    #[error("server refused ({code}): {message}")]
+    Server {
+        /// The server's error code.
+        code: ErrorCode,
+        /// Its reason.
+        message: String,
+    },
+    /// The server could not be reached (or stopped answering for too long).
+    #[error("server unreachable: {0}")]
+    Unreachable(String),
+    /// No server connection to send the request through.
+    #[error("not connected to a server")]
+    NotConnected,
+    /// A call token that cannot even be read.
+    #[error("malformed call token")]
+    MalformedToken,
 }
 
 impl HuddleError {
@@ -67,6 +84,10 @@ impl HuddleError {
             HuddleError::CallEnded => ErrorCode::CallEnded,
             HuddleError::CallInProgress => ErrorCode::CallInProgress,
             HuddleError::InvalidSessionId(_) => ErrorCode::InvalidSessionId,
+            HuddleError::Server { code, .. } => *code,
+            HuddleError::Unreachable(_) => ErrorCode::UnknownApiError,
+            HuddleError::NotConnected => ErrorCode::UserNotLoggedIn,
+            HuddleError::MalformedToken => ErrorCode::TokenInvalidSignature,
         }
     }
 

@@ -7,15 +7,17 @@
 //!
 //! ## The pipeline, frame by frame
 //!
-//! 1. [`HuddleSystems::Receive`] (`PreUpdate`): transports drain their channels and write
-//!    [`SessionUpdate`]s (joined, someone joined/left/muted, ended, …). Picking turns pointer
-//!    input into tile clicks and drags, which write [`CallAction`]s.
+//! 1. [`HuddleSystems::Receive`] (`PreUpdate`): the server connection ([`connection`])
+//!    drains its channel and writes [`RingingEvent`]s and [`SessionUpdate`]s (joined, someone
+//!    joined/left/muted, ended, …). Picking turns pointer input into tile clicks and drags,
+//!    which write [`CallAction`]s.
 //! 2. [`HuddleSystems::Apply`] (`Update`): a freshly spawned [`Call`] is validated and made the
 //!    active call; session updates and in-call actions change state and write [`CallEvent`]s;
 //!    calls alone for `idle_timeout` end.
 //! 3. [`HuddleSystems::Layout`] (`PostUpdate`, before bevy_ui layout): tile rects are computed
 //!    ([`layout`]) and copied into the tile nodes ([`tiles`]).
-//! 4. [`HuddleSystems::Send`] (`PostUpdate`): transports flush [`OutboundSignal`]s to peers.
+//! 4. [`HuddleSystems::Send`] (`PostUpdate`): the connection sends joins, [`RingingAction`]s
+//!    and [`OutboundSignal`]s to the server.
 //! 5. [`HuddleSystems::Notify`] (`PostUpdate`, last): each [`CallEvent`] goes to observers and
 //!    to plain Rust listeners ([`CallEventListenerAppExt`]).
 //!
@@ -38,6 +40,7 @@
 //! ```
 
 pub mod actions;
+pub mod connection;
 pub mod devices;
 pub mod error;
 pub mod events;
@@ -53,6 +56,10 @@ use bevy::asset::AssetServer;
 use bevy::prelude::*;
 
 pub use actions::{CallAction, CallControls, OutboundSignal, Signal};
+pub use connection::{
+    CallToken, ConnectionStatus, HuddleRuntime, RingingAction, RingingEvent, ServerConnection,
+    StartSession,
+};
 pub use events::{CallEvent, CallEventListener, CallEventListenerAppExt, CallEventListeners};
 pub use interaction::TileLayoutPickingPlugin;
 pub use session::{DeviceListRefreshed, SessionChange, SessionUpdate};
@@ -60,6 +67,9 @@ pub use session::{DeviceListRefreshed, SessionChange, SessionUpdate};
 /// The most used types.
 pub mod prelude {
     pub use crate::actions::{AvailableAudioModes, CallAction, CallControls};
+    pub use crate::connection::{
+        ConnectionStatus, RingingAction, RingingEvent, ServerConnection, StartSession,
+    };
     pub use crate::devices::{DeviceInfo, DeviceKind, MediaDevices};
     pub use crate::error::HuddleError;
     pub use crate::events::{CallEvent, CallEventListenerAppExt, CallUser};
@@ -99,6 +109,7 @@ impl PluginGroup for HuddlePlugins {
             .add(CallModelPlugin)
             .add(TileLayoutPlugin)
             .add(TileInteractionPlugin)
+            .add(ServerConnectionPlugin)
     }
 }
 
@@ -149,6 +160,38 @@ impl Plugin for CallModelPlugin {
         {
             app.init_asset::<Image>();
         }
+    }
+}
+
+/// The server connection: login, ringing, call tokens and sessions (see [`connection`]).
+pub struct ServerConnectionPlugin;
+
+impl Plugin for ServerConnectionPlugin {
+    fn build(&self, app: &mut App) {
+        use connection::*;
+        app.add_message::<RingingAction>()
+            .add_message::<StartSession>()
+            .add_message::<RingingEvent>()
+            .add_message::<PeerSignalReceived>()
+            .add_systems(
+                PreUpdate,
+                (connect_servers, drain_connections)
+                    .chain()
+                    .in_set(HuddleSystems::Receive),
+            )
+            .add_systems(Update, start_sessions.before(HuddleSystems::Apply))
+            .add_systems(PostUpdate, send_requests.in_set(HuddleSystems::Send))
+            .add_systems(
+                PostUpdate,
+                trigger_ringing_events.in_set(HuddleSystems::Notify),
+            );
+    }
+}
+
+/// Ringing events also go to observers.
+fn trigger_ringing_events(mut events: MessageReader<RingingEvent>, mut commands: Commands) {
+    for event in events.read() {
+        commands.trigger(event.clone());
     }
 }
 

@@ -97,6 +97,8 @@ pub enum EndReason {
     Unanswered,
     /// The connection to the server was lost for good.
     ConnectionLost,
+    /// The server shut down.
+    ServerShutdown,
     /// The call could not start (e.g. invalid settings); the string is the reference error code.
     Failed(String),
 }

@@ -8,3 +8,4 @@ mod layout;
 mod listeners;
 mod session;
 mod settings;
+mod whole_stack;

@@ -1,0 +1,401 @@
+//! Huddle's signaling client, independent of Bevy.
+//!
+//! [`spawn`] starts one tokio task that owns the WebSocket to the server:
+//!
+//! 1. connect to `ws://…/ws` and log in (with an auth token, or by uid in dev mode);
+//! 2. forward [`ClientCommand`]s as protocol requests (with ids), and hand every answer and
+//!    pushed event back as a [`ClientEvent`] on a channel the caller drains (once per frame
+//!    in `bevy_huddle`);
+//! 3. when the socket drops, report [`ClientEvent::Disconnected`], reconnect with
+//!    exponential backoff, log in again (requests made meanwhile wait), and report
+//!    [`ClientEvent::Connected`] again; after [`Backoff::give_up_after`] without a
+//!    connection it reports [`ClientEvent::GaveUp`] and stops.
+//!
+//! Commands go in on a bounded tokio channel (`try_send` never blocks the caller); events
+//! come out on a crossbeam channel drained with `try_recv`, so the caller never awaits.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use crossbeam_channel::Sender;
+use futures_util::{SinkExt, StreamExt};
+use huddle_protocol::{
+    ClientFrame, ErrorBody, ErrorCode, Presence, Reply, Request, ServerEvent, ServerFrame,
+    ServerPayload, User,
+};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Reconnection policy.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// First delay after a drop.
+    pub initial: Duration,
+    /// Longest delay between attempts.
+    pub max: Duration,
+    /// Give up after this long without a connection.
+    pub give_up_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+            give_up_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where and who.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Server WebSocket URL, e.g. `ws://127.0.0.1:7878/ws`.
+    pub url: String,
+    /// User id.
+    pub uid: String,
+    /// Auth token from the admin API; `None` uses dev login.
+    pub auth_token: Option<String>,
+    /// Display name for dev login.
+    pub name: Option<String>,
+    /// Reconnection policy.
+    pub backoff: Backoff,
+}
+
+/// What the caller asks of the client task.
+#[derive(Clone, Debug)]
+pub enum ClientCommand {
+    /// Send a request; its answer comes back as [`ClientEvent::Answer`] with this `id`.
+    Request {
+        /// Caller-chosen id.
+        id: u64,
+        /// The request.
+        request: Request,
+    },
+    /// Drop the socket now (as a network failure would); the client reconnects. For tests.
+    DropConnection,
+    /// Close and stop.
+    Shutdown,
+}
+
+/// What the client task reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientEvent {
+    /// Logged in (again, after a reconnect: `reconnected` is true).
+    Connected {
+        /// Who we are.
+        user: User,
+        /// The auth token to use for `generate_token`.
+        auth_token: String,
+        /// Contacts and their presence.
+        contacts: Vec<Presence>,
+        /// Whether this follows a drop.
+        reconnected: bool,
+    },
+    /// The answer to a request.
+    Answer {
+        /// The request's id.
+        id: u64,
+        /// Reply or error.
+        result: Result<Reply, ErrorBody>,
+    },
+    /// Something the server pushed.
+    Event(ServerEvent),
+    /// The socket dropped; reconnecting.
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+    /// No connection for too long (or login refused): the client stopped.
+    GaveUp {
+        /// The error code (`UNKNOWN_API_ERROR` when unreachable, the server's when refused).
+        code: ErrorCode,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The caller's ends of the client task's channels.
+pub struct ClientHandle {
+    /// Commands in.
+    pub commands: mpsc::Sender<ClientCommand>,
+    /// Events out.
+    pub events: crossbeam_channel::Receiver<ClientEvent>,
+}
+
+impl ClientHandle {
+    /// Queues a command; `false` if the task is gone or its queue is full.
+    pub fn send(&self, command: ClientCommand) -> bool {
+        match self.commands.try_send(command) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!("signaling client queue full; command dropped");
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+impl Drop for ClientHandle {
+    fn drop(&mut self) {
+        let _ = self.commands.try_send(ClientCommand::Shutdown);
+    }
+}
+
+/// Depth of the command queue.
+const COMMAND_QUEUE: usize = 1024;
+
+/// Starts the client task on `runtime`.
+pub fn spawn(runtime: &tokio::runtime::Handle, config: ClientConfig) -> ClientHandle {
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (event_tx, event_rx) = crossbeam_channel::unbounded();
+    runtime.spawn(run(config, command_rx, event_tx));
+    ClientHandle {
+        commands: command_tx,
+        events: event_rx,
+    }
+}
+
+/// Reads the session id (`sid`) from a call token without verifying it (only the server can).
+pub fn session_id_of_token(call_token: &str) -> Option<String> {
+    let body = call_token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(body).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("sid")?.as_str().map(str::to_owned)
+}
+
+enum SessionEnd {
+    /// The socket dropped or could not connect; try again.
+    Dropped(String),
+    /// The server refused the login: stop.
+    Refused(ErrorBody),
+    /// Asked to stop.
+    Shutdown,
+}
+
+async fn run(
+    mut config: ClientConfig,
+    mut commands: mpsc::Receiver<ClientCommand>,
+    events: Sender<ClientEvent>,
+) {
+    let mut pending: VecDeque<(u64, Request)> = VecDeque::new();
+    let mut delay = config.backoff.initial;
+    let mut offline_since: Option<tokio::time::Instant> = None;
+    let mut connected_before = false;
+    loop {
+        match connect_once(
+            &mut config,
+            &mut commands,
+            &events,
+            &mut pending,
+            connected_before,
+        )
+        .await
+        {
+            (SessionEnd::Shutdown, _) => return,
+            (SessionEnd::Refused(error), _) => {
+                let _ = events.send(ClientEvent::GaveUp {
+                    code: error.code,
+                    reason: error.message,
+                });
+                return;
+            }
+            (SessionEnd::Dropped(reason), was_connected) => {
+                if was_connected {
+                    connected_before = true;
+                    delay = config.backoff.initial;
+                    offline_since = Some(tokio::time::Instant::now());
+                    let _ = events.send(ClientEvent::Disconnected {
+                        reason: reason.clone(),
+                    });
+                }
+                let since = *offline_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= config.backoff.give_up_after {
+                    let _ = events.send(ClientEvent::GaveUp {
+                        code: ErrorCode::UnknownApiError,
+                        reason: format!("server unreachable: {reason}"),
+                    });
+                    return;
+                }
+                // Wait, but keep taking commands (queued until we are back) and a shutdown.
+                let sleep = tokio::time::sleep(delay);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        () = &mut sleep => break,
+                        command = commands.recv() => match command {
+                            Some(ClientCommand::Request { id, request }) => pending.push_back((id, request)),
+                            Some(ClientCommand::DropConnection) => {}
+                            Some(ClientCommand::Shutdown) | None => return,
+                        },
+                    }
+                }
+                delay = (delay * 2).min(config.backoff.max);
+            }
+        }
+    }
+}
+
+/// One connection: connect, log in, then pump until it drops. Returns how it ended and
+/// whether it got as far as logging in.
+async fn connect_once(
+    config: &mut ClientConfig,
+    commands: &mut mpsc::Receiver<ClientCommand>,
+    events: &Sender<ClientEvent>,
+    pending: &mut VecDeque<(u64, Request)>,
+    reconnected: bool,
+) -> (SessionEnd, bool) {
+    let ws = match tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::connect_async(&config.url),
+    )
+    .await
+    {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(err)) => return (SessionEnd::Dropped(err.to_string()), false),
+        Err(_) => return (SessionEnd::Dropped("connect timed out".into()), false),
+    };
+    let (mut sink, mut stream) = ws.split();
+    const LOGIN_ID: u64 = u64::MAX;
+    let login = ClientFrame {
+        v: huddle_protocol::PROTOCOL_VERSION,
+        id: Some(LOGIN_ID),
+        request: Request::Login {
+            uid: config.uid.clone(),
+            auth_token: config.auth_token.clone(),
+            name: config.name.clone(),
+        },
+    };
+    let Ok(text) = serde_json::to_string(&login) else {
+        return (SessionEnd::Shutdown, false);
+    };
+    if let Err(err) = sink.send(Message::Text(text.into())).await {
+        return (SessionEnd::Dropped(err.to_string()), false);
+    }
+    // Wait for the login answer.
+    let logged_in = loop {
+        let frame = match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                serde_json::from_str::<ServerFrame>(text.as_str()).ok()
+            }
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+                return (SessionEnd::Dropped("closed during login".into()), false);
+            }
+            Ok(Some(Ok(_))) => None,
+            Err(_) => return (SessionEnd::Dropped("login timed out".into()), false),
+        };
+        match frame {
+            Some(ServerFrame {
+                re: Some(LOGIN_ID),
+                payload,
+                ..
+            }) => break payload,
+            _ => continue,
+        }
+    };
+    match logged_in {
+        ServerPayload::Reply(Reply::LoggedIn {
+            user,
+            auth_token,
+            contacts,
+        }) => {
+            // Log in with the token from now on (dev login issues one).
+            config.auth_token = Some(auth_token.clone());
+            let _ = events.send(ClientEvent::Connected {
+                user,
+                auth_token,
+                contacts,
+                reconnected,
+            });
+        }
+        ServerPayload::Error { error, .. } => return (SessionEnd::Refused(error), false),
+        other => {
+            return (
+                SessionEnd::Refused(ErrorBody {
+                    code: ErrorCode::UnknownApiError,
+                    message: format!("unexpected login answer: {other:?}"),
+                }),
+                false,
+            );
+        }
+    }
+    // Send what waited for the connection.
+    while let Some((id, request)) = pending.pop_front() {
+        if let Err(reason) = send_request(&mut sink, id, request.clone()).await {
+            pending.push_front((id, request));
+            return (SessionEnd::Dropped(reason), true);
+        }
+    }
+    loop {
+        tokio::select! {
+            message = stream.next() => {
+                let text = match message {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(frame))) => {
+                        let reason = frame.map(|f| format!("closed by server ({}): {}", u16::from(f.code), f.reason))
+                            .unwrap_or_else(|| "closed by server".into());
+                        return (SessionEnd::Dropped(reason), true);
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(err)) => return (SessionEnd::Dropped(err.to_string()), true),
+                    None => return (SessionEnd::Dropped("connection closed".into()), true),
+                };
+                let Ok(frame) = serde_json::from_str::<ServerFrame>(text.as_str()) else {
+                    tracing::warn!("unparsable frame from server: {text}");
+                    continue;
+                };
+                let event = match (frame.re, frame.payload) {
+                    (Some(id), ServerPayload::Reply(reply)) => ClientEvent::Answer { id, result: Ok(reply) },
+                    (Some(id), ServerPayload::Error { error, .. }) => ClientEvent::Answer { id, result: Err(error) },
+                    (None, ServerPayload::Event(event)) => ClientEvent::Event(event),
+                    (None, ServerPayload::Error { error, .. }) => {
+                        tracing::warn!("server error without a request: {} {}", error.code, error.message);
+                        continue;
+                    }
+                    (_, other) => {
+                        tracing::warn!("unexpected frame: {other:?}");
+                        continue;
+                    }
+                };
+                if events.send(event).is_err() {
+                    return (SessionEnd::Shutdown, true);
+                }
+            }
+            command = commands.recv() => match command {
+                Some(ClientCommand::Request { id, request }) => {
+                    if let Err(reason) = send_request(&mut sink, id, request.clone()).await {
+                        pending.push_back((id, request));
+                        return (SessionEnd::Dropped(reason), true);
+                    }
+                }
+                Some(ClientCommand::DropConnection) => {
+                    return (SessionEnd::Dropped("dropped on request".into()), true);
+                }
+                Some(ClientCommand::Shutdown) | None => {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return (SessionEnd::Shutdown, true);
+                }
+            },
+        }
+    }
+}
+
+async fn send_request<S>(sink: &mut S, id: u64, request: Request) -> Result<(), String>
+where
+    S: futures_util::Sink<Message> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    let frame = ClientFrame {
+        v: huddle_protocol::PROTOCOL_VERSION,
+        id: Some(id),
+        request,
+    };
+    let text = serde_json::to_string(&frame).map_err(|e| e.to_string())?;
+    sink.send(Message::Text(text.into()))
+        .await
+        .map_err(|e| e.to_string())
+}
