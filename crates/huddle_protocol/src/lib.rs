@@ -192,3 +192,61 @@ mod tests {
         assert!(unknown.is_err());
     }
 }
+
+#[cfg(test)]
+mod doc_examples {
+    use crate::{ClientFrame, ServerFrame};
+
+    /// Every JSON example in `docs/protocol.md` parses as the frame type it is labelled with
+    /// (`json client` / `json server`) and serializes back to the same JSON value, so the
+    /// document cannot drift from the code.
+    #[test]
+    fn every_example_in_the_protocol_doc_parses() {
+        let doc = include_str!("../../../docs/protocol.md");
+        let mut seen = (0, 0);
+        let mut lines = doc.lines();
+        while let Some(line) = lines.next() {
+            let side = match line.trim() {
+                "```json client" => "client",
+                "```json server" => "server",
+                _ => continue,
+            };
+            let body: String = lines
+                .by_ref()
+                .take_while(|l| l.trim() != "```")
+                .collect::<Vec<_>>()
+                .join("\n");
+            let value: serde_json::Value =
+                serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
+            let back = if side == "client" {
+                seen.0 += 1;
+                let frame: ClientFrame =
+                    serde_json::from_str(&body).unwrap_or_else(|e| panic!("client {body}: {e}"));
+                serde_json::to_value(frame).expect("serialize")
+            } else {
+                seen.1 += 1;
+                let frame: ServerFrame =
+                    serde_json::from_str(&body).unwrap_or_else(|e| panic!("server {body}: {e}"));
+                serde_json::to_value(frame).expect("serialize")
+            };
+            assert_eq!(strip_defaults(back), strip_defaults(value), "{body}");
+        }
+        assert!(seen.0 >= 15 && seen.1 >= 18, "examples found: {seen:?}");
+    }
+
+    /// Drops `false` booleans, so that omitted defaults compare equal to explicit ones.
+    fn strip_defaults(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.into_iter()
+                    .filter(|(_, v)| *v != serde_json::Value::Bool(false))
+                    .map(|(k, v)| (k, strip_defaults(v)))
+                    .collect(),
+            ),
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(strip_defaults).collect())
+            }
+            other => other,
+        }
+    }
+}
