@@ -251,7 +251,7 @@ async fn connect_once(
 ) -> (SessionEnd, bool) {
     let ws = match tokio::time::timeout(
         Duration::from_secs(5),
-        tokio_tungstenite::connect_async(&config.url),
+        tokio_tungstenite::connect_async_with_config(&config.url, None, true),
     )
     .await
     {

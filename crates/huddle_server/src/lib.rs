@@ -130,7 +130,15 @@ impl Server {
             // Give writers a moment to send the goodbyes.
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        let result = axum::serve(self.listener, net::router(self.shared))
+        // Signaling is request/answer ping-pong: without TCP_NODELAY, Nagle and delayed ACKs
+        // add ~40 ms per exchange.
+        use axum::serve::ListenerExt;
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY: {err}");
+            }
+        });
+        let result = axum::serve(listener, net::router(self.shared))
             .with_graceful_shutdown(on_shutdown)
             .await;
         timer.abort();

@@ -176,8 +176,12 @@ async fn upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Res
         return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
     }
     // The library limit is generous; our own check closes with 1009 above MAX_FRAME_BYTES.
+    // Small per-connection buffers: signaling frames are small, and the defaults (128 KiB
+    // each way) would cost ~140 KB of server memory per idle client.
     ws.max_message_size(MAX_FRAME_BYTES * 4)
         .max_frame_size(MAX_FRAME_BYTES * 4)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| connection(socket, shared))
 }
 
@@ -213,6 +217,12 @@ impl TokenBucket {
     }
 }
 
+/// Just the request id of a frame.
+#[derive(Deserialize)]
+struct FrameId {
+    id: Option<u64>,
+}
+
 async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
@@ -222,7 +232,10 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     let writer = tokio::spawn(async move {
         while let Some(item) = rx.recv().await {
             let result = match item {
-                Outgoing::Text(text) => sink.send(Message::Text(text.into())).await,
+                Outgoing::Text(text) => {
+                    tracing::trace!(conn, frame = %text, "frame out");
+                    sink.send(Message::Text(text.into())).await
+                }
                 Outgoing::Close(code, reason) => {
                     let _ = sink
                         .send(Message::Close(Some(CloseFrame {
@@ -283,18 +296,21 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
                 we_closed = true;
                 break;
             }
-            if bucket.over % 50 == 1 {
-                let frame = huddle_protocol::ServerFrame::error(
-                    None,
-                    ErrorCode::ApiError,
-                    "rate limit exceeded: slow down",
-                );
-                if let Ok(text) = serde_json::to_string(&frame) {
-                    let _ = tx.try_send(Outgoing::Text(text));
-                }
+            // Not processed; answered, so that a client waiting for it does not hang.
+            let id = serde_json::from_str::<FrameId>(text.as_str())
+                .ok()
+                .and_then(|f| f.id);
+            let frame = huddle_protocol::ServerFrame::error(
+                id,
+                ErrorCode::ApiError,
+                "rate limit exceeded: slow down",
+            );
+            if let Ok(text) = serde_json::to_string(&frame) {
+                let _ = tx.try_send(Outgoing::Text(text));
             }
             continue;
         }
+        tracing::trace!(conn, frame = %text.as_str(), "frame in");
         match serde_json::from_str::<ClientFrame>(text.as_str()) {
             Ok(frame) => shared.with_hub(|hub| hub.handle(conn, frame, now_ms())),
             Err(err) => {
@@ -336,24 +352,24 @@ fn api_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) ->
         .into_response()
 }
 
-fn check_api_key(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+fn check_api_key(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(key) = &shared.api_key else {
-        return Err(api_error(
+        return Err(Box::new(api_error(
             StatusCode::FORBIDDEN,
             ErrorCode::ApiError,
             "the admin API is disabled (start the server with --api-key)",
-        ));
+        )));
     };
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if given != Some(key.as_str()) {
-        return Err(api_error(
+        return Err(Box::new(api_error(
             StatusCode::UNAUTHORIZED,
             ErrorCode::ApiError,
             "wrong or missing API key",
-        ));
+        )));
     }
     Ok(())
 }
@@ -376,7 +392,7 @@ async fn put_user(
     body: Result<Json<PutUser>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     if let Err(denied) = check_api_key(&shared, &headers) {
-        return denied;
+        return *denied;
     }
     if !huddle_protocol::messages::is_valid_uid(&uid) {
         return api_error(
@@ -413,7 +429,7 @@ async fn post_auth_token(
     Path(uid): Path<String>,
 ) -> Response {
     if let Err(denied) = check_api_key(&shared, &headers) {
-        return denied;
+        return *denied;
     }
     let result = shared.with_hub(|hub| match hub.store().user(&uid) {
         Ok(Some(_)) => hub.issue_auth_token(&uid, now_ms()).map(Some),
@@ -452,7 +468,7 @@ async fn put_group(
     body: Result<Json<PutGroup>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     if let Err(denied) = check_api_key(&shared, &headers) {
-        return denied;
+        return *denied;
     }
     let Ok(Json(body)) = body else {
         return api_error(
@@ -492,7 +508,7 @@ async fn get_call_logs(
     query: Result<Query<CallLogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if let Err(denied) = check_api_key(&shared, &headers) {
-        return denied;
+        return *denied;
     }
     let Ok(Query(query)) = query else {
         return api_error(

@@ -110,7 +110,7 @@ pub enum Closed {
 impl Client {
     /// Connects without logging in.
     pub async fn connect(server: &TestServer) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url())
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(server.ws_url(), None, true)
             .await
             .expect("connect");
         Self {
@@ -231,16 +231,14 @@ impl Client {
         if let Some(event) = self.events.pop_front() {
             return event;
         }
-        loop {
-            let frame = self
-                .next_frame()
-                .await
-                .expect("an event in time")
-                .expect("connection open");
-            match frame.payload {
-                ServerPayload::Event(event) => return event,
-                other => panic!("expected an event, got {other:?}"),
-            }
+        let frame = self
+            .next_frame()
+            .await
+            .expect("an event in time")
+            .expect("connection open");
+        match frame.payload {
+            ServerPayload::Event(event) => event,
+            other => panic!("expected an event, got {other:?}"),
         }
     }
 

@@ -166,11 +166,12 @@ fn call_and_join(alice: &mut App, bob: &mut App) -> String {
         .map(|sid| session_id = sid)
         .is_some()
     });
-    assert!(
-        find_ringing(alice, |e| matches!(e, RingingEvent::CallInitiated { .. })
-            .then_some(()))
+    pump(&mut [alice, bob], "alice's call to be placed", |apps| {
+        find_ringing(apps[0], |e| {
+            matches!(e, RingingEvent::CallInitiated { .. }).then_some(())
+        })
         .is_some()
-    );
+    });
     bob.world_mut().write_message(RingingAction::AcceptCall {
         session_id: session_id.clone(),
     });
