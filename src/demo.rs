@@ -1,11 +1,13 @@
-//! `huddle demo`: a windowed call with synthetic participants.
+//! `huddle demo`: a windowed call with bots, on the embedded server.
 //!
-//! 1. The window opens with a full-screen UI root; a group [`Call`] targets it.
-//! 2. [`join_demo_session`] plays the transport's part: it reports the session joined with
-//!    the local user and `--bots` synthetic participants (`SessionUpdate`s, as the server
-//!    connection will).
+//! 1. The embedded server starts on 127.0.0.1 (dev login, in-memory), and `--bots` headless
+//!    bot apps start on their own threads ([`crate::embedded`]).
+//! 2. The window opens with a UI root under a status line; the local user logs in as `you`,
+//!    gets a call token for the session `demo` and starts the session targeting the root, as
+//!    every bot does: they all meet in the session through the server.
 //! 3. Every frame, [`render_synthetic_video`] draws each participant's moving test pattern
-//!    (frame number and capture time stamped in the picture) into their tile's `Image`.
+//!    (frame number and capture time stamped in the picture) into their tile's `Image`
+//!    (locally: real media replaces this when the media layer lands).
 //! 4. [`rotate_dominant_speaker`] makes a different bot the dominant speaker every few
 //!    seconds, so Spotlight follows the "speaker".
 //! 5. Keys: M mute, V pause video, Tab next layout mode, P pin/unpin the main tile, Esc leave.
@@ -22,10 +24,15 @@ use bevy::prelude::*;
 use bevy::render::render_resource::{TextureDimension, TextureFormat};
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured, save_to_disk};
 use bevy::window::WindowResolution;
+use bevy_huddle::connection::HuddleRuntime;
 use bevy_huddle::prelude::*;
 use huddle_media::synthetic::{FrameStamp, TestPattern};
 
 use crate::cli::DemoArgs;
+use crate::embedded::{JoinOnLogin, join_on_login, spawn_bot, start_embedded_server};
+
+/// The session everyone in the demo joins.
+const DEMO_SESSION: &str = "demo";
 
 /// Size of the synthetic participants' video.
 pub const BOT_VIDEO: UVec2 = UVec2::new(320, 180);
@@ -58,10 +65,10 @@ pub fn run(args: DemoArgs) -> ExitCode {
     .insert_resource(DemoConfig::from(&args))
     .init_resource::<ScreenshotState>()
     .add_systems(Startup, open_call)
+    .add_systems(Update, join_on_login.before(HuddleSystems::Apply))
     .add_systems(
         Update,
         (
-            join_demo_session,
             attach_synthetic_sources,
             render_synthetic_video,
             rotate_dominant_speaker,
@@ -119,7 +126,7 @@ struct SyntheticCamera {
     frame: u32,
 }
 
-fn open_call(mut commands: Commands, config: Res<DemoConfig>) {
+fn open_call(mut commands: Commands, config: Res<DemoConfig>, mut exit: MessageWriter<AppExit>) {
     commands.spawn(Camera2d);
     // The call fills the window below a status line.
     let root = commands
@@ -151,30 +158,32 @@ fn open_call(mut commands: Commands, config: Res<DemoConfig>) {
         .mode(config.mode)
         .build()
         .unwrap_or_default();
-    commands.spawn((Call::new("demo", settings).group(), CallTarget(root)));
-}
-
-/// Plays the transport: once the call is joining, the session is joined with the bots.
-fn join_demo_session(
-    calls: Query<(Entity, &CallState), Changed<CallState>>,
-    config: Res<DemoConfig>,
-    mut updates: MessageWriter<SessionUpdate>,
-) {
-    for (call, state) in &calls {
-        if *state != CallState::Joining {
-            continue;
+    let runtime = HuddleRuntime::default();
+    let url = match start_embedded_server(&runtime) {
+        Ok(url) => url,
+        Err(err) => {
+            error!("cannot start the embedded server: {err}");
+            exit.write(AppExit::from_code(1));
+            return;
         }
-        let others = (1..=config.bots)
-            .map(|i| ParticipantInfo::new(format!("bot-{i}"), format!("Bot {i}")))
-            .collect();
-        updates.write(SessionUpdate {
-            call,
-            change: SessionChange::Joined {
-                local: ParticipantInfo::new("you", "You"),
-                others,
-            },
-        });
+    };
+    info!("embedded server at {url}");
+    for i in 1..=config.bots {
+        spawn_bot(
+            runtime.clone(),
+            url.clone(),
+            format!("bot-{i}"),
+            format!("Bot {i}"),
+            DEMO_SESSION.to_owned(),
+        );
     }
+    commands.insert_resource(runtime);
+    commands.insert_resource(JoinOnLogin {
+        session_id: DEMO_SESSION.to_owned(),
+        settings,
+        target: Some(root),
+    });
+    commands.spawn(ServerConnection::dev(url, "you").with_name("You"));
 }
 
 /// Gives every new participant a synthetic camera.

@@ -1,10 +1,12 @@
 //! The `huddle` desktop app: command line, and the demo call.
 //!
 //! - [`cli`]: the command line (`huddle demo …`).
-//! - [`demo`]: a windowed call with synthetic participants, laid out and rendered by
-//!   `bevy_huddle`. Until the server and media layers land, the demo's participants are
-//!   simulated in-process (their video is the synthetic test pattern drawn on the CPU each
-//!   frame); it exercises the ECS model, layouts, tiles, picking and rendering for real.
+//! - [`demo`]: a windowed call on the embedded server with headless bots, laid out and
+//!   rendered by `bevy_huddle`. Login, tokens, the session, participants and state changes
+//!   go through the real server; until the media layer lands, each participant's video is
+//!   the synthetic test pattern drawn locally.
+//! - [`embedded`]: the embedded server and the bots.
 
 pub mod cli;
 pub mod demo;
+pub mod embedded;
