@@ -4,7 +4,8 @@
 //! 1. ECS code reading `MessageReader<CallEvent>` (buffered, two frames),
 //! 2. observers (`app.add_observer(|event: On<CallEvent>| ..)`), and
 //! 3. plain Rust listeners registered with
-//!    [`add_call_event_listener`](CallEventListenerAppExt::add_call_event_listener).
+//!    [`add_call_event_listener`](CallEventListenerAppExt::add_call_event_listener)
+//!    (ringing events: [`add_ringing_listener`](CallEventListenerAppExt::add_ringing_listener)).
 //!
 //! All three see the same events in the same order. A listener that panics is caught and
 //! logged; the app and the other listeners carry on.
@@ -230,33 +231,49 @@ impl CallEvent {
     }
 }
 
-/// A plain Rust listener for call events (any `FnMut(&CallEvent) + Send + Sync` is one).
-pub trait CallEventListener: Send + Sync + 'static {
+/// A plain Rust listener for events of type `E` (any `FnMut(&E) + Send + Sync` is one).
+pub trait EventListener<E>: Send + Sync + 'static {
     /// Called once per event, in order.
-    fn on_event(&mut self, event: &CallEvent);
+    fn on_event(&mut self, event: &E);
 }
 
-impl<F> CallEventListener for F
+impl<E, F> EventListener<E> for F
 where
-    F: FnMut(&CallEvent) + Send + Sync + 'static,
+    F: FnMut(&E) + Send + Sync + 'static,
 {
-    fn on_event(&mut self, event: &CallEvent) {
+    fn on_event(&mut self, event: &E) {
         self(event);
     }
 }
 
-/// The registered listeners, called in registration order.
-#[derive(Resource, Default)]
-pub struct CallEventListeners {
-    entries: Vec<(String, Box<dyn CallEventListener>)>,
+/// A listener for [`CallEvent`]s.
+pub trait CallEventListener: EventListener<CallEvent> {}
+impl<T: EventListener<CallEvent>> CallEventListener for T {}
+
+/// Listeners registered by id, called in registration order.
+#[derive(Resource)]
+pub struct Listeners<E: 'static> {
+    entries: Vec<(String, Box<dyn EventListener<E>>)>,
     panics: u64,
 }
 
-impl CallEventListeners {
+impl<E: 'static> Default for Listeners<E> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            panics: 0,
+        }
+    }
+}
+
+/// The registered [`CallEvent`] listeners.
+pub type CallEventListeners = Listeners<CallEvent>;
+
+impl<E: std::fmt::Debug + 'static> Listeners<E> {
     /// Registers `listener` under `id`, replacing any listener with the same id.
-    pub fn add(&mut self, id: impl Into<String>, listener: impl CallEventListener) {
+    pub fn add(&mut self, id: impl Into<String>, listener: impl EventListener<E>) {
         let id = id.into();
-        let listener: Box<dyn CallEventListener> = Box::new(listener);
+        let listener: Box<dyn EventListener<E>> = Box::new(listener);
         match self
             .entries
             .iter_mut()
@@ -285,34 +302,43 @@ impl CallEventListeners {
     }
 
     /// Hands one event to every listener, catching panics.
-    pub fn dispatch(&mut self, event: &CallEvent) {
+    pub fn dispatch(&mut self, event: &E) {
         for (id, listener) in &mut self.entries {
             let outcome = catch_unwind(AssertUnwindSafe(|| listener.on_event(event)));
             if outcome.is_err() {
                 self.panics += 1;
-                error!("call event listener `{id}` panicked on {event:?}; it stays registered");
+                error!("event listener `{id}` panicked on {event:?}; it stays registered");
             }
         }
     }
 }
 
-/// `add_call_event_listener` / `remove_call_event_listener` on an `App` or `World`.
+/// `add_call_event_listener` / `remove_call_event_listener` (and the same for ringing events)
+/// on an `App` or `World`.
 pub trait CallEventListenerAppExt {
-    /// Registers a listener under `id` (replacing one with the same id).
+    /// Registers a [`CallEvent`] listener under `id` (replacing one with the same id).
     fn add_call_event_listener(
         &mut self,
         id: impl Into<String>,
-        listener: impl CallEventListener,
+        listener: impl EventListener<CallEvent>,
     ) -> &mut Self;
-    /// Removes the listener registered under `id`.
+    /// Removes the [`CallEvent`] listener registered under `id`.
     fn remove_call_event_listener(&mut self, id: &str) -> &mut Self;
+    /// Registers a [`RingingEvent`](crate::connection::RingingEvent) listener under `id`.
+    fn add_ringing_listener(
+        &mut self,
+        id: impl Into<String>,
+        listener: impl EventListener<crate::connection::RingingEvent>,
+    ) -> &mut Self;
+    /// Removes the ringing listener registered under `id`.
+    fn remove_ringing_listener(&mut self, id: &str) -> &mut Self;
 }
 
 impl CallEventListenerAppExt for World {
     fn add_call_event_listener(
         &mut self,
         id: impl Into<String>,
-        listener: impl CallEventListener,
+        listener: impl EventListener<CallEvent>,
     ) -> &mut Self {
         self.get_resource_or_init::<CallEventListeners>()
             .add(id, listener);
@@ -325,13 +351,32 @@ impl CallEventListenerAppExt for World {
         }
         self
     }
+
+    fn add_ringing_listener(
+        &mut self,
+        id: impl Into<String>,
+        listener: impl EventListener<crate::connection::RingingEvent>,
+    ) -> &mut Self {
+        self.get_resource_or_init::<Listeners<crate::connection::RingingEvent>>()
+            .add(id, listener);
+        self
+    }
+
+    fn remove_ringing_listener(&mut self, id: &str) -> &mut Self {
+        if let Some(mut listeners) =
+            self.get_resource_mut::<Listeners<crate::connection::RingingEvent>>()
+        {
+            listeners.remove(id);
+        }
+        self
+    }
 }
 
 impl CallEventListenerAppExt for App {
     fn add_call_event_listener(
         &mut self,
         id: impl Into<String>,
-        listener: impl CallEventListener,
+        listener: impl EventListener<CallEvent>,
     ) -> &mut Self {
         self.world_mut().add_call_event_listener(id, listener);
         self
@@ -341,14 +386,31 @@ impl CallEventListenerAppExt for App {
         self.world_mut().remove_call_event_listener(id);
         self
     }
+
+    fn add_ringing_listener(
+        &mut self,
+        id: impl Into<String>,
+        listener: impl EventListener<crate::connection::RingingEvent>,
+    ) -> &mut Self {
+        self.world_mut().add_ringing_listener(id, listener);
+        self
+    }
+
+    fn remove_ringing_listener(&mut self, id: &str) -> &mut Self {
+        self.world_mut().remove_ringing_listener(id);
+        self
+    }
 }
 
-/// Fans each new [`CallEvent`] message out to observers and listeners.
-pub(crate) fn notify(
-    mut events: MessageReader<CallEvent>,
-    mut listeners: ResMut<CallEventListeners>,
+/// Fans each new event message of type `E` out to listeners and observers.
+pub(crate) fn notify<E>(
+    mut events: MessageReader<E>,
+    mut listeners: ResMut<Listeners<E>>,
     mut commands: Commands,
-) {
+) where
+    E: Message + Event + Clone + std::fmt::Debug,
+    for<'a> E::Trigger<'a>: Default,
+{
     for event in events.read() {
         listeners.dispatch(event);
         commands.trigger(event.clone());

@@ -60,7 +60,10 @@ pub use connection::{
     CallToken, ConnectionStatus, HuddleRuntime, RingingAction, RingingEvent, ServerConnection,
     StartSession,
 };
-pub use events::{CallEvent, CallEventListener, CallEventListenerAppExt, CallEventListeners};
+pub use events::{
+    CallEvent, CallEventListener, CallEventListenerAppExt, CallEventListeners, EventListener,
+    Listeners,
+};
 pub use interaction::TileLayoutPickingPlugin;
 pub use session::{DeviceListRefreshed, SessionChange, SessionUpdate};
 
@@ -141,7 +144,10 @@ impl Plugin for CallModelPlugin {
                     .chain()
                     .in_set(HuddleSystems::Apply),
             )
-            .add_systems(PostUpdate, events::notify.in_set(HuddleSystems::Notify))
+            .add_systems(
+                PostUpdate,
+                events::notify::<CallEvent>.in_set(HuddleSystems::Notify),
+            )
             .configure_sets(
                 PostUpdate,
                 (
@@ -181,17 +187,11 @@ impl Plugin for ServerConnectionPlugin {
             )
             .add_systems(Update, start_sessions.before(HuddleSystems::Apply))
             .add_systems(PostUpdate, send_requests.in_set(HuddleSystems::Send))
+            .init_resource::<Listeners<RingingEvent>>()
             .add_systems(
                 PostUpdate,
-                trigger_ringing_events.in_set(HuddleSystems::Notify),
+                events::notify::<RingingEvent>.in_set(HuddleSystems::Notify),
             );
-    }
-}
-
-/// Ringing events also go to observers.
-fn trigger_ringing_events(mut events: MessageReader<RingingEvent>, mut commands: Commands) {
-    for event in events.read() {
-        commands.trigger(event.clone());
     }
 }
 

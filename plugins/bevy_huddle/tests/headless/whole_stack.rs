@@ -260,6 +260,67 @@ fn two_apps_ring_join_mute_and_end() {
             .iter()
             .any(|e| matches!(e, CallEvent::CallEndButtonPressed { .. }))
     );
+
+    // The call log, asked through the ECS.
+    alice
+        .world_mut()
+        .write_message(RingingAction::ListCallLogs {
+            query: Default::default(),
+        });
+    pump(&mut [&mut alice, &mut bob], "call logs", |apps| {
+        find_ringing(apps[0], |e| {
+            matches!(e, RingingEvent::CallLogs { .. }).then_some(())
+        })
+        .is_some()
+    });
+    let (logs, total) = find_ringing(&alice, |e| match e {
+        RingingEvent::CallLogs { logs, total } => Some((logs.clone(), *total)),
+        _ => None,
+    })
+    .expect("logs");
+    assert_eq!(total, 1);
+    assert_eq!(logs[0].status, CallStatus::Ended);
+    assert_eq!(
+        logs[0].participants,
+        vec!["alice".to_owned(), "bob".to_owned()]
+    );
+}
+
+/// Plain Rust listeners get the ringing events too, the same ones observers see.
+#[test]
+fn ringing_listeners_hear_the_ringing_flow() {
+    let stack = Stack::start();
+    let mut alice = stack.user("alice", Backoff::default());
+    let mut bob = stack.user("bob", Backoff::default());
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<RingingEvent>::new()));
+    let sink = heard.clone();
+    bob.add_ringing_listener("phone", move |event: &RingingEvent| {
+        sink.lock().expect("log").push(event.clone())
+    });
+    pump(&mut [&mut alice, &mut bob], "login", |apps| {
+        apps.iter_mut().all(|a| online(a))
+    });
+    alice
+        .world_mut()
+        .write_message(RingingAction::InitiateCall {
+            receiver_id: "bob".into(),
+            receiver_type: ReceiverType::User,
+            call_type: CallType::Video,
+            timeout_secs: None,
+        });
+    pump(&mut [&mut alice, &mut bob], "bob's phone to ring", |apps| {
+        find_ringing(apps[1], |e| {
+            matches!(e, RingingEvent::IncomingCallReceived { .. }).then_some(())
+        })
+        .is_some()
+    });
+    let heard = heard.lock().expect("log").clone();
+    assert_eq!(
+        heard,
+        ringing(&bob).to_vec(),
+        "listener and observer saw the same events"
+    );
+    assert!(matches!(heard[0], RingingEvent::LoggedIn { .. }));
 }
 
 /// A rejected call reaches the caller's app as `OutgoingCallRejected` with status rejected.
