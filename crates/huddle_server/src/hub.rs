@@ -176,6 +176,24 @@ fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Both arguments present (`INVALID_ARGUMENT_EXCEPTION`) and the session id well formed
+/// (`ERR_INVALID_SESSION_ID`).
+fn check_session_arguments(session_id: &str, token: &str, token_name: &str) -> HubResult<()> {
+    if session_id.is_empty() || token.is_empty() {
+        return Err(HubError::new(
+            ErrorCode::InvalidArgument,
+            format!("session_id and {token_name} are both required"),
+        ));
+    }
+    if !is_valid_session_id(session_id) {
+        return Err(HubError::new(
+            ErrorCode::InvalidSessionId,
+            "malformed session id",
+        ));
+    }
+    Ok(())
+}
+
 impl Hub {
     /// A hub over `store` (which also keeps the token secret).
     pub fn new(store: Store, config: HubConfig) -> Result<Self, StoreError> {
@@ -868,18 +886,7 @@ impl Hub {
         auth_token: &str,
         now: u64,
     ) -> HubResult<Reply> {
-        if session_id.is_empty() || auth_token.is_empty() {
-            return Err(HubError::new(
-                ErrorCode::InvalidArgument,
-                "session_id and auth_token are both required",
-            ));
-        }
-        if !is_valid_session_id(session_id) {
-            return Err(HubError::new(
-                ErrorCode::InvalidSessionId,
-                "malformed session id",
-            ));
-        }
+        check_session_arguments(session_id, auth_token, "auth_token")?;
         if self.store.auth_token_owner(auth_token)?.as_deref() != Some(me) {
             return Err(HubError::new(ErrorCode::ApiError, "invalid auth token"));
         }
@@ -908,18 +915,7 @@ impl Hub {
         (audio_muted, video_paused): (bool, bool),
         now: u64,
     ) -> HubResult<Reply> {
-        if session_id.is_empty() || call_token.is_empty() {
-            return Err(HubError::new(
-                ErrorCode::InvalidArgument,
-                "session_id and call_token are both required",
-            ));
-        }
-        if !is_valid_session_id(session_id) {
-            return Err(HubError::new(
-                ErrorCode::InvalidSessionId,
-                "malformed session id",
-            ));
-        }
+        check_session_arguments(session_id, call_token, "call_token")?;
         let claims =
             token::verify(call_token, &self.secret, now / 1000).map_err(|err| match err {
                 TokenError::InvalidSignature => {

@@ -143,6 +143,26 @@ fn members(app: &App) -> usize {
         .map_or(0, |m| m.len())
 }
 
+/// Asks the server for a call token for `session_id` and waits for it.
+fn token_for(app: &mut App, session_id: &str) -> String {
+    app.world_mut().write_message(RingingAction::GenerateToken {
+        session_id: session_id.into(),
+    });
+    let mut token = String::new();
+    pump(&mut [app], "a call token", |apps| {
+        find_ringing(apps[0], |e| match e {
+            RingingEvent::TokenGenerated {
+                session_id: sid,
+                call_token,
+            } if sid == session_id => Some(call_token.clone()),
+            _ => None,
+        })
+        .map(|t| token = t)
+        .is_some()
+    });
+    token
+}
+
 /// Rings bob from alice, bob accepts, both get tokens and start the session; returns the
 /// session id once both apps are in the call with two participants.
 fn call_and_join(alice: &mut App, bob: &mut App) -> String {
@@ -414,20 +434,7 @@ fn server_gone_ends_the_call_with_connection_lost() {
     let mut stack = Stack::start();
     let mut alice = stack.user("alice", fast_backoff());
     pump(&mut [&mut alice], "login", |apps| online(apps[0]));
-    alice
-        .world_mut()
-        .write_message(RingingAction::GenerateToken {
-            session_id: "room".into(),
-        });
-    let mut token = String::new();
-    pump(&mut [&mut alice], "token", |apps| {
-        find_ringing(apps[0], |e| match e {
-            RingingEvent::TokenGenerated { call_token, .. } => Some(call_token.clone()),
-            _ => None,
-        })
-        .map(|t| token = t)
-        .is_some()
-    });
+    let token = token_for(&mut alice, "room");
     alice.world_mut().write_message(StartSession {
         call_token: token,
         settings: CallSettings::default(),
@@ -467,20 +474,7 @@ fn forged_and_garbage_tokens() {
     let stack = Stack::start();
     let mut alice = stack.user("alice", Backoff::default());
     pump(&mut [&mut alice], "login", |apps| online(apps[0]));
-    alice
-        .world_mut()
-        .write_message(RingingAction::GenerateToken {
-            session_id: "room".into(),
-        });
-    let mut token = String::new();
-    pump(&mut [&mut alice], "token", |apps| {
-        find_ringing(apps[0], |e| match e {
-            RingingEvent::TokenGenerated { call_token, .. } => Some(call_token.clone()),
-            _ => None,
-        })
-        .map(|t| token = t)
-        .is_some()
-    });
+    let token = token_for(&mut alice, "room");
     let parts: Vec<&str> = token.split('.').collect();
     let mut claims: serde_json::Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
