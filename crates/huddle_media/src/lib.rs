@@ -5,7 +5,9 @@
 //! servers, bots), and the [`synthetic`] test pattern whose frames carry their own frame
 //! number and capture time. Real capture, codecs and peers are added behind the same types.
 
+pub mod audio;
 pub mod synthetic;
+pub mod video;
 
 use std::fmt;
 
