@@ -6,6 +6,8 @@
 //! number and capture time. Real capture, codecs and peers are added behind the same types.
 
 pub mod audio;
+pub mod peer;
+pub mod session;
 pub mod synthetic;
 pub mod video;
 

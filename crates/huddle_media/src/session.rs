@@ -1,0 +1,400 @@
+//! A call's media: one local source encoded once, sent to every peer; one [`Peer`] per remote
+//! participant.
+//!
+//! ```text
+//!                 ┌─ video loop (fps): pattern → I420 → H.264 ─┐
+//! MediaSession ───┤                                            ├─▶ every Peer's tracks
+//!                 └─ audio loop (20 ms): tone → Opus ──────────┘
+//!   commands (add/remove peer, signal) ─▶ actor task (in order) ─▶ Peer negotiation
+//!   PeerEvents (signals out, decoded video/audio, state) ─▶ crossbeam channel ─▶ caller
+//! ```
+//!
+//! Muting stops sending audio packets (not only a flag in the UI); pausing stops video;
+//! `video_enabled` is off for audio-only calls until they switch to video. A keyframe request
+//! from any receiver makes the next encoded frame an IDR. Everything stops when the session
+//! is dropped or [`MediaSession::close`]d.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use huddle_protocol::PeerSignal;
+use tokio::sync::{Mutex, mpsc};
+
+use crate::audio::{FRAME_SAMPLES, OpusEncoder, ToneSource, tone_frequency_for};
+use crate::peer::{LossInjection, MediaCounters, Peer, PeerEvent, PeerSetup};
+use crate::synthetic::{FrameStamp, TestPattern};
+use crate::video::{EncoderSettings, H264Encoder, I420Frame};
+
+/// What a session sends and how it connects.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Our uid (decides who offers, and the tone).
+    pub local_uid: String,
+    /// Synthetic video to send.
+    pub video: EncoderSettings,
+    /// UDP addresses to gather ICE candidates on.
+    pub udp_addrs: Vec<String>,
+}
+
+impl SessionConfig {
+    /// Synthetic 1280×720 at 30 fps on loopback.
+    pub fn loopback(local_uid: impl Into<String>) -> Self {
+        Self {
+            local_uid: local_uid.into(),
+            video: EncoderSettings::hd(),
+            udp_addrs: vec!["127.0.0.1:0".to_owned()],
+        }
+    }
+}
+
+/// Switches the senders read on every frame.
+#[derive(Debug)]
+struct SendSwitches {
+    audio_muted: AtomicBool,
+    video_paused: AtomicBool,
+    video_enabled: AtomicBool,
+    keyframe_wanted: Arc<AtomicBool>,
+    closed: AtomicBool,
+}
+
+enum Command {
+    AddPeer(String),
+    RemovePeer(String),
+    Signal { from: String, signal: PeerSignal },
+    Close,
+}
+
+type Peers = Arc<Mutex<HashMap<String, Arc<Peer>>>>;
+
+/// The media of one call.
+pub struct MediaSession {
+    commands: mpsc::UnboundedSender<Command>,
+    events: Receiver<PeerEvent>,
+    switches: Arc<SendSwitches>,
+    counters: Arc<MediaCounters>,
+    loss: Arc<LossInjection>,
+    tone_hz: f32,
+}
+
+impl MediaSession {
+    /// Starts the session's tasks on `runtime`.
+    pub fn start(runtime: &tokio::runtime::Handle, config: SessionConfig) -> Self {
+        let (events_tx, events) = crossbeam_channel::unbounded();
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let switches = Arc::new(SendSwitches {
+            audio_muted: AtomicBool::new(false),
+            video_paused: AtomicBool::new(false),
+            video_enabled: AtomicBool::new(true),
+            keyframe_wanted: Arc::new(AtomicBool::new(false)),
+            closed: AtomicBool::new(false),
+        });
+        let counters = Arc::new(MediaCounters::default());
+        let loss = Arc::new(LossInjection::default());
+        let peers: Peers = Arc::new(Mutex::new(HashMap::new()));
+        let tone_hz = tone_frequency_for(&config.local_uid);
+        runtime.spawn(run_actor(
+            config.clone(),
+            command_rx,
+            peers.clone(),
+            events_tx.clone(),
+            switches.clone(),
+            counters.clone(),
+            loss.clone(),
+        ));
+        runtime.spawn(send_video(
+            config.clone(),
+            peers.clone(),
+            switches.clone(),
+            counters.clone(),
+            events_tx,
+        ));
+        runtime.spawn(send_audio(
+            tone_hz,
+            peers,
+            switches.clone(),
+            counters.clone(),
+        ));
+        Self {
+            commands,
+            events,
+            switches,
+            counters,
+            loss,
+            tone_hz,
+        }
+    }
+
+    /// Connects to a remote participant (the smaller uid offers).
+    pub fn add_peer(&self, remote_uid: &str) {
+        let _ = self.commands.send(Command::AddPeer(remote_uid.to_owned()));
+    }
+
+    /// Disconnects from a remote participant (closing its connection).
+    pub fn remove_peer(&self, remote_uid: &str) {
+        let _ = self
+            .commands
+            .send(Command::RemovePeer(remote_uid.to_owned()));
+    }
+
+    /// A signal from `from`, relayed by the server.
+    pub fn handle_signal(&self, from: &str, signal: PeerSignal) {
+        let _ = self.commands.send(Command::Signal {
+            from: from.to_owned(),
+            signal,
+        });
+    }
+
+    /// What the peers reported since the last call (never blocks).
+    pub fn events(&self) -> &Receiver<PeerEvent> {
+        &self.events
+    }
+
+    /// Stops or resumes sending audio.
+    pub fn set_audio_muted(&self, muted: bool) {
+        self.switches.audio_muted.store(muted, Ordering::Relaxed);
+    }
+
+    /// Stops or resumes sending video.
+    pub fn set_video_paused(&self, paused: bool) {
+        self.switches.video_paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// Enables video (off for audio-only calls until they switch to video).
+    pub fn set_video_enabled(&self, enabled: bool) {
+        self.switches
+            .video_enabled
+            .store(enabled, Ordering::Relaxed);
+        if enabled {
+            self.switches.keyframe_wanted.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Counters of what was sent.
+    pub fn counters(&self) -> &MediaCounters {
+        &self.counters
+    }
+
+    /// Test hook: drop this share (per mille) of incoming video RTP packets.
+    pub fn inject_video_loss(&self, per_mille: u32) {
+        self.loss
+            .video_drop_per_mille
+            .store(per_mille.min(1000), Ordering::Relaxed);
+    }
+
+    /// The tone our synthetic microphone plays.
+    pub fn tone_hz(&self) -> f32 {
+        self.tone_hz
+    }
+
+    /// Stops sending and closes every peer connection.
+    pub fn close(&self) {
+        self.switches.closed.store(true, Ordering::Relaxed);
+        let _ = self.commands.send(Command::Close);
+    }
+}
+
+impl Drop for MediaSession {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+async fn run_actor(
+    config: SessionConfig,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    peers: Peers,
+    events: Sender<PeerEvent>,
+    switches: Arc<SendSwitches>,
+    counters: Arc<MediaCounters>,
+    loss: Arc<LossInjection>,
+) {
+    let setup = |remote: &str| PeerSetup {
+        local_uid: config.local_uid.clone(),
+        remote_uid: remote.to_owned(),
+        udp_addrs: config.udp_addrs.clone(),
+    };
+    let report = |uid: &str, reason: String| {
+        let _ = events.send(PeerEvent::Error {
+            uid: uid.to_owned(),
+            reason,
+        });
+    };
+    while let Some(command) = commands.recv().await {
+        match command {
+            Command::AddPeer(uid) => {
+                if uid == config.local_uid || peers.lock().await.contains_key(&uid) {
+                    continue;
+                }
+                match Peer::create(
+                    &setup(&uid),
+                    events.clone(),
+                    switches.keyframe_wanted.clone(),
+                    counters.clone(),
+                    loss.clone(),
+                )
+                .await
+                {
+                    Ok(peer) => {
+                        peers.lock().await.insert(uid.clone(), peer.clone());
+                        if let Err(err) = peer.start().await {
+                            report(&uid, err.to_string());
+                        }
+                    }
+                    Err(err) => report(&uid, err.to_string()),
+                }
+            }
+            Command::RemovePeer(uid) => {
+                let removed = peers.lock().await.remove(&uid);
+                if let Some(peer) = removed {
+                    peer.close().await;
+                }
+            }
+            Command::Signal { from, signal } => {
+                let existing = peers.lock().await.get(&from).cloned();
+                let peer = match existing {
+                    Some(peer) => peer,
+                    None => {
+                        // An offer may arrive before we were told about its sender.
+                        match Peer::create(
+                            &setup(&from),
+                            events.clone(),
+                            switches.keyframe_wanted.clone(),
+                            counters.clone(),
+                            loss.clone(),
+                        )
+                        .await
+                        {
+                            Ok(peer) => {
+                                peers.lock().await.insert(from.clone(), peer.clone());
+                                peer
+                            }
+                            Err(err) => {
+                                report(&from, err.to_string());
+                                continue;
+                            }
+                        }
+                    }
+                };
+                if let Err(err) = peer.handle_signal(signal).await {
+                    report(&from, format!("bad signal: {err}"));
+                }
+            }
+            Command::Close => break,
+        }
+    }
+    let all: Vec<Arc<Peer>> = peers.lock().await.drain().map(|(_, p)| p).collect();
+    for peer in all {
+        peer.close().await;
+    }
+}
+
+fn wall_clock_ms() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u32)
+        .unwrap_or(0)
+}
+
+async fn send_video(
+    config: SessionConfig,
+    peers: Peers,
+    switches: Arc<SendSwitches>,
+    counters: Arc<MediaCounters>,
+    events: Sender<PeerEvent>,
+) {
+    let settings = config.video;
+    let pattern = TestPattern::new(settings.width, settings.height, &config.local_uid);
+    let (mut encoder, mut frame) = match (
+        H264Encoder::new(settings),
+        I420Frame::new(settings.width, settings.height),
+    ) {
+        (Ok(encoder), Ok(frame)) => (encoder, frame),
+        (Err(err), _) | (_, Err(err)) => {
+            let _ = events.send(PeerEvent::Error {
+                uid: config.local_uid.clone(),
+                reason: format!("video encoder: {err}"),
+            });
+            return;
+        }
+    };
+    let period = Duration::from_secs_f32(1.0 / settings.fps.max(1.0));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut rgba = Vec::new();
+    let mut number = 0u32;
+    while !switches.closed.load(Ordering::Relaxed) {
+        ticker.tick().await;
+        if switches.video_paused.load(Ordering::Relaxed)
+            || !switches.video_enabled.load(Ordering::Relaxed)
+        {
+            continue;
+        }
+        let targets: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
+        if targets.is_empty() {
+            continue;
+        }
+        number += 1;
+        pattern.render_rgba(
+            FrameStamp {
+                frame: number,
+                capture_ms: wall_clock_ms(),
+            },
+            &mut rgba,
+        );
+        if frame.fill_from_rgba(&rgba).is_err() {
+            continue;
+        }
+        if switches.keyframe_wanted.swap(false, Ordering::Relaxed) {
+            encoder.request_keyframe();
+        }
+        let Ok(Some(encoded)) = encoder.encode(&frame) else {
+            continue;
+        };
+        let mut sent = false;
+        for peer in &targets {
+            sent |= peer.write_video(&encoded, period).await;
+        }
+        if sent {
+            counters.video_frames_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn send_audio(
+    tone_hz: f32,
+    peers: Peers,
+    switches: Arc<SendSwitches>,
+    counters: Arc<MediaCounters>,
+) {
+    let Ok(mut encoder) = OpusEncoder::new(32_000) else {
+        return;
+    };
+    let mut tone = ToneSource::new(tone_hz);
+    let mut samples = vec![0i16; FRAME_SAMPLES];
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    while !switches.closed.load(Ordering::Relaxed) {
+        ticker.tick().await;
+        tone.fill(&mut samples);
+        if switches.audio_muted.load(Ordering::Relaxed) {
+            continue;
+        }
+        let targets: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let Ok(packet) = encoder.encode(&samples) else {
+            continue;
+        };
+        let mut sent = false;
+        for peer in &targets {
+            sent |= peer.write_audio(&packet).await;
+        }
+        if sent {
+            counters.audio_frames_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
