@@ -496,7 +496,6 @@ impl Peer {
             RTCRtpCodecParameters {
                 rtp_codec: h264_codec(),
                 payload_type: H264_PAYLOAD_TYPE,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         )?;
@@ -504,7 +503,6 @@ impl Peer {
             RTCRtpCodecParameters {
                 rtp_codec: opus_codec(),
                 payload_type: OPUS_PAYLOAD_TYPE,
-                ..Default::default()
             },
             RtpCodecKind::Audio,
         )?;

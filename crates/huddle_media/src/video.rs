@@ -109,7 +109,7 @@ impl I420Frame {
 }
 
 fn check_size(width: u32, height: u32) -> Result<(), VideoError> {
-    if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 {
+    if width == 0 || height == 0 || !width.is_multiple_of(2) || !height.is_multiple_of(2) {
         return Err(VideoError::BadSize { width, height });
     }
     Ok(())
