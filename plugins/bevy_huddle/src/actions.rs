@@ -304,7 +304,7 @@ impl CallWorld<'_, '_> {
     }
 
     /// Changes one flag of the local participant; `None` when it already had that value.
-    fn set_local_flag(
+    pub(crate) fn set_local_flag(
         &mut self,
         call: Entity,
         value: bool,
@@ -321,6 +321,19 @@ impl CallWorld<'_, '_> {
         }
         *slot = value;
         Ok(Some(who.to_user()))
+    }
+
+    /// Video starts flowing from the local side (after a switch to video): unpause and tell.
+    pub(crate) fn turn_local_video_on(&mut self, call: Entity) -> Result<(), HuddleError> {
+        if let Some(user) = self.set_local_flag(call, false, |s| &mut s.video_paused)? {
+            self.signal(call, Signal::VideoPaused(false));
+            self.emit(CallEvent::UserVideoPaused {
+                call,
+                user,
+                paused: false,
+            });
+        }
+        Ok(())
     }
 
     /// Ends `call` with `reason`, emitting `CallEnded` for 1:1 calls. No-op if already ended.
@@ -485,6 +498,7 @@ impl CallWorld<'_, '_> {
                     initiator: local_uid,
                     responder,
                 });
+                self.turn_local_video_on(call)?;
             }
             CallAction::StartRecording | CallAction::StopRecording => {
                 let start = *action == CallAction::StartRecording;

@@ -796,6 +796,7 @@ pub(crate) fn send_requests(
     via: Query<(&Call, &ViaConnection)>,
     mut ringing: MessageReader<RingingAction>,
     mut signals: MessageReader<OutboundSignal>,
+    mut peer_signals: MessageReader<crate::media::OutboundPeerSignal>,
     mut failures: MessageWriter<RingingEvent>,
     mut updates: MessageWriter<SessionUpdate>,
     mut commands: Commands,
@@ -889,6 +890,20 @@ pub(crate) fn send_requests(
                 session_id,
                 change: StateChange::SwitchedToVideo(String::new()),
             },
+        };
+        link.request(request, Pending::Session { call: *call });
+    }
+    for crate::media::OutboundPeerSignal { call, to, signal } in peer_signals.read() {
+        let Ok((info, via)) = via.get(*call) else {
+            continue;
+        };
+        let Ok((_, mut link, _)) = connections.get_mut(via.0) else {
+            continue;
+        };
+        let request = Request::Signal {
+            session_id: info.session_id.clone(),
+            to: to.clone(),
+            signal: signal.clone(),
         };
         link.request(request, Pending::Session { call: *call });
     }

@@ -70,6 +70,14 @@ pub enum HuddleError {
     /// A call token that cannot even be read.
     #[error("malformed call token")]
     MalformedToken,
+    /// The media connection to a participant failed (bad SDP, codec error, …); the call goes on.
+    #[error("media with `{uid}`: {reason}")]
+    Media {
+        /// The remote participant.
+        uid: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl HuddleError {
@@ -88,6 +96,7 @@ impl HuddleError {
             HuddleError::Unreachable(_) => ErrorCode::UnknownApiError,
             HuddleError::NotConnected => ErrorCode::UserNotLoggedIn,
             HuddleError::MalformedToken => ErrorCode::TokenInvalidSignature,
+            HuddleError::Media { .. } => ErrorCode::UnknownApiError,
         }
     }
 

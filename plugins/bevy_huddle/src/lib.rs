@@ -46,6 +46,7 @@ pub mod error;
 pub mod events;
 pub mod interaction;
 pub mod layout;
+pub mod media;
 pub mod model;
 pub mod session;
 pub mod settings;
@@ -113,6 +114,7 @@ impl PluginGroup for HuddlePlugins {
             .add(TileLayoutPlugin)
             .add(TileInteractionPlugin)
             .add(ServerConnectionPlugin)
+            .add(CallMediaPlugin)
     }
 }
 
@@ -191,6 +193,35 @@ impl Plugin for ServerConnectionPlugin {
             .add_systems(
                 PostUpdate,
                 events::notify::<RingingEvent>.in_set(HuddleSystems::Notify),
+            );
+    }
+}
+
+/// Real media (WebRTC, H.264, Opus) for server-connected calls (see [`media`]).
+pub struct CallMediaPlugin;
+
+impl Plugin for CallMediaPlugin {
+    fn build(&self, app: &mut App) {
+        use media::*;
+        app.init_resource::<MediaSettings>()
+            .add_message::<OutboundPeerSignal>()
+            .add_systems(
+                PreUpdate,
+                drain_call_media
+                    .after(connection::drain_connections)
+                    .in_set(HuddleSystems::Receive),
+            )
+            .add_systems(
+                Update,
+                (
+                    start_call_media,
+                    follow_participants,
+                    follow_local_state,
+                    route_peer_signals,
+                    stop_ended_media,
+                )
+                    .chain()
+                    .after(HuddleSystems::Apply),
             );
     }
 }

@@ -454,6 +454,7 @@ impl SessionWorld<'_, '_> {
                         initiator: initiator.clone(),
                         responder: responder.clone(),
                     });
+                    w.turn_local_video_on(call)?;
                 }
             }
             SessionChange::RecordingToggled { started, by } => {

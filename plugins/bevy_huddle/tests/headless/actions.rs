@@ -178,16 +178,25 @@ fn switch_to_video_call() {
     act(&mut app, CallAction::SwitchToVideoCall);
     app.update();
     assert!(!call_media(&app, call).audio_only);
+    assert!(!state_of(&mut app, "alice").video_paused, "video turns on");
+    let events = take_events(&mut app);
     assert_eq!(
-        take_events(&mut app),
-        vec![CallEvent::CallSwitchedToVideo {
+        events[0],
+        CallEvent::CallSwitchedToVideo {
             call,
             session_id: "audio-1".into(),
             initiator: "alice".into(),
             responder: "bob".into(),
-        }]
+        }
     );
-    assert_eq!(take_signals(&mut app), vec![Signal::SwitchedToVideo]);
+    assert!(
+        matches!(&events[1], CallEvent::UserVideoPaused { paused: false, user, .. } if user.uid == "alice")
+    );
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        take_signals(&mut app),
+        vec![Signal::SwitchedToVideo, Signal::VideoPaused(false)]
+    );
 
     act(&mut app, CallAction::SwitchToVideoCall);
     app.update();

@@ -6,6 +6,7 @@ mod harness;
 mod interaction;
 mod layout;
 mod listeners;
+mod media_calls;
 mod session;
 mod settings;
 mod whole_stack;

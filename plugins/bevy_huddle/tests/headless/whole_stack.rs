@@ -18,10 +18,10 @@ use crate::harness::*;
 
 /// Every ringing event an observer saw.
 #[derive(Resource, Default)]
-struct RingingLog(Vec<RingingEvent>);
+pub(crate) struct RingingLog(Vec<RingingEvent>);
 
 /// An in-process server on its own tokio runtime.
-struct Stack {
+pub(crate) struct Stack {
     runtime: tokio::runtime::Runtime,
     url: String,
     stop: Option<oneshot::Sender<()>>,
@@ -29,7 +29,7 @@ struct Stack {
 }
 
 impl Stack {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -60,7 +60,7 @@ impl Stack {
         }
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -70,7 +70,7 @@ impl Stack {
     }
 
     /// A headless app logged in as `uid`.
-    fn user(&self, uid: &str, backoff: Backoff) -> App {
+    pub(crate) fn user(&self, uid: &str, backoff: Backoff) -> App {
         let mut app = app();
         app.insert_resource(HuddleRuntime::from(self.runtime.handle().clone()))
             .init_resource::<RingingLog>()
@@ -89,7 +89,7 @@ impl Drop for Stack {
     }
 }
 
-fn fast_backoff() -> Backoff {
+pub(crate) fn fast_backoff() -> Backoff {
     Backoff {
         initial: Duration::from_millis(50),
         max: Duration::from_millis(200),
@@ -98,7 +98,11 @@ fn fast_backoff() -> Backoff {
 }
 
 /// Updates every app until `done` holds (real time: the network is real), or fails after 10 s.
-fn pump(apps: &mut [&mut App], what: &str, mut done: impl FnMut(&mut [&mut App]) -> bool) {
+pub(crate) fn pump(
+    apps: &mut [&mut App],
+    what: &str,
+    mut done: impl FnMut(&mut [&mut App]) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         for app in apps.iter_mut() {
@@ -112,39 +116,39 @@ fn pump(apps: &mut [&mut App], what: &str, mut done: impl FnMut(&mut [&mut App])
     }
 }
 
-fn status(app: &mut App) -> ConnectionStatus {
+pub(crate) fn status(app: &mut App) -> ConnectionStatus {
     let mut q = app.world_mut().query::<&ConnectionStatus>();
     q.iter(app.world()).next().cloned().expect("connection")
 }
 
-fn online(app: &mut App) -> bool {
+pub(crate) fn online(app: &mut App) -> bool {
     matches!(status(app), ConnectionStatus::Online { .. })
 }
 
-fn ringing(app: &App) -> &[RingingEvent] {
+pub(crate) fn ringing(app: &App) -> &[RingingEvent] {
     &app.world().resource::<RingingLog>().0
 }
 
-fn find_ringing<T>(app: &App, f: impl Fn(&RingingEvent) -> Option<T>) -> Option<T> {
+pub(crate) fn find_ringing<T>(app: &App, f: impl Fn(&RingingEvent) -> Option<T>) -> Option<T> {
     ringing(app).iter().find_map(f)
 }
 
-fn active_call(app: &App) -> Option<Entity> {
+pub(crate) fn active_call(app: &App) -> Option<Entity> {
     app.world().resource::<ActiveCall>().0
 }
 
-fn call_state(app: &App) -> Option<CallState> {
+pub(crate) fn call_state(app: &App) -> Option<CallState> {
     active_call(app).and_then(|c| app.world().get::<CallState>(c).cloned())
 }
 
-fn members(app: &App) -> usize {
+pub(crate) fn members(app: &App) -> usize {
     active_call(app)
         .and_then(|c| app.world().get::<CallParticipants>(c))
         .map_or(0, |m| m.len())
 }
 
 /// Asks the server for a call token for `session_id` and waits for it.
-fn token_for(app: &mut App, session_id: &str) -> String {
+pub(crate) fn token_for(app: &mut App, session_id: &str) -> String {
     app.world_mut().write_message(RingingAction::GenerateToken {
         session_id: session_id.into(),
     });
@@ -165,7 +169,12 @@ fn token_for(app: &mut App, session_id: &str) -> String {
 
 /// Rings bob from alice, bob accepts, both get tokens and start the session; returns the
 /// session id once both apps are in the call with two participants.
-fn call_and_join(alice: &mut App, bob: &mut App) -> String {
+pub(crate) fn call_and_join(alice: &mut App, bob: &mut App) -> String {
+    call_and_join_with(alice, bob, CallSettings::default())
+}
+
+/// [`call_and_join`] with these call settings on both sides.
+pub(crate) fn call_and_join_with(alice: &mut App, bob: &mut App, settings: CallSettings) -> String {
     pump(&mut [alice, bob], "login", |apps| {
         apps.iter_mut().all(|a| online(a))
     });
@@ -222,7 +231,7 @@ fn call_and_join(alice: &mut App, bob: &mut App) -> String {
         .expect("token");
         app.world_mut().write_message(StartSession {
             call_token,
-            settings: CallSettings::default(),
+            settings: settings.clone(),
             target: None,
         });
     }

@@ -1,0 +1,359 @@
+//! Real media for server-connected calls: a `huddle_media` session per call, bridged into ECS.
+//!
+//! - When a call that goes through a server connection is in the session (`InCall`), a
+//!   [`CallMediaSession`] starts: it connects to every other participant (WebRTC, full mesh)
+//!   and sends the local synthetic video and tone ([`MediaSettings`]).
+//! - Joins and leaves (`UserJoined`/`UserLeft`) add and remove peers; peer signals travel
+//!   through the server ([`OutboundPeerSignal`] out, `PeerSignalReceived` in).
+//! - The local participant's state drives the senders: muted → no audio packets, video
+//!   paused (or an audio-only call) → no video packets; `CallSwitchedToVideo` turns video on.
+//! - [`drain_call_media`] (in `Receive`) takes what the peers decoded: the newest video frame
+//!   of each participant goes into their tile's `Image` (the bytes are moved, not copied; the
+//!   image is render-world only), its size into the layout; stats accumulate in
+//!   [`MediaStats`].
+//! - The session stops when the call ends (dropping it closes every connection).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bevy::asset::RenderAssetUsages;
+use bevy::image::ToExtents;
+use bevy::prelude::*;
+use huddle_media::audio::detect_tone;
+use huddle_media::peer::PeerEvent;
+use huddle_media::session::{MediaSession, SessionConfig};
+use huddle_media::video::EncoderSettings;
+use huddle_protocol::PeerSignal;
+use wgpu_types::{TextureDimension, TextureFormat};
+
+use crate::connection::{HuddleRuntime, PeerSignalReceived, ViaConnection};
+use crate::error::HuddleError;
+use crate::events::CallEvent;
+use crate::model::*;
+use crate::session::{SessionChange, SessionUpdate};
+
+/// What calls send, and where peers gather candidates.
+#[derive(Resource, Clone, Debug)]
+pub struct MediaSettings {
+    /// Synthetic video sent by the local participant.
+    pub video: EncoderSettings,
+    /// UDP addresses for ICE (loopback by default: same-machine calls, tests, demos).
+    pub udp_addrs: Vec<String>,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        Self {
+            video: EncoderSettings::hd(),
+            udp_addrs: vec!["127.0.0.1:0".to_owned()],
+        }
+    }
+}
+
+/// A signal for a peer, to be relayed by the server.
+#[derive(Message, Clone, Debug, PartialEq)]
+pub struct OutboundPeerSignal {
+    /// The call.
+    pub call: Entity,
+    /// Recipient uid.
+    pub to: String,
+    /// The signal.
+    pub signal: PeerSignal,
+}
+
+/// The live media of a call.
+#[derive(Component)]
+pub struct CallMediaSession {
+    session: MediaSession,
+    local_uid: String,
+}
+
+impl CallMediaSession {
+    /// The underlying session (counters, test hooks).
+    pub fn session(&self) -> &MediaSession {
+        &self.session
+    }
+}
+
+/// What was received from one remote participant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RemoteMediaStats {
+    /// Video frames decoded.
+    pub video_frames_decoded: u64,
+    /// Frame number of the last decoded frame (from the synthetic stamp).
+    pub last_frame_number: Option<u32>,
+    /// Size of the last frame.
+    pub video_size: UVec2,
+    /// Decoded frames per second over the last second.
+    pub video_fps: f32,
+    /// Capture → decoded latency of each stamped frame, in milliseconds.
+    pub video_latency_ms: Vec<u32>,
+    /// Audio frames decoded (20 ms each).
+    pub audio_frames_decoded: u64,
+    /// Of which concealed (lost).
+    pub audio_frames_concealed: u64,
+    /// Tone heard over the last second.
+    pub audio_tone_hz: Option<f32>,
+    recent_audio: Vec<i16>,
+    recent_frames: Vec<Instant>,
+}
+
+/// Media statistics of a call.
+#[derive(Component, Clone, Debug, Default)]
+pub struct MediaStats {
+    /// Per remote uid.
+    pub remotes: HashMap<String, RemoteMediaStats>,
+    /// When the media session started.
+    pub started: Option<Instant>,
+    /// When the first remote media (video, or audio in an audio call) was decoded.
+    pub first_remote_media: Option<Instant>,
+}
+
+fn wall_clock_ms() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u32)
+        .unwrap_or(0)
+}
+
+/// Starts the media of server-connected calls once they are in the session.
+pub(crate) fn start_call_media(
+    calls: Query<
+        (Entity, &CallState, &CallMedia, &CallParticipants),
+        (With<ViaConnection>, Without<CallMediaSession>),
+    >,
+    participants: Query<(&Participant, Has<LocalParticipant>, &ParticipantState)>,
+    runtime: Option<Res<HuddleRuntime>>,
+    settings: Option<Res<MediaSettings>>,
+    mut commands: Commands,
+) {
+    let Some(runtime) = runtime else {
+        return;
+    };
+    for (call, state, media, members) in &calls {
+        if *state != CallState::InCall {
+            continue;
+        }
+        let people: Vec<(String, bool, ParticipantState)> = members
+            .iter()
+            .filter_map(|p| participants.get(p).ok())
+            .map(|(who, local, state)| (who.uid.clone(), local, state.clone()))
+            .collect();
+        let Some((local_uid, _, local_state)) = people.iter().find(|(_, local, _)| *local).cloned()
+        else {
+            continue;
+        };
+        let settings = settings.as_deref().cloned().unwrap_or_default();
+        let session = MediaSession::start(
+            runtime.handle(),
+            SessionConfig {
+                local_uid: local_uid.clone(),
+                video: settings.video,
+                udp_addrs: settings.udp_addrs.clone(),
+            },
+        );
+        session.set_audio_muted(local_state.audio_muted);
+        session.set_video_paused(local_state.video_paused);
+        session.set_video_enabled(!media.audio_only);
+        for (uid, local, _) in &people {
+            if !local {
+                session.add_peer(uid);
+            }
+        }
+        commands.entity(call).insert((
+            CallMediaSession { session, local_uid },
+            MediaStats {
+                started: Some(Instant::now()),
+                ..default()
+            },
+        ));
+    }
+}
+
+/// Joins and leaves add and remove peers; a switch to video turns video on.
+pub(crate) fn follow_participants(
+    mut events: MessageReader<CallEvent>,
+    sessions: Query<&CallMediaSession>,
+) {
+    for event in events.read() {
+        match event {
+            CallEvent::UserJoined { call, user } => {
+                if let Ok(media) = sessions.get(*call)
+                    && user.uid != media.local_uid
+                {
+                    media.session.add_peer(&user.uid);
+                }
+            }
+            CallEvent::UserLeft { call, user } => {
+                if let Ok(media) = sessions.get(*call) {
+                    media.session.remove_peer(&user.uid);
+                }
+            }
+            CallEvent::CallSwitchedToVideo { call, .. } => {
+                if let Ok(media) = sessions.get(*call) {
+                    media.session.set_video_enabled(true);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The local participant's mute and pause drive the senders.
+pub(crate) fn follow_local_state(
+    changed: Query<
+        (&ParticipantState, &ParticipantOf),
+        (With<LocalParticipant>, Changed<ParticipantState>),
+    >,
+    sessions: Query<&CallMediaSession>,
+) {
+    for (state, of) in &changed {
+        if let Ok(media) = sessions.get(of.0) {
+            media.session.set_audio_muted(state.audio_muted);
+            media.session.set_video_paused(state.video_paused);
+        }
+    }
+}
+
+/// Signals from peers (relayed by the server) go to the call's session.
+pub(crate) fn route_peer_signals(
+    mut signals: MessageReader<PeerSignalReceived>,
+    sessions: Query<&CallMediaSession>,
+) {
+    for PeerSignalReceived { call, from, signal } in signals.read() {
+        if let Ok(media) = sessions.get(*call) {
+            media.session.handle_signal(from, signal.clone());
+        }
+    }
+}
+
+/// Drains each call's media events: signals out, newest frames into tiles, stats.
+pub(crate) fn drain_call_media(
+    mut calls: Query<(
+        Entity,
+        &CallMediaSession,
+        &mut MediaStats,
+        &CallParticipants,
+        &CallMedia,
+    )>,
+    participants: Query<(&Participant, &ParticipantTiles)>,
+    tiles: Query<&VideoTile>,
+    mut images: Option<ResMut<Assets<Image>>>,
+    mut signals: MessageWriter<OutboundPeerSignal>,
+    mut updates: MessageWriter<SessionUpdate>,
+    mut errors: MessageWriter<CallEvent>,
+) {
+    let now = Instant::now();
+    for (call, media, mut stats, members, call_media) in &mut calls {
+        let mut newest: HashMap<String, huddle_media::peer::DecodedVideo> = HashMap::new();
+        while let Ok(event) = media.session.events().try_recv() {
+            match event {
+                PeerEvent::Signal { to, signal } => {
+                    signals.write(OutboundPeerSignal { call, to, signal });
+                }
+                PeerEvent::Video { uid, frame } => {
+                    let remote = stats.remotes.entry(uid.clone()).or_default();
+                    remote.video_frames_decoded += 1;
+                    remote.video_size = UVec2::new(frame.width, frame.height);
+                    remote.recent_frames.push(now);
+                    if let Some(stamp) = frame.stamp {
+                        remote.last_frame_number = Some(stamp.frame);
+                        remote
+                            .video_latency_ms
+                            .push(wall_clock_ms().wrapping_sub(stamp.capture_ms));
+                    }
+                    if !call_media.audio_only {
+                        stats.first_remote_media.get_or_insert(now);
+                    }
+                    newest.insert(uid, frame);
+                }
+                PeerEvent::Audio {
+                    uid,
+                    samples,
+                    concealed,
+                } => {
+                    let remote = stats.remotes.entry(uid).or_default();
+                    remote.audio_frames_decoded += 1;
+                    if concealed {
+                        remote.audio_frames_concealed += 1;
+                    }
+                    remote.recent_audio.extend_from_slice(&samples);
+                    let keep = 48_000;
+                    if remote.recent_audio.len() > keep {
+                        let excess = remote.recent_audio.len() - keep;
+                        remote.recent_audio.drain(..excess);
+                    }
+                    if call_media.audio_only {
+                        stats.first_remote_media.get_or_insert(now);
+                    }
+                }
+                PeerEvent::Error { uid, reason } => {
+                    errors.write(CallEvent::Error {
+                        call: Some(call),
+                        error: HuddleError::Media { uid, reason },
+                    });
+                }
+                PeerEvent::Connected { .. } | PeerEvent::Disconnected { .. } => {}
+            }
+        }
+        for remote in stats.remotes.values_mut() {
+            remote
+                .recent_frames
+                .retain(|t| now.duration_since(*t) < Duration::from_secs(1));
+            remote.video_fps = remote.recent_frames.len() as f32;
+            if remote.recent_audio.len() >= 9_600 {
+                remote.audio_tone_hz = detect_tone(&remote.recent_audio);
+            }
+        }
+        let Some(images) = images.as_deref_mut() else {
+            continue;
+        };
+        for (uid, frame) in newest {
+            let Some((_, owned)) = members
+                .iter()
+                .filter_map(|p| participants.get(p).ok())
+                .find(|(who, _)| who.uid == uid)
+            else {
+                continue;
+            };
+            let size = UVec2::new(frame.width, frame.height);
+            for tile in owned.iter().filter_map(|t| tiles.get(t).ok()) {
+                let Some(mut image) = images.get_mut(&tile.image) else {
+                    continue;
+                };
+                if image.size() == size {
+                    image.data = Some(frame.rgba.clone());
+                } else {
+                    *image = Image::new(
+                        size.to_extents(),
+                        TextureDimension::D2,
+                        frame.rgba.clone(),
+                        TextureFormat::Rgba8UnormSrgb,
+                        RenderAssetUsages::RENDER_WORLD,
+                    );
+                }
+                if tile.frame_size != size {
+                    updates.write(SessionUpdate {
+                        call,
+                        change: SessionChange::VideoFormat {
+                            uid: uid.clone(),
+                            size,
+                        },
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Ended calls stop their media (dropping the session closes every connection).
+pub(crate) fn stop_ended_media(
+    calls: Query<(Entity, &CallState), (With<CallMediaSession>, Changed<CallState>)>,
+    mut commands: Commands,
+) {
+    for (call, state) in &calls {
+        if state.is_ended() {
+            commands.entity(call).remove::<CallMediaSession>();
+        }
+    }
+}
