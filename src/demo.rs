@@ -5,9 +5,9 @@
 //! 2. The window opens with a UI root under a status line; the local user logs in as `you`,
 //!    gets a call token for the session `demo` and starts the session targeting the root, as
 //!    every bot does: they all meet in the session through the server.
-//! 3. Every frame, [`render_synthetic_video`] draws each participant's moving test pattern
-//!    (frame number and capture time stamped in the picture) into their tile's `Image`
-//!    (locally: real media replaces this when the media layer lands).
+//! 3. Everyone sends a moving test pattern (frame number and capture time stamped in the
+//!    picture) and a tone over real WebRTC (H.264 + Opus, full mesh on loopback); remote
+//!    tiles show what was decoded. [`render_synthetic_video`] draws the local preview.
 //! 4. [`rotate_dominant_speaker`] makes a different bot the dominant speaker every few
 //!    seconds, so Spotlight follows the "speaker".
 //! 5. Keys: M mute, V pause video, Tab next layout mode, P pin/unpin the main tile, Esc leave.
@@ -34,8 +34,22 @@ use crate::embedded::{JoinOnLogin, join_on_login, spawn_bot, start_embedded_serv
 /// The session everyone in the demo joins.
 const DEMO_SESSION: &str = "demo";
 
-/// Size of the synthetic participants' video.
+/// Size of the synthetic video everyone in the demo sends.
 pub const BOT_VIDEO: UVec2 = UVec2::new(320, 180);
+
+/// What the demo's participants send: small, so a mesh of bots fits on two cores.
+pub fn demo_media_settings() -> bevy_huddle::media::MediaSettings {
+    bevy_huddle::media::MediaSettings {
+        video: huddle_media::video::EncoderSettings {
+            width: BOT_VIDEO.x,
+            height: BOT_VIDEO.y,
+            fps: 30.0,
+            bitrate_bps: 300_000,
+            keyframe_interval: 60,
+        },
+        ..Default::default()
+    }
+}
 /// Height of the status line above the call, in logical pixels.
 pub const STATUS_HEIGHT: f32 = 30.0;
 /// Frames to let the software renderer warm up before a screenshot.
@@ -63,6 +77,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
     }))
     .add_plugins(HuddlePlugins)
     .insert_resource(DemoConfig::from(&args))
+    .insert_resource(demo_media_settings())
     .init_resource::<ScreenshotState>()
     .add_systems(Startup, open_call)
     .add_systems(Update, join_on_login.before(HuddleSystems::Apply))
@@ -186,9 +201,10 @@ fn open_call(mut commands: Commands, config: Res<DemoConfig>, mut exit: MessageW
     commands.spawn(ServerConnection::dev(url, "you").with_name("You"));
 }
 
-/// Gives every new participant a synthetic camera.
+/// Gives the local participant a synthetic camera preview (what the media session sends is
+/// the same pattern; remote tiles show what was decoded from the network).
 fn attach_synthetic_sources(
-    new: Query<(Entity, &Participant), Added<Participant>>,
+    new: Query<(Entity, &Participant), Added<LocalParticipant>>,
     mut commands: Commands,
 ) {
     for (entity, who) in &new {
@@ -199,7 +215,7 @@ fn attach_synthetic_sources(
     }
 }
 
-/// Draws the next test-pattern frame of every participant into their tile's image.
+/// Draws the local preview's next test-pattern frame into the local tile's image.
 fn render_synthetic_video(
     time: Res<Time<Real>>,
     mut cameras: Query<(
