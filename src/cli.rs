@@ -21,6 +21,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the signaling and identity server.
     Server(huddle_server::ServerArgs),
+    /// A headless participant: log in, call or answer, stay, hang up, print statistics.
+    Bot(crate::bot::BotArgs),
 }
 
 /// Layout mode names on the command line.

@@ -7,6 +7,7 @@
 //!   the synthetic test pattern drawn locally.
 //! - [`embedded`]: the embedded server and the bots.
 
+pub mod bot;
 pub mod cli;
 pub mod demo;
 pub mod embedded;

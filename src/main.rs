@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => huddle::demo::run(args),
+        Command::Bot(args) => huddle::bot::run(args),
         Command::Server(args) => match huddle_server::run_from_args(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

@@ -22,7 +22,6 @@ use crossbeam_channel::Sender;
 use huddle_protocol::PeerSignal;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::media::Sample;
-use rtc::media::io::sample_builder::SampleBuilder;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
     Registry, register_default_interceptors,
@@ -293,6 +292,245 @@ async fn request_keyframe(track: &Arc<dyn TrackRemote>, ssrc: u32) {
     let _ = track.write_rtcp(vec![Box::new(pli)]).await;
 }
 
+/// Reassembles H.264 access units from RTP packets: packets are kept by (extended) sequence
+/// number per RTP timestamp, and a frame is released as soon as it is complete (contiguous
+/// from the packet after the previous frame's marker up to its own marker packet), so there
+/// is no extra frame of delay. A frame that stays incomplete while a newer one completes is
+/// given up after [`FRAME_WAIT`] (time for NACK to bring the missing packets back), and the
+/// receiver then waits for a keyframe.
+struct FrameAssembler {
+    depacketizer: H264Packet,
+    frames: std::collections::BTreeMap<u64, PendingFrame>,
+    highest_seq: Option<u64>,
+    previous_end: Option<u64>,
+}
+
+struct PendingFrame {
+    timestamp: u32,
+    packets: std::collections::BTreeMap<u64, (bool, Bytes)>,
+    first_seen: Instant,
+}
+
+/// How long an incomplete frame may hold back newer complete ones.
+const FRAME_WAIT: Duration = Duration::from_millis(120);
+
+impl FrameAssembler {
+    fn new() -> Self {
+        Self {
+            depacketizer: H264Packet::default(),
+            frames: std::collections::BTreeMap::new(),
+            highest_seq: None,
+            previous_end: None,
+        }
+    }
+
+    /// Extends a 16-bit sequence number relative to the highest seen.
+    fn extend(&mut self, seq: u16) -> u64 {
+        let ext = match self.highest_seq {
+            None => u64::from(seq) + (1 << 16),
+            Some(high) => {
+                let base = high & !0xffff;
+                let candidates = [
+                    base.wrapping_sub(1 << 16) | u64::from(seq),
+                    base | u64::from(seq),
+                    (base + (1 << 16)) | u64::from(seq),
+                ];
+                candidates
+                    .into_iter()
+                    .min_by_key(|c| c.abs_diff(high))
+                    .unwrap_or(base | u64::from(seq))
+            }
+        };
+        if self.highest_seq.is_none_or(|h| ext > h) {
+            self.highest_seq = Some(ext);
+        }
+        ext
+    }
+
+    /// Takes a packet; returns the access units it completed, oldest first, and whether
+    /// frames were given up.
+    fn push(&mut self, now: Instant, packet: rtc::rtp::packet::Packet) -> (Vec<Bytes>, bool) {
+        let seq = self.extend(packet.header.sequence_number);
+        if self.previous_end.is_some_and(|end| seq <= end) {
+            return (Vec::new(), false); // late duplicate of a released frame
+        }
+        let timestamp = packet.header.timestamp;
+        let key = self
+            .frames
+            .iter()
+            .find(|(_, f)| f.timestamp == timestamp)
+            .map(|(k, _)| *k);
+        let frame_key = match key {
+            Some(k) if seq < k => {
+                // A packet before the frame's lowest one: re-key the frame.
+                let frame = self.frames.remove(&k).unwrap_or_else(|| unreachable!());
+                self.frames.insert(seq, frame);
+                seq
+            }
+            Some(k) => k,
+            None => {
+                self.frames.insert(
+                    seq,
+                    PendingFrame {
+                        timestamp,
+                        packets: std::collections::BTreeMap::new(),
+                        first_seen: now,
+                    },
+                );
+                seq
+            }
+        };
+        if let Some(frame) = self.frames.get_mut(&frame_key) {
+            frame
+                .packets
+                .insert(seq, (packet.header.marker, packet.payload));
+        }
+        let mut out = Vec::new();
+        let mut gave_up = false;
+        loop {
+            let Some((&first_key, oldest)) = self.frames.iter().next() else {
+                break;
+            };
+            let complete = self.is_complete(oldest);
+            if complete {
+                let frame = self
+                    .frames
+                    .remove(&first_key)
+                    .unwrap_or_else(|| unreachable!());
+                let end = frame.packets.keys().next_back().copied();
+                let mut access_unit = bytes::BytesMut::new();
+                let mut ok = true;
+                for (_, payload) in frame.packets.values() {
+                    match rtc::rtp::packetizer::Depacketizer::depacketize(
+                        &mut self.depacketizer,
+                        payload,
+                    ) {
+                        Ok(nal) => access_unit.extend_from_slice(&nal),
+                        Err(_) => ok = false,
+                    }
+                }
+                self.previous_end = end;
+                if ok && !access_unit.is_empty() {
+                    out.push(access_unit.freeze());
+                }
+                continue;
+            }
+            let newer_complete = self
+                .frames
+                .values()
+                .skip(1)
+                .any(|f| self.is_complete_ignoring_start(f));
+            if newer_complete
+                && (now.duration_since(oldest.first_seen) > FRAME_WAIT || self.frames.len() > 8)
+            {
+                self.frames.remove(&first_key);
+                self.previous_end = None;
+                self.depacketizer = H264Packet::default();
+                gave_up = true;
+                continue;
+            }
+            break;
+        }
+        (out, gave_up)
+    }
+
+    /// Complete: has its marker packet, no gaps, and starts right after the previous frame.
+    /// When that is unknown (stream start, after a loss), the first packet must start a NAL
+    /// unit and a later packet must have been seen, so that earlier packets of the frame
+    /// cannot still be on their way.
+    fn is_complete(&self, frame: &PendingFrame) -> bool {
+        let (Some((&first, (_, first_payload))), Some(&last)) = (
+            frame.packets.iter().next(),
+            frame.packets.keys().next_back(),
+        ) else {
+            return false;
+        };
+        let starts_right = match self.previous_end {
+            Some(end) => first == end + 1,
+            None => {
+                rtc::rtp::packetizer::Depacketizer::is_partition_head(
+                    &self.depacketizer,
+                    first_payload,
+                ) && self.highest_seq.is_some_and(|h| h > last)
+            }
+        };
+        starts_right && self.is_complete_ignoring_start(frame)
+    }
+
+    fn is_complete_ignoring_start(&self, frame: &PendingFrame) -> bool {
+        let (Some(first), Some((&last, (marker, _)))) = (
+            frame.packets.keys().next(),
+            frame.packets.iter().next_back(),
+        ) else {
+            return false;
+        };
+        *marker && (last - first + 1) as usize == frame.packets.len()
+    }
+}
+
+/// Whether an Annex-B access unit holds an IDR slice (NAL type 5).
+fn has_idr(access_unit: &[u8]) -> bool {
+    access_unit
+        .windows(4)
+        .any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && (w[3] & 0x1f) == 5)
+}
+
+/// The receive side of a video track, without IO: RTP packets in, decoded RGBA frames out
+/// (reassemble → H.264 decode → I420 → RGBA → stamp read back). After a loss it skips
+/// frames until a keyframe arrives (and [`needs_keyframe`](Self::needs_keyframe) says to
+/// ask for one), so it never shows a corrupted picture.
+pub struct VideoReceiver {
+    assembler: FrameAssembler,
+    decoder: H264Decoder,
+    waiting_for_keyframe: bool,
+}
+
+impl VideoReceiver {
+    /// A receiver for one H.264 track.
+    pub fn new() -> Result<Self, String> {
+        Ok(Self {
+            assembler: FrameAssembler::new(),
+            decoder: H264Decoder::new().map_err(|e| e.to_string())?,
+            waiting_for_keyframe: true,
+        })
+    }
+
+    /// Takes one RTP packet; returns the frames it completed.
+    pub fn push(&mut self, now: Instant, packet: rtc::rtp::packet::Packet) -> Vec<DecodedVideo> {
+        let (access_units, gave_up) = self.assembler.push(now, packet);
+        if gave_up {
+            self.waiting_for_keyframe = true;
+        }
+        let mut frames = Vec::new();
+        for access_unit in access_units {
+            if self.waiting_for_keyframe && !has_idr(&access_unit) {
+                continue;
+            }
+            let mut rgba = Vec::new();
+            match self.decoder.decode_rgba(&access_unit, &mut rgba) {
+                Ok(Some((width, height))) => {
+                    self.waiting_for_keyframe = false;
+                    let stamp = read_stamp(&rgba, width, height);
+                    frames.push(DecodedVideo {
+                        width,
+                        height,
+                        rgba,
+                        stamp,
+                    });
+                }
+                Ok(None) => {}
+                Err(_) => self.waiting_for_keyframe = true,
+            }
+        }
+        frames
+    }
+
+    /// Whether the decoder lost its reference and needs a keyframe.
+    pub fn needs_keyframe(&self) -> bool {
+        self.waiting_for_keyframe
+    }
+}
+
 async fn receive_video(
     track: Arc<dyn TrackRemote>,
     uid: &str,
@@ -300,11 +538,8 @@ async fn receive_video(
     loss: &LossInjection,
 ) -> Result<(), String> {
     let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
-    let mut decoder = H264Decoder::new().map_err(|e| e.to_string())?;
-    let mut builder = SampleBuilder::new(512, H264Packet::default(), 90_000)
-        .with_max_time_delay(Duration::from_millis(500));
+    let mut receiver = VideoReceiver::new()?;
     request_keyframe(&track, ssrc).await;
-    let mut waiting_for_keyframe = true;
     let mut last_pli = Instant::now();
     let mut dropped = 0u64;
     while let Some(event) = track.poll().await {
@@ -321,38 +556,18 @@ async fn receive_video(
                 continue;
             }
         }
-        let now = Instant::now();
-        builder.push(now, packet);
-        while let Some(sample) = builder.pop(now) {
-            if sample.prev_dropped_packets > 0 {
-                waiting_for_keyframe = true;
-            }
-            let mut rgba = Vec::new();
-            match decoder.decode_rgba(&sample.data, &mut rgba) {
-                Ok(Some((width, height))) => {
-                    waiting_for_keyframe = false;
-                    let stamp = read_stamp(&rgba, width, height);
-                    let frame = DecodedVideo {
-                        width,
-                        height,
-                        rgba,
-                        stamp,
-                    };
-                    if events
-                        .send(PeerEvent::Video {
-                            uid: uid.to_owned(),
-                            frame,
-                        })
-                        .is_err()
-                    {
-                        return Ok(());
-                    }
-                }
-                Ok(None) => {}
-                Err(_) => waiting_for_keyframe = true,
+        for frame in receiver.push(Instant::now(), packet) {
+            if events
+                .send(PeerEvent::Video {
+                    uid: uid.to_owned(),
+                    frame,
+                })
+                .is_err()
+            {
+                return Ok(());
             }
         }
-        if waiting_for_keyframe && last_pli.elapsed() > Duration::from_millis(300) {
+        if receiver.needs_keyframe() && last_pli.elapsed() > Duration::from_millis(300) {
             request_keyframe(&track, ssrc).await;
             last_pli = Instant::now();
         }
@@ -709,5 +924,136 @@ impl Peer {
     /// Closes the connection (ends its tasks and sockets).
     pub async fn close(&self) {
         let _ = self.pc.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::TestPattern;
+    use crate::video::{EncoderSettings, H264Encoder, I420Frame};
+    use rtc::rtp::codec::h264::H264Payloader;
+    use rtc::rtp::packetizer::{Packetizer, new_packetizer};
+    use rtc::rtp::sequence::new_random_sequencer;
+
+    /// `frames` encoded frames of the pattern, cut into RTP packets (keyframe every 10).
+    fn packetized(frames: u32) -> Vec<Vec<rtc::rtp::packet::Packet>> {
+        let pattern = TestPattern::new(320, 180, "rtp");
+        let mut encoder = H264Encoder::new(EncoderSettings {
+            width: 320,
+            height: 180,
+            fps: 30.0,
+            bitrate_bps: 300_000,
+            keyframe_interval: 10,
+        })
+        .expect("encoder");
+        let mut packetizer = new_packetizer(
+            Instant::now(),
+            300, // small MTU: several packets per frame
+            102,
+            7,
+            Box::new(H264Payloader::default()),
+            Box::new(new_random_sequencer()),
+            90_000,
+        );
+        let mut rgba = Vec::new();
+        (1..=frames)
+            .filter_map(|frame| {
+                pattern.render_rgba(
+                    FrameStamp {
+                        frame,
+                        capture_ms: 0,
+                    },
+                    &mut rgba,
+                );
+                let i420 = I420Frame::from_rgba(&rgba, 320, 180).expect("i420");
+                let encoded = encoder.encode(&i420).expect("encode")?;
+                Some(
+                    packetizer
+                        .packetize(Instant::now(), &Bytes::from(encoded.data), 3000)
+                        .expect("packetize"),
+                )
+            })
+            .collect()
+    }
+
+    fn frame_numbers(
+        receiver: &mut VideoReceiver,
+        packets: impl IntoIterator<Item = rtc::rtp::packet::Packet>,
+    ) -> Vec<u32> {
+        packets
+            .into_iter()
+            .flat_map(|p| receiver.push(Instant::now(), p))
+            .filter_map(|f| f.stamp.map(|s| s.frame))
+            .collect()
+    }
+
+    /// In order: every frame comes out once, right when its last packet arrives (the very
+    /// first frame when the next one starts, since nothing tells where the stream began).
+    #[test]
+    fn reassembles_every_frame_in_order() {
+        let stream = packetized(20);
+        let count = stream.len();
+        let mut receiver = VideoReceiver::new().expect("receiver");
+        let mut numbers = Vec::new();
+        for (i, frame) in stream.into_iter().enumerate() {
+            let before = numbers.len();
+            numbers.extend(frame_numbers(&mut receiver, frame));
+            let expected = if i == 0 {
+                0
+            } else if i == 1 {
+                2
+            } else {
+                1
+            };
+            assert_eq!(
+                numbers.len(),
+                before + expected,
+                "frame {i} released at its own last packet"
+            );
+        }
+        assert_eq!(numbers.len(), count);
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    }
+
+    /// Packets reordered within a frame (as after a NACK retransmission) still reassemble.
+    #[test]
+    fn reordered_packets_reassemble() {
+        let stream = packetized(6);
+        let mut receiver = VideoReceiver::new().expect("receiver");
+        let mut numbers = Vec::new();
+        for mut frame in stream {
+            frame.reverse();
+            numbers.extend(frame_numbers(&mut receiver, frame));
+        }
+        assert_eq!(numbers, (1..=6).collect::<Vec<_>>());
+    }
+
+    /// A packet lost for good: the broken frame and the frames that depend on it are skipped
+    /// (no corrupted picture), a keyframe is wanted, and decoding resumes at the next keyframe.
+    #[test]
+    fn loss_skips_to_the_next_keyframe() {
+        let stream = packetized(25);
+        let mut receiver = VideoReceiver::new().expect("receiver");
+        let mut numbers = Vec::new();
+        let mut wanted_keyframe = false;
+        for (i, mut frame) in stream.into_iter().enumerate() {
+            if i == 3 && frame.len() > 1 {
+                frame.remove(0);
+            }
+            std::thread::sleep(Duration::from_millis(if i == 4 { 150 } else { 0 }));
+            numbers.extend(frame_numbers(&mut receiver, frame));
+            wanted_keyframe |= receiver.needs_keyframe();
+        }
+        assert!(wanted_keyframe);
+        assert!(
+            !numbers.contains(&4),
+            "the broken frame is not shown: {numbers:?}"
+        );
+        assert!(
+            numbers.contains(&11) && numbers.contains(&25),
+            "resumes at the next keyframe: {numbers:?}"
+        );
+        assert!(numbers.windows(2).all(|w| w[1] > w[0]));
     }
 }

@@ -220,7 +220,7 @@ fn new_encoder(settings: &EncoderSettings) -> Result<Encoder, VideoError> {
         .intra_frame_period(IntraFramePeriod::from_num_frames(
             settings.keyframe_interval,
         ))
-        .skip_frames(false)
+        .skip_frames(true)
         .num_threads(1);
     Encoder::with_api_config(OpenH264API::from_source(), config)
         .map_err(|e| VideoError::Codec(e.to_string()))

@@ -1,0 +1,134 @@
+//! Receive pipeline vs the bare decoder, on the same H.264 stream.
+//!
+//! - `bare/{720p,360p}`: openh264 decode + yuv I420→RGBA of each access unit (the floor).
+//! - `pipeline/{720p,360p}`: what a received track does: RTP packets (as the H.264 payloader
+//!   cut them, 1200-byte MTU) → frame reassembly and depacketization → decode → I420→RGBA →
+//!   stamp read back → hand-off on the channel the ECS drains.
+//!
+//! Both process the same 60 frames of the synthetic pattern (one keyframe, then P-frames);
+//! creating the decoder / receiver (once per track) is outside the timed part.
+//! Run: `cargo bench -p huddle_media --bench receive`.
+#![allow(missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use huddle_media::peer::VideoReceiver;
+use huddle_media::synthetic::{FrameStamp, TestPattern};
+use huddle_media::video::{EncoderSettings, H264Decoder, H264Encoder, I420Frame};
+use rtc::rtp::codec::h264::H264Payloader;
+use rtc::rtp::packet::Packet;
+use rtc::rtp::packetizer::{Packetizer, new_packetizer};
+use rtc::rtp::sequence::new_random_sequencer;
+
+const FRAMES: u32 = 60;
+
+struct Stream {
+    access_units: Vec<Vec<u8>>,
+    packets: Vec<Vec<Packet>>,
+}
+
+fn encode_stream(width: u32, height: u32, kbps: u32) -> Stream {
+    let pattern = TestPattern::new(width, height, "bench");
+    let mut encoder = H264Encoder::new(EncoderSettings {
+        width,
+        height,
+        fps: 30.0,
+        bitrate_bps: kbps * 1000,
+        keyframe_interval: 1000,
+    })
+    .expect("encoder");
+    let mut packetizer = new_packetizer(
+        Instant::now(),
+        1200,
+        102,
+        0x1234,
+        Box::new(H264Payloader::default()),
+        Box::new(new_random_sequencer()),
+        90_000,
+    );
+    let mut rgba = Vec::new();
+    let mut stream = Stream {
+        access_units: Vec::new(),
+        packets: Vec::new(),
+    };
+    for frame in 1..=FRAMES {
+        pattern.render_rgba(
+            FrameStamp {
+                frame,
+                capture_ms: frame * 33,
+            },
+            &mut rgba,
+        );
+        let i420 = I420Frame::from_rgba(&rgba, width, height).expect("i420");
+        let Some(encoded) = encoder.encode(&i420).expect("encode") else {
+            continue;
+        };
+        let packets = packetizer
+            .packetize(Instant::now(), &Bytes::from(encoded.data.clone()), 3000)
+            .expect("packetize");
+        stream.access_units.push(encoded.data);
+        stream.packets.push(packets);
+    }
+    stream
+}
+
+fn bench(c: &mut Criterion) {
+    for (name, width, height, kbps) in [("720p", 1280, 720, 2500), ("360p", 640, 360, 800)] {
+        let stream = encode_stream(width, height, kbps);
+        c.bench_function(&format!("bare/{name}"), |b| {
+            b.iter_batched(
+                || H264Decoder::new().expect("decoder"),
+                |mut decoder| {
+                    let mut rgba = Vec::new();
+                    let mut n = 0;
+                    for au in &stream.access_units {
+                        if decoder
+                            .decode_rgba(au, &mut rgba)
+                            .expect("decode")
+                            .is_some()
+                        {
+                            n += 1;
+                        }
+                    }
+                    assert_eq!(n, stream.access_units.len());
+                },
+                BatchSize::PerIteration,
+            );
+        });
+        c.bench_function(&format!("pipeline/{name}"), |b| {
+            b.iter_batched(
+                || {
+                    (
+                        VideoReceiver::new().expect("receiver"),
+                        crossbeam_channel::unbounded(),
+                    )
+                },
+                |(mut receiver, (tx, rx))| {
+                    let mut received = 0;
+                    for packets in &stream.packets {
+                        for packet in packets {
+                            for frame in receiver.push(Instant::now(), packet.clone()) {
+                                tx.send(frame).expect("hand-off");
+                            }
+                            // The ECS drains once per frame and moves each picture into its
+                            // Image, so frames do not pile up.
+                            received += rx.try_iter().count();
+                        }
+                    }
+                    // Every frame comes out (the first one once the second starts).
+                    assert_eq!(received, stream.packets.len());
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(8));
+    targets = bench
+}
+criterion_main!(benches);

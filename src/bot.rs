@@ -1,0 +1,475 @@
+//! `huddle bot`: the same ECS plugins in a headless app (no window, no GPU), for tests,
+//! benchmarks and demos.
+//!
+//! 1. Logs in to `--server` as `--uid`.
+//! 2. `--call UID` / `--group GUID` places a call (video unless `--audio`); `--answer` accepts
+//!    incoming calls; `--session ID` joins a direct session. Either way it gets a call token
+//!    and starts the session once the call is accepted.
+//! 3. It stays `--seconds` in the call, sending the synthetic pattern and its tone over real
+//!    WebRTC, then hangs up and writes its statistics as JSON (`--stats-json`).
+//!
+//! `call_setup_ms` runs from placing (or receiving) the call to the first remote video frame
+//! decoded (first audio frame in an audio call).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bevy::app::ScheduleRunnerPlugin;
+use bevy::prelude::*;
+use bevy_huddle::media::{CallMediaSession, MediaSettings, MediaStats};
+use bevy_huddle::prelude::*;
+use clap::ValueEnum;
+use huddle_media::video::EncoderSettings;
+use huddle_protocol::{CallType, ReceiverType};
+use serde::Serialize;
+
+/// Where the bot's media comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum MediaArg {
+    /// The moving test pattern and a tone.
+    #[default]
+    Synthetic,
+    /// Real camera and microphone (not supported yet).
+    Devices,
+}
+
+/// Options of `huddle bot`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BotArgs {
+    /// Server WebSocket URL, e.g. ws://127.0.0.1:7878/ws.
+    #[arg(long)]
+    pub server: String,
+    /// User id to log in as (dev login).
+    #[arg(long)]
+    pub uid: String,
+    /// Display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Auth token (instead of dev login).
+    #[arg(long)]
+    pub auth_token: Option<String>,
+    /// Accept incoming calls.
+    #[arg(long)]
+    pub answer: bool,
+    /// Call this user.
+    #[arg(long, conflicts_with = "group")]
+    pub call: Option<String>,
+    /// Call this group.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Join this direct session (no ringing).
+    #[arg(long, conflicts_with_all = ["call", "group"])]
+    pub session: Option<String>,
+    /// A video call (the default).
+    #[arg(long, conflicts_with = "audio")]
+    pub video: bool,
+    /// An audio-only call.
+    #[arg(long)]
+    pub audio: bool,
+    /// Seconds to stay in the call.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Give up if no call started within this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub wait: u64,
+    /// Write statistics here as JSON on exit.
+    #[arg(long)]
+    pub stats_json: Option<PathBuf>,
+    /// Media source.
+    #[arg(long, value_enum, default_value_t = MediaArg::Synthetic)]
+    pub media: MediaArg,
+    /// Video width.
+    #[arg(long, default_value_t = 1280)]
+    pub width: u32,
+    /// Video height.
+    #[arg(long, default_value_t = 720)]
+    pub height: u32,
+    /// Video frames per second.
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f32,
+    /// Video bitrate in kbps.
+    #[arg(long, default_value_t = 2500)]
+    pub kbps: u32,
+}
+
+/// The bot's progress.
+#[derive(Resource, Debug)]
+struct Bot {
+    args: BotArgs,
+    started: Instant,
+    call_placed_at: Option<Instant>,
+    in_call_since: Option<Instant>,
+    hung_up_at: Option<Instant>,
+    session_id: Option<String>,
+    errors: Vec<String>,
+    exit_code: u8,
+}
+
+/// Statistics written on exit.
+#[derive(Serialize, Debug, Default)]
+pub struct BotStats {
+    /// Who.
+    pub uid: String,
+    /// The call's session.
+    pub session_id: String,
+    /// Placing/receiving the call → first remote media decoded.
+    pub call_setup_ms: Option<u64>,
+    /// What was sent.
+    pub sent: SentStats,
+    /// What was received, per remote uid.
+    pub remotes: std::collections::BTreeMap<String, RemoteStats>,
+    /// Errors seen.
+    pub errors: Vec<String>,
+}
+
+/// What was sent.
+#[derive(Serialize, Debug, Default)]
+pub struct SentStats {
+    /// Video frames.
+    pub video_frames: u64,
+    /// Audio frames (20 ms).
+    pub audio_frames: u64,
+    /// The tone sent.
+    pub audio_tone_hz: f32,
+}
+
+/// Latency percentiles.
+#[derive(Serialize, Debug, Default)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: u32,
+    /// 95th percentile.
+    pub p95: u32,
+    /// Maximum.
+    pub max: u32,
+}
+
+/// What was received from one participant.
+#[derive(Serialize, Debug, Default)]
+pub struct RemoteStats {
+    /// Video frames decoded.
+    pub video_frames_decoded: u64,
+    /// Width of the last frame.
+    pub video_width: u32,
+    /// Height of the last frame.
+    pub video_height: u32,
+    /// Decoded frames per second (over the call).
+    pub video_fps: f32,
+    /// Capture → decoded latency from the stamps.
+    pub video_latency_ms: Percentiles,
+    /// Audio frames decoded.
+    pub audio_frames_decoded: u64,
+    /// Tone heard.
+    pub audio_tone_hz: Option<f32>,
+    /// Share of audio frames concealed.
+    pub audio_concealed_ratio: f32,
+}
+
+/// Runs the bot; returns the exit code.
+pub fn run(args: BotArgs) -> ExitCode {
+    if args.media == MediaArg::Devices {
+        eprintln!(
+            "huddle bot: --media devices is not supported yet (no camera/microphone capture); use --media synthetic"
+        );
+        return ExitCode::from(2);
+    }
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
+            1.0 / 120.0,
+        ))),
+        AssetPlugin::default(),
+        bevy::log::LogPlugin::default(),
+        HuddlePlugins,
+    ))
+    .insert_resource(MediaSettings {
+        video: EncoderSettings {
+            width: args.width & !1,
+            height: args.height & !1,
+            fps: args.fps,
+            bitrate_bps: args.kbps.saturating_mul(1000),
+            keyframe_interval: (args.fps * 4.0) as u32,
+        },
+        ..MediaSettings::default()
+    })
+    .add_systems(
+        Update,
+        (drive_bot, record_errors).after(HuddleSystems::Apply),
+    );
+    let mut connection = ServerConnection::dev(args.server.clone(), args.uid.clone());
+    if let Some(name) = &args.name {
+        connection = connection.with_name(name.clone());
+    }
+    if let Some(token) = &args.auth_token {
+        connection = connection.with_auth_token(token.clone());
+    }
+    app.world_mut().spawn(connection);
+    app.insert_resource(Bot {
+        args,
+        started: Instant::now(),
+        call_placed_at: None,
+        in_call_since: None,
+        hung_up_at: None,
+        session_id: None,
+        errors: Vec::new(),
+        exit_code: 0,
+    });
+    match app.run() {
+        AppExit::Success => ExitCode::SUCCESS,
+        AppExit::Error(code) => ExitCode::from(code.get()),
+    }
+}
+
+fn call_settings(args: &BotArgs) -> CallSettings {
+    CallSettings::builder()
+        .audio_only(args.audio)
+        .build()
+        .unwrap_or_default()
+}
+
+fn record_errors(
+    mut events: MessageReader<CallEvent>,
+    mut ringing: MessageReader<RingingEvent>,
+    mut bot: ResMut<Bot>,
+) {
+    for event in events.read() {
+        if let CallEvent::Error { error, .. } = event {
+            bot.errors.push(format!("{}: {error}", error.code()));
+        }
+    }
+    for event in ringing.read() {
+        if let RingingEvent::Failed { error } = event {
+            bot.errors.push(format!("{}: {error}", error.code()));
+        }
+    }
+}
+
+fn drive_bot(
+    mut bot: ResMut<Bot>,
+    mut ringing_events: MessageReader<RingingEvent>,
+    mut ringing: MessageWriter<RingingAction>,
+    mut start: MessageWriter<StartSession>,
+    mut controls: CallControls,
+    active: Res<ActiveCall>,
+    calls: Query<(
+        &Call,
+        &CallState,
+        Option<&MediaStats>,
+        Option<&CallMediaSession>,
+    )>,
+    mut exit: MessageWriter<AppExit>,
+) {
+    let args = bot.args.clone();
+    for event in ringing_events.read() {
+        match event {
+            RingingEvent::LoggedIn {
+                reconnected: false, ..
+            } => {
+                let call_type = if args.audio {
+                    CallType::Audio
+                } else {
+                    CallType::Video
+                };
+                if let Some(uid) = &args.call {
+                    bot.call_placed_at = Some(Instant::now());
+                    ringing.write(RingingAction::InitiateCall {
+                        receiver_id: uid.clone(),
+                        receiver_type: ReceiverType::User,
+                        call_type,
+                        timeout_secs: None,
+                    });
+                } else if let Some(guid) = &args.group {
+                    bot.call_placed_at = Some(Instant::now());
+                    ringing.write(RingingAction::InitiateCall {
+                        receiver_id: guid.clone(),
+                        receiver_type: ReceiverType::Group,
+                        call_type,
+                        timeout_secs: None,
+                    });
+                } else if let Some(session) = &args.session {
+                    bot.call_placed_at = Some(Instant::now());
+                    ringing.write(RingingAction::GenerateToken {
+                        session_id: session.clone(),
+                    });
+                }
+            }
+            RingingEvent::IncomingCallReceived { call }
+                if args.answer && bot.session_id.is_none() =>
+            {
+                bot.call_placed_at = Some(Instant::now());
+                bot.session_id = Some(call.session_id.clone());
+                ringing.write(RingingAction::AcceptCall {
+                    session_id: call.session_id.clone(),
+                });
+                ringing.write(RingingAction::GenerateToken {
+                    session_id: call.session_id.clone(),
+                });
+            }
+            RingingEvent::OutgoingCallAccepted { call, .. } if bot.session_id.is_none() => {
+                bot.session_id = Some(call.session_id.clone());
+                ringing.write(RingingAction::GenerateToken {
+                    session_id: call.session_id.clone(),
+                });
+            }
+            RingingEvent::OutgoingCallRejected { call } => {
+                bot.errors.push(format!("call {:?}", call.status));
+                bot.exit_code = 1;
+                exit.write(AppExit::from_code(1));
+            }
+            RingingEvent::TokenGenerated {
+                session_id,
+                call_token,
+            } => {
+                bot.session_id = Some(session_id.clone());
+                start.write(StartSession {
+                    call_token: call_token.clone(),
+                    settings: call_settings(&args),
+                    target: None,
+                });
+            }
+            _ => {}
+        }
+    }
+    let call = active.0.and_then(|c| calls.get(c).ok());
+    if let Some((_, CallState::InCall, ..)) = call
+        && bot.in_call_since.is_none()
+    {
+        bot.in_call_since = Some(Instant::now());
+    }
+    let now = Instant::now();
+    let ended = call.is_some_and(|(_, state, ..)| state.is_ended());
+    let done_talking = bot
+        .in_call_since
+        .is_some_and(|t| now.duration_since(t) >= Duration::from_secs(args.seconds));
+    let waited_too_long = bot.in_call_since.is_none()
+        && now.duration_since(bot.started) >= Duration::from_secs(args.wait);
+    if bot.hung_up_at.is_none() && (done_talking || ended || waited_too_long) {
+        if let Some((info, state, stats, media)) = call {
+            if !state.is_ended() {
+                controls.end_session();
+            }
+            let stats = collect_stats(&bot, info, stats, media);
+            write_stats(&args, &stats);
+            if stats
+                .remotes
+                .values()
+                .all(|r| r.video_frames_decoded == 0 && r.audio_frames_decoded == 0)
+            {
+                bot.exit_code = 1;
+            }
+        } else {
+            bot.errors.push("no call took place".into());
+            write_stats(
+                &args,
+                &BotStats {
+                    uid: args.uid.clone(),
+                    errors: bot.errors.clone(),
+                    ..default()
+                },
+            );
+            bot.exit_code = 1;
+        }
+        bot.hung_up_at = Some(now);
+    }
+    // Leave a moment for the hang-up to reach the server.
+    if bot
+        .hung_up_at
+        .is_some_and(|t| now.duration_since(t) > Duration::from_millis(300))
+    {
+        exit.write(if bot.exit_code == 0 {
+            AppExit::Success
+        } else {
+            AppExit::from_code(bot.exit_code)
+        });
+    }
+}
+
+fn percentiles(samples: &[u32]) -> Percentiles {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let at = |p: f64| {
+        sorted
+            .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    Percentiles {
+        p50: at(0.5),
+        p95: at(0.95),
+        max: sorted.last().copied().unwrap_or(0),
+    }
+}
+
+fn collect_stats(
+    bot: &Bot,
+    info: &Call,
+    stats: Option<&MediaStats>,
+    media: Option<&CallMediaSession>,
+) -> BotStats {
+    let mut out = BotStats {
+        uid: bot.args.uid.clone(),
+        session_id: info.session_id.clone(),
+        errors: bot.errors.clone(),
+        ..default()
+    };
+    if let Some(media) = media {
+        let counters = media.session().counters();
+        out.sent = SentStats {
+            video_frames: counters
+                .video_frames_sent
+                .load(std::sync::atomic::Ordering::Relaxed),
+            audio_frames: counters
+                .audio_frames_sent
+                .load(std::sync::atomic::Ordering::Relaxed),
+            audio_tone_hz: media.session().tone_hz(),
+        };
+    }
+    if let Some(stats) = stats {
+        out.call_setup_ms = match (bot.call_placed_at, stats.first_remote_media) {
+            (Some(placed), Some(first)) => {
+                Some(first.saturating_duration_since(placed).as_millis() as u64)
+            }
+            _ => None,
+        };
+        let in_call = bot
+            .in_call_since
+            .map(|t| t.elapsed().as_secs_f32())
+            .unwrap_or(0.0)
+            .max(0.001);
+        for (uid, remote) in &stats.remotes {
+            // Skip the first second (connection set-up) for the frame rate.
+            let fps = remote.video_frames_decoded as f32 / in_call;
+            out.remotes.insert(
+                uid.clone(),
+                RemoteStats {
+                    video_frames_decoded: remote.video_frames_decoded,
+                    video_width: remote.video_size.x,
+                    video_height: remote.video_size.y,
+                    video_fps: fps,
+                    video_latency_ms: percentiles(&remote.video_latency_ms),
+                    audio_frames_decoded: remote.audio_frames_decoded,
+                    audio_tone_hz: remote.audio_tone_hz,
+                    audio_concealed_ratio: if remote.audio_frames_decoded == 0 {
+                        0.0
+                    } else {
+                        remote.audio_frames_concealed as f32 / remote.audio_frames_decoded as f32
+                    },
+                },
+            );
+        }
+    }
+    out
+}
+
+fn write_stats(args: &BotArgs, stats: &BotStats) {
+    let json = serde_json::to_string_pretty(stats).unwrap_or_default();
+    match &args.stats_json {
+        Some(path) => {
+            if let Err(err) = std::fs::write(path, &json) {
+                eprintln!("huddle bot: cannot write {}: {err}", path.display());
+            }
+        }
+        None => println!("{json}"),
+    }
+}
