@@ -387,10 +387,7 @@ impl FrameAssembler {
         }
         let mut out = Vec::new();
         let mut gave_up = false;
-        loop {
-            let Some((&first_key, oldest)) = self.frames.iter().next() else {
-                break;
-            };
+        while let Some((&first_key, oldest)) = self.frames.iter().next() {
             let complete = self.is_complete(oldest);
             if complete {
                 let frame = self
