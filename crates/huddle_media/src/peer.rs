@@ -119,6 +119,15 @@ pub enum PeerEvent {
         /// Whether this frame was concealed (lost).
         concealed: bool,
     },
+    /// Link measurements of the connection to `uid`, every second.
+    Quality {
+        /// Whose link.
+        uid: String,
+        /// Round-trip time of the selected ICE candidate pair, in milliseconds.
+        rtt_ms: Option<f64>,
+        /// Share of RTP packets lost over the last interval (0..=1).
+        loss: f32,
+    },
     /// Something failed but the call goes on.
     Error {
         /// About whom.
@@ -916,6 +925,28 @@ impl Peer {
             .write_sample(&sample)
             .await
             .is_ok()
+    }
+
+    /// Totals for link quality: (round-trip time in ms, RTP packets received, RTP packets lost).
+    pub async fn link_totals(&self) -> (Option<f64>, u64, u64) {
+        let report = self
+            .pc
+            .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
+            .await;
+        let rtt = report
+            .candidate_pairs()
+            .map(|pair| pair.current_round_trip_time)
+            .filter(|rtt| *rtt > 0.0)
+            .fold(None, |best: Option<f64>, rtt| {
+                Some(best.map_or(rtt, |b| b.min(rtt)))
+            })
+            .map(|seconds| seconds * 1000.0);
+        let (mut received, mut lost) = (0u64, 0u64);
+        for stream in report.inbound_rtp_streams() {
+            received += stream.received_rtp_stream_stats.packets_received;
+            lost += stream.received_rtp_stream_stats.packets_lost.max(0) as u64;
+        }
+        (rtt, received, lost)
     }
 
     /// Closes the connection (ends its tasks and sockets).

@@ -83,6 +83,7 @@ impl MediaSession {
     /// Starts the session's tasks on `runtime`.
     pub fn start(runtime: &tokio::runtime::Handle, config: SessionConfig) -> Self {
         let (events_tx, events) = crossbeam_channel::unbounded();
+        let events_tx_quality = events_tx.clone();
         let (commands, command_rx) = mpsc::unbounded_channel();
         let switches = Arc::new(SendSwitches {
             audio_muted: AtomicBool::new(false),
@@ -113,10 +114,11 @@ impl MediaSession {
         ));
         runtime.spawn(send_audio(
             tone_hz,
-            peers,
+            peers.clone(),
             switches.clone(),
             counters.clone(),
         ));
+        runtime.spawn(measure_links(peers, switches.clone(), events_tx_quality));
         Self {
             commands,
             events,
@@ -288,6 +290,37 @@ async fn run_actor(
     let all: Vec<Arc<Peer>> = peers.lock().await.drain().map(|(_, p)| p).collect();
     for peer in all {
         peer.close().await;
+    }
+}
+
+/// Every second: round-trip time and packet loss of each peer's link.
+async fn measure_links(peers: Peers, switches: Arc<SendSwitches>, events: Sender<PeerEvent>) {
+    let mut previous: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    while !switches.closed.load(Ordering::Relaxed) {
+        ticker.tick().await;
+        let current: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
+        for peer in current {
+            let (rtt_ms, received, lost) = peer.link_totals().await;
+            let uid = peer.remote_uid().to_owned();
+            let (last_received, last_lost) = previous
+                .insert(uid.clone(), (received, lost))
+                .unwrap_or((0, 0));
+            let (got, missed) = (
+                received.saturating_sub(last_received),
+                lost.saturating_sub(last_lost),
+            );
+            if got + missed == 0 {
+                continue;
+            }
+            let loss = missed as f32 / (got + missed) as f32;
+            if events
+                .send(PeerEvent::Quality { uid, rtt_ms, loss })
+                .is_err()
+            {
+                return;
+            }
+        }
     }
 }
 

@@ -10,7 +10,8 @@
 //! - [`drain_call_media`] (in `Receive`) takes what the peers decoded: the newest video frame
 //!   of each participant goes into their tile's `Image` (the bytes are moved, not copied; the
 //!   image is render-world only), its size into the layout; stats accumulate in
-//!   [`MediaStats`].
+//!   [`MediaStats`]; each link's loss and round-trip time (measured every second) set the
+//!   participant's connection quality (`ConnectionQualityChanged` when it changes).
 //! - The session stops when the call ends (dropping it closes every connection).
 
 use std::collections::HashMap;
@@ -94,6 +95,10 @@ pub struct RemoteMediaStats {
     pub audio_frames_concealed: u64,
     /// Tone heard over the last second.
     pub audio_tone_hz: Option<f32>,
+    /// Round-trip time of the link, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Share of packets lost over the last second.
+    pub loss: f32,
     recent_audio: Vec<i16>,
     recent_frames: Vec<Instant>,
 }
@@ -107,6 +112,21 @@ pub struct MediaStats {
     pub started: Option<Instant>,
     /// When the first remote media (video, or audio in an audio call) was decoded.
     pub first_remote_media: Option<Instant>,
+}
+
+/// Connection quality from loss and round-trip time: excellent under 2 % loss and 150 ms,
+/// good under 5 % and 300 ms, poor under 15 %, bad beyond.
+pub fn quality_from(rtt_ms: Option<f64>, loss: f32) -> ConnectionQuality {
+    let rtt = rtt_ms.unwrap_or(0.0);
+    if loss < 0.02 && rtt < 150.0 {
+        ConnectionQuality::Excellent
+    } else if loss < 0.05 && rtt < 300.0 {
+        ConnectionQuality::Good
+    } else if loss < 0.15 {
+        ConnectionQuality::Poor
+    } else {
+        ConnectionQuality::Bad
+    }
 }
 
 fn wall_clock_ms() -> u32 {
@@ -293,6 +313,18 @@ pub(crate) fn drain_call_media(
                         error: HuddleError::Media { uid, reason },
                     });
                 }
+                PeerEvent::Quality { uid, rtt_ms, loss } => {
+                    let remote = stats.remotes.entry(uid.clone()).or_default();
+                    remote.rtt_ms = rtt_ms;
+                    remote.loss = loss;
+                    updates.write(SessionUpdate {
+                        call,
+                        change: SessionChange::ConnectionQuality {
+                            uid,
+                            quality: quality_from(rtt_ms, loss),
+                        },
+                    });
+                }
                 PeerEvent::Connected { .. } | PeerEvent::Disconnected { .. } => {}
             }
         }
@@ -317,30 +349,30 @@ pub(crate) fn drain_call_media(
                 continue;
             };
             let size = UVec2::new(frame.width, frame.height);
-            for tile in owned.iter().filter_map(|t| tiles.get(t).ok()) {
-                let Some(mut image) = images.get_mut(&tile.image) else {
-                    continue;
-                };
-                if image.size() == size {
-                    image.data = Some(frame.rgba.clone());
-                } else {
-                    *image = Image::new(
-                        size.to_extents(),
-                        TextureDimension::D2,
-                        frame.rgba.clone(),
-                        TextureFormat::Rgba8UnormSrgb,
-                        RenderAssetUsages::RENDER_WORLD,
-                    );
-                }
-                if tile.frame_size != size {
-                    updates.write(SessionUpdate {
-                        call,
-                        change: SessionChange::VideoFormat {
-                            uid: uid.clone(),
-                            size,
-                        },
-                    });
-                }
+            // A participant has one video tile (its Image is what every surface shows): the
+            // decoded pixels move into it, no copy.
+            let Some(tile) = owned.iter().find_map(|t| tiles.get(t).ok()) else {
+                continue;
+            };
+            let Some(mut image) = images.get_mut(&tile.image) else {
+                continue;
+            };
+            if image.size() == size {
+                image.data = Some(frame.rgba);
+            } else {
+                *image = Image::new(
+                    size.to_extents(),
+                    TextureDimension::D2,
+                    frame.rgba,
+                    TextureFormat::Rgba8UnormSrgb,
+                    RenderAssetUsages::RENDER_WORLD,
+                );
+            }
+            if tile.frame_size != size {
+                updates.write(SessionUpdate {
+                    call,
+                    change: SessionChange::VideoFormat { uid, size },
+                });
             }
         }
     }

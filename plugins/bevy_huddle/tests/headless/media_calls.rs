@@ -103,6 +103,19 @@ fn two_apps_exchange_media_and_mute_and_pause_stop_packets() {
             .unwrap_or(u32::MAX);
         assert!(latency < 2_000, "frames arrive in time: max {latency} ms");
     }
+    // Link quality is measured: loopback is excellent.
+    pump(&mut [&mut alice, &mut bob], "a link measurement", |apps| {
+        state_of(apps[0], "bob").connection_quality
+            != bevy_huddle::model::ConnectionQuality::Unknown
+    });
+    assert_eq!(
+        state_of(&mut alice, "bob").connection_quality,
+        bevy_huddle::model::ConnectionQuality::Excellent
+    );
+    assert!(take_events(&mut alice).iter().any(
+        |e| matches!(e, CallEvent::ConnectionQualityChanged { user, .. } if user.uid == "bob")
+    ));
+
     // The remote tile shows the decoded picture.
     let tile = tile_of(&mut alice, "bob");
     let video = alice.world().get::<VideoTile>(tile).expect("tile").clone();
