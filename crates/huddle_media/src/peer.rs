@@ -250,6 +250,7 @@ struct Handler {
     events: Sender<PeerEvent>,
     gathered: tokio::sync::watch::Sender<bool>,
     loss: Arc<LossInjection>,
+    mixer: crate::mixer::SharedMixer,
 }
 
 #[async_trait::async_trait]
@@ -279,12 +280,13 @@ impl PeerConnectionEventHandler for Handler {
         let uid = self.remote_uid.clone();
         let events = self.events.clone();
         let loss = self.loss.clone();
+        let mixer = self.mixer.clone();
         tokio::spawn(async move {
             let kind = track.kind().await;
             let result = if kind == RtpCodecKind::Video {
                 receive_video(track, &uid, &events, &loss).await
             } else {
-                receive_audio(track, &uid, &events).await
+                receive_audio(track, &uid, &events, &mixer).await
             };
             if let Err(reason) = result {
                 let _ = events.send(PeerEvent::Error { uid, reason });
@@ -585,6 +587,7 @@ async fn receive_audio(
     track: Arc<dyn TrackRemote>,
     uid: &str,
     events: &Sender<PeerEvent>,
+    mixer: &crate::mixer::SharedMixer,
 ) -> Result<(), String> {
     let mut decoder = OpusDecoder::new().map_err(|e| e.to_string())?;
     let mut out = vec![0i16; FRAME_SAMPLES * 6];
@@ -603,6 +606,7 @@ async fn receive_audio(
                 for missing in 1..gap {
                     let fec = (missing == gap - 1).then_some(packet.payload.as_ref());
                     if let Ok(n) = decoder.conceal(fec, &mut out[..FRAME_SAMPLES]) {
+                        crate::mixer::lock(mixer).push(uid, &out[..n]);
                         let _ = events.send(PeerEvent::Audio {
                             uid: uid.to_owned(),
                             samples: out[..n].to_vec(),
@@ -615,6 +619,7 @@ async fn receive_audio(
         last_seq = Some(seq);
         match decoder.decode(&packet.payload, &mut out) {
             Ok(n) => {
+                crate::mixer::lock(mixer).push(uid, &out[..n]);
                 let samples = out[..n].to_vec();
                 if events
                     .send(PeerEvent::Audio {
@@ -711,6 +716,7 @@ impl Peer {
         keyframe_wanted: Arc<AtomicBool>,
         counters: Arc<MediaCounters>,
         loss: Arc<LossInjection>,
+        mixer: crate::mixer::SharedMixer,
     ) -> Result<Arc<Self>, PeerError> {
         let mut media = MediaEngine::default();
         media.register_codec(
@@ -741,6 +747,7 @@ impl Peer {
             events: events.clone(),
             gathered: gathered_tx,
             loss,
+            mixer,
         };
         let pc = PeerConnectionBuilder::new()
             .with_media_engine(media)

@@ -12,7 +12,8 @@
 //! Muting stops sending audio packets (not only a flag in the UI); pausing stops video;
 //! `video_enabled` is off for audio-only calls until they switch to video. A keyframe request
 //! from any receiver makes the next encoded frame an IDR. Everything stops when the session
-//! is dropped or [`MediaSession::close`]d.
+//! is dropped or [`MediaSession::close`]d. Received voices are mixed (per-source gains) and
+//! pulled every 20 ms by the output (the timer-paced [`NullSink`] where there is no device).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use huddle_protocol::PeerSignal;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::audio::{FRAME_SAMPLES, OpusEncoder, ToneSource, tone_frequency_for};
+use crate::mixer::{MixStats, Mixer, NullSink, SharedMixer, StereoGain};
 use crate::peer::{LossInjection, MediaCounters, Peer, PeerEvent, PeerSetup};
 use crate::synthetic::{FrameStamp, TestPattern};
 use crate::video::{EncoderSettings, H264Encoder, I420Frame};
@@ -57,7 +59,7 @@ struct SendSwitches {
     video_paused: AtomicBool,
     video_enabled: AtomicBool,
     keyframe_wanted: Arc<AtomicBool>,
-    closed: AtomicBool,
+    closed: Arc<AtomicBool>,
 }
 
 enum Command {
@@ -72,6 +74,7 @@ type Peers = Arc<Mutex<HashMap<String, Arc<Peer>>>>;
 /// The media of one call.
 pub struct MediaSession {
     commands: mpsc::UnboundedSender<Command>,
+    mixer: SharedMixer,
     events: Receiver<PeerEvent>,
     switches: Arc<SendSwitches>,
     counters: Arc<MediaCounters>,
@@ -90,11 +93,13 @@ impl MediaSession {
             video_paused: AtomicBool::new(false),
             video_enabled: AtomicBool::new(true),
             keyframe_wanted: Arc::new(AtomicBool::new(false)),
-            closed: AtomicBool::new(false),
+            closed: Arc::new(AtomicBool::new(false)),
         });
         let counters = Arc::new(MediaCounters::default());
         let loss = Arc::new(LossInjection::default());
         let peers: Peers = Arc::new(Mutex::new(HashMap::new()));
+        let mixer: SharedMixer = Arc::new(std::sync::Mutex::new(Mixer::default()));
+        NullSink::start(runtime, mixer.clone(), switches.closed.clone());
         let tone_hz = tone_frequency_for(&config.local_uid);
         runtime.spawn(run_actor(
             config.clone(),
@@ -104,6 +109,7 @@ impl MediaSession {
             switches.clone(),
             counters.clone(),
             loss.clone(),
+            mixer.clone(),
         ));
         runtime.spawn(send_video(
             config.clone(),
@@ -121,6 +127,7 @@ impl MediaSession {
         runtime.spawn(measure_links(peers, switches.clone(), events_tx_quality));
         Self {
             commands,
+            mixer,
             events,
             switches,
             counters,
@@ -179,6 +186,16 @@ impl MediaSession {
         &self.counters
     }
 
+    /// Sets the gains of `uid`'s voice in the mix (volume, local mute, spatial pan).
+    pub fn set_gain(&self, uid: &str, gain: StereoGain) {
+        crate::mixer::lock(&self.mixer).set_gain(uid, gain);
+    }
+
+    /// What the output mix did lately (frames mixed, levels, underruns).
+    pub fn mix_stats(&self) -> MixStats {
+        crate::mixer::lock(&self.mixer).stats().clone()
+    }
+
     /// Test hook: drop this share (per mille) of incoming video RTP packets.
     pub fn inject_video_loss(&self, per_mille: u32) {
         self.loss
@@ -212,6 +229,7 @@ async fn run_actor(
     switches: Arc<SendSwitches>,
     counters: Arc<MediaCounters>,
     loss: Arc<LossInjection>,
+    mixer: SharedMixer,
 ) {
     let setup = |remote: &str| PeerSetup {
         local_uid: config.local_uid.clone(),
@@ -236,6 +254,7 @@ async fn run_actor(
                     switches.keyframe_wanted.clone(),
                     counters.clone(),
                     loss.clone(),
+                    mixer.clone(),
                 )
                 .await
                 {
@@ -250,6 +269,7 @@ async fn run_actor(
             }
             Command::RemovePeer(uid) => {
                 let removed = peers.lock().await.remove(&uid);
+                crate::mixer::lock(&mixer).remove(&uid);
                 if let Some(peer) = removed {
                     peer.close().await;
                 }
@@ -266,6 +286,7 @@ async fn run_actor(
                             switches.keyframe_wanted.clone(),
                             counters.clone(),
                             loss.clone(),
+                            mixer.clone(),
                         )
                         .await
                         {

@@ -218,6 +218,7 @@ impl Plugin for CallMediaPlugin {
                     follow_participants,
                     follow_local_state,
                     route_peer_signals,
+                    apply_audio_routes,
                     stop_ended_media,
                 )
                     .chain()

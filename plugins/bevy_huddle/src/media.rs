@@ -12,6 +12,8 @@
 //!   image is render-world only), its size into the layout; stats accumulate in
 //!   [`MediaStats`]; each link's loss and round-trip time (measured every second) set the
 //!   participant's connection quality (`ConnectionQualityChanged` when it changes).
+//! - Audio routes (volume, local mute) set each voice's gain in the session's mixer, which a
+//!   timer-paced output pulls every 20 ms; [`MediaStats`] has the output level.
 //! - The session stops when the call ends (dropping it closes every connection).
 
 use std::collections::HashMap;
@@ -112,6 +114,10 @@ pub struct MediaStats {
     pub started: Option<Instant>,
     /// When the first remote media (video, or audio in an audio call) was decoded.
     pub first_remote_media: Option<Instant>,
+    /// The output mix: frames played and the last frame's level (left, right).
+    pub output_frames: u64,
+    /// RMS of the last mixed frame, left and right, 0..=1.
+    pub output_rms: (f32, f32),
 }
 
 /// Connection quality from loss and round-trip time: excellent under 2 % loss and 150 ms,
@@ -328,6 +334,9 @@ pub(crate) fn drain_call_media(
                 PeerEvent::Connected { .. } | PeerEvent::Disconnected { .. } => {}
             }
         }
+        let mix = media.session.mix_stats();
+        stats.output_frames = mix.frames;
+        stats.output_rms = mix.rms;
         for remote in stats.remotes.values_mut() {
             remote
                 .recent_frames
@@ -374,6 +383,37 @@ pub(crate) fn drain_call_media(
                     change: SessionChange::VideoFormat { uid, size },
                 });
             }
+        }
+    }
+}
+
+/// Audio routes set each voice's gain in the mix: volume, or silence when muted locally.
+/// (Spatial panning computes left/right gains the same way.)
+pub(crate) fn apply_audio_routes(
+    routes: Query<(&AudioRoute, &RouteOf), Changed<AudioRoute>>,
+    new_sessions: Query<(), Added<CallMediaSession>>,
+    all_routes: Query<(&AudioRoute, &RouteOf)>,
+    participants: Query<(&Participant, &ParticipantOf)>,
+    sessions: Query<&CallMediaSession>,
+) {
+    let apply = |route: &AudioRoute, of: &RouteOf| {
+        let Ok((who, call)) = participants.get(of.0) else {
+            return;
+        };
+        if let Ok(media) = sessions.get(call.0) {
+            let gain = if route.local_mute { 0.0 } else { route.volume };
+            media
+                .session
+                .set_gain(&who.uid, huddle_media::mixer::StereoGain::mono(gain));
+        }
+    };
+    if new_sessions.is_empty() {
+        for (route, of) in &routes {
+            apply(route, of);
+        }
+    } else {
+        for (route, of) in &all_routes {
+            apply(route, of);
         }
     }
 }

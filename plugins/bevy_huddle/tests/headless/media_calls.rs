@@ -127,6 +127,51 @@ fn two_apps_exchange_media_and_mute_and_pause_stop_packets() {
         .expect("image");
     assert_eq!(image.size(), UVec2::new(320, 180));
 
+    // Bob hears alice in his mix; muting her locally silences her for him only.
+    pub(crate) fn output(app: &App) -> (u64, f32) {
+        let stats = active_call(app)
+            .and_then(|c| app.world().get::<MediaStats>(c))
+            .expect("stats");
+        (
+            stats.output_frames,
+            stats.output_rms.0.max(stats.output_rms.1),
+        )
+    }
+    pump(&mut [&mut alice, &mut bob], "alice in bob's mix", |apps| {
+        output(apps[1]).1 > 0.1
+    });
+    act(
+        &mut bob,
+        CallAction::SetParticipantLocalMute {
+            uid: "alice".into(),
+            muted: true,
+        },
+    );
+    pump(
+        &mut [&mut alice, &mut bob],
+        "alice muted in bob's mix",
+        |apps| output(apps[1]).1 < 1e-4,
+    );
+    let (sent_before, _) = (counters(&alice).1, ());
+    run_for(&mut [&mut alice, &mut bob], Duration::from_millis(300));
+    assert!(
+        counters(&alice).1 > sent_before,
+        "a local mute does not stop alice sending"
+    );
+    assert!(output(&bob).1 < 1e-4);
+    act(
+        &mut bob,
+        CallAction::SetParticipantLocalMute {
+            uid: "alice".into(),
+            muted: false,
+        },
+    );
+    pump(
+        &mut [&mut alice, &mut bob],
+        "alice back in bob's mix",
+        |apps| output(apps[1]).1 > 0.1,
+    );
+
     // Mute: no audio packets.
     act(&mut alice, CallAction::MuteAudio(true));
     run_for(&mut [&mut alice, &mut bob], Duration::from_millis(400));
