@@ -69,7 +69,7 @@ fn pump(
                         }
                     }
                     PeerEvent::Error { uid, reason } => panic!("{me} about {uid}: {reason}"),
-                    PeerEvent::Disconnected { .. } => {}
+                    PeerEvent::Disconnected { .. } | PeerEvent::Quality { .. } => {}
                 }
             }
         }
