@@ -132,6 +132,8 @@ pub struct SentStats {
     pub audio_frames: u64,
     /// The tone sent.
     pub audio_tone_hz: f32,
+    /// Congestion control's target bitrate for our video at the end, bits per second.
+    pub video_target_bps: u32,
 }
 
 /// Latency percentiles.
@@ -423,6 +425,7 @@ fn collect_stats(
                 .audio_frames_sent
                 .load(std::sync::atomic::Ordering::Relaxed),
             audio_tone_hz: media.session().tone_hz(),
+            video_target_bps: media.session().target_bitrate_bps(),
         };
     }
     if let Some(stats) = stats {

@@ -4,7 +4,8 @@
 //!   waits for ICE gathering to complete and sends one SDP (candidates included) through the
 //!   signaling server; trickled candidates are accepted too.
 //! - **Codecs**: H.264 Constrained Baseline (42e01f, packetization-mode 1, PT 102) and Opus
-//!   48 kHz (PT 111, in-band FEC). Interceptors: NACK, RTCP sender/receiver reports, and a
+//!   48 kHz (PT 111, in-band FEC). Interceptors: GCC congestion control on TWCC feedback
+//!   (its target bitrate drives the encoder), NACK, RTCP sender/receiver reports, and a
 //!   forwarder that hands PLI/FIR to the sender so the encoder makes a keyframe.
 //! - **Sending**: [`Peer::write_video`] / [`Peer::write_audio`] write encoded frames as samples
 //!   (the [`crate::session`] encodes once for all peers).
@@ -24,7 +25,7 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedP
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    Registry, register_default_interceptors,
+    CongestionFeedback, Registry, configure_congestion_control, register_default_interceptors,
 };
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
@@ -213,11 +214,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
                 })
                 .cloned()
                 .collect();
-            if requests.is_empty() {
-                return Ok(());
+            // Everything else passes unchanged: RTCP without a keyframe request stays with the
+            // stack, and attribute carriers (congestion control's target bitrate) must go on.
+            if !requests.is_empty() {
+                msg.message.packet = Packet::Rtcp(requests);
+                msg.message.add(Attribute::DeliverToApplication);
             }
-            msg.message.packet = Packet::Rtcp(requests);
-            msg.message.add(Attribute::DeliverToApplication);
         }
         self.read_queue.push_back(msg);
         Ok(())
@@ -733,7 +735,15 @@ impl Peer {
             },
             RtpCodecKind::Audio,
         )?;
-        let registry = register_default_interceptors(Registry::new(), &mut media)?;
+        // Congestion control (GCC over TWCC feedback) first: its target bitrate drives the
+        // encoder (see `link_totals`). Then NACK, reports, and TWCC receive.
+        let registry = configure_congestion_control(
+            Registry::new(),
+            rtc::interceptor::Gcc::new(2_500_000.0, 150_000.0, 6_000_000.0),
+            CongestionFeedback::Twcc,
+            &mut media,
+        )?;
+        let registry = register_default_interceptors(registry, &mut media)?;
         let registry = registry.with(
             Slot::from(14_000),
             KeyframeRequestForwarder {
@@ -934,8 +944,9 @@ impl Peer {
             .is_ok()
     }
 
-    /// Totals for link quality: (round-trip time in ms, RTP packets received, RTP packets lost).
-    pub async fn link_totals(&self) -> (Option<f64>, u64, u64) {
+    /// Totals for link quality: (round-trip time in ms, RTP packets received, RTP packets lost,
+    /// congestion control's target bitrate for our video in bits per second).
+    pub async fn link_totals(&self) -> (Option<f64>, u64, u64, Option<f64>) {
         let report = self
             .pc
             .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
@@ -953,7 +964,14 @@ impl Peer {
             received += stream.received_rtp_stream_stats.packets_received;
             lost += stream.received_rtp_stream_stats.packets_lost.max(0) as u64;
         }
-        (rtt, received, lost)
+        let target = report
+            .outbound_rtp_streams()
+            .map(|stream| stream.target_bitrate)
+            .filter(|bps| *bps > 0.0)
+            .fold(None, |best: Option<f64>, bps| {
+                Some(best.map_or(bps, |b| b.max(bps)))
+            });
+        (rtt, received, lost, target)
     }
 
     /// Closes the connection (ends its tasks and sockets).

@@ -60,6 +60,8 @@ struct SendSwitches {
     video_enabled: AtomicBool,
     keyframe_wanted: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
+    /// Congestion control's target for our video (the lowest over all peers), bits/s; 0 = none yet.
+    target_bitrate: std::sync::atomic::AtomicU32,
 }
 
 enum Command {
@@ -94,6 +96,7 @@ impl MediaSession {
             video_enabled: AtomicBool::new(true),
             keyframe_wanted: Arc::new(AtomicBool::new(false)),
             closed: Arc::new(AtomicBool::new(false)),
+            target_bitrate: std::sync::atomic::AtomicU32::new(0),
         });
         let counters = Arc::new(MediaCounters::default());
         let loss = Arc::new(LossInjection::default());
@@ -201,6 +204,12 @@ impl MediaSession {
         self.loss
             .video_drop_per_mille
             .store(per_mille.min(1000), Ordering::Relaxed);
+    }
+
+    /// Congestion control's current target for our video, in bits per second (the lowest over
+    /// all peers; 0 until measured). The encoder follows it, capped at the configured bitrate.
+    pub fn target_bitrate_bps(&self) -> u32 {
+        self.switches.target_bitrate.load(Ordering::Relaxed)
     }
 
     /// The tone our synthetic microphone plays.
@@ -321,8 +330,12 @@ async fn measure_links(peers: Peers, switches: Arc<SendSwitches>, events: Sender
     while !switches.closed.load(Ordering::Relaxed) {
         ticker.tick().await;
         let current: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
+        let mut lowest_target: Option<f64> = None;
         for peer in current {
-            let (rtt_ms, received, lost) = peer.link_totals().await;
+            let (rtt_ms, received, lost, target) = peer.link_totals().await;
+            if let Some(target) = target {
+                lowest_target = Some(lowest_target.map_or(target, |t| t.min(target)));
+            }
             let uid = peer.remote_uid().to_owned();
             let (last_received, last_lost) = previous
                 .insert(uid.clone(), (received, lost))
@@ -341,6 +354,11 @@ async fn measure_links(peers: Peers, switches: Arc<SendSwitches>, events: Sender
             {
                 return;
             }
+        }
+        if let Some(target) = lowest_target {
+            switches
+                .target_bitrate
+                .store(target as u32, Ordering::Relaxed);
         }
     }
 }
@@ -403,6 +421,11 @@ async fn send_video(
         }
         if switches.keyframe_wanted.swap(false, Ordering::Relaxed) {
             encoder.request_keyframe();
+        }
+        let target = switches.target_bitrate.load(Ordering::Relaxed);
+        if target > 0 {
+            // Never above what we were configured for; the encoder rebuilds only on big moves.
+            let _ = encoder.set_bitrate(target.min(settings.bitrate_bps));
         }
         let Ok(Some(encoded)) = encoder.encode(&frame) else {
             continue;

@@ -78,7 +78,7 @@ fn pump(
 }
 
 /// Alice and Bob connect; each decodes the other's pattern with increasing frame numbers at
-/// 320×180, and hears the other's tone. Muting stops audio packets (the sender's counter
+/// 320×180, and hears the other's tone; congestion control sets a target bitrate. Muting stops audio packets (the sender's counter
 /// stalls, the receiver gets nothing new); unmuting resumes them.
 #[test]
 fn two_sessions_exchange_video_and_audio_and_mute_stops_packets() {
@@ -122,6 +122,16 @@ fn two_sessions_exchange_video_and_audio_and_mute_stops_packets() {
             "{me} heard {heard} Hz, {other} plays {expected} Hz"
         );
     }
+
+    // Congestion control measured the link and set a target the encoder follows.
+    pump(&sessions, &mut received, Duration::from_secs(3), |_| {
+        alice.target_bitrate_bps() > 0
+    });
+    assert!(
+        alice.target_bitrate_bps() > 100_000,
+        "GCC target: {} bps",
+        alice.target_bitrate_bps()
+    );
 
     alice.set_audio_muted(true);
     pump(&sessions, &mut received, Duration::from_millis(300), |_| {
