@@ -75,7 +75,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
         }),
         ..default()
     }))
-    .add_plugins(HuddlePlugins)
+    .add_plugins((HuddlePlugins, bevy_huddle::DeviceWatcherPlugin::default()))
     .insert_resource(DemoConfig::from(&args))
     .insert_resource(demo_media_settings())
     .init_resource::<ScreenshotState>()

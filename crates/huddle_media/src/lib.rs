@@ -6,6 +6,7 @@
 //! number and capture time. Real capture, codecs and peers are added behind the same types.
 
 pub mod audio;
+pub mod devices;
 pub mod mixer;
 pub mod peer;
 pub mod session;

@@ -249,6 +249,7 @@ impl Interceptor for KeyframeRequestForwarder {
 /// Everything the event handler needs.
 struct Handler {
     remote_uid: String,
+    connected: Arc<AtomicBool>,
     events: Sender<PeerEvent>,
     gathered: tokio::sync::watch::Sender<bool>,
     loss: Arc<LossInjection>,
@@ -265,6 +266,10 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         let uid = self.remote_uid.clone();
+        self.connected.store(
+            state == RTCPeerConnectionState::Connected,
+            Ordering::Relaxed,
+        );
         let event = match state {
             RTCPeerConnectionState::Connected => PeerEvent::Connected { uid },
             RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
@@ -653,6 +658,8 @@ pub fn tone_of(samples: &[i16]) -> Option<f32> {
 /// One WebRTC connection to one remote participant.
 pub struct Peer {
     remote_uid: String,
+    /// Media is written only once DTLS is up (earlier writes would be refused by SRTP).
+    connected: Arc<AtomicBool>,
     offerer: bool,
     pc: Arc<dyn PeerConnection>,
     video: Arc<TrackLocalStaticSample>,
@@ -752,8 +759,10 @@ impl Peer {
             },
         );
         let (gathered_tx, gathered) = tokio::sync::watch::channel(false);
+        let connected = Arc::new(AtomicBool::new(false));
         let handler = Handler {
             remote_uid: setup.remote_uid.clone(),
+            connected: connected.clone(),
             events: events.clone(),
             gathered: gathered_tx,
             loss,
@@ -769,6 +778,7 @@ impl Peer {
         let (video_ssrc, audio_ssrc) = (random_u32(), random_u32());
         let peer = Arc::new(Self {
             remote_uid: setup.remote_uid.clone(),
+            connected,
             offerer: setup.local_uid < setup.remote_uid,
             pc: Arc::new(pc),
             video: local_track(RtpCodecKind::Video, h264_codec(), video_ssrc, "video")?,
@@ -912,6 +922,9 @@ impl Peer {
 
     /// Writes one encoded video frame (no-op until negotiated).
     pub async fn write_video(&self, frame: &EncodedFrame, duration: Duration) -> bool {
+        if !self.connected.load(Ordering::Relaxed) {
+            return false;
+        }
         let Some((pt, _)) = *self.payload_types.lock().await else {
             return false;
         };
@@ -929,6 +942,9 @@ impl Peer {
 
     /// Writes one encoded 20 ms audio frame (no-op until negotiated).
     pub async fn write_audio(&self, packet: &[u8]) -> bool {
+        if !self.connected.load(Ordering::Relaxed) {
+            return false;
+        }
         let Some((_, pt)) = *self.payload_types.lock().await else {
             return false;
         };

@@ -25,6 +25,7 @@ use huddle_protocol::PeerSignal;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::audio::{FRAME_SAMPLES, OpusEncoder, ToneSource, tone_frequency_for};
+use crate::devices;
 use crate::mixer::{MixStats, Mixer, NullSink, SharedMixer, StereoGain};
 use crate::peer::{LossInjection, MediaCounters, Peer, PeerEvent, PeerSetup};
 use crate::synthetic::{FrameStamp, TestPattern};
@@ -39,6 +40,10 @@ pub struct SessionConfig {
     pub video: EncoderSettings,
     /// UDP addresses to gather ICE candidates on.
     pub udp_addrs: Vec<String>,
+    /// Microphone to send (a real device id); `None` or a synthetic id sends the tone.
+    pub audio_input: Option<String>,
+    /// Output to play the mix on (a real device id); `None` or synthetic uses the null sink.
+    pub audio_output: Option<String>,
 }
 
 impl SessionConfig {
@@ -48,6 +53,8 @@ impl SessionConfig {
             local_uid: local_uid.into(),
             video: EncoderSettings::hd(),
             udp_addrs: vec!["127.0.0.1:0".to_owned()],
+            audio_input: None,
+            audio_output: None,
         }
     }
 }
@@ -102,7 +109,38 @@ impl MediaSession {
         let loss = Arc::new(LossInjection::default());
         let peers: Peers = Arc::new(Mutex::new(HashMap::new()));
         let mixer: SharedMixer = Arc::new(std::sync::Mutex::new(Mixer::default()));
-        NullSink::start(runtime, mixer.clone(), switches.closed.clone());
+        let report_device = |reason: String| {
+            let _ = events_tx.send(PeerEvent::Error {
+                uid: config.local_uid.clone(),
+                reason,
+            });
+        };
+        let real = |id: &Option<String>| id.clone().filter(|id| !devices::is_synthetic(id));
+        match real(&config.audio_output) {
+            Some(device) => {
+                if let Err(err) =
+                    devices::start_output(&device, mixer.clone(), switches.closed.clone())
+                {
+                    report_device(format!(
+                        "audio output unavailable, using the null sink: {err}"
+                    ));
+                    NullSink::start(runtime, mixer.clone(), switches.closed.clone());
+                }
+            }
+            None => NullSink::start(runtime, mixer.clone(), switches.closed.clone()),
+        }
+        let microphone = real(&config.audio_input).and_then(|device| {
+            let (tx, rx) = crossbeam_channel::bounded(16);
+            match devices::start_input(&device, tx, switches.closed.clone()) {
+                Ok(()) => Some(rx),
+                Err(err) => {
+                    report_device(format!(
+                        "microphone unavailable, sending the synthetic tone: {err}"
+                    ));
+                    None
+                }
+            }
+        });
         let tone_hz = tone_frequency_for(&config.local_uid);
         runtime.spawn(run_actor(
             config.clone(),
@@ -123,6 +161,7 @@ impl MediaSession {
         ));
         runtime.spawn(send_audio(
             tone_hz,
+            microphone,
             peers.clone(),
             switches.clone(),
             counters.clone(),
@@ -440,8 +479,10 @@ async fn send_video(
     }
 }
 
+/// Sends 20 ms of audio every 20 ms: the microphone's frames when there is one, else the tone.
 async fn send_audio(
     tone_hz: f32,
+    microphone: Option<Receiver<Vec<i16>>>,
     peers: Peers,
     switches: Arc<SendSwitches>,
     counters: Arc<MediaCounters>,
@@ -455,7 +496,13 @@ async fn send_audio(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     while !switches.closed.load(Ordering::Relaxed) {
         ticker.tick().await;
-        tone.fill(&mut samples);
+        match &microphone {
+            Some(frames) => match frames.try_recv() {
+                Ok(frame) if frame.len() == FRAME_SAMPLES => samples.copy_from_slice(&frame),
+                _ => samples.fill(0),
+            },
+            None => tone.fill(&mut samples),
+        }
         if switches.audio_muted.load(Ordering::Relaxed) {
             continue;
         }

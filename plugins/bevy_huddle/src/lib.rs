@@ -61,6 +61,7 @@ pub use connection::{
     CallToken, ConnectionStatus, HuddleRuntime, RingingAction, RingingEvent, ServerConnection,
     StartSession,
 };
+pub use devices::DeviceWatcherPlugin;
 pub use events::{
     CallEvent, CallEventListener, CallEventListenerAppExt, CallEventListeners, EventListener,
     Listeners,

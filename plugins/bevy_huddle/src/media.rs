@@ -151,6 +151,7 @@ pub(crate) fn start_call_media(
     participants: Query<(&Participant, Has<LocalParticipant>, &ParticipantState)>,
     runtime: Option<Res<HuddleRuntime>>,
     settings: Option<Res<MediaSettings>>,
+    devices: Option<Res<crate::devices::MediaDevices>>,
     mut commands: Commands,
 ) {
     let Some(runtime) = runtime else {
@@ -176,6 +177,14 @@ pub(crate) fn start_call_media(
                 local_uid: local_uid.clone(),
                 video: settings.video,
                 udp_addrs: settings.udp_addrs.clone(),
+                audio_input: devices
+                    .as_ref()
+                    .and_then(|d| d.selected(crate::devices::DeviceKind::AudioInput))
+                    .map(|d| d.id.clone()),
+                audio_output: devices
+                    .as_ref()
+                    .and_then(|d| d.selected(crate::devices::DeviceKind::AudioOutput))
+                    .map(|d| d.id.clone()),
             },
         );
         session.set_audio_muted(local_state.audio_muted);

@@ -1,0 +1,250 @@
+//! Real audio devices through cpal (ALSA on Linux), next to the synthetic stand-ins.
+//!
+//! - [`enumerate`]: the synthetic devices plus every cpal input and output (ALSA's `null`
+//!   device is left out: it is not paced and would spin a core).
+//! - [`start_output`]: plays the mix on a device from its own thread (cpal streams are not
+//!   `Send` everywhere); the audio callback pulls from the mixer with `try_lock`, so it never
+//!   waits on another thread.
+//! - [`start_input`]: captures a microphone at 48 kHz into 20 ms mono frames.
+//!
+//! Devices can be listed and still fail when opened (cpal always lists ALSA's `default`, even
+//! without a sound card): starting then returns an error and the caller falls back to the
+//! synthetic source or the null sink.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+
+use crate::audio::{FRAME_SAMPLES, SAMPLE_RATE};
+use crate::mixer::SharedMixer;
+use crate::{DeviceInfo, DeviceKind, DeviceLists};
+
+/// Prefix of synthetic device ids.
+pub const SYNTHETIC_PREFIX: &str = "synthetic:";
+
+/// Whether a device id names a synthetic device.
+pub fn is_synthetic(id: &str) -> bool {
+    id.starts_with(SYNTHETIC_PREFIX)
+}
+
+fn real(kind: DeviceKind, name: String) -> DeviceInfo {
+    DeviceInfo {
+        id: name.clone(),
+        label: name,
+        kind,
+        synthetic: false,
+    }
+}
+
+/// Real devices first (a user with a microphone expects it), then the synthetic ones.
+pub fn enumerate() -> DeviceLists {
+    let synthetic = DeviceLists::synthetic();
+    let host = cpal::default_host();
+    let names = |devices: Result<_, _>| -> Vec<String> {
+        match devices {
+            Ok(devices) => {
+                let devices: Box<dyn Iterator<Item = cpal::Device>> = Box::new(devices);
+                devices
+                    .filter_map(|d| d.name().ok())
+                    .filter(|name| name != "null")
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        }
+    };
+    let inputs = names(
+        host.input_devices()
+            .map(|d| Box::new(d) as Box<dyn Iterator<Item = cpal::Device>>),
+    );
+    let outputs = names(
+        host.output_devices()
+            .map(|d| Box::new(d) as Box<dyn Iterator<Item = cpal::Device>>),
+    );
+    DeviceLists {
+        audio_inputs: inputs
+            .into_iter()
+            .map(|n| real(DeviceKind::AudioInput, n))
+            .chain(synthetic.audio_inputs)
+            .collect(),
+        audio_outputs: outputs
+            .into_iter()
+            .map(|n| real(DeviceKind::AudioOutput, n))
+            .chain(synthetic.audio_outputs)
+            .collect(),
+        // Cameras: only the synthetic ones (camera capture is not built yet).
+        video_inputs: synthetic.video_inputs,
+    }
+}
+
+/// Plays the mix on the output device named `name` until `stop` is set.
+pub fn start_output(name: &str, mixer: SharedMixer, stop: Arc<AtomicBool>) -> Result<(), String> {
+    let name = name.to_owned();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    std::thread::Builder::new()
+        .name(format!("audio out {name}"))
+        .spawn(move || {
+            let built = (|| -> Result<cpal::Stream, String> {
+                let host = cpal::default_host();
+                let device = host
+                    .output_devices()
+                    .map_err(|e| e.to_string())?
+                    .find(|d| d.name().is_ok_and(|n| n == name))
+                    .ok_or_else(|| format!("no output device `{name}`"))?;
+                let config = cpal::StreamConfig {
+                    channels: 2,
+                    sample_rate: cpal::SampleRate(SAMPLE_RATE),
+                    buffer_size: cpal::BufferSize::Default,
+                };
+                let mut stereo = vec![0.0f32; FRAME_SAMPLES * 2];
+                let stream = device
+                    .build_output_stream(
+                        &config,
+                        move |data: &mut [f32], _| {
+                            let frames = data.len() / 2;
+                            if stereo.len() < data.len() {
+                                stereo.resize(data.len(), 0.0);
+                            }
+                            match mixer.try_lock() {
+                                Ok(mut mixer) => mixer.mix(&mut stereo, frames),
+                                Err(_) => stereo[..data.len()].fill(0.0),
+                            }
+                            data.copy_from_slice(&stereo[..data.len()]);
+                        },
+                        |err| tracing::warn!("audio output: {err}"),
+                        None,
+                    )
+                    .map_err(|e| format!("cannot open `{name}`: {e}"))?;
+                stream
+                    .play()
+                    .map_err(|e| format!("cannot start `{name}`: {e}"))?;
+                Ok(stream)
+            })();
+            match built {
+                Ok(stream) => {
+                    let _ = ready_tx.send(Ok(()));
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    drop(stream);
+                }
+                Err(err) => {
+                    let _ = ready_tx.send(Err(err));
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(3))
+        .map_err(|_| "audio output did not start in time".to_owned())?
+}
+
+/// Captures the input device named `name` at 48 kHz into 20 ms mono frames sent on `frames`,
+/// until `stop` is set.
+pub fn start_input(
+    name: &str,
+    frames: crossbeam_channel::Sender<Vec<i16>>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), String> {
+    let name = name.to_owned();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    std::thread::Builder::new()
+        .name(format!("audio in {name}"))
+        .spawn(move || {
+            let built = (|| -> Result<cpal::Stream, String> {
+                let host = cpal::default_host();
+                let device = host
+                    .input_devices()
+                    .map_err(|e| e.to_string())?
+                    .find(|d| d.name().is_ok_and(|n| n == name))
+                    .ok_or_else(|| format!("no input device `{name}`"))?;
+                let channels = device
+                    .default_input_config()
+                    .map(|c| c.channels())
+                    .unwrap_or(1)
+                    .max(1);
+                let config = cpal::StreamConfig {
+                    channels,
+                    sample_rate: cpal::SampleRate(SAMPLE_RATE),
+                    buffer_size: cpal::BufferSize::Default,
+                };
+                let mut pending: Vec<i16> = Vec::with_capacity(FRAME_SAMPLES * 2);
+                let stream = device
+                    .build_input_stream(
+                        &config,
+                        move |data: &[f32], _| {
+                            for frame in data.chunks(usize::from(channels)) {
+                                pending
+                                    .push((frame[0].clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16);
+                                if pending.len() == FRAME_SAMPLES {
+                                    let _ = frames.try_send(std::mem::replace(
+                                        &mut pending,
+                                        Vec::with_capacity(FRAME_SAMPLES),
+                                    ));
+                                }
+                            }
+                        },
+                        |err| tracing::warn!("audio input: {err}"),
+                        None,
+                    )
+                    .map_err(|e| format!("cannot open `{name}`: {e}"))?;
+                stream
+                    .play()
+                    .map_err(|e| format!("cannot start `{name}`: {e}"))?;
+                Ok(stream)
+            })();
+            match built {
+                Ok(stream) => {
+                    let _ = ready_tx.send(Ok(()));
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    drop(stream);
+                }
+                Err(err) => {
+                    let _ = ready_tx.send(Err(err));
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(3))
+        .map_err(|_| "audio input did not start in time".to_owned())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Enumeration always offers the synthetic devices, never ALSA's unpaced `null` device,
+    /// and labels real devices as real.
+    #[test]
+    fn enumeration_has_synthetic_devices_and_no_null_sink() {
+        let lists = enumerate();
+        for kind in [
+            DeviceKind::AudioInput,
+            DeviceKind::AudioOutput,
+            DeviceKind::VideoInput,
+        ] {
+            let list = lists.of_kind(kind);
+            assert!(
+                list.iter().any(|d| d.synthetic),
+                "{kind}: a synthetic stand-in"
+            );
+            assert!(list.iter().all(|d| d.id != "null"));
+            assert!(list.iter().all(|d| d.synthetic == is_synthetic(&d.id)));
+        }
+    }
+
+    /// Opening a device that does not exist is an error, not a panic or a hang.
+    #[test]
+    fn missing_devices_are_errors() {
+        let mixer: SharedMixer = Default::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        assert!(start_output("no such speaker", mixer, stop.clone()).is_err());
+        let (tx, _rx) = crossbeam_channel::bounded(4);
+        assert!(start_input("no such microphone", tx, stop.clone()).is_err());
+        stop.store(true, Ordering::Relaxed);
+    }
+}
