@@ -65,6 +65,8 @@ pub struct MixStats {
 pub struct Mixer {
     sources: HashMap<String, Source>,
     stats: MixStats,
+    /// Voices not worth decoding (out of earshot); their packets are dropped undecoded.
+    culled: std::collections::HashSet<String>,
 }
 
 impl Mixer {
@@ -105,6 +107,23 @@ impl Mixer {
                     dropped_samples: 0,
                 },
             );
+        }
+    }
+
+    /// Whether `uid`'s voice should be decoded (false when culled for distance).
+    pub fn wants(&self, uid: &str) -> bool {
+        !self.culled.contains(uid)
+    }
+
+    /// Stops (or resumes) decoding `uid`'s voice; a culled voice's buffer is emptied.
+    pub fn set_wanted(&mut self, uid: &str, wanted: bool) {
+        if wanted {
+            self.culled.remove(uid);
+        } else if self.culled.insert(uid.to_owned())
+            && let Some(source) = self.sources.get_mut(uid)
+        {
+            source.queue.clear();
+            source.playing = false;
         }
     }
 

@@ -606,6 +606,11 @@ async fn receive_audio(
             _ => continue,
         };
         let seq = packet.header.sequence_number;
+        if !crate::mixer::lock(mixer).wants(uid) {
+            // Out of earshot: not decoded at all (the saving of proximity culling).
+            last_seq = Some(seq);
+            continue;
+        }
         if let Some(last) = last_seq {
             let gap = seq.wrapping_sub(last);
             // Conceal up to five lost 20 ms frames (FEC for the last one).

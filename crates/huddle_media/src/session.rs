@@ -233,6 +233,11 @@ impl MediaSession {
         crate::mixer::lock(&self.mixer).set_gain(uid, gain);
     }
 
+    /// Decode `uid`'s voice or not (proximity culling: a voice out of earshot costs nothing).
+    pub fn set_audio_decoding(&self, uid: &str, decode: bool) {
+        crate::mixer::lock(&self.mixer).set_wanted(uid, decode);
+    }
+
     /// What the output mix did lately (frames mixed, levels, underruns).
     pub fn mix_stats(&self) -> MixStats {
         crate::mixer::lock(&self.mixer).stats().clone()

@@ -50,6 +50,7 @@ pub mod media;
 pub mod model;
 pub mod session;
 pub mod settings;
+pub mod spatial;
 pub mod tiles;
 
 use bevy::app::PluginGroupBuilder;
@@ -116,6 +117,7 @@ impl PluginGroup for HuddlePlugins {
             .add(TileInteractionPlugin)
             .add(ServerConnectionPlugin)
             .add(CallMediaPlugin)
+            .add(SpatialVoicePlugin)
     }
 }
 
@@ -224,6 +226,21 @@ impl Plugin for CallMediaPlugin {
                 )
                     .chain()
                     .after(HuddleSystems::Apply),
+            );
+    }
+}
+
+/// Spatial voice: gains of each audio route from emitters and the listener (see [`spatial`]).
+pub struct SpatialVoicePlugin;
+
+impl Plugin for SpatialVoicePlugin {
+    fn build(&self, app: &mut App) {
+        app.init_resource::<spatial::SpatialAudioSettings>()
+            .add_systems(
+                PostUpdate,
+                spatial::update_spatial_gains
+                    .after(TransformSystems::Propagate)
+                    .before(HuddleSystems::Send),
             );
     }
 }

@@ -396,33 +396,37 @@ pub(crate) fn drain_call_media(
     }
 }
 
-/// Audio routes set each voice's gain in the mix: volume, or silence when muted locally.
-/// (Spatial panning computes left/right gains the same way.)
+/// Each route's gains (volume and local mute, or the spatial gains) go to the call's mixer;
+/// voices culled for distance are not decoded at all.
 pub(crate) fn apply_audio_routes(
-    routes: Query<(&AudioRoute, &RouteOf), Changed<AudioRoute>>,
+    routes: Query<(&crate::spatial::RouteGain, &RouteOf), Changed<crate::spatial::RouteGain>>,
     new_sessions: Query<(), Added<CallMediaSession>>,
-    all_routes: Query<(&AudioRoute, &RouteOf)>,
+    all_routes: Query<(&crate::spatial::RouteGain, &RouteOf)>,
     participants: Query<(&Participant, &ParticipantOf)>,
     sessions: Query<&CallMediaSession>,
 ) {
-    let apply = |route: &AudioRoute, of: &RouteOf| {
+    let apply = |gain: &crate::spatial::RouteGain, of: &RouteOf| {
         let Ok((who, call)) = participants.get(of.0) else {
             return;
         };
         if let Ok(media) = sessions.get(call.0) {
-            let gain = if route.local_mute { 0.0 } else { route.volume };
-            media
-                .session
-                .set_gain(&who.uid, huddle_media::mixer::StereoGain::mono(gain));
+            media.session.set_gain(
+                &who.uid,
+                huddle_media::mixer::StereoGain {
+                    left: gain.left,
+                    right: gain.right,
+                },
+            );
+            media.session.set_audio_decoding(&who.uid, !gain.culled);
         }
     };
     if new_sessions.is_empty() {
-        for (route, of) in &routes {
-            apply(route, of);
+        for (gain, of) in &routes {
+            apply(gain, of);
         }
     } else {
-        for (route, of) in &all_routes {
-            apply(route, of);
+        for (gain, of) in &all_routes {
+            apply(gain, of);
         }
     }
 }

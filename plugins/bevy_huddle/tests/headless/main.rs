@@ -9,4 +9,5 @@ mod listeners;
 mod media_calls;
 mod session;
 mod settings;
+mod spatial;
 mod whole_stack;
