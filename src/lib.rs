@@ -2,10 +2,9 @@
 //!
 //! - [`cli`]: the command line (`huddle demo …`).
 //! - [`demo`]: a windowed call on the embedded server with headless bots, laid out and
-//!   rendered by `bevy_huddle`. Login, tokens, the session, participants and state changes
-//!   go through the real server; until the media layer lands, each participant's video is
-//!   the synthetic test pattern drawn locally.
-//! - [`embedded`]: the embedded server and the bots.
+//!   rendered by `bevy_huddle`, with real WebRTC media between everyone.
+//! - [`embedded`]: the embedded server and the demo's bots.
+//! - [`bot`]: `huddle bot`, a headless participant that prints its statistics.
 
 pub mod bot;
 pub mod cli;

@@ -1,9 +1,18 @@
-//! Huddle's media layer, independent of Bevy: devices, codecs and WebRTC peers.
+//! Huddle's media layer, independent of Bevy.
 //!
-//! So far this crate holds the device vocabulary ([`DeviceKind`], [`DeviceInfo`],
-//! [`DeviceLists`]), the synthetic devices that stand in where no real device exists (CI,
-//! servers, bots), and the [`synthetic`] test pattern whose frames carry their own frame
-//! number and capture time. Real capture, codecs and peers are added behind the same types.
+//! ```text
+//! synthetic pattern / tone / microphone ─▶ video (H.264) / audio (Opus) encoders ─┐
+//!                                                   session: encode once, send to every peer
+//! peer (WebRTC: DTLS-SRTP, NACK, GCC, PLI) ◀─────────────────────────────────────┘
+//!   └─ remote tracks ─▶ frame reassembly ─▶ H.264 decode ─▶ RGBA ─▶ PeerEvent::Video
+//!                   └─▶ Opus decode (concealment) ─▶ mixer (per-voice gains) ─▶ cpal / null sink
+//! ```
+//!
+//! - [`synthetic`]: the test pattern carrying its frame number and capture time.
+//! - [`video`], [`audio`]: codecs, colour conversion, the tone and its detector.
+//! - [`peer`]: one WebRTC connection per remote participant; [`session`]: a call's media.
+//! - [`mixer`]: jitter buffers, gains, outputs; [`devices`]: cpal microphones and speakers.
+//! - [`DeviceKind`], [`DeviceInfo`], [`DeviceLists`]: the device vocabulary.
 
 pub mod audio;
 pub mod devices;

@@ -14,8 +14,11 @@
 //! 2. [`HuddleSystems::Apply`] (`Update`): a freshly spawned [`Call`] is validated and made the
 //!    active call; session updates and in-call actions change state and write [`CallEvent`]s;
 //!    calls alone for `idle_timeout` end.
+//!    Media ([`media`]) starts for calls in the session, follows joins, leaves and the local
+//!    mute/pause, and its decoded frames land in the tiles' images.
 //! 3. [`HuddleSystems::Layout`] (`PostUpdate`, before bevy_ui layout): tile rects are computed
-//!    ([`layout`]) and copied into the tile nodes ([`tiles`]).
+//!    ([`layout`]) and copied into the tile nodes ([`tiles`]); spatial voice ([`spatial`])
+//!    computes each audio route's gains from where avatars stand.
 //! 4. [`HuddleSystems::Send`] (`PostUpdate`): the connection sends joins, [`RingingAction`]s
 //!    and [`OutboundSignal`]s to the server.
 //! 5. [`HuddleSystems::Notify`] (`PostUpdate`, last): each [`CallEvent`] goes to observers and
