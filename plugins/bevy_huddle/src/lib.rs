@@ -54,6 +54,7 @@ pub mod model;
 pub mod session;
 pub mod settings;
 pub mod spatial;
+pub mod surfaces;
 pub mod tiles;
 
 use bevy::app::PluginGroupBuilder;
@@ -261,6 +262,7 @@ impl Plugin for TileLayoutPlugin {
                 tiles::attach_tile_nodes,
                 tiles::apply_tile_layouts,
                 tiles::show_video_or_avatar,
+                surfaces::update_video_surfaces,
             )
                 .chain()
                 .in_set(HuddleSystems::Layout),
@@ -278,6 +280,7 @@ pub struct TileInteractionPlugin;
 impl Plugin for TileInteractionPlugin {
     fn build(&self, app: &mut App) {
         app.add_observer(interaction::pin_on_tile_click)
+            .add_observer(surfaces::pin_on_surface_click)
             .add_observer(interaction::start_tile_drag)
             .add_observer(interaction::move_dragged_tile)
             .add_observer(interaction::end_tile_drag)

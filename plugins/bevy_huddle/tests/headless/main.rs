@@ -10,4 +10,5 @@ mod media_calls;
 mod session;
 mod settings;
 mod spatial;
+mod surfaces;
 mod whole_stack;

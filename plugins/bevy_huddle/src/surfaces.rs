@@ -1,0 +1,100 @@
+//! Video on any in-world surface: put [`VideoSurface`] on a 2D sprite and it shows that
+//! participant's video — the same `Image` the UI tile shows, so no extra copy — or their
+//! avatar colour while their video is paused or has not arrived. Clicking a surface pins its
+//! participant, like clicking a tile (Spotlight, with `enable_video_tile_click`).
+
+use bevy::prelude::*;
+
+use crate::actions::CallAction;
+use crate::model::*;
+use crate::settings::LayoutMode;
+use crate::tiles::avatar_color;
+
+/// Shows a participant's video on this entity's `Sprite`.
+#[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VideoSurface(pub Entity);
+
+/// What a surface shows now.
+#[derive(Component, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SurfaceContent {
+    /// The participant's video.
+    Video,
+    /// Their avatar colour (video paused or not arrived, or the participant is gone).
+    #[default]
+    Avatar,
+}
+
+/// Points every surface's sprite at its participant's video, or shows the avatar colour.
+pub(crate) fn update_video_surfaces(
+    mut surfaces: Query<(Entity, &VideoSurface, &mut Sprite, Option<&SurfaceContent>)>,
+    participants: Query<(&Participant, &ParticipantState, &ParticipantTiles)>,
+    tiles: Query<&VideoTile>,
+    mut commands: Commands,
+) {
+    for (entity, surface, mut sprite, shown) in &mut surfaces {
+        let video = participants
+            .get(surface.0)
+            .ok()
+            .and_then(|(who, state, owned)| {
+                let tile = owned.iter().find_map(|t| tiles.get(t).ok())?;
+                Some((
+                    who,
+                    (!state.video_paused && tile.has_video()).then(|| tile.image.clone()),
+                ))
+            });
+        let (content, image, color) = match video {
+            Some((_, Some(image))) => (SurfaceContent::Video, image, Color::WHITE),
+            Some((who, None)) => (
+                SurfaceContent::Avatar,
+                Handle::default(),
+                avatar_color(&who.uid),
+            ),
+            None => (
+                SurfaceContent::Avatar,
+                Handle::default(),
+                Color::srgb(0.2, 0.2, 0.2),
+            ),
+        };
+        if sprite.image != image {
+            sprite.image = image;
+        }
+        if sprite.color != color {
+            sprite.color = color;
+        }
+        if shown != Some(&content) {
+            commands.entity(entity).insert(content);
+        }
+    }
+}
+
+/// A click on a surface pins (or unpins) its participant, like a tile click.
+pub(crate) fn pin_on_surface_click(
+    click: On<Pointer<Click>>,
+    surfaces: Query<&VideoSurface>,
+    participants: Query<(&Participant, &ParticipantOf)>,
+    calls: Query<(&Call, &CallLayout, &CallState)>,
+    active: Res<ActiveCall>,
+    mut actions: MessageWriter<CallAction>,
+) {
+    let Ok(surface) = surfaces.get(click.entity) else {
+        return;
+    };
+    let Ok((who, of)) = participants.get(surface.0) else {
+        return;
+    };
+    let Ok((info, layout, state)) = calls.get(of.0) else {
+        return;
+    };
+    let clickable = info.settings.enable_video_tile_click
+        && layout.mode == LayoutMode::Spotlight
+        && *state == CallState::InCall
+        && active.0 == Some(of.0);
+    if !clickable {
+        return;
+    }
+    actions.write(if layout.pinned == Some(surface.0) {
+        CallAction::Unpin
+    } else {
+        CallAction::Pin(who.uid.clone())
+    });
+}
