@@ -279,6 +279,11 @@ pub struct TileInteractionPlugin;
 
 impl Plugin for TileInteractionPlugin {
     fn build(&self, app: &mut App) {
+        #[cfg(feature = "pbr")]
+        app.add_systems(
+            PostUpdate,
+            surfaces::update_mesh_surfaces.in_set(HuddleSystems::Layout),
+        );
         app.add_observer(interaction::pin_on_tile_click)
             .add_observer(surfaces::pin_on_surface_click)
             .add_observer(interaction::start_tile_drag)

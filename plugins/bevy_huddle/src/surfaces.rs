@@ -1,7 +1,9 @@
-//! Video on any in-world surface: put [`VideoSurface`] on a 2D sprite and it shows that
-//! participant's video — the same `Image` the UI tile shows, so no extra copy — or their
-//! avatar colour while their video is paused or has not arrived. Clicking a surface pins its
-//! participant, like clicking a tile (Spotlight, with `enable_video_tile_click`).
+//! Video on any in-world surface: put [`VideoSurface`] on a 2D sprite — or, with the `pbr`
+//! feature, on a mesh with its own `StandardMaterial` — and it shows that participant's video
+//! (the same `Image` the UI tile shows, so no extra copy) or their avatar colour while their
+//! video is paused or has not arrived. Clicking a surface pins its participant, like clicking
+//! a tile (Spotlight, with `enable_video_tile_click`); on meshes that needs a mesh picking
+//! backend (`MeshPickingPlugin`).
 
 use bevy::prelude::*;
 
@@ -32,29 +34,8 @@ pub(crate) fn update_video_surfaces(
     mut commands: Commands,
 ) {
     for (entity, surface, mut sprite, shown) in &mut surfaces {
-        let video = participants
-            .get(surface.0)
-            .ok()
-            .and_then(|(who, state, owned)| {
-                let tile = owned.iter().find_map(|t| tiles.get(t).ok())?;
-                Some((
-                    who,
-                    (!state.video_paused && tile.has_video()).then(|| tile.image.clone()),
-                ))
-            });
-        let (content, image, color) = match video {
-            Some((_, Some(image))) => (SurfaceContent::Video, image, Color::WHITE),
-            Some((who, None)) => (
-                SurfaceContent::Avatar,
-                Handle::default(),
-                avatar_color(&who.uid),
-            ),
-            None => (
-                SurfaceContent::Avatar,
-                Handle::default(),
-                Color::srgb(0.2, 0.2, 0.2),
-            ),
-        };
+        let (content, image, color) = surface_look(surface.0, &participants, &tiles);
+        let image = image.unwrap_or_default();
         if sprite.image != image {
             sprite.image = image;
         }
@@ -64,6 +45,65 @@ pub(crate) fn update_video_surfaces(
         if shown != Some(&content) {
             commands.entity(entity).insert(content);
         }
+    }
+}
+
+/// What a participant's surfaces should show: their video image, or none and a colour.
+fn surface_look(
+    participant: Entity,
+    participants: &Query<(&Participant, &ParticipantState, &ParticipantTiles)>,
+    tiles: &Query<&VideoTile>,
+) -> (SurfaceContent, Option<Handle<Image>>, Color) {
+    let video = participants
+        .get(participant)
+        .ok()
+        .and_then(|(who, state, owned)| {
+            let tile = owned.iter().find_map(|t| tiles.get(t).ok())?;
+            Some((
+                who,
+                (!state.video_paused && tile.has_video()).then(|| tile.image.clone()),
+            ))
+        });
+    match video {
+        Some((_, Some(image))) => (SurfaceContent::Video, Some(image), Color::WHITE),
+        Some((who, None)) => (SurfaceContent::Avatar, None, avatar_color(&who.uid)),
+        None => (SurfaceContent::Avatar, None, Color::srgb(0.2, 0.2, 0.2)),
+    }
+}
+
+/// Meshes: each surface's own `StandardMaterial` (unlit) shows the video or the avatar colour.
+#[cfg(feature = "pbr")]
+pub(crate) fn update_mesh_surfaces(
+    surfaces: Query<(
+        Entity,
+        &VideoSurface,
+        &MeshMaterial3d<StandardMaterial>,
+        Option<&SurfaceContent>,
+    )>,
+    participants: Query<(&Participant, &ParticipantState, &ParticipantTiles)>,
+    tiles: Query<&VideoTile>,
+    materials: Option<ResMut<Assets<StandardMaterial>>>,
+    mut commands: Commands,
+) {
+    // Headless apps (bots, tests) have no PBR materials at all.
+    let Some(mut materials) = materials else {
+        return;
+    };
+    for (entity, surface, material, shown) in &surfaces {
+        let (content, image, color) = surface_look(surface.0, &participants, &tiles);
+        let needs_update = shown != Some(&content)
+            || materials
+                .get(&material.0)
+                .is_some_and(|m| m.base_color_texture != image);
+        if !needs_update {
+            continue;
+        }
+        if let Some(mut material) = materials.get_mut(&material.0) {
+            material.base_color_texture = image;
+            material.base_color = color;
+            material.unlit = true;
+        }
+        commands.entity(entity).insert(content);
     }
 }
 
