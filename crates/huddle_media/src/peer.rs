@@ -663,6 +663,11 @@ pub fn tone_of(samples: &[i16]) -> Option<f32> {
 /// One WebRTC connection to one remote participant.
 pub struct Peer {
     remote_uid: String,
+    /// What the remote wants of our video (adaptive receive): paused, and a bitrate cap.
+    wanted_paused: AtomicBool,
+    wanted_max_bitrate: std::sync::atomic::AtomicU32,
+    /// Video frames written to this peer.
+    video_frames_written: AtomicU64,
     /// Media is written only once DTLS is up (earlier writes would be refused by SRTP).
     connected: Arc<AtomicBool>,
     offerer: bool,
@@ -783,6 +788,9 @@ impl Peer {
         let (video_ssrc, audio_ssrc) = (random_u32(), random_u32());
         let peer = Arc::new(Self {
             remote_uid: setup.remote_uid.clone(),
+            wanted_paused: AtomicBool::new(false),
+            wanted_max_bitrate: std::sync::atomic::AtomicU32::new(0),
+            video_frames_written: AtomicU64::new(0),
             connected,
             offerer: setup.local_uid < setup.remote_uid,
             pc: Arc::new(pc),
@@ -906,6 +914,14 @@ impl Peer {
             PeerSignal::Candidate {
                 candidate: None, ..
             } => {}
+            PeerSignal::VideoWanted {
+                paused,
+                max_bitrate_bps,
+            } => {
+                self.wanted_paused.store(paused, Ordering::Relaxed);
+                self.wanted_max_bitrate
+                    .store(max_bitrate_bps, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
@@ -927,7 +943,7 @@ impl Peer {
 
     /// Writes one encoded video frame (no-op until negotiated).
     pub async fn write_video(&self, frame: &EncodedFrame, duration: Duration) -> bool {
-        if !self.connected.load(Ordering::Relaxed) {
+        if !self.connected.load(Ordering::Relaxed) || self.wanted_paused.load(Ordering::Relaxed) {
             return false;
         }
         let Some((pt, _)) = *self.payload_types.lock().await else {
@@ -938,11 +954,29 @@ impl Peer {
             duration,
             ..Sample::new(Instant::now())
         };
-        self.video
+        let written = self
+            .video
             .sample_writer(self.video_ssrc, pt)
             .write_sample(&sample)
             .await
-            .is_ok()
+            .is_ok();
+        if written {
+            self.video_frames_written.fetch_add(1, Ordering::Relaxed);
+        }
+        written
+    }
+
+    /// The receiver's wishes for our video: (paused, bitrate cap in bps, 0 = none).
+    pub fn video_wanted(&self) -> (bool, u32) {
+        (
+            self.wanted_paused.load(Ordering::Relaxed),
+            self.wanted_max_bitrate.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Video frames written to this peer so far.
+    pub fn video_frames_written(&self) -> u64 {
+        self.video_frames_written.load(Ordering::Relaxed)
     }
 
     /// Writes one encoded 20 ms audio frame (no-op until negotiated).

@@ -11,7 +11,9 @@
 //!
 //! Muting stops sending audio packets (not only a flag in the UI); pausing stops video;
 //! `video_enabled` is off for audio-only calls until they switch to video. A keyframe request
-//! from any receiver makes the next encoded frame an IDR. Everything stops when the session
+//! from any receiver makes the next encoded frame an IDR. Receivers tell senders how much
+//! video they want (adaptive receive): a peer that paused us gets no video, nothing is encoded
+//! when nobody watches, and the bitrate follows the largest wish (and congestion control). Everything stops when the session
 //! is dropped or [`MediaSession::close`]d. Received voices are mixed (per-source gains) and
 //! pulled every 20 ms by the output (the timer-paced [`NullSink`] where there is no device).
 
@@ -84,6 +86,9 @@ type Peers = Arc<Mutex<HashMap<String, Arc<Peer>>>>;
 pub struct MediaSession {
     commands: mpsc::UnboundedSender<Command>,
     mixer: SharedMixer,
+    peers: Peers,
+    signals_out: Sender<PeerEvent>,
+    video_wanted_sent: std::sync::Mutex<HashMap<String, ((bool, u32), std::time::Instant)>>,
     events: Receiver<PeerEvent>,
     switches: Arc<SendSwitches>,
     counters: Arc<MediaCounters>,
@@ -108,6 +113,8 @@ impl MediaSession {
         let counters = Arc::new(MediaCounters::default());
         let loss = Arc::new(LossInjection::default());
         let peers: Peers = Arc::new(Mutex::new(HashMap::new()));
+        let peers_for_session = peers.clone();
+        let events_tx_signals = events_tx.clone();
         let mixer: SharedMixer = Arc::new(std::sync::Mutex::new(Mixer::default()));
         let report_device = |reason: String| {
             let _ = events_tx.send(PeerEvent::Error {
@@ -170,6 +177,9 @@ impl MediaSession {
         Self {
             commands,
             mixer,
+            peers: peers_for_session,
+            signals_out: events_tx_signals,
+            video_wanted_sent: std::sync::Mutex::new(HashMap::new()),
             events,
             switches,
             counters,
@@ -231,6 +241,43 @@ impl MediaSession {
     /// Sets the gains of `uid`'s voice in the mix (volume, local mute, spatial pan).
     pub fn set_gain(&self, uid: &str, gain: StereoGain) {
         crate::mixer::lock(&self.mixer).set_gain(uid, gain);
+    }
+
+    /// Adaptive receive: tells `uid` how much of their video we want (paused while they are
+    /// off screen, a bitrate cap while shown small; 0 = no cap). Sent when it changes, and
+    /// again every two seconds (a wish sent before the connection existed would be lost).
+    pub fn want_video_from(&self, uid: &str, paused: bool, max_bitrate_bps: u32) {
+        let mut sent = self
+            .video_wanted_sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if let Some((wish, at)) = sent.get(uid)
+            && *wish == (paused, max_bitrate_bps)
+            && now.duration_since(*at) < Duration::from_secs(2)
+        {
+            return;
+        }
+        sent.insert(uid.to_owned(), ((paused, max_bitrate_bps), now));
+        let _ = self.signals_out.send(PeerEvent::Signal {
+            to: uid.to_owned(),
+            signal: PeerSignal::VideoWanted {
+                paused,
+                max_bitrate_bps,
+            },
+        });
+    }
+
+    /// Video frames sent to `uid` so far (`None` if there is no such peer, or it is busy).
+    pub fn video_frames_sent_to(&self, uid: &str) -> Option<u64> {
+        let peers = self.peers.try_lock().ok()?;
+        peers.get(uid).map(|p| p.video_frames_written())
+    }
+
+    /// What `uid` asked of our video: (paused, bitrate cap).
+    pub fn video_wanted_by(&self, uid: &str) -> Option<(bool, u32)> {
+        let peers = self.peers.try_lock().ok()?;
+        peers.get(uid).map(|p| p.video_wanted())
     }
 
     /// Decode `uid`'s voice or not (proximity culling: a voice out of earshot costs nothing).
@@ -331,6 +378,11 @@ async fn run_actor(
                 let existing = peers.lock().await.get(&from).cloned();
                 let peer = match existing {
                     Some(peer) => peer,
+                    None if !matches!(signal, PeerSignal::Offer { .. }) => {
+                        // Only an offer starts a connection; anything else for a peer we do
+                        // not know (yet, or any more) is stale.
+                        continue;
+                    }
                     None => {
                         // An offer may arrive before we were told about its sender.
                         match Peer::create(
@@ -449,9 +501,21 @@ async fn send_video(
             continue;
         }
         let targets: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
-        if targets.is_empty() {
+        // Adaptive receive: encode for those who watch, at the most any of them wants.
+        let watching: Vec<u32> = targets
+            .iter()
+            .map(|p| p.video_wanted())
+            .filter(|(paused, _)| !paused)
+            .map(|(_, cap)| if cap == 0 { settings.bitrate_bps } else { cap })
+            .collect();
+        if watching.is_empty() {
             continue;
         }
+        let wanted_bitrate = watching
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(settings.bitrate_bps);
         number += 1;
         pattern.render_rgba(
             FrameStamp {
@@ -466,11 +530,15 @@ async fn send_video(
         if switches.keyframe_wanted.swap(false, Ordering::Relaxed) {
             encoder.request_keyframe();
         }
-        let target = switches.target_bitrate.load(Ordering::Relaxed);
-        if target > 0 {
-            // Never above what we were configured for; the encoder rebuilds only on big moves.
-            let _ = encoder.set_bitrate(target.min(settings.bitrate_bps));
-        }
+        let congestion = switches.target_bitrate.load(Ordering::Relaxed);
+        let congestion = if congestion > 0 {
+            congestion
+        } else {
+            settings.bitrate_bps
+        };
+        // Never above what we were configured for, what the link carries, or what the
+        // receivers want; the encoder rebuilds only on big moves.
+        let _ = encoder.set_bitrate(congestion.min(settings.bitrate_bps).min(wanted_bitrate));
         let Ok(Some(encoded)) = encoder.encode(&frame) else {
             continue;
         };

@@ -96,6 +96,14 @@ pub enum PeerSignal {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sdp_mline_index: Option<u16>,
     },
+    /// How much of the sender's video the receiver wants (adaptive receive): none while the
+    /// sender is off screen, a capped bitrate while it is shown small.
+    VideoWanted {
+        /// Stop sending video to me.
+        paused: bool,
+        /// At most this many bits per second (0: no cap).
+        max_bitrate_bps: u32,
+    },
 }
 
 /// A change a participant announces to everyone in the session.

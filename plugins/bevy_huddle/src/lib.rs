@@ -226,6 +226,7 @@ impl Plugin for CallMediaPlugin {
                     follow_local_state,
                     route_peer_signals,
                     apply_audio_routes,
+                    request_video_by_visibility,
                     stop_ended_media,
                 )
                     .chain()

@@ -14,6 +14,8 @@
 //!   participant's connection quality (`ConnectionQualityChanged` when it changes).
 //! - Audio routes (volume, local mute) set each voice's gain in the session's mixer, which a
 //!   timer-paced output pulls every 20 ms; [`MediaStats`] has the output level.
+//! - Adaptive receive: each remote's on-screen size (tile width, in-world surfaces) decides
+//!   what we ask of its sender: paused while hidden, a capped bitrate while small.
 //! - The session stops when the call ends (dropping it closes every connection).
 
 use std::collections::HashMap;
@@ -430,6 +432,60 @@ pub(crate) fn apply_audio_routes(
         }
     }
 }
+
+/// Adaptive receive: what each remote participant's video gets on our screen decides how
+/// much of it we ask for — nothing while it is hidden (no tile shown, no in-world surface), a
+/// capped bitrate while its tile is small, everything otherwise.
+pub(crate) fn request_video_by_visibility(
+    calls: Query<(&CallMediaSession, &CallParticipants, &CallMedia)>,
+    participants: Query<(
+        Entity,
+        &Participant,
+        Has<LocalParticipant>,
+        &ParticipantTiles,
+    )>,
+    tiles: Query<&TileLayout>,
+    surfaces: Query<&crate::surfaces::VideoSurface>,
+) {
+    for (media, members, call_media) in &calls {
+        if call_media.audio_only {
+            continue;
+        }
+        for (entity, who, local, owned) in members.iter().filter_map(|p| participants.get(p).ok()) {
+            if local {
+                continue;
+            }
+            let on_surface = surfaces.iter().any(|s| s.0 == entity);
+            let widest_tile = owned
+                .iter()
+                .filter_map(|t| tiles.get(t).ok())
+                .filter(|layout| layout.visible())
+                .map(|layout| layout.rect.width())
+                .fold(None, |widest: Option<f32>, w| {
+                    Some(widest.map_or(w, |x| x.max(w)))
+                });
+            let (paused, max_bitrate_bps) = match (on_surface, widest_tile) {
+                (true, _) => (false, 0),
+                (false, None) => (true, 0),
+                (false, Some(width)) if width < SMALL_TILE_WIDTH => (false, SMALL_TILE_BITRATE),
+                (false, Some(width)) if width < MEDIUM_TILE_WIDTH => (false, MEDIUM_TILE_BITRATE),
+                (false, Some(_)) => (false, 0),
+            };
+            media
+                .session
+                .want_video_from(&who.uid, paused, max_bitrate_bps);
+        }
+    }
+}
+
+/// Tiles narrower than this (logical px) ask for [`SMALL_TILE_BITRATE`].
+pub const SMALL_TILE_WIDTH: f32 = 240.0;
+/// Bitrate asked for a small tile.
+pub const SMALL_TILE_BITRATE: u32 = 250_000;
+/// Tiles narrower than this ask for [`MEDIUM_TILE_BITRATE`].
+pub const MEDIUM_TILE_WIDTH: f32 = 520.0;
+/// Bitrate asked for a medium tile.
+pub const MEDIUM_TILE_BITRATE: u32 = 800_000;
 
 /// Ended calls stop their media (dropping the session closes every connection).
 pub(crate) fn stop_ended_media(

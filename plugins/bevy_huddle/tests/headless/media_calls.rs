@@ -350,3 +350,89 @@ fn bad_sdp_is_an_error_event_not_a_panic() {
     });
     assert_eq!(call_state(&alice), Some(CallState::InCall));
 }
+
+fn session_of(app: &App) -> &huddle_media::session::MediaSession {
+    let call = active_call(app).expect("call");
+    app.world()
+        .get::<CallMediaSession>(call)
+        .expect("media")
+        .session()
+}
+
+/// Adaptive receive: when bob's layout hides alice (Single mode on carol), bob asks alice for
+/// no video and alice stops sending to bob — but not to carol; a small tile asks for a capped
+/// bitrate; back in the grid, video to bob resumes.
+#[test]
+fn adaptive_receive_pauses_hidden_and_caps_small_tiles() {
+    let stack = Stack::start();
+    let mut apps: Vec<App> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|uid| media_user(&stack, uid))
+        .collect();
+    {
+        let mut refs: Vec<&mut App> = apps.iter_mut().collect();
+        pump(&mut refs, "logins", |apps| {
+            apps.iter_mut().all(|a| online(a))
+        });
+    }
+    for app in apps.iter_mut() {
+        let token = token_for(app, "room");
+        app.world_mut().write_message(StartSession {
+            call_token: token,
+            settings: CallSettings::default(),
+            target: None,
+        });
+    }
+    let mut refs: Vec<&mut App> = apps.iter_mut().collect();
+    pump(&mut refs, "mesh video", |apps| {
+        remote(apps[1], "alice").video_frames_decoded >= 15
+            && remote(apps[2], "alice").video_frames_decoded >= 15
+    });
+    // Bob shows only carol.
+    act(refs[1], CallAction::SetMode(LayoutMode::Single));
+    act(refs[1], CallAction::Pin("carol".into()));
+    pump(&mut refs, "alice hears bob's pause", |apps| {
+        session_of(apps[0])
+            .video_wanted_by("bob")
+            .is_some_and(|(paused, _)| paused)
+    });
+    run_for(&mut refs, Duration::from_millis(300));
+    let to_bob = session_of(refs[0])
+        .video_frames_sent_to("bob")
+        .expect("peer");
+    let to_carol = session_of(refs[0])
+        .video_frames_sent_to("carol")
+        .expect("peer");
+    run_for(&mut refs, Duration::from_millis(800));
+    assert_eq!(
+        session_of(refs[0]).video_frames_sent_to("bob"),
+        Some(to_bob),
+        "nothing sent to a viewer who hides us"
+    );
+    assert!(
+        session_of(refs[0])
+            .video_frames_sent_to("carol")
+            .expect("peer")
+            > to_carol + 10,
+        "carol still watches"
+    );
+
+    // Back to a small grid: bob wants alice again, capped.
+    let bob_call = active_call(refs[1]).expect("call");
+    refs[1]
+        .world_mut()
+        .get_mut::<CallViewport>(bob_call)
+        .expect("viewport")
+        .size = Vec2::new(400.0, 300.0);
+    act(refs[1], CallAction::Unpin);
+    act(refs[1], CallAction::SetMode(LayoutMode::Default));
+    pump(&mut refs, "a capped wish", |apps| {
+        session_of(apps[0]).video_wanted_by("bob")
+            == Some((false, bevy_huddle::media::SMALL_TILE_BITRATE))
+    });
+    pump(&mut refs, "video to bob again", |apps| {
+        session_of(apps[0])
+            .video_frames_sent_to("bob")
+            .is_some_and(|n| n > to_bob + 10)
+    });
+}
