@@ -10,6 +10,7 @@ use bevy::prelude::*;
 use bevy::time::common_conditions::on_timer;
 use bevy_huddle::media::MediaStats;
 use bevy_huddle::prelude::*;
+use huddle::embedded::{JoinOnLogin, join_on_login};
 
 fn main() {
     let server = std::env::var("HUDDLE_SERVER").unwrap_or_else(|_| "ws://127.0.0.1:7878/ws".into());
@@ -22,39 +23,19 @@ fn main() {
         .add_systems(Startup, move |mut commands: Commands| {
             commands.spawn(ServerConnection::dev(server.clone(), "headless-bot"));
         })
+        .insert_resource(JoinOnLogin {
+            session_id: "lobby".into(),
+            settings: CallSettings::default(),
+            target: None,
+        })
         .add_systems(
             Update,
             (
-                join_the_lobby,
+                join_on_login,
                 report.run_if(on_timer(Duration::from_secs(1))),
             ),
         )
         .run();
-}
-
-fn join_the_lobby(
-    mut events: MessageReader<RingingEvent>,
-    mut ringing: MessageWriter<RingingAction>,
-    mut start: MessageWriter<StartSession>,
-) {
-    for event in events.read() {
-        match event {
-            RingingEvent::LoggedIn { .. } => {
-                ringing.write(RingingAction::GenerateToken {
-                    session_id: "lobby".into(),
-                });
-            }
-            RingingEvent::TokenGenerated { call_token, .. } => {
-                start.write(StartSession {
-                    call_token: call_token.clone(),
-                    settings: CallSettings::default(),
-                    target: None,
-                });
-            }
-            RingingEvent::Failed { error } => eprintln!("{}: {error}", error.code()),
-            _ => {}
-        }
-    }
 }
 
 /// Prints, per remote participant, frames decoded and the tone heard.

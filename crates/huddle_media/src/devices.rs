@@ -78,66 +78,73 @@ pub fn enumerate() -> DeviceLists {
     }
 }
 
-/// Plays the mix on the output device named `name` until `stop` is set.
-pub fn start_output(name: &str, mixer: SharedMixer, stop: Arc<AtomicBool>) -> Result<(), String> {
-    let name = name.to_owned();
+/// Builds a cpal stream on its own thread (streams are not `Send` everywhere) and keeps it
+/// playing until `stop` is set; returns once it is playing, or why it could not start.
+fn run_stream(
+    thread_name: String,
+    stop: Arc<AtomicBool>,
+    build: impl FnOnce() -> Result<cpal::Stream, String> + Send + 'static,
+) -> Result<(), String> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     std::thread::Builder::new()
-        .name(format!("audio out {name}"))
-        .spawn(move || {
-            let built = (|| -> Result<cpal::Stream, String> {
-                let host = cpal::default_host();
-                let device = host
-                    .output_devices()
-                    .map_err(|e| e.to_string())?
-                    .find(|d| d.name().is_ok_and(|n| n == name))
-                    .ok_or_else(|| format!("no output device `{name}`"))?;
-                let config = cpal::StreamConfig {
-                    channels: 2,
-                    sample_rate: cpal::SampleRate(SAMPLE_RATE),
-                    buffer_size: cpal::BufferSize::Default,
-                };
-                let mut stereo = vec![0.0f32; FRAME_SAMPLES * 2];
-                let stream = device
-                    .build_output_stream(
-                        &config,
-                        move |data: &mut [f32], _| {
-                            let frames = data.len() / 2;
-                            if stereo.len() < data.len() {
-                                stereo.resize(data.len(), 0.0);
-                            }
-                            match mixer.try_lock() {
-                                Ok(mut mixer) => mixer.mix(&mut stereo, frames),
-                                Err(_) => stereo[..data.len()].fill(0.0),
-                            }
-                            data.copy_from_slice(&stereo[..data.len()]);
-                        },
-                        |err| tracing::warn!("audio output: {err}"),
-                        None,
-                    )
-                    .map_err(|e| format!("cannot open `{name}`: {e}"))?;
-                stream
-                    .play()
-                    .map_err(|e| format!("cannot start `{name}`: {e}"))?;
-                Ok(stream)
-            })();
-            match built {
-                Ok(stream) => {
-                    let _ = ready_tx.send(Ok(()));
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    drop(stream);
+        .name(thread_name)
+        .spawn(move || match build() {
+            Ok(stream) => {
+                let _ = ready_tx.send(Ok(()));
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(err) => {
-                    let _ = ready_tx.send(Err(err));
-                }
+                drop(stream);
+            }
+            Err(err) => {
+                let _ = ready_tx.send(Err(err));
             }
         })
         .map_err(|e| e.to_string())?;
     ready_rx
         .recv_timeout(Duration::from_secs(3))
-        .map_err(|_| "audio output did not start in time".to_owned())?
+        .map_err(|_| "the audio device did not start in time".to_owned())?
+}
+
+/// Plays the mix on the output device named `name` until `stop` is set.
+pub fn start_output(name: &str, mixer: SharedMixer, stop: Arc<AtomicBool>) -> Result<(), String> {
+    let name = name.to_owned();
+    run_stream(format!("audio out {name}"), stop, move || {
+        let host = cpal::default_host();
+        let device = host
+            .output_devices()
+            .map_err(|e| e.to_string())?
+            .find(|d| d.name().is_ok_and(|n| n == name))
+            .ok_or_else(|| format!("no output device `{name}`"))?;
+        let config = cpal::StreamConfig {
+            channels: 2,
+            sample_rate: cpal::SampleRate(SAMPLE_RATE),
+            buffer_size: cpal::BufferSize::Default,
+        };
+        let mut stereo = vec![0.0f32; FRAME_SAMPLES * 2];
+        let stream = device
+            .build_output_stream(
+                &config,
+                move |data: &mut [f32], _| {
+                    let frames = data.len() / 2;
+                    if stereo.len() < data.len() {
+                        stereo.resize(data.len(), 0.0);
+                    }
+                    match mixer.try_lock() {
+                        Ok(mut mixer) => mixer.mix(&mut stereo, frames),
+                        Err(_) => stereo[..data.len()].fill(0.0),
+                    }
+                    data.copy_from_slice(&stereo[..data.len()]);
+                },
+                |err| tracing::warn!("audio output: {err}"),
+                None,
+            )
+            .map_err(|e| format!("cannot open `{name}`: {e}"))?;
+        stream
+            .play()
+            .map_err(|e| format!("cannot start `{name}`: {e}"))?;
+        Ok(stream)
+    })
 }
 
 /// Captures the input device named `name` at 48 kHz into 20 ms mono frames sent on `frames`,
@@ -148,69 +155,47 @@ pub fn start_input(
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
     let name = name.to_owned();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    std::thread::Builder::new()
-        .name(format!("audio in {name}"))
-        .spawn(move || {
-            let built = (|| -> Result<cpal::Stream, String> {
-                let host = cpal::default_host();
-                let device = host
-                    .input_devices()
-                    .map_err(|e| e.to_string())?
-                    .find(|d| d.name().is_ok_and(|n| n == name))
-                    .ok_or_else(|| format!("no input device `{name}`"))?;
-                let channels = device
-                    .default_input_config()
-                    .map(|c| c.channels())
-                    .unwrap_or(1)
-                    .max(1);
-                let config = cpal::StreamConfig {
-                    channels,
-                    sample_rate: cpal::SampleRate(SAMPLE_RATE),
-                    buffer_size: cpal::BufferSize::Default,
-                };
-                let mut pending: Vec<i16> = Vec::with_capacity(FRAME_SAMPLES * 2);
-                let stream = device
-                    .build_input_stream(
-                        &config,
-                        move |data: &[f32], _| {
-                            for frame in data.chunks(usize::from(channels)) {
-                                pending
-                                    .push((frame[0].clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16);
-                                if pending.len() == FRAME_SAMPLES {
-                                    let _ = frames.try_send(std::mem::replace(
-                                        &mut pending,
-                                        Vec::with_capacity(FRAME_SAMPLES),
-                                    ));
-                                }
-                            }
-                        },
-                        |err| tracing::warn!("audio input: {err}"),
-                        None,
-                    )
-                    .map_err(|e| format!("cannot open `{name}`: {e}"))?;
-                stream
-                    .play()
-                    .map_err(|e| format!("cannot start `{name}`: {e}"))?;
-                Ok(stream)
-            })();
-            match built {
-                Ok(stream) => {
-                    let _ = ready_tx.send(Ok(()));
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(100));
+    run_stream(format!("audio in {name}"), stop, move || {
+        let host = cpal::default_host();
+        let device = host
+            .input_devices()
+            .map_err(|e| e.to_string())?
+            .find(|d| d.name().is_ok_and(|n| n == name))
+            .ok_or_else(|| format!("no input device `{name}`"))?;
+        let channels = device
+            .default_input_config()
+            .map(|c| c.channels())
+            .unwrap_or(1)
+            .max(1);
+        let config = cpal::StreamConfig {
+            channels,
+            sample_rate: cpal::SampleRate(SAMPLE_RATE),
+            buffer_size: cpal::BufferSize::Default,
+        };
+        let mut pending: Vec<i16> = Vec::with_capacity(FRAME_SAMPLES * 2);
+        let stream = device
+            .build_input_stream(
+                &config,
+                move |data: &[f32], _| {
+                    for frame in data.chunks(usize::from(channels)) {
+                        pending.push((frame[0].clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16);
+                        if pending.len() == FRAME_SAMPLES {
+                            let _ = frames.try_send(std::mem::replace(
+                                &mut pending,
+                                Vec::with_capacity(FRAME_SAMPLES),
+                            ));
+                        }
                     }
-                    drop(stream);
-                }
-                Err(err) => {
-                    let _ = ready_tx.send(Err(err));
-                }
-            }
-        })
-        .map_err(|e| e.to_string())?;
-    ready_rx
-        .recv_timeout(Duration::from_secs(3))
-        .map_err(|_| "audio input did not start in time".to_owned())?
+                },
+                |err| tracing::warn!("audio input: {err}"),
+                None,
+            )
+            .map_err(|e| format!("cannot open `{name}`: {e}"))?;
+        stream
+            .play()
+            .map_err(|e| format!("cannot start `{name}`: {e}"))?;
+        Ok(stream)
+    })
 }
 
 #[cfg(test)]

@@ -342,24 +342,28 @@ async fn run_actor(
             reason,
         });
     };
+    // Builds the connection to `remote` and registers it.
+    let create = |remote: &str| {
+        let (setup, peers) = (setup(remote), peers.clone());
+        let (events, keyframe_wanted) = (events.clone(), switches.keyframe_wanted.clone());
+        let (counters, loss, mixer) = (counters.clone(), loss.clone(), mixer.clone());
+        async move {
+            let peer = Peer::create(&setup, events, keyframe_wanted, counters, loss, mixer).await?;
+            peers
+                .lock()
+                .await
+                .insert(setup.remote_uid.clone(), peer.clone());
+            Ok::<_, crate::peer::PeerError>(peer)
+        }
+    };
     while let Some(command) = commands.recv().await {
         match command {
             Command::AddPeer(uid) => {
                 if uid == config.local_uid || peers.lock().await.contains_key(&uid) {
                     continue;
                 }
-                match Peer::create(
-                    &setup(&uid),
-                    events.clone(),
-                    switches.keyframe_wanted.clone(),
-                    counters.clone(),
-                    loss.clone(),
-                    mixer.clone(),
-                )
-                .await
-                {
+                match create(&uid).await {
                     Ok(peer) => {
-                        peers.lock().await.insert(uid.clone(), peer.clone());
                         if let Err(err) = peer.start().await {
                             report(&uid, err.to_string());
                         }
@@ -385,20 +389,8 @@ async fn run_actor(
                     }
                     None => {
                         // An offer may arrive before we were told about its sender.
-                        match Peer::create(
-                            &setup(&from),
-                            events.clone(),
-                            switches.keyframe_wanted.clone(),
-                            counters.clone(),
-                            loss.clone(),
-                            mixer.clone(),
-                        )
-                        .await
-                        {
-                            Ok(peer) => {
-                                peers.lock().await.insert(from.clone(), peer.clone());
-                                peer
-                            }
+                        match create(&from).await {
+                            Ok(peer) => peer,
                             Err(err) => {
                                 report(&from, err.to_string());
                                 continue;

@@ -685,6 +685,17 @@ impl Hub {
                 "this call is not ringing for you",
             ));
         }
+        let call = self.mark_accepted(session_id, me, now)?;
+        Ok(Reply::Call { call })
+    }
+
+    /// `me` accepts a live call that rings for them: the call goes on, the log says so, the
+    /// caller hears `outgoing_call_accepted`. Returns the call.
+    fn mark_accepted(&mut self, session_id: &str, me: &str, now: u64) -> HubResult<Call> {
+        let live = self
+            .calls
+            .get_mut(session_id)
+            .ok_or_else(|| HubError::new(ErrorCode::CallNotFound, "no such call"))?;
         live.ringing.retain(|u| u != me);
         live.accepted.push(me.to_owned());
         live.call.status = CallStatus::Ongoing;
@@ -698,7 +709,7 @@ impl Hub {
                 by: me.to_owned(),
             },
         );
-        Ok(Reply::Call { call })
+        Ok(call)
     }
 
     /// Removes a live call with a final status, logging it.
@@ -975,19 +986,7 @@ impl Hub {
                     && live.call.receiver_type == ReceiverType::Group
                 {
                     // Joining a ringing group call accepts it.
-                    live.ringing.retain(|u| u != me);
-                    live.accepted.push(me.to_owned());
-                    live.call.status = CallStatus::Ongoing;
-                    let call = live.call.clone();
-                    self.store
-                        .set_call_status(session_id, CallStatus::Ongoing, now)?;
-                    self.send_to_user(
-                        &call.initiator.uid,
-                        ServerEvent::OutgoingCallAccepted {
-                            call: call.clone(),
-                            by: me.to_owned(),
-                        },
-                    );
+                    self.mark_accepted(session_id, me, now)?;
                 }
                 let live = &self.calls[session_id];
                 if !live.involves(me) {
