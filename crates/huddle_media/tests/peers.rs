@@ -77,9 +77,24 @@ fn pump(
     }
 }
 
+/// Sockets this process has open (from /proc/self/fd).
+fn open_sockets() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|fds| {
+            fds.filter_map(Result::ok)
+                .filter(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Alice and Bob connect; each decodes the other's pattern with increasing frame numbers at
 /// 320×180, and hears the other's tone; congestion control sets a target bitrate. Muting stops audio packets (the sender's counter
-/// stalls, the receiver gets nothing new); unmuting resumes them.
+/// stalls, the receiver gets nothing new); unmuting resumes them. Removing a peer and closing
+/// the sessions releases every socket the connections opened.
 #[test]
 fn two_sessions_exchange_video_and_audio_and_mute_stops_packets() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -87,6 +102,7 @@ fn two_sessions_exchange_video_and_audio_and_mute_stops_packets() {
         .enable_all()
         .build()
         .expect("rt");
+    let sockets_before = open_sockets();
     let alice = MediaSession::start(runtime.handle(), config("alice"));
     let bob = MediaSession::start(runtime.handle(), config("bob"));
     alice.add_peer("bob");
@@ -165,6 +181,26 @@ fn two_sessions_exchange_video_and_audio_and_mute_stops_packets() {
         received["bob"].audio_frames > heard_at_mute + 20,
         "unmuted: audio flows again"
     );
+    assert!(
+        open_sockets() > sockets_before,
+        "the peers opened UDP sockets"
+    );
+
+    // Bob leaves alice's session: his connection is torn down; closing both releases every
+    // socket the peers opened.
+    alice.remove_peer("bob");
+    pump(&sessions, &mut received, Duration::from_millis(500), |_| {
+        false
+    });
     alice.close();
     bob.close();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_sockets() > sockets_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        open_sockets() <= sockets_before,
+        "sockets leaked: {} > {sockets_before}",
+        open_sockets()
+    );
 }
