@@ -248,14 +248,11 @@ fn audio_only_call_switches_to_video() {
     ));
 }
 
-/// Three apps in one session (full mesh): each decodes the other two; when one leaves, the
-/// other two keep receiving each other.
-#[test]
-fn three_party_mesh_survives_a_leaver() {
-    let stack = Stack::start();
+/// Alice, bob and carol log in and start the session "room" (direct call, full mesh).
+fn three_in_a_room(stack: &Stack) -> Vec<App> {
     let mut apps: Vec<App> = ["alice", "bob", "carol"]
         .iter()
-        .map(|uid| media_user(&stack, uid))
+        .map(|uid| media_user(stack, uid))
         .collect();
     {
         let mut refs: Vec<&mut App> = apps.iter_mut().collect();
@@ -271,6 +268,15 @@ fn three_party_mesh_survives_a_leaver() {
             target: None,
         });
     }
+    apps
+}
+
+/// Three apps in one session (full mesh): each decodes the other two; when one leaves, the
+/// other two keep receiving each other.
+#[test]
+fn three_party_mesh_survives_a_leaver() {
+    let stack = Stack::start();
+    let mut apps = three_in_a_room(&stack);
     let uids = ["alice", "bob", "carol"];
     {
         let mut refs: Vec<&mut App> = apps.iter_mut().collect();
@@ -365,24 +371,7 @@ fn session_of(app: &App) -> &huddle_media::session::MediaSession {
 #[test]
 fn adaptive_receive_pauses_hidden_and_caps_small_tiles() {
     let stack = Stack::start();
-    let mut apps: Vec<App> = ["alice", "bob", "carol"]
-        .iter()
-        .map(|uid| media_user(&stack, uid))
-        .collect();
-    {
-        let mut refs: Vec<&mut App> = apps.iter_mut().collect();
-        pump(&mut refs, "logins", |apps| {
-            apps.iter_mut().all(|a| online(a))
-        });
-    }
-    for app in apps.iter_mut() {
-        let token = token_for(app, "room");
-        app.world_mut().write_message(StartSession {
-            call_token: token,
-            settings: CallSettings::default(),
-            target: None,
-        });
-    }
+    let mut apps = three_in_a_room(&stack);
     let mut refs: Vec<&mut App> = apps.iter_mut().collect();
     pump(&mut refs, "mesh video", |apps| {
         remote(apps[1], "alice").video_frames_decoded >= 15
