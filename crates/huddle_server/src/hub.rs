@@ -116,7 +116,12 @@ struct Member {
     info: SessionParticipant,
     conn: Option<ConnId>,
     gone_since: Option<u64>,
+    /// Peer signals that arrived while they were reconnecting, delivered when they rejoin.
+    held_signals: Vec<ServerEvent>,
 }
+
+/// Most peer signals held for a reconnecting participant.
+const MAX_HELD_SIGNALS: usize = 64;
 
 struct Session {
     one_to_one: bool,
@@ -712,6 +717,22 @@ impl Hub {
         Ok(call)
     }
 
+    /// A call that will never be answered (rejected, cancelled, unanswered): the caller may
+    /// already be waiting in its session, which ends too.
+    fn close_waiting_session(&mut self, session_id: &str) {
+        if let Some(session) = self.sessions.remove(session_id) {
+            for conn in session.members.iter().filter_map(|m| m.conn) {
+                self.send_to_conn(
+                    conn,
+                    ServerEvent::SessionEnded {
+                        session_id: session_id.to_owned(),
+                        reason: SessionEndReason::Ended,
+                    },
+                );
+            }
+        }
+    }
+
     /// Removes a live call with a final status, logging it.
     fn finish_call(&mut self, session_id: &str, status: CallStatus, now: u64) -> Option<LiveCall> {
         let mut live = self.calls.remove(session_id)?;
@@ -748,6 +769,7 @@ impl Hub {
                 let Some(live) = self.finish_call(session_id, CallStatus::Cancelled, now) else {
                     return Err(self.not_live(session_id));
                 };
+                self.close_waiting_session(session_id);
                 for uid in &live.ringing {
                     self.send_to_user(
                         uid,
@@ -772,6 +794,7 @@ impl Hub {
                 if !group || everyone_declined {
                     let final_status = if group { CallStatus::Rejected } else { status };
                     if let Some(live) = self.finish_call(session_id, final_status, now) {
+                        self.close_waiting_session(session_id);
                         call = live.call;
                         self.send_to_user(
                             &call.initiator.uid,
@@ -952,14 +975,28 @@ impl Hub {
             .get_mut(session_id)
             .and_then(|s| s.member_mut(me))
         {
-            if member.conn.is_some() {
-                return Err(HubError::new(
-                    ErrorCode::CallAlreadyJoined,
-                    "you already joined this session",
-                ));
+            match member.conn {
+                Some(current) if current == conn => {
+                    return Err(HubError::new(
+                        ErrorCode::CallAlreadyJoined,
+                        "you already joined this session",
+                    ));
+                }
+                // The same user on a new connection (the old one may be half-open after a
+                // network change): the new one takes the place, the old one is closed.
+                Some(old) => {
+                    self.out
+                        .push(Out::Close(old, 1000, "replaced by a new connection".into()))
+                }
+                None => {}
             }
             member.conn = Some(conn);
             member.gone_since = None;
+            let held = std::mem::take(&mut member.held_signals);
+            for event in held {
+                self.after_reply
+                    .push(Out::Send(conn, ServerFrame::event(event)));
+            }
             let session = &self.sessions[session_id];
             return Ok(Reply::Joined {
                 session_id: session_id.to_owned(),
@@ -1042,6 +1079,7 @@ impl Hub {
             info: info.clone(),
             conn: Some(conn),
             gone_since: None,
+            held_signals: Vec::new(),
         });
         session.alone_since = (session.members.len() == 1).then_some(now);
         let participants = session.participants();
@@ -1114,15 +1152,24 @@ impl Hub {
                 format!("no participant `{to}` in this session"),
             )
         })?;
-        if let Some(conn) = target.conn {
-            self.send_to_conn(
-                conn,
-                ServerEvent::Signal {
-                    session_id: session_id.to_owned(),
-                    from: me.to_owned(),
-                    signal,
-                },
-            );
+        let event = ServerEvent::Signal {
+            session_id: session_id.to_owned(),
+            from: me.to_owned(),
+            signal,
+        };
+        match target.conn {
+            Some(conn) => self.send_to_conn(conn, event),
+            None => {
+                // Reconnecting: hold it for their rejoin (the offer is sent only once).
+                if let Some(member) = self
+                    .sessions
+                    .get_mut(session_id)
+                    .and_then(|s| s.member_mut(to))
+                    && member.held_signals.len() < MAX_HELD_SIGNALS
+                {
+                    member.held_signals.push(event);
+                }
+            }
         }
         Ok(Reply::Ok)
     }
@@ -1199,17 +1246,7 @@ impl Hub {
                     );
                 }
                 // The caller may be waiting in the session alone: it ends too.
-                if let Some(session) = self.sessions.remove(&session_id) {
-                    for conn in session.members.iter().filter_map(|m| m.conn) {
-                        self.send_to_conn(
-                            conn,
-                            ServerEvent::SessionEnded {
-                                session_id: session_id.clone(),
-                                reason: SessionEndReason::Ended,
-                            },
-                        );
-                    }
-                }
+                self.close_waiting_session(&session_id);
             }
         }
         let grace = self.config.reconnect_grace_ms;

@@ -61,12 +61,21 @@ enum Outgoing {
     Close(u16, String),
 }
 
+/// A connection that sends nothing (not even a ping) for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Depth of each connection's outgoing queue; a client that lets it fill is closed.
 const OUTGOING_QUEUE: usize = 1024;
 
+/// One connection's outgoing queue, and a way to make its reader give up.
+struct Writer {
+    queue: mpsc::Sender<Outgoing>,
+    kill: Arc<tokio::sync::Notify>,
+}
+
 pub(crate) struct Shared {
     hub: Mutex<Hub>,
-    writers: Mutex<HashMap<ConnId, mpsc::Sender<Outgoing>>>,
+    writers: Mutex<HashMap<ConnId, Writer>>,
     next_conn: AtomicU64,
     api_key: Option<String>,
     login_timeout: Duration,
@@ -106,19 +115,19 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn writers(&self) -> MutexGuard<'_, HashMap<ConnId, mpsc::Sender<Outgoing>>> {
+    fn writers(&self) -> MutexGuard<'_, HashMap<ConnId, Writer>> {
         self.writers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `f` on the hub and delivers what it queued.
+    /// Frames are queued while the hub is still locked, so every client gets them in the
+    /// order the hub produced them (lock order: hub, then writers; never the reverse).
     pub(crate) fn with_hub<T>(&self, f: impl FnOnce(&mut Hub) -> T) -> T {
-        let (value, outs) = {
-            let mut hub = self.hub();
-            let value = f(&mut hub);
-            (value, hub.drain())
-        };
+        let mut hub = self.hub();
+        let value = f(&mut hub);
+        let outs = hub.drain();
         self.deliver(outs);
         value
     }
@@ -140,10 +149,12 @@ impl Shared {
                 Out::Close(conn, code, reason) => (conn, Outgoing::Close(code, reason)),
             };
             if let Some(writer) = writers.get(&conn)
-                && writer.try_send(item).is_err()
+                && writer.queue.try_send(item).is_err()
             {
+                // Its queue is full: the close could not be queued either, so its reader is
+                // told to give up, which disconnects it (and frees its place for a rejoin).
                 tracing::warn!("connection {conn} is not reading its frames; closing it");
-                let _ = writer.try_send(Outgoing::Close(1008, "too slow".into()));
+                writer.kill.notify_one();
             }
         }
     }
@@ -209,6 +220,8 @@ impl TokenBucket {
         self.tokens = (self.tokens + elapsed * self.rate.per_second).min(self.rate.burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
+            // Good behaviour slowly forgives past bursts: only a sustained flood is closed.
+            self.over = self.over.saturating_sub(1);
             true
         } else {
             self.over += 1;
@@ -227,7 +240,14 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
-    shared.writers().insert(conn, tx.clone());
+    let kill = Arc::new(tokio::sync::Notify::new());
+    shared.writers().insert(
+        conn,
+        Writer {
+            queue: tx.clone(),
+            kill: kill.clone(),
+        },
+    );
     shared.with_hub(|hub| hub.connect(conn));
     let writer = tokio::spawn(async move {
         while let Some(item) = rx.recv().await {
@@ -262,8 +282,15 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     let mut we_closed = false;
     loop {
         let logged_in = shared.hub().is_logged_in(conn);
+        let idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
         let message = tokio::select! {
             message = stream.next() => message,
+            () = kill.notified() => break,
+            () = tokio::time::sleep_until(idle_deadline) => {
+                close(1001, "idle: no frame for 60 s");
+                we_closed = true;
+                break;
+            }
             () = tokio::time::sleep_until(login_deadline), if !logged_in => {
                 close(1008, "login timeout");
                 we_closed = true;
@@ -274,6 +301,14 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
             None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
+                if !bucket.take() {
+                    if bucket.over > shared.rate.close_after {
+                        close(1008, "rate limit exceeded");
+                        we_closed = true;
+                        break;
+                    }
+                    continue;
+                }
                 shared.with_hub(|hub| {
                     hub.reject_malformed(
                         conn,

@@ -272,3 +272,69 @@ async fn reconnect_during_a_call() {
         ServerEvent::SessionEnded { .. }
     ));
 }
+
+/// A participant whose old connection is still open (half-open after a network change) joins
+/// again from a new one: the new connection takes the place and the old one is closed. A
+/// signal sent to someone in their reconnect grace is held and delivered when they rejoin.
+#[tokio::test]
+async fn rejoin_takes_over_and_held_signals_arrive() {
+    let server = TestServer::dev().await;
+    let mut alice = Client::login(&server, "alice").await;
+    let mut bob = Client::login(&server, "bob").await;
+    let sid = call_in_progress(&mut alice, &mut bob).await;
+    let mut bob_again = Client::login(&server, "bob").await;
+    assert_eq!(bob_again.join(&sid).await, vec!["alice", "bob"]);
+    assert_eq!(
+        bob.closed().await,
+        Closed::Code(1000),
+        "the old connection is replaced"
+    );
+
+    drop(bob_again);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let offer = PeerSignal::Offer {
+        sdp: "v=0\r\n".into(),
+    };
+    alice
+        .request(Request::Signal {
+            session_id: sid.clone(),
+            to: "bob".into(),
+            signal: offer.clone(),
+        })
+        .await
+        .expect("accepted while bob reconnects");
+    let mut bob_third = Client::login(&server, "bob").await;
+    bob_third.join(&sid).await;
+    let ServerEvent::Signal { from, signal, .. } = bob_third.event().await else {
+        panic!("held signal")
+    };
+    assert_eq!((from.as_str(), signal), ("alice", offer));
+}
+
+/// A caller already waiting in the session of a call that gets rejected is let go at once
+/// (the session ends), instead of staying busy until the idle timeout.
+#[tokio::test]
+async fn rejected_call_releases_a_waiting_caller() {
+    let server = TestServer::dev().await;
+    let mut alice = Client::login(&server, "alice").await;
+    let mut bob = Client::login(&server, "bob").await;
+    let sid = alice.call_user("bob").await;
+    alice.join(&sid).await;
+    bob.event().await;
+    bob.request(Request::RejectCall {
+        session_id: sid.clone(),
+        status: CallStatus::Rejected,
+    })
+    .await
+    .expect("reject");
+    let mut ended = false;
+    for _ in 0..2 {
+        if let ServerEvent::SessionEnded { .. } = alice.event().await {
+            ended = true;
+        }
+    }
+    assert!(ended, "alice's waiting session ended");
+    let _carol = Client::login(&server, "carol").await;
+    let next = alice.call_user("carol").await;
+    assert!(next.starts_with("call-"), "alice is free to call again");
+}
