@@ -146,6 +146,11 @@ impl Drop for ClientHandle {
     }
 }
 
+/// How often the client pings the server (the server closes sockets silent for 60 s).
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// Request id of heartbeat pings (their answers are not passed on).
+const HEARTBEAT_ID: u64 = u64::MAX - 1;
+
 /// Depth of the command queue.
 const COMMAND_QUEUE: usize = 1024;
 
@@ -183,19 +188,31 @@ async fn run(
     events: Sender<ClientEvent>,
 ) {
     let mut pending: VecDeque<(u64, Request)> = VecDeque::new();
+    let mut in_flight: std::collections::HashSet<u64> = std::collections::HashSet::new();
     let mut delay = config.backoff.initial;
     let mut offline_since: Option<tokio::time::Instant> = None;
     let mut connected_before = false;
     loop {
-        match connect_once(
+        let outcome = connect_once(
             &mut config,
             &mut commands,
             &events,
             &mut pending,
+            &mut in_flight,
             connected_before,
         )
-        .await
-        {
+        .await;
+        // Requests sent on a socket that dropped will never be answered: say so.
+        for id in in_flight.drain() {
+            let _ = events.send(ClientEvent::Answer {
+                id,
+                result: Err(ErrorBody {
+                    code: ErrorCode::UnknownApiError,
+                    message: "the connection dropped before the answer".into(),
+                }),
+            });
+        }
+        match outcome {
             (SessionEnd::Shutdown, _) => return,
             (SessionEnd::Refused(error), _) => {
                 let _ = events.send(ClientEvent::GaveUp {
@@ -247,6 +264,7 @@ async fn connect_once(
     commands: &mut mpsc::Receiver<ClientCommand>,
     events: &Sender<ClientEvent>,
     pending: &mut VecDeque<(u64, Request)>,
+    in_flight: &mut std::collections::HashSet<u64>,
     reconnected: bool,
 ) -> (SessionEnd, bool) {
     let ws = match tokio::time::timeout(
@@ -303,8 +321,8 @@ async fn connect_once(
             auth_token,
             contacts,
         }) => {
-            // Log in with the token from now on (dev login issues one).
-            config.auth_token = Some(auth_token.clone());
+            // A dev login logs in again by uid after a reconnect (the server may have been
+            // restarted with a fresh store that does not know the token it issued).
             let _ = events.send(ClientEvent::Connected {
                 user,
                 auth_token,
@@ -329,10 +347,24 @@ async fn connect_once(
             pending.push_front((id, request));
             return (SessionEnd::Dropped(reason), true);
         }
+        in_flight.insert(id);
     }
+    // A ping every 15 s; a server silent for 40 s is taken for gone (half-open sockets).
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > HEARTBEAT * 8 / 3 {
+                    return (SessionEnd::Dropped("the server stopped answering".into()), true);
+                }
+                if let Err(reason) = send_request(&mut sink, HEARTBEAT_ID, Request::Ping).await {
+                    return (SessionEnd::Dropped(reason), true);
+                }
+            }
             message = stream.next() => {
+                last_heard = tokio::time::Instant::now();
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Close(frame))) => {
@@ -348,6 +380,12 @@ async fn connect_once(
                     tracing::warn!("unparsable frame from server: {text}");
                     continue;
                 };
+                if let Some(id) = frame.re {
+                    if id == HEARTBEAT_ID {
+                        continue;
+                    }
+                    in_flight.remove(&id);
+                }
                 let event = match (frame.re, frame.payload) {
                     (Some(id), ServerPayload::Reply(reply)) => ClientEvent::Answer { id, result: Ok(reply) },
                     (Some(id), ServerPayload::Error { error, .. }) => ClientEvent::Answer { id, result: Err(error) },
@@ -371,6 +409,7 @@ async fn connect_once(
                         pending.push_back((id, request));
                         return (SessionEnd::Dropped(reason), true);
                     }
+                    in_flight.insert(id);
                 }
                 Some(ClientCommand::DropConnection) => {
                     return (SessionEnd::Dropped("dropped on request".into()), true);

@@ -329,6 +329,9 @@ struct PendingFrame {
     first_seen: Instant,
 }
 
+/// Most frames kept waiting for their missing packets.
+const MAX_PENDING_FRAMES: usize = 16;
+
 /// How long an incomplete frame may hold back newer complete ones.
 const FRAME_WAIT: Duration = Duration::from_millis(120);
 
@@ -428,6 +431,15 @@ impl FrameAssembler {
                 if ok && !access_unit.is_empty() {
                     out.push(access_unit.freeze());
                 }
+                continue;
+            }
+            // Never hold more than a handful of frames: a stream that never completes a frame
+            // (heavy loss, no marker bits) must not grow without bound.
+            if self.frames.len() > MAX_PENDING_FRAMES {
+                self.frames.remove(&first_key);
+                self.previous_end = None;
+                self.depacketizer = H264Packet::default();
+                gave_up = true;
                 continue;
             }
             let newer_complete = self
@@ -806,6 +818,11 @@ impl Peer {
             counters,
         });
         Ok(peer)
+    }
+
+    /// Whether the remote side's description was applied (negotiation happened).
+    pub async fn has_remote_description(&self) -> bool {
+        self.pc.remote_description().await.is_some()
     }
 
     /// The remote participant.

@@ -380,6 +380,20 @@ async fn run_actor(
             }
             Command::Signal { from, signal } => {
                 let existing = peers.lock().await.get(&from).cloned();
+                // A fresh offer for a peer we already have means they started over (their
+                // app restarted, or the link was rebuilt): replace the old connection.
+                let existing = match existing {
+                    Some(old)
+                        if matches!(signal, PeerSignal::Offer { .. })
+                            && !old.is_offerer()
+                            && old.has_remote_description().await =>
+                    {
+                        peers.lock().await.remove(&from);
+                        old.close().await;
+                        None
+                    }
+                    other => other,
+                };
                 let peer = match existing {
                     Some(peer) => peer,
                     None if !matches!(signal, PeerSignal::Offer { .. }) => {
@@ -562,10 +576,17 @@ async fn send_audio(
     while !switches.closed.load(Ordering::Relaxed) {
         ticker.tick().await;
         match &microphone {
-            Some(frames) => match frames.try_recv() {
-                Ok(frame) if frame.len() == FRAME_SAMPLES => samples.copy_from_slice(&frame),
-                _ => samples.fill(0),
-            },
+            Some(frames) => {
+                // If the microphone runs a little fast, skip to the newest frames so latency
+                // never builds up.
+                while frames.len() > 2 {
+                    let _ = frames.try_recv();
+                }
+                match frames.try_recv() {
+                    Ok(frame) if frame.len() == FRAME_SAMPLES => samples.copy_from_slice(&frame),
+                    _ => samples.fill(0),
+                }
+            }
             None => tone.fill(&mut samples),
         }
         if switches.audio_muted.load(Ordering::Relaxed) {

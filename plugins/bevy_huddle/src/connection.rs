@@ -522,7 +522,8 @@ pub(crate) fn drain_connections(
 
 /// After a reconnect, each live call joins its session again.
 fn rejoin_calls(connection: Entity, link: &mut ConnectionLink, bridge: &Bridge) {
-    let rejoins: Vec<(Entity, String, String)> = bridge
+    // In the session: rejoin and reconcile. Still joining: the join was lost, join afresh.
+    let rejoins: Vec<(Entity, String, String, bool)> = bridge
         .calls
         .iter()
         .filter(|(_, _, state, via, token)| {
@@ -530,11 +531,14 @@ fn rejoin_calls(connection: Entity, link: &mut ConnectionLink, bridge: &Bridge) 
                 && token.is_some()
                 && via.is_some_and(|v| v.0 == connection)
         })
-        .filter_map(|(entity, call, _, _, token)| {
-            token.map(|t| (entity, call.session_id.clone(), t.0.clone()))
+        .filter_map(|(entity, call, state, _, token)| {
+            token.map(|t| {
+                let rejoin = *state == CallState::InCall;
+                (entity, call.session_id.clone(), t.0.clone(), rejoin)
+            })
         })
         .collect();
-    for (call, session_id, call_token) in rejoins {
+    for (call, session_id, call_token, rejoin) in rejoins {
         link.request(
             Request::JoinSession {
                 session_id,
@@ -543,7 +547,7 @@ fn rejoin_calls(connection: Entity, link: &mut ConnectionLink, bridge: &Bridge) 
                 audio_muted: false,
                 video_paused: false,
             },
-            Pending::Join { call, rejoin: true },
+            Pending::Join { call, rejoin },
         );
     }
 }
@@ -619,6 +623,9 @@ fn route_answer(
                 bridge.update(call, SessionChange::Joined { local, others });
             }
         }
+        // The socket dropped before the answer: the join is sent again after the reconnect.
+        (Pending::Join { .. }, Err(error))
+            if error.code == huddle_protocol::ErrorCode::UnknownApiError => {}
         (Pending::Join { call, .. }, Err(error)) => {
             let error = server_error(error);
             let code = error.code().as_str().to_owned();
@@ -774,6 +781,9 @@ fn pick_connection<'a>(
 ) -> Option<(Entity, Mut<'a, ConnectionLink>, Option<String>)> {
     let mut chosen = None;
     for (entity, link, status) in connections.iter_mut() {
+        if matches!(status, ConnectionStatus::Offline { .. }) {
+            continue;
+        }
         let token = match status {
             ConnectionStatus::Online { auth_token, .. } => Some(auth_token.clone()),
             _ => None,
@@ -822,7 +832,7 @@ pub(crate) fn send_requests(
             continue;
         };
         let settings = &info.settings;
-        link.request(
+        let sent = link.request(
             Request::JoinSession {
                 session_id: info.session_id.clone(),
                 call_token: token.0.clone(),
@@ -835,6 +845,19 @@ pub(crate) fn send_requests(
                 rejoin: false,
             },
         );
+        if !sent {
+            let code = HuddleError::NotConnected.code().as_str().to_owned();
+            updates.write(SessionUpdate {
+                call,
+                change: SessionChange::Failed(HuddleError::NotConnected),
+            });
+            updates.write(SessionUpdate {
+                call,
+                change: SessionChange::Ended {
+                    reason: EndReason::Failed(code),
+                },
+            });
+        }
         commands.entity(call).insert(ViaConnection(connection));
     }
     let actions: Vec<RingingAction> = ringing.read().cloned().collect();
@@ -851,7 +874,11 @@ pub(crate) fn send_requests(
                 for action in actions {
                     let (request, pending) =
                         ringing_request(action, auth_token.clone().unwrap_or_default());
-                    link.request(request, pending);
+                    if !link.request(request, pending) {
+                        failures.write(RingingEvent::Failed {
+                            error: HuddleError::NotConnected,
+                        });
+                    }
                 }
             }
         }

@@ -91,7 +91,8 @@ pub struct RemoteMediaStats {
     pub video_size: UVec2,
     /// Decoded frames per second over the last second.
     pub video_fps: f32,
-    /// Capture → decoded latency of each stamped frame, in milliseconds.
+    /// Capture → decoded latency of the last stamped frames (at most 10 minutes at 30 fps),
+    /// in milliseconds.
     pub video_latency_ms: Vec<u32>,
     /// Audio frames decoded (20 ms each).
     pub audio_frames_decoded: u64,
@@ -121,6 +122,9 @@ pub struct MediaStats {
     /// RMS of the last mixed frame, left and right, 0..=1.
     pub output_rms: (f32, f32),
 }
+
+/// Latency samples kept per remote participant.
+const MAX_LATENCY_SAMPLES: usize = 18_000;
 
 /// Connection quality from loss and round-trip time: excellent under 2 % loss and 150 ms,
 /// good under 5 % and 300 ms, poor under 15 %, bad beyond.
@@ -295,6 +299,9 @@ pub(crate) fn drain_call_media(
                     remote.recent_frames.push(now);
                     if let Some(stamp) = frame.stamp {
                         remote.last_frame_number = Some(stamp.frame);
+                        if remote.video_latency_ms.len() >= MAX_LATENCY_SAMPLES {
+                            remote.video_latency_ms.remove(0);
+                        }
                         remote
                             .video_latency_ms
                             .push(wall_clock_ms().wrapping_sub(stamp.capture_ms));
@@ -342,7 +349,19 @@ pub(crate) fn drain_call_media(
                         },
                     });
                 }
-                PeerEvent::Connected { .. } | PeerEvent::Disconnected { .. } => {}
+                PeerEvent::Disconnected { uid, .. } => {
+                    // A failed link (ICE lost after a network change) is rebuilt if they are
+                    // still in the call.
+                    let present = members
+                        .iter()
+                        .filter_map(|p| participants.get(p).ok())
+                        .any(|(who, _)| who.uid == uid);
+                    if present {
+                        media.session.remove_peer(&uid);
+                        media.session.add_peer(&uid);
+                    }
+                }
+                PeerEvent::Connected { .. } => {}
             }
         }
         let mix = media.session.mix_stats();
