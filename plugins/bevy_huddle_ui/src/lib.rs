@@ -1,6 +1,75 @@
-//! The default Huddle call UI (button bar, ringing dialogs, participants panel, device menus),
-//! on bevy_egui, over the tiles that `bevy_huddle` lays out.
+//! # bevy_huddle_ui: the default call UI
 //!
-//! Not built yet: this crate reserves its place in the layering (`bevy_huddle ←
-//! bevy_huddle_ui ← huddle`). Until it lands, the desktop demo drives calls with keyboard
-//! shortcuts and shows a status line.
+//! Add [`HuddleUiPlugin`] after [`bevy_huddle::HuddlePlugins`] and the active call gets a
+//! button bar, ringing screens, outcome toasts, a participants panel and keyboard shortcuts,
+//! drawn with bevy_egui over the tiles `bevy_huddle` lays out.
+//!
+//! The UI is split so everything but the drawing runs in a headless `App`:
+//!
+//! 1. [`ringing`] (`Update`, after [`HuddleSystems::Apply`]): [`RingingEvent`]s become
+//!    [`RingingScreens`] (the incoming and outgoing call being shown, and toasts for outcomes:
+//!    rejected, busy, unanswered, cancelled). A [`RingingChoice`] (Accept / Reject / Busy /
+//!    Cancel) becomes the matching [`RingingAction`]; an accepted call is joined
+//!    (token → [`StartSession`]) when [`CallUiConfig::join_accepted_calls`] is on.
+//! 2. [`bar`]: which [`CallButton`]s the bar shows for the call's settings
+//!    ([`bar_buttons`]) and which [`CallAction`] each press sends ([`CallButton::action`]).
+//! 3. [`shortcuts`] (`Update`, before [`HuddleSystems::Apply`]): M mutes, V pauses video,
+//!    H raises/lowers the hand, Esc leaves; a game turns them off with
+//!    [`CallShortcuts::enabled`].
+//! 4. `draw` (feature `egui`, `EguiPrimaryContextPass`): paints 1–3 with egui and writes the
+//!    same [`RingingChoice`]s and [`CallAction`]s a test writes by hand.
+//!
+//! [`HuddleSystems::Apply`]: bevy_huddle::HuddleSystems::Apply
+//! [`RingingEvent`]: bevy_huddle::RingingEvent
+//! [`RingingAction`]: bevy_huddle::RingingAction
+//! [`StartSession`]: bevy_huddle::StartSession
+//! [`CallAction`]: bevy_huddle::CallAction
+
+use bevy::prelude::*;
+use bevy_huddle::HuddleSystems;
+
+pub mod bar;
+#[cfg(feature = "egui")]
+mod draw;
+pub mod ringing;
+pub mod shortcuts;
+
+pub use bar::{BarState, CallButton, bar_buttons};
+pub use ringing::{CallUiConfig, RingingChoice, RingingScreens, Toast};
+pub use shortcuts::CallShortcuts;
+
+/// The UI's state, ringing flow and shortcuts, without drawing (works under `MinimalPlugins`).
+#[derive(Default)]
+pub struct HuddleUiStatePlugin;
+
+impl Plugin for HuddleUiStatePlugin {
+    fn build(&self, app: &mut App) {
+        app.init_resource::<RingingScreens>()
+            .init_resource::<CallUiConfig>()
+            .init_resource::<CallShortcuts>()
+            .add_message::<RingingChoice>()
+            .add_systems(
+                Update,
+                (
+                    shortcuts::apply_shortcuts.before(HuddleSystems::Apply),
+                    (ringing::follow_ringing, ringing::apply_ringing_choices)
+                        .chain()
+                        .after(HuddleSystems::Apply),
+                ),
+            );
+    }
+}
+
+/// The whole default UI: [`HuddleUiStatePlugin`] plus the egui drawing (feature `egui`).
+///
+/// Adds bevy_egui's `EguiPlugin` unless the app already has it.
+#[derive(Default)]
+pub struct HuddleUiPlugin;
+
+impl Plugin for HuddleUiPlugin {
+    fn build(&self, app: &mut App) {
+        app.add_plugins(HuddleUiStatePlugin);
+        #[cfg(feature = "egui")]
+        draw::build(app);
+    }
+}

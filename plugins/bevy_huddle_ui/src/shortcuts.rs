@@ -1,0 +1,73 @@
+//! Keyboard shortcuts for the active call: M mute, V video, H hand, Esc leave.
+
+use bevy::prelude::*;
+use bevy_huddle::prelude::*;
+
+use crate::bar::{BarState, CallButton};
+
+/// Which keys drive the active call; a game that needs the keys sets `enabled = false`.
+#[derive(Resource, Clone, Debug, PartialEq, Eq)]
+pub struct CallShortcuts {
+    /// Shortcuts are active.
+    pub enabled: bool,
+    /// Toggles the microphone.
+    pub mute: KeyCode,
+    /// Toggles the camera.
+    pub video: KeyCode,
+    /// Raises or lowers the hand.
+    pub hand: KeyCode,
+    /// Leaves the call.
+    pub leave: KeyCode,
+}
+
+impl Default for CallShortcuts {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            mute: KeyCode::KeyM,
+            video: KeyCode::KeyV,
+            hand: KeyCode::KeyH,
+            leave: KeyCode::Escape,
+        }
+    }
+}
+
+/// Turns shortcut presses into [`CallAction`]s for the active, joined call.
+pub(crate) fn apply_shortcuts(
+    shortcuts: Res<CallShortcuts>,
+    keys: Option<Res<ButtonInput<KeyCode>>>,
+    active: Res<ActiveCall>,
+    calls: Query<(&CallState, &CallMedia, &CallLayout, &CallParticipants)>,
+    locals: Query<&ParticipantState, With<LocalParticipant>>,
+    mut actions: MessageWriter<CallAction>,
+) {
+    let Some(keys) = keys else { return };
+    if !shortcuts.enabled {
+        return;
+    }
+    let Some((state, media, layout, participants)) = active.0.and_then(|c| calls.get(c).ok())
+    else {
+        return;
+    };
+    if !matches!(state, CallState::InCall) {
+        return;
+    }
+    let local = participants.iter().find_map(|p| locals.get(p).ok());
+    let bar = BarState::of(media, layout, local);
+    let pressed = [
+        (shortcuts.mute, CallButton::Mute),
+        (shortcuts.video, CallButton::PauseVideo),
+        (shortcuts.hand, CallButton::RaiseHand),
+        (shortcuts.leave, CallButton::EndCall),
+    ];
+    for (key, button) in pressed {
+        if button == CallButton::PauseVideo && bar.audio_only {
+            continue;
+        }
+        if keys.just_pressed(key)
+            && let Some(action) = button.action(&bar)
+        {
+            actions.write(action);
+        }
+    }
+}
