@@ -26,6 +26,7 @@ use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured, save_to_dis
 use bevy::window::WindowResolution;
 use bevy_huddle::connection::HuddleRuntime;
 use bevy_huddle::prelude::*;
+use bevy_huddle_ui::HuddleUiPlugin;
 use huddle_media::synthetic::{FrameStamp, TestPattern};
 
 use crate::cli::DemoArgs;
@@ -75,7 +76,11 @@ pub fn run(args: DemoArgs) -> ExitCode {
         }),
         ..default()
     }))
-    .add_plugins((HuddlePlugins, bevy_huddle::DeviceWatcherPlugin::default()))
+    .add_plugins((
+        HuddlePlugins,
+        bevy_huddle::DeviceWatcherPlugin::default(),
+        HuddleUiPlugin,
+    ))
     .insert_resource(DemoConfig::from(&args))
     .insert_resource(demo_media_settings())
     .init_resource::<ScreenshotState>()
@@ -306,10 +311,10 @@ fn rotate_dominant_speaker(
     }
 }
 
-/// M mute, V video, Tab mode, P pin, Esc leave.
+/// Demo keys on top of the UI's shortcuts (M mute, V video, H hand, Esc leave): Tab cycles
+/// the layout mode, P unpins, Esc also closes the demo.
 fn handle_keys(
     keys: Res<ButtonInput<KeyCode>>,
-    local: Query<&ParticipantState, With<LocalParticipant>>,
     calls: Query<&CallLayout>,
     active: Res<ActiveCall>,
     mut controls: CallControls,
@@ -318,13 +323,6 @@ fn handle_keys(
     let Some(layout) = active.0.and_then(|call| calls.get(call).ok()) else {
         return;
     };
-    let me = local.iter().next().cloned().unwrap_or_default();
-    if keys.just_pressed(KeyCode::KeyM) {
-        controls.mute_audio(!me.audio_muted);
-    }
-    if keys.just_pressed(KeyCode::KeyV) {
-        controls.pause_video(!me.video_paused);
-    }
     if keys.just_pressed(KeyCode::Tab) {
         controls.set_mode(match layout.mode {
             LayoutMode::Default => LayoutMode::Spotlight,
@@ -335,8 +333,8 @@ fn handle_keys(
     if keys.just_pressed(KeyCode::KeyP) && layout.pinned.is_some() {
         controls.unpin();
     }
+    // Esc also leaves the call (the UI's shortcut); the demo then closes.
     if keys.just_pressed(KeyCode::Escape) {
-        controls.end_session();
         exit.write(AppExit::Success);
     }
 }
