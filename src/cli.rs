@@ -68,4 +68,7 @@ pub struct DemoArgs {
     /// Window height in logical pixels.
     #[arg(long, default_value_t = 720)]
     pub height: u32,
+    /// Hide the button bar and show only the tiles (`default_layout = false`).
+    #[arg(long)]
+    pub no_bar: bool,
 }

@@ -110,6 +110,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
 struct DemoConfig {
     bots: u16,
     mode: LayoutMode,
+    default_layout: bool,
     screenshot: Option<PathBuf>,
     exit_after: Option<Duration>,
 }
@@ -119,6 +120,7 @@ impl From<&DemoArgs> for DemoConfig {
         Self {
             bots: args.bots,
             mode: args.mode.into(),
+            default_layout: !args.no_bar,
             screenshot: args.screenshot.clone(),
             exit_after: args
                 .exit_after
@@ -176,6 +178,7 @@ fn open_call(mut commands: Commands, config: Res<DemoConfig>, mut exit: MessageW
     ));
     let settings = CallSettings::builder()
         .mode(config.mode)
+        .default_layout(config.default_layout)
         .build()
         .unwrap_or_default();
     let runtime = HuddleRuntime::default();

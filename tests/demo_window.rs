@@ -2,7 +2,9 @@
 //! four tiles, and the screenshot shows every participant's moving test pattern where the
 //! layout put it. Each tile's picture carries its frame number, which is read back from the
 //! PNG: a frame number above zero in every tile proves that frames went from the synthetic
-//! source through each participant's `Image` to the GPU and onto the screen.
+//! source through each participant's `Image` to the GPU and onto the screen. The default UI's
+//! button bar (egui) is found by its frame colour where egui anchors it, and is absent with
+//! `--no-bar` (`default_layout = false`).
 
 use std::path::Path;
 use std::process::Command;
@@ -31,8 +33,56 @@ fn run_demo(args: &[&str]) {
     assert!(status.success(), "huddle demo {args:?} failed: {status}");
 }
 
+/// egui's window fill (dark theme), the colour of the button bar's frame.
+const BAR_FILL: [u8; 3] = [27, 27, 27];
+
+/// Share of pixels in the band where the bar sits (anchored bottom-centre, 12 px up) that
+/// have the bar's frame colour.
+fn bar_fill_share(image: &image::RgbaImage) -> f32 {
+    let (x0, x1) = (WIDTH / 2 - 200, WIDTH / 2 + 200);
+    let (y0, y1) = (HEIGHT - 40, HEIGHT - 16);
+    let total = (x1 - x0) * (y1 - y0);
+    let matching = (y0..y1)
+        .flat_map(|y| (x0..x1).map(move |x| (x, y)))
+        .filter(|&(x, y)| image.get_pixel(x, y).0[..3] == BAR_FILL)
+        .count();
+    matching as f32 / total as f32
+}
+
+/// Runs the demo and returns its screenshot.
+fn demo_screenshot(name: &str, args: &[&str]) -> image::RgbaImage {
+    let dir = std::env::temp_dir().join(format!("huddle-demo-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let shot = dir.join(format!("{name}.png"));
+    let shot_arg = shot.to_str().expect("utf-8 path");
+    let mut all = args.to_vec();
+    all.extend(["--screenshot", shot_arg, "--exit-after", "60"]);
+    run_demo(&all);
+    assert!(Path::new(&shot).exists(), "no screenshot written");
+    let image = image::open(&shot).expect("decodes").to_rgba8();
+    std::fs::remove_file(&shot).ok();
+    assert_eq!((image.width(), image.height()), (WIDTH, HEIGHT));
+    image
+}
+
+/// Asserts that each rect shows a test-pattern frame with a plausible frame number.
+fn assert_video_in(image: &image::RgbaImage, rects: &[Rect]) {
+    for (i, rect) in rects.iter().enumerate() {
+        // Stay a pixel inside the rect to avoid edge filtering.
+        let (x, y) = (rect.min.x.ceil() as u32 + 1, rect.min.y.ceil() as u32 + 1);
+        let (w, h) = (rect.width() as u32 - 3, rect.height() as u32 - 3);
+        let crop = image::imageops::crop_imm(image, x, y, w, h).to_image();
+        let stamp = read_stamp(crop.as_raw(), w, h)
+            .unwrap_or_else(|| panic!("tile {i}: no stamp in {rect:?}"));
+        assert!(
+            stamp.frame > 0 && stamp.frame < 100_000,
+            "tile {i} at {rect:?} shows no plausible video frame: {stamp:?}"
+        );
+    }
+}
+
 /// Where the layout puts each tile's picture, in window pixels (same code the app runs).
-fn grid_content_rects(tiles: usize) -> Vec<Rect> {
+fn content_rects(mode: LayoutMode, tiles: usize) -> Vec<Rect> {
     let layout_tiles: Vec<LayoutTile> = (0..tiles)
         .map(|i| LayoutTile {
             key: bevy::ecs::entity::Entity::from_raw_u32(i as u32 + 1).expect("entity"),
@@ -42,10 +92,12 @@ fn grid_content_rects(tiles: usize) -> Vec<Rect> {
         .collect();
     let viewport = Vec2::new(WIDTH as f32, HEIGHT as f32 - STATUS_HEIGHT);
     compute_layout(&LayoutRequest {
-        mode: LayoutMode::Default,
+        mode,
         viewport,
         tiles: &layout_tiles,
-        main: None,
+        // Any remote can be the main tile (the demo rotates the speaker); the set of rects is
+        // the same whichever it is.
+        main: layout_tiles.last().map(|tile| tile.key),
         floating_position: None,
         fit: AspectFit::Contain,
     })
@@ -59,40 +111,12 @@ fn grid_content_rects(tiles: usize) -> Vec<Rect> {
 
 /// The demo with three bots in a grid: exits 0, writes a 1280×720 screenshot, and every one
 /// of the four tiles shows a test-pattern frame whose stamp reads back with a frame number
-/// above zero; the gaps between tiles show the background, not video.
+/// above zero; the gaps between tiles show the background, not video; the button bar is drawn.
 #[test]
 fn demo_grid_screenshot_shows_video_in_every_tile() {
-    let dir = std::env::temp_dir().join(format!("huddle-demo-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let shot = dir.join("grid.png");
-    let shot_arg = shot.to_str().expect("utf-8 path");
-    run_demo(&[
-        "--bots",
-        "3",
-        "--mode",
-        "grid",
-        "--screenshot",
-        shot_arg,
-        "--exit-after",
-        "60",
-    ]);
-    assert!(Path::new(&shot).exists(), "no screenshot written");
-    let image = image::open(&shot).expect("decodes").to_rgba8();
-    assert_eq!((image.width(), image.height()), (WIDTH, HEIGHT));
-
-    let rects = grid_content_rects(4);
-    for (i, rect) in rects.iter().enumerate() {
-        // Stay a pixel inside the rect to avoid edge filtering.
-        let (x, y) = (rect.min.x.ceil() as u32 + 1, rect.min.y.ceil() as u32 + 1);
-        let (w, h) = (rect.width() as u32 - 3, rect.height() as u32 - 3);
-        let crop = image::imageops::crop_imm(&image, x, y, w, h).to_image();
-        let stamp = read_stamp(crop.as_raw(), w, h)
-            .unwrap_or_else(|| panic!("tile {i}: no stamp in {rect:?}"));
-        assert!(
-            stamp.frame > 0 && stamp.frame < 100_000,
-            "tile {i} at {rect:?} shows no plausible video frame: {stamp:?}"
-        );
-    }
+    let image = demo_screenshot("grid", &["--bots", "3", "--mode", "grid"]);
+    let rects = content_rects(LayoutMode::Default, 4);
+    assert_video_in(&image, &rects);
     // Between the first two tiles of the top row lies background, not video.
     let gap_x = ((rects[0].max.x + rects[1].min.x) / 2.0) as u32;
     let gap_y = rects[0].center().y as u32;
@@ -101,5 +125,25 @@ fn demo_grid_screenshot_shows_video_in_every_tile() {
         pixel[0] < 40 && pixel[1] < 40 && pixel[2] < 40,
         "gap between tiles is not background: {pixel:?}"
     );
-    std::fs::remove_dir_all(&dir).ok();
+    let bar = bar_fill_share(&image);
+    assert!(
+        bar > 0.3,
+        "button bar missing: {bar:.3} of its band has its colour"
+    );
+}
+
+/// The demo in spotlight with `--no-bar`: the main tile, the strip and the floating local
+/// preview all show video where the spotlight layout puts them, and no button bar is drawn.
+#[test]
+fn demo_spotlight_without_bar_shows_only_tiles() {
+    let image = demo_screenshot(
+        "spotlight",
+        &["--bots", "3", "--mode", "spotlight", "--no-bar"],
+    );
+    assert_video_in(&image, &content_rects(LayoutMode::Spotlight, 4));
+    let bar = bar_fill_share(&image);
+    assert!(
+        bar < 0.02,
+        "a button bar was drawn: {bar:.3} of its band has its colour"
+    );
 }
