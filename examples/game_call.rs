@@ -94,6 +94,7 @@ fn start_call(mut commands: Commands) {
             format!("bot-{i}"),
             format!("Bot {i}"),
             "room".into(),
+            huddle::demo::demo_media_settings(),
         );
     }
     commands.insert_resource(runtime);

@@ -68,6 +68,12 @@ pub struct DemoArgs {
     /// Window height in logical pixels.
     #[arg(long, default_value_t = 720)]
     pub height: u32,
+    /// Height of the video everyone sends (16:9), e.g. 360 for 640×360.
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u32).range(90..=1080))]
+    pub video_height: u32,
+    /// On exit, print frame-time percentiles and CPU use of the steady state (after 5 s).
+    #[arg(long)]
+    pub frame_stats: bool,
     /// Hide the button bar and show only the tiles (`default_layout = false`).
     #[arg(long)]
     pub no_bar: bool,

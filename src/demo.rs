@@ -40,12 +40,18 @@ pub const BOT_VIDEO: UVec2 = UVec2::new(320, 180);
 
 /// What the demo's participants send: small, so a mesh of bots fits on two cores.
 pub fn demo_media_settings() -> bevy_huddle::media::MediaSettings {
+    demo_media_settings_at(BOT_VIDEO)
+}
+
+/// The demo's media settings with video of `size` (bitrate scaled from 300 kbps at 320×180).
+pub fn demo_media_settings_at(size: UVec2) -> bevy_huddle::media::MediaSettings {
+    let pixels = (size.x * size.y) as f32 / (BOT_VIDEO.x * BOT_VIDEO.y) as f32;
     bevy_huddle::media::MediaSettings {
         video: huddle_media::video::EncoderSettings {
-            width: BOT_VIDEO.x,
-            height: BOT_VIDEO.y,
+            width: size.x,
+            height: size.y,
             fps: 30.0,
-            bitrate_bps: 300_000,
+            bitrate_bps: (300_000.0 * pixels.sqrt()) as u32,
             keyframe_interval: 60,
         },
         ..Default::default()
@@ -82,8 +88,10 @@ pub fn run(args: DemoArgs) -> ExitCode {
         HuddleUiPlugin,
     ))
     .insert_resource(DemoConfig::from(&args))
-    .insert_resource(demo_media_settings())
+    .insert_resource(demo_media_settings_at(DemoConfig::from(&args).video))
     .init_resource::<ScreenshotState>()
+    .init_resource::<FrameStats>()
+    .add_systems(Last, (record_frame_times, print_frame_stats).chain())
     .add_systems(Startup, open_call)
     .add_systems(Update, join_on_login.before(HuddleSystems::Apply))
     .add_systems(
@@ -111,6 +119,8 @@ struct DemoConfig {
     bots: u16,
     mode: LayoutMode,
     default_layout: bool,
+    video: UVec2,
+    frame_stats: bool,
     screenshot: Option<PathBuf>,
     exit_after: Option<Duration>,
 }
@@ -121,6 +131,8 @@ impl From<&DemoArgs> for DemoConfig {
             bots: args.bots,
             mode: args.mode.into(),
             default_layout: !args.no_bar,
+            video: UVec2::new((args.video_height * 16 / 9) & !1, args.video_height & !1),
+            frame_stats: args.frame_stats,
             screenshot: args.screenshot.clone(),
             exit_after: args
                 .exit_after
@@ -198,6 +210,7 @@ fn open_call(mut commands: Commands, config: Res<DemoConfig>, mut exit: MessageW
             format!("bot-{i}"),
             format!("Bot {i}"),
             DEMO_SESSION.to_owned(),
+            demo_media_settings_at(config.video),
         );
     }
     commands.insert_resource(runtime);
@@ -213,11 +226,12 @@ fn open_call(mut commands: Commands, config: Res<DemoConfig>, mut exit: MessageW
 /// the same pattern; remote tiles show what was decoded from the network).
 fn attach_synthetic_sources(
     new: Query<(Entity, &Participant), Added<LocalParticipant>>,
+    config: Res<DemoConfig>,
     mut commands: Commands,
 ) {
     for (entity, who) in &new {
         commands.entity(entity).insert(SyntheticCamera {
-            pattern: TestPattern::new(BOT_VIDEO.x, BOT_VIDEO.y, &who.uid),
+            pattern: TestPattern::new(config.video.x, config.video.y, &who.uid),
             frame: 0,
         });
     }
@@ -439,4 +453,84 @@ fn exit_when_done(
     } else {
         exit.write(AppExit::Success);
     }
+}
+
+/// How long the demo runs before `--frame-stats` starts counting (set-up, first keyframes).
+const FRAME_STATS_WARMUP: Duration = Duration::from_secs(5);
+
+/// Frame times of the steady state, for `--frame-stats`.
+#[derive(Resource, Default)]
+struct FrameStats {
+    frame_ms: Vec<f32>,
+    /// Wall clock and process CPU seconds when counting started.
+    started: Option<(std::time::Instant, f64)>,
+}
+
+/// CPU seconds this process used so far (user + system), from `/proc/self/stat`.
+fn process_cpu_seconds() -> f64 {
+    const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at field 3 (state).
+    let after_name = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / CLOCK_TICKS_PER_SECOND
+}
+
+fn record_frame_times(
+    time: Res<Time<Real>>,
+    config: Res<DemoConfig>,
+    mut stats: ResMut<FrameStats>,
+) {
+    if !config.frame_stats || time.elapsed() < FRAME_STATS_WARMUP {
+        return;
+    }
+    if stats.started.is_none() {
+        stats.started = Some((std::time::Instant::now(), process_cpu_seconds()));
+        return;
+    }
+    stats.frame_ms.push(time.delta_secs() * 1000.0);
+}
+
+/// Prints the steady-state frame times and CPU use when the demo exits.
+fn print_frame_stats(
+    mut exits: MessageReader<AppExit>,
+    config: Res<DemoConfig>,
+    stats: Res<FrameStats>,
+    tiles: Query<&VideoTile>,
+) {
+    if exits.read().next().is_none() || !config.frame_stats {
+        return;
+    }
+    let Some((started, cpu_at_start)) = stats.started else {
+        println!("frame-stats: the demo ended before the {FRAME_STATS_WARMUP:?} warm-up");
+        return;
+    };
+    let mut sorted = stats.frame_ms.clone();
+    sorted.sort_by(f32::total_cmp);
+    let percentile = |p: f32| {
+        let index = ((sorted.len().max(1) - 1) as f32 * p).round() as usize;
+        sorted.get(index).copied().unwrap_or(f32::NAN)
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = (process_cpu_seconds() - cpu_at_start) / wall * 100.0;
+    let with_video = tiles.iter().filter(|tile| tile.has_video()).count();
+    println!(
+        "frame-stats bots={} video={}x{} tiles_with_video={with_video} frames={} p50_ms={:.1} \
+         p95_ms={:.1} fps={:.1} cpu_percent={cpu:.0} (of one core; 2 cores = 200)",
+        config.bots,
+        config.video.x,
+        config.video.y,
+        sorted.len(),
+        percentile(0.5),
+        percentile(0.95),
+        sorted.len() as f64 / wall,
+    );
 }

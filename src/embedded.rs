@@ -85,6 +85,7 @@ pub fn spawn_bot(
     uid: String,
     name: String,
     session_id: String,
+    media: bevy_huddle::media::MediaSettings,
 ) {
     let spawned = std::thread::Builder::new()
         .name(format!("bot {uid}"))
@@ -98,6 +99,7 @@ pub fn spawn_bot(
                 HuddlePlugins,
             ))
             .insert_resource(runtime)
+            .insert_resource(media)
             .insert_resource(JoinOnLogin {
                 session_id,
                 settings: CallSettings::default(),
