@@ -104,6 +104,15 @@ impl RingingScreens {
         });
     }
 
+    /// Remembers that the UI joins `call` and returns the token request that starts it.
+    fn start_joining(&mut self, call: &WireCall) -> RingingAction {
+        self.joining
+            .push((call.session_id.clone(), is_audio_call(call)));
+        RingingAction::GenerateToken {
+            session_id: call.session_id.clone(),
+        }
+    }
+
     fn clear_incoming(&mut self, session_id: &str) -> Option<WireCall> {
         take_if_session(&mut self.incoming, session_id)
     }
@@ -160,12 +169,7 @@ pub(crate) fn follow_ringing(
             RingingEvent::CallAccepted { call } => {
                 screens.clear_incoming(&call.session_id);
                 if config.join_accepted_calls {
-                    screens
-                        .joining
-                        .push((call.session_id.clone(), is_audio_call(call)));
-                    ringing.write(RingingAction::GenerateToken {
-                        session_id: call.session_id.clone(),
-                    });
+                    ringing.write(screens.start_joining(call));
                 }
             }
             RingingEvent::CallRejected { call } => {
@@ -178,12 +182,7 @@ pub(crate) fn follow_ringing(
             RingingEvent::OutgoingCallAccepted { call, .. } => {
                 let ours = screens.clear_outgoing(&call.session_id).is_some();
                 if ours && config.join_accepted_calls {
-                    screens
-                        .joining
-                        .push((call.session_id.clone(), is_audio_call(call)));
-                    ringing.write(RingingAction::GenerateToken {
-                        session_id: call.session_id.clone(),
-                    });
+                    ringing.write(screens.start_joining(call));
                 }
             }
             RingingEvent::OutgoingCallRejected { call } => {
