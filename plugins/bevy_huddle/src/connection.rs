@@ -891,32 +891,18 @@ pub(crate) fn send_requests(
             continue;
         };
         let session_id = info.session_id.clone();
-        let request = match signal {
-            Signal::Leave => Request::LeaveSession { session_id },
-            Signal::AudioMuted(v) => Request::State {
-                session_id,
-                change: StateChange::AudioMuted(*v),
-            },
-            Signal::VideoPaused(v) => Request::State {
-                session_id,
-                change: StateChange::VideoPaused(*v),
-            },
-            Signal::HandRaised(v) => Request::State {
-                session_id,
-                change: StateChange::HandRaised(*v),
-            },
-            Signal::ScreenShare(v) => Request::State {
-                session_id,
-                change: StateChange::ScreenSharing(*v),
-            },
-            Signal::Recording(v) => Request::State {
-                session_id,
-                change: StateChange::Recording(*v),
-            },
-            Signal::SwitchedToVideo => Request::State {
-                session_id,
-                change: StateChange::SwitchedToVideo(String::new()),
-            },
+        let change = match signal {
+            Signal::Leave => None,
+            Signal::AudioMuted(v) => Some(StateChange::AudioMuted(*v)),
+            Signal::VideoPaused(v) => Some(StateChange::VideoPaused(*v)),
+            Signal::HandRaised(v) => Some(StateChange::HandRaised(*v)),
+            Signal::ScreenShare(v) => Some(StateChange::ScreenSharing(*v)),
+            Signal::Recording(v) => Some(StateChange::Recording(*v)),
+            Signal::SwitchedToVideo => Some(StateChange::SwitchedToVideo(String::new())),
+        };
+        let request = match change {
+            None => Request::LeaveSession { session_id },
+            Some(change) => Request::State { session_id, change },
         };
         link.request(request, Pending::Session { call: *call });
     }
