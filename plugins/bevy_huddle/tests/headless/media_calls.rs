@@ -326,9 +326,15 @@ fn induced_video_loss_recovers() {
         .session()
         .inject_video_loss(100);
     let before = remote(&bob, "alice");
-    pump(&mut [&mut alice, &mut bob], "frames despite loss", |apps| {
-        remote(apps[1], "alice").video_frames_decoded >= before.video_frames_decoded + 60
-    });
+    // Under 10 % loss, recovery waits for retransmissions and keyframes; with the other media
+    // tests sharing 2 cores this has taken more than 10 s, so the bound is longer here.
+    let limit = Duration::from_secs(30);
+    pump_for(
+        &mut [&mut alice, &mut bob],
+        "frames despite loss",
+        limit,
+        |apps| remote(apps[1], "alice").video_frames_decoded >= before.video_frames_decoded + 60,
+    );
     let after = remote(&bob, "alice");
     assert!(after.last_frame_number > before.last_frame_number);
 }

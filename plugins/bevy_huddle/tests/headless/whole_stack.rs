@@ -98,12 +98,18 @@ pub(crate) fn fast_backoff() -> Backoff {
 }
 
 /// Updates every app until `done` holds (real time: the network is real), or fails after 10 s.
-pub(crate) fn pump(
+pub(crate) fn pump(apps: &mut [&mut App], what: &str, done: impl FnMut(&mut [&mut App]) -> bool) {
+    pump_for(apps, what, Duration::from_secs(10), done);
+}
+
+/// [`pump`] with its own time limit.
+pub(crate) fn pump_for(
     apps: &mut [&mut App],
     what: &str,
+    limit: Duration,
     mut done: impl FnMut(&mut [&mut App]) -> bool,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + limit;
     loop {
         for app in apps.iter_mut() {
             app.update();
