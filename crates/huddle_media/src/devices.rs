@@ -106,35 +106,36 @@ fn run_stream(
         .map_err(|_| "the audio device did not start in time".to_owned())?
 }
 
+/// The device called `name` among `devices` (cpal's input or output list).
+fn find_device<I: Iterator<Item = cpal::Device>>(
+    devices: Result<I, cpal::DevicesError>,
+    kind: &str,
+    name: &str,
+) -> Result<cpal::Device, String> {
+    devices
+        .map_err(|e| e.to_string())?
+        .find(|d| d.name().is_ok_and(|n| n == name))
+        .ok_or_else(|| format!("no {kind} device `{name}`"))
+}
+
 /// Plays the mix on the output device named `name` until `stop` is set.
 pub fn start_output(name: &str, mixer: SharedMixer, stop: Arc<AtomicBool>) -> Result<(), String> {
     let name = name.to_owned();
     run_stream(format!("audio out {name}"), stop, move || {
         let host = cpal::default_host();
-        let device = host
-            .output_devices()
-            .map_err(|e| e.to_string())?
-            .find(|d| d.name().is_ok_and(|n| n == name))
-            .ok_or_else(|| format!("no output device `{name}`"))?;
+        let device = find_device(host.output_devices(), "output", &name)?;
         let config = cpal::StreamConfig {
             channels: 2,
             sample_rate: cpal::SampleRate(SAMPLE_RATE),
             buffer_size: cpal::BufferSize::Default,
         };
-        let mut stereo = vec![0.0f32; FRAME_SAMPLES * 2];
         let stream = device
             .build_output_stream(
                 &config,
-                move |data: &mut [f32], _| {
-                    let frames = data.len() / 2;
-                    if stereo.len() < data.len() {
-                        stereo.resize(data.len(), 0.0);
-                    }
-                    match mixer.try_lock() {
-                        Ok(mut mixer) => mixer.mix(&mut stereo, frames),
-                        Err(_) => stereo[..data.len()].fill(0.0),
-                    }
-                    data.copy_from_slice(&stereo[..data.len()]);
+                // Mixed straight into the device's buffer (interleaved stereo).
+                move |data: &mut [f32], _| match mixer.try_lock() {
+                    Ok(mut mixer) => mixer.mix(data, data.len() / 2),
+                    Err(_) => data.fill(0.0),
                 },
                 |err| tracing::warn!("audio output: {err}"),
                 None,
@@ -157,11 +158,7 @@ pub fn start_input(
     let name = name.to_owned();
     run_stream(format!("audio in {name}"), stop, move || {
         let host = cpal::default_host();
-        let device = host
-            .input_devices()
-            .map_err(|e| e.to_string())?
-            .find(|d| d.name().is_ok_and(|n| n == name))
-            .ok_or_else(|| format!("no input device `{name}`"))?;
+        let device = find_device(host.input_devices(), "input", &name)?;
         let channels = device
             .default_input_config()
             .map(|c| c.channels())

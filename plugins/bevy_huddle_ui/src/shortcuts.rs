@@ -42,7 +42,7 @@ pub(crate) fn apply_shortcuts(
     mut actions: MessageWriter<CallAction>,
 ) {
     let Some(keys) = keys else { return };
-    if !shortcuts.enabled {
+    if !shortcuts.enabled || keys.get_just_pressed().next().is_none() {
         return;
     }
     let Some((state, media, layout, participants)) = active.0.and_then(|c| calls.get(c).ok())
