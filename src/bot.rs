@@ -7,6 +7,8 @@
 //!    and starts the session once the call is accepted.
 //! 3. It stays `--seconds` in the call, sending the synthetic pattern and its tone over real
 //!    WebRTC, then hangs up and writes its statistics as JSON (`--stats-json`).
+//! 4. `--record PATH` records the call from the moment it joins (everyone's video and audio
+//!    as received, into one Matroska file) and finishes the file before hanging up.
 //!
 //! `call_setup_ms` runs from placing (or receiving) the call to the first remote video frame
 //! decoded (first audio frame in an audio call).
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
-use bevy_huddle::media::{CallMediaSession, MediaSettings, MediaStats};
+use bevy_huddle::media::{CallMediaSession, MediaSettings, MediaStats, RecordingSettings};
 use bevy_huddle::prelude::*;
 use clap::ValueEnum;
 use huddle_media::video::EncoderSettings;
@@ -91,6 +93,9 @@ pub struct BotArgs {
     /// Video bitrate in kbps.
     #[arg(long, default_value_t = 2500)]
     pub kbps: u32,
+    /// Record the call into this Matroska (.mkv) file.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
 }
 
 /// The bot's progress.
@@ -119,8 +124,22 @@ pub struct BotStats {
     pub sent: SentStats,
     /// What was received, per remote uid.
     pub remotes: std::collections::BTreeMap<String, RemoteStats>,
+    /// The recording (`--record`), once finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingStats>,
     /// Errors seen.
     pub errors: Vec<String>,
+}
+
+/// What `--record` wrote.
+#[derive(Serialize, Debug, Default)]
+pub struct RecordingStats {
+    /// The file.
+    pub path: PathBuf,
+    /// Its length, in milliseconds.
+    pub duration_ms: u64,
+    /// Its tracks: (participant, "video"/"audio", frames).
+    pub tracks: Vec<(String, String, u64)>,
 }
 
 /// What was sent.
@@ -185,6 +204,10 @@ pub fn run(args: BotArgs) -> ExitCode {
         bevy::log::LogPlugin::default(),
         HuddlePlugins,
     ))
+    .insert_resource(RecordingSettings {
+        file: args.record.clone(),
+        ..RecordingSettings::default()
+    })
     .insert_resource(MediaSettings {
         video: EncoderSettings {
             width: args.width & !1,
@@ -226,6 +249,7 @@ pub fn run(args: BotArgs) -> ExitCode {
 fn call_settings(args: &BotArgs) -> CallSettings {
     CallSettings::builder()
         .audio_only(args.audio)
+        .start_recording_on_call_start(args.record.is_some())
         .build()
         .unwrap_or_default()
 }
@@ -351,7 +375,33 @@ fn drive_bot(
             if !state.is_ended() {
                 controls.end_session();
             }
-            let stats = collect_stats(&bot, info, stats, media);
+            let mut stats = collect_stats(&bot, info, stats, media);
+            // Finish the recording before leaving, so the stats can say what it holds.
+            match media.and_then(|m| m.session().stop_recording()) {
+                Some(Ok(summary)) => {
+                    stats.recording = Some(RecordingStats {
+                        path: summary.path,
+                        duration_ms: summary.duration_ms,
+                        tracks: summary
+                            .tracks
+                            .into_iter()
+                            .map(|t| {
+                                (
+                                    t.participant,
+                                    format!("{:?}", t.kind).to_lowercase(),
+                                    t.frames,
+                                )
+                            })
+                            .collect(),
+                    });
+                }
+                Some(Err(err)) => stats.errors.push(format!("recording: {err}")),
+                None if args.record.is_some() => {
+                    stats.errors.push("recording: never started".into());
+                    bot.exit_code = 1;
+                }
+                None => {}
+            }
             write_stats(&args, &stats);
             if stats
                 .remotes

@@ -6,18 +6,21 @@
 //! peer (WebRTC: DTLS-SRTP, NACK, GCC, PLI) ◀─────────────────────────────────────┘
 //!   └─ remote tracks ─▶ frame reassembly ─▶ H.264 decode ─▶ RGBA ─▶ PeerEvent::Video
 //!                   └─▶ Opus decode (concealment) ─▶ mixer (per-voice gains) ─▶ cpal / null sink
+//!   encoded frames sent and received (as they are) ─▶ recording ─▶ Matroska file
 //! ```
 //!
 //! - [`synthetic`]: the test pattern carrying its frame number and capture time.
 //! - [`video`], [`audio`]: codecs, colour conversion, the tone and its detector.
 //! - [`peer`]: one WebRTC connection per remote participant; [`session`]: a call's media.
 //! - [`mixer`]: jitter buffers, gains, outputs; [`devices`]: cpal microphones and speakers.
+//! - [`recording`]: the call recorded as received into one Matroska file.
 //! - [`DeviceKind`], [`DeviceInfo`], [`DeviceLists`]: the device vocabulary.
 
 pub mod audio;
 pub mod devices;
 pub mod mixer;
 pub mod peer;
+pub mod recording;
 pub mod session;
 pub mod synthetic;
 pub mod video;

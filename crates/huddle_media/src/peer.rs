@@ -80,6 +80,8 @@ pub struct DecodedVideo {
     pub rgba: Vec<u8>,
     /// The stamp in the picture, if it is the synthetic pattern.
     pub stamp: Option<FrameStamp>,
+    /// The H.264 access unit (Annex-B) it was decoded from, as received.
+    pub encoded: Bytes,
 }
 
 /// What peers report.
@@ -128,6 +130,11 @@ pub enum PeerEvent {
         rtt_ms: Option<f64>,
         /// Share of RTP packets lost over the last interval (0..=1).
         loss: f32,
+    },
+    /// The recording stopped because writing failed (disk full, file gone); the call goes on.
+    RecordingFailed {
+        /// What failed, with the path.
+        reason: String,
     },
     /// Something failed but the call goes on.
     Error {
@@ -254,6 +261,15 @@ struct Handler {
     gathered: tokio::sync::watch::Sender<bool>,
     loss: Arc<LossInjection>,
     mixer: crate::mixer::SharedMixer,
+    recording: RecordingTap,
+}
+
+/// Where a running recording takes the media as it arrives (`None` while not recording).
+pub type RecordingTap = Arc<std::sync::Mutex<Option<crate::recording::Recorder>>>;
+
+/// The recorder, if a recording is running.
+pub(crate) fn recorder_of(tap: &RecordingTap) -> Option<crate::recording::Recorder> {
+    tap.lock().ok().and_then(|r| r.clone())
 }
 
 #[async_trait::async_trait]
@@ -288,12 +304,13 @@ impl PeerConnectionEventHandler for Handler {
         let events = self.events.clone();
         let loss = self.loss.clone();
         let mixer = self.mixer.clone();
+        let recording = self.recording.clone();
         tokio::spawn(async move {
             let kind = track.kind().await;
             let result = if kind == RtpCodecKind::Video {
-                receive_video(track, &uid, &events, &loss).await
+                receive_video(track, &uid, &events, &loss, &recording).await
             } else {
-                receive_audio(track, &uid, &events, &mixer).await
+                receive_audio(track, &uid, &events, &mixer, &recording).await
             };
             if let Err(reason) = result {
                 let _ = events.send(PeerEvent::Error { uid, reason });
@@ -543,6 +560,7 @@ impl VideoReceiver {
                         height,
                         rgba,
                         stamp,
+                        encoded: access_unit,
                     });
                 }
                 Ok(None) => {}
@@ -563,6 +581,7 @@ async fn receive_video(
     uid: &str,
     events: &Sender<PeerEvent>,
     loss: &LossInjection,
+    recording: &RecordingTap,
 ) -> Result<(), String> {
     let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     let mut receiver = VideoReceiver::new()?;
@@ -584,6 +603,9 @@ async fn receive_video(
             }
         }
         for frame in receiver.push(Instant::now(), packet) {
+            if let Some(recorder) = recorder_of(recording) {
+                recorder.video(uid, &frame.encoded, frame.width, frame.height);
+            }
             if events
                 .send(PeerEvent::Video {
                     uid: uid.to_owned(),
@@ -607,6 +629,7 @@ async fn receive_audio(
     uid: &str,
     events: &Sender<PeerEvent>,
     mixer: &crate::mixer::SharedMixer,
+    recording: &RecordingTap,
 ) -> Result<(), String> {
     let mut decoder = OpusDecoder::new().map_err(|e| e.to_string())?;
     let mut out = vec![0i16; FRAME_SAMPLES * 6];
@@ -618,6 +641,9 @@ async fn receive_audio(
             _ => continue,
         };
         let seq = packet.header.sequence_number;
+        if let Some(recorder) = recorder_of(recording) {
+            recorder.audio(uid, &packet.payload);
+        }
         if !crate::mixer::lock(mixer).wants(uid) {
             // Out of earshot: not decoded at all (the saving of proximity culling).
             last_seq = Some(seq);
@@ -748,6 +774,7 @@ impl Peer {
         counters: Arc<MediaCounters>,
         loss: Arc<LossInjection>,
         mixer: crate::mixer::SharedMixer,
+        recording: RecordingTap,
     ) -> Result<Arc<Self>, PeerError> {
         let mut media = MediaEngine::default();
         media.register_codec(
@@ -789,6 +816,7 @@ impl Peer {
             gathered: gathered_tx,
             loss,
             mixer,
+            recording,
         };
         let pc = PeerConnectionBuilder::new()
             .with_media_engine(media)

@@ -16,6 +16,9 @@
 //! when nobody watches, and the bitrate follows the largest wish (and congestion control). Everything stops when the session
 //! is dropped or [`MediaSession::close`]d. Received voices are mixed (per-source gains) and
 //! pulled every 20 ms by the output (the timer-paced [`NullSink`] where there is no device).
+//! While [`MediaSession::start_recording`] runs, every encoded frame we send and every frame
+//! we receive (as received) also goes to the [`crate::recording`] writer; a write failure
+//! stops it with [`PeerEvent::RecordingFailed`] and the call goes on.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +32,10 @@ use tokio::sync::{Mutex, mpsc};
 use crate::audio::{FRAME_SAMPLES, OpusEncoder, ToneSource, tone_frequency_for};
 use crate::devices;
 use crate::mixer::{MixStats, Mixer, NullSink, SharedMixer, StereoGain};
-use crate::peer::{LossInjection, MediaCounters, Peer, PeerEvent, PeerSetup};
+use crate::peer::{
+    LossInjection, MediaCounters, Peer, PeerEvent, PeerSetup, RecordingTap, recorder_of,
+};
+use crate::recording::{Recording, RecordingError, RecordingSummary, TrackSummary};
 use crate::synthetic::{FrameStamp, TestPattern};
 use crate::video::{EncoderSettings, H264Encoder, I420Frame};
 
@@ -94,6 +100,9 @@ pub struct MediaSession {
     counters: Arc<MediaCounters>,
     loss: Arc<LossInjection>,
     tone_hz: f32,
+    recording_tap: RecordingTap,
+    recording: std::sync::Mutex<Option<Recording>>,
+    local_uid: String,
 }
 
 impl MediaSession {
@@ -116,6 +125,7 @@ impl MediaSession {
         let peers_for_session = peers.clone();
         let events_tx_signals = events_tx.clone();
         let mixer: SharedMixer = Arc::new(std::sync::Mutex::new(Mixer::default()));
+        let recording_tap: RecordingTap = Arc::new(std::sync::Mutex::new(None));
         let report_device = |reason: String| {
             let _ = events_tx.send(PeerEvent::Error {
                 uid: config.local_uid.clone(),
@@ -158,6 +168,7 @@ impl MediaSession {
             counters.clone(),
             loss.clone(),
             mixer.clone(),
+            recording_tap.clone(),
         ));
         runtime.spawn(send_video(
             config.clone(),
@@ -165,13 +176,15 @@ impl MediaSession {
             switches.clone(),
             counters.clone(),
             events_tx,
+            recording_tap.clone(),
         ));
         runtime.spawn(send_audio(
-            tone_hz,
+            (config.local_uid.clone(), tone_hz),
             microphone,
             peers.clone(),
             switches.clone(),
             counters.clone(),
+            recording_tap.clone(),
         ));
         runtime.spawn(measure_links(peers, switches.clone(), events_tx_quality));
         Self {
@@ -185,7 +198,60 @@ impl MediaSession {
             counters,
             loss,
             tone_hz,
+            recording_tap,
+            recording: std::sync::Mutex::new(None),
+            local_uid: config.local_uid,
         }
+    }
+
+    /// Starts recording the call into `path` (a Matroska file): our own video and audio and
+    /// every remote participant's, as sent and received. Already recording: nothing changes.
+    pub fn start_recording(&self, path: &std::path::Path) -> Result<(), RecordingError> {
+        let mut slot = self.recording.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return Ok(());
+        }
+        let failures = self.signals_out.clone();
+        let tap = self.recording_tap.clone();
+        let recording = Recording::start(path, &self.local_uid, move |err| {
+            if let Ok(mut tap) = tap.lock() {
+                *tap = None;
+            }
+            let _ = failures.send(PeerEvent::RecordingFailed {
+                reason: err.to_string(),
+            });
+        })?;
+        *self.recording_tap.lock().unwrap_or_else(|p| p.into_inner()) = Some(recording.recorder());
+        // The next frame we send must be decodable on its own: the file starts with it.
+        self.switches.keyframe_wanted.store(true, Ordering::Relaxed);
+        *slot = Some(recording);
+        Ok(())
+    }
+
+    /// Stops recording and finishes the file (`None` if not recording).
+    pub fn stop_recording(&self) -> Option<Result<RecordingSummary, RecordingError>> {
+        *self.recording_tap.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let recording = self
+            .recording
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        Some(recording.stop())
+    }
+
+    /// The tracks of the running recording (empty if none).
+    pub fn recording_tracks(&self) -> Vec<TrackSummary> {
+        self.recording
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(Recording::tracks)
+            .unwrap_or_default()
+    }
+
+    /// Whether a recording is running.
+    pub fn is_recording(&self) -> bool {
+        recorder_of(&self.recording_tap).is_some()
     }
 
     /// Connects to a remote participant (the smaller uid offers).
@@ -311,6 +377,7 @@ impl MediaSession {
     /// Stops sending and closes every peer connection.
     pub fn close(&self) {
         self.switches.closed.store(true, Ordering::Relaxed);
+        let _ = self.stop_recording();
         let _ = self.commands.send(Command::Close);
     }
 }
@@ -330,6 +397,7 @@ async fn run_actor(
     counters: Arc<MediaCounters>,
     loss: Arc<LossInjection>,
     mixer: SharedMixer,
+    recording: RecordingTap,
 ) {
     let setup = |remote: &str| PeerSetup {
         local_uid: config.local_uid.clone(),
@@ -347,8 +415,18 @@ async fn run_actor(
         let (setup, peers) = (setup(remote), peers.clone());
         let (events, keyframe_wanted) = (events.clone(), switches.keyframe_wanted.clone());
         let (counters, loss, mixer) = (counters.clone(), loss.clone(), mixer.clone());
+        let recording = recording.clone();
         async move {
-            let peer = Peer::create(&setup, events, keyframe_wanted, counters, loss, mixer).await?;
+            let peer = Peer::create(
+                &setup,
+                events,
+                keyframe_wanted,
+                counters,
+                loss,
+                mixer,
+                recording,
+            )
+            .await?;
             peers
                 .lock()
                 .await
@@ -478,6 +556,7 @@ async fn send_video(
     switches: Arc<SendSwitches>,
     counters: Arc<MediaCounters>,
     events: Sender<PeerEvent>,
+    recording: RecordingTap,
 ) {
     let settings = config.video;
     let pattern = TestPattern::new(settings.width, settings.height, &config.local_uid);
@@ -514,7 +593,8 @@ async fn send_video(
             .filter(|(paused, _)| !paused)
             .map(|(_, cap)| if cap == 0 { settings.bitrate_bps } else { cap })
             .collect();
-        if watching.is_empty() {
+        let recorder = recorder_of(&recording);
+        if watching.is_empty() && recorder.is_none() {
             continue;
         }
         let wanted_bitrate = watching
@@ -548,6 +628,14 @@ async fn send_video(
         let Ok(Some(encoded)) = encoder.encode(&frame) else {
             continue;
         };
+        if let Some(recorder) = &recorder {
+            recorder.video(
+                &config.local_uid,
+                &encoded.data,
+                settings.width,
+                settings.height,
+            );
+        }
         let mut sent = false;
         for peer in &targets {
             sent |= peer.write_video(&encoded, period).await;
@@ -560,11 +648,12 @@ async fn send_video(
 
 /// Sends 20 ms of audio every 20 ms: the microphone's frames when there is one, else the tone.
 async fn send_audio(
-    tone_hz: f32,
+    (local_uid, tone_hz): (String, f32),
     microphone: Option<Receiver<Vec<i16>>>,
     peers: Peers,
     switches: Arc<SendSwitches>,
     counters: Arc<MediaCounters>,
+    recording: RecordingTap,
 ) {
     let Ok(mut encoder) = OpusEncoder::new(32_000) else {
         return;
@@ -593,12 +682,16 @@ async fn send_audio(
             continue;
         }
         let targets: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
-        if targets.is_empty() {
+        let recorder = recorder_of(&recording);
+        if targets.is_empty() && recorder.is_none() {
             continue;
         }
         let Ok(packet) = encoder.encode(&samples) else {
             continue;
         };
+        if let Some(recorder) = &recorder {
+            recorder.audio(&local_uid, &packet);
+        }
         let mut sent = false;
         for peer in &targets {
             sent |= peer.write_audio(&packet).await;

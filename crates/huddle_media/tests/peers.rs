@@ -69,6 +69,7 @@ fn pump(
                         }
                     }
                     PeerEvent::Error { uid, reason } => panic!("{me} about {uid}: {reason}"),
+                    PeerEvent::RecordingFailed { reason } => panic!("{me}: {reason}"),
                     PeerEvent::Disconnected { .. } | PeerEvent::Quality { .. } => {}
                 }
             }
@@ -203,4 +204,182 @@ fn two_sessions_exchange_video_and_audio_and_mute_stops_packets() {
         "sockets leaked: {} > {sockets_before}",
         open_sockets()
     );
+}
+
+/// ffprobe's view of a media file: its streams and its duration in seconds.
+fn ffprobe(path: &std::path::Path) -> (Vec<serde_json::Value>, f64) {
+    let output = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_streams",
+            "-show_format",
+        ])
+        .args(["-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe (installed by scripts/setup: Debian's ffmpeg)");
+    assert!(
+        output.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let streams = json["streams"].as_array().cloned().unwrap_or_default();
+    let duration = json["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    (streams, duration)
+}
+
+/// (participant, codec, frames ffprobe decoded) of each stream.
+fn streams_by_participant(streams: &[serde_json::Value]) -> Vec<(String, String, u64)> {
+    let mut out: Vec<(String, String, u64)> = streams
+        .iter()
+        .map(|s| {
+            (
+                s["tags"]["title"].as_str().unwrap_or("").to_owned(),
+                s["codec_name"].as_str().unwrap_or("").to_owned(),
+                s["nb_read_frames"]
+                    .as_str()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Alice records her call with Bob; Carol joins mid-recording. ffprobe reads the finished
+/// file as one H.264 and one Opus track per participant (named by uid, Carol's included),
+/// with the duration the recording lasted (±0.5 s) and frames that decode; ffmpeg decodes
+/// the whole file without an error. A copy taken mid-way (what killing the app leaves on
+/// disk) is readable too.
+#[test]
+fn recording_writes_a_playable_matroska_file() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let dir = std::env::temp_dir().join(format!("huddle-recording-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("call.mkv");
+    let alice = MediaSession::start(runtime.handle(), config("alice"));
+    let bob = MediaSession::start(runtime.handle(), config("bob"));
+    let carol = MediaSession::start(runtime.handle(), config("carol"));
+    alice.add_peer("bob");
+    bob.add_peer("alice");
+    let sessions = [("alice", &alice), ("bob", &bob), ("carol", &carol)];
+    let mut received: HashMap<String, Received> = HashMap::new();
+    pump(&sessions, &mut received, Duration::from_secs(20), |r| {
+        r.get("alice").is_some_and(|x| x.frames.len() >= 10)
+    });
+    alice.start_recording(&path).expect("recording starts");
+    let started = Instant::now();
+    pump(
+        &sessions,
+        &mut received,
+        Duration::from_millis(1500),
+        |_| false,
+    );
+    for (a, b) in [
+        ("alice", "carol"),
+        ("bob", "carol"),
+        ("carol", "alice"),
+        ("carol", "bob"),
+    ] {
+        if let Some((_, session)) = sessions.iter().find(|(u, _)| *u == a) {
+            session.add_peer(b);
+        }
+    }
+    pump(
+        &sessions,
+        &mut received,
+        Duration::from_millis(2000),
+        |_| false,
+    );
+    let snapshot = dir.join("killed.mkv");
+    std::fs::copy(&path, &snapshot).expect("copy mid-way");
+    pump(
+        &sessions,
+        &mut received,
+        Duration::from_millis(1500),
+        |_| false,
+    );
+    let summary = alice
+        .stop_recording()
+        .expect("was recording")
+        .expect("finished");
+    let lasted = started.elapsed().as_secs_f64();
+    assert!(!alice.is_recording());
+
+    let (streams, duration) = ffprobe(&path);
+    let found = streams_by_participant(&streams);
+    let kinds: Vec<(&str, &str)> = found
+        .iter()
+        .map(|(p, c, _)| (p.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("alice", "h264"),
+            ("alice", "opus"),
+            ("bob", "h264"),
+            ("bob", "opus"),
+            ("carol", "h264"),
+            ("carol", "opus"),
+        ],
+        "{found:?}"
+    );
+    assert!(
+        (duration - lasted).abs() <= 0.5,
+        "file lasts {duration:.2} s, the recording {lasted:.2} s"
+    );
+    assert!(
+        (summary.duration_ms as f64 / 1000.0 - duration).abs() <= 0.1,
+        "{summary:?} vs {duration}"
+    );
+    for (participant, codec, frames) in &found {
+        // 5 s of 30 fps video and 50 packets/s of audio (Carol for about 3 s of it).
+        let least = match (participant.as_str(), codec.as_str()) {
+            ("carol", "h264") => 40,
+            ("carol", _) => 80,
+            (_, "h264") => 90,
+            _ => 150,
+        };
+        assert!(
+            *frames >= least,
+            "{participant} {codec}: {frames} frames decoded"
+        );
+    }
+    let decode = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(decode.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&decode.stderr),
+        "",
+        "ffmpeg decodes the recording without an error"
+    );
+
+    let (killed_streams, killed_duration) = ffprobe(&snapshot);
+    let killed = streams_by_participant(&killed_streams);
+    assert!(
+        killed
+            .iter()
+            .filter(|(_, c, n)| c == "h264" && *n > 0)
+            .count()
+            >= 2,
+        "the cut file still plays video: {killed:?}"
+    );
+    assert!(killed_duration >= 2.0, "cut file: {killed_duration} s");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -78,6 +78,9 @@ pub enum HuddleError {
         /// What failed.
         reason: String,
     },
+    /// Recording could not start or stopped (unwritable folder, disk full); the call goes on.
+    #[error("recording: {0}")]
+    Recording(String),
 }
 
 impl HuddleError {
@@ -96,7 +99,7 @@ impl HuddleError {
             HuddleError::Unreachable(_) => ErrorCode::UnknownApiError,
             HuddleError::NotConnected => ErrorCode::UserNotLoggedIn,
             HuddleError::MalformedToken => ErrorCode::TokenInvalidSignature,
-            HuddleError::Media { .. } => ErrorCode::UnknownApiError,
+            HuddleError::Media { .. } | HuddleError::Recording(_) => ErrorCode::UnknownApiError,
         }
     }
 

@@ -145,6 +145,17 @@ pub enum CallEvent {
         /// uid of who toggled it.
         by: String,
     },
+    /// Our recording of the call was finished and saved (on stop, or when the call ended).
+    RecordingSaved {
+        /// The call.
+        call: Entity,
+        /// The Matroska file.
+        path: std::path::PathBuf,
+        /// How long it lasts, in milliseconds.
+        duration_ms: u64,
+        /// Its tracks (one video and one audio per participant heard and seen).
+        tracks: usize,
+    },
     /// Alone in the call for `idle_timeout`: the call ends.
     SessionTimeout {
         /// The call.

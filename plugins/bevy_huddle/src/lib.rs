@@ -211,6 +211,7 @@ impl Plugin for CallMediaPlugin {
     fn build(&self, app: &mut App) {
         use media::*;
         app.init_resource::<MediaSettings>()
+            .init_resource::<RecordingSettings>()
             .add_message::<OutboundPeerSignal>()
             .add_systems(
                 PreUpdate,
@@ -227,6 +228,7 @@ impl Plugin for CallMediaPlugin {
                     route_peer_signals,
                     apply_audio_routes,
                     request_video_by_visibility,
+                    follow_recording,
                     stop_ended_media,
                 )
                     .chain()

@@ -16,6 +16,11 @@
 //!   timer-paced output pulls every 20 ms; [`MediaStats`] has the output level.
 //! - Adaptive receive: each remote's on-screen size (tile width, in-world surfaces) decides
 //!   what we ask of its sender: paused while hidden, a capped bitrate while small.
+//! - Recording: when the local participant turns recording on (`RecordingToggled` by us,
+//!   from `start_recording` or `start_recording_on_call_start`), the session records the
+//!   call into a Matroska file in [`RecordingSettings`]'s folder; turning it off (or the
+//!   call ending) finishes the file (`RecordingSaved`). A file that cannot be written gives
+//!   an `Error` event and turns recording off; the call goes on.
 //! - The session stops when the call ends (dropping it closes every connection).
 
 use std::collections::HashMap;
@@ -52,6 +57,54 @@ impl Default for MediaSettings {
             video: EncoderSettings::hd(),
             udp_addrs: vec!["127.0.0.1:0".to_owned()],
         }
+    }
+}
+
+/// Where recordings go.
+#[derive(Resource, Clone, Debug, PartialEq, Eq)]
+pub struct RecordingSettings {
+    /// The folder new recordings are written to (created if missing), as
+    /// `huddle-<session>-<unix time>.mkv`.
+    pub folder: std::path::PathBuf,
+    /// Write exactly this file instead (the bot's `--record PATH`).
+    pub file: Option<std::path::PathBuf>,
+}
+
+impl Default for RecordingSettings {
+    /// `$HUDDLE_RECORDINGS`, else `~/Videos/Huddle`, else `./recordings`.
+    fn default() -> Self {
+        let folder = std::env::var_os("HUDDLE_RECORDINGS")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|home| std::path::PathBuf::from(home).join("Videos").join("Huddle"))
+            })
+            .unwrap_or_else(|| "recordings".into());
+        Self { folder, file: None }
+    }
+}
+
+impl RecordingSettings {
+    /// The file a new recording of session `session_id` goes to.
+    pub fn path_for(&self, session_id: &str) -> std::path::PathBuf {
+        if let Some(file) = &self.file {
+            return file.clone();
+        }
+        let safe: String = session_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.folder.join(format!("huddle-{safe}-{now}.mkv"))
     }
 }
 
@@ -151,19 +204,22 @@ fn wall_clock_ms() -> u32 {
 /// Starts the media of server-connected calls once they are in the session.
 pub(crate) fn start_call_media(
     calls: Query<
-        (Entity, &CallState, &CallMedia, &CallParticipants),
+        (Entity, &Call, &CallState, &CallMedia, &CallParticipants),
         (With<ViaConnection>, Without<CallMediaSession>),
     >,
     participants: Query<(&Participant, Has<LocalParticipant>, &ParticipantState)>,
     runtime: Option<Res<HuddleRuntime>>,
     settings: Option<Res<MediaSettings>>,
+    recordings: Option<Res<RecordingSettings>>,
     devices: Option<Res<crate::devices::MediaDevices>>,
+    mut events: MessageWriter<CallEvent>,
+    mut actions: MessageWriter<crate::actions::CallAction>,
     mut commands: Commands,
 ) {
     let Some(runtime) = runtime else {
         return;
     };
-    for (call, state, media, members) in &calls {
+    for (call, request, state, media, members) in &calls {
         if *state != CallState::InCall {
             continue;
         }
@@ -200,6 +256,12 @@ pub(crate) fn start_call_media(
             if !local {
                 session.add_peer(uid);
             }
+        }
+        // Recording turned on before the media existed (`start_recording_on_call_start`).
+        if media.recording_by.as_deref() == Some(local_uid.as_str()) {
+            let recordings = recordings.as_deref().cloned().unwrap_or_default();
+            let path = recordings.path_for(&request.session_id);
+            begin_recording(call, &session, &path, &mut events, &mut actions);
         }
         commands.entity(call).insert((
             CallMediaSession { session, local_uid },
@@ -283,6 +345,7 @@ pub(crate) fn drain_call_media(
     mut signals: MessageWriter<OutboundPeerSignal>,
     mut updates: MessageWriter<SessionUpdate>,
     mut errors: MessageWriter<CallEvent>,
+    mut actions: MessageWriter<crate::actions::CallAction>,
 ) {
     let now = Instant::now();
     for (call, media, mut stats, members, call_media) in &mut calls {
@@ -336,6 +399,11 @@ pub(crate) fn drain_call_media(
                         call: Some(call),
                         error: HuddleError::Media { uid, reason },
                     });
+                }
+                PeerEvent::RecordingFailed { .. } => {
+                    // Turning recording off finishes the file and reports the failure
+                    // (`finish_recording`), once.
+                    actions.write(crate::actions::CallAction::StopRecording);
                 }
                 PeerEvent::Quality { uid, rtt_ms, loss } => {
                     let remote = stats.remotes.entry(uid.clone()).or_default();
@@ -506,13 +574,88 @@ pub const MEDIUM_TILE_WIDTH: f32 = 520.0;
 /// Bitrate asked for a medium tile.
 pub const MEDIUM_TILE_BITRATE: u32 = 800_000;
 
-/// Ended calls stop their media (dropping the session closes every connection).
+/// Our own `RecordingToggled` starts and stops the session's recording.
+pub(crate) fn follow_recording(
+    mut events: ParamSet<(MessageReader<CallEvent>, MessageWriter<CallEvent>)>,
+    sessions: Query<(&CallMediaSession, &Call)>,
+    settings: Option<Res<RecordingSettings>>,
+    mut actions: MessageWriter<crate::actions::CallAction>,
+) {
+    let toggles: Vec<(Entity, bool)> = events
+        .p0()
+        .read()
+        .filter_map(|event| match event {
+            CallEvent::RecordingToggled { call, started, by } => sessions
+                .get(*call)
+                .ok()
+                .filter(|(media, _)| media.local_uid == *by)
+                .map(|_| (*call, *started)),
+            _ => None,
+        })
+        .collect();
+    for (call, started) in toggles {
+        let Ok((media, request)) = sessions.get(call) else {
+            continue;
+        };
+        if started {
+            let settings = settings.as_deref().cloned().unwrap_or_default();
+            let path = settings.path_for(&request.session_id);
+            begin_recording(call, &media.session, &path, &mut events.p1(), &mut actions);
+        } else {
+            finish_recording(call, media, &mut events.p1());
+        }
+    }
+}
+
+/// Starts recording into `path`; a file that cannot be written is an `Error` event and turns
+/// recording off again (for everyone: the action tells the peers).
+fn begin_recording(
+    call: Entity,
+    session: &MediaSession,
+    path: &std::path::Path,
+    events: &mut MessageWriter<CallEvent>,
+    actions: &mut MessageWriter<crate::actions::CallAction>,
+) {
+    if let Err(err) = session.start_recording(path) {
+        events.write(CallEvent::Error {
+            call: Some(call),
+            error: HuddleError::Recording(err.to_string()),
+        });
+        actions.write(crate::actions::CallAction::StopRecording);
+    }
+}
+
+/// Finishes the session's recording, if any: `RecordingSaved`, or an `Error`.
+fn finish_recording(call: Entity, media: &CallMediaSession, events: &mut MessageWriter<CallEvent>) {
+    match media.session.stop_recording() {
+        Some(Ok(summary)) => {
+            events.write(CallEvent::RecordingSaved {
+                call,
+                path: summary.path,
+                duration_ms: summary.duration_ms,
+                tracks: summary.tracks.len(),
+            });
+        }
+        Some(Err(err)) => {
+            events.write(CallEvent::Error {
+                call: Some(call),
+                error: HuddleError::Recording(err.to_string()),
+            });
+        }
+        None => {}
+    }
+}
+
+/// Ended calls stop their media (finishing a recording, then dropping the session, which
+/// closes every connection).
 pub(crate) fn stop_ended_media(
-    calls: Query<(Entity, &CallState), (With<CallMediaSession>, Changed<CallState>)>,
+    calls: Query<(Entity, &CallState, &CallMediaSession), Changed<CallState>>,
+    mut events: MessageWriter<CallEvent>,
     mut commands: Commands,
 ) {
-    for (call, state) in &calls {
+    for (call, state, media) in &calls {
         if state.is_ended() {
+            finish_recording(call, media, &mut events);
             commands.entity(call).remove::<CallMediaSession>();
         }
     }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 use bevy_huddle::connection::PeerSignalReceived;
-use bevy_huddle::media::{CallMediaSession, MediaSettings, MediaStats, RemoteMediaStats};
+use bevy_huddle::media::{
+    CallMediaSession, MediaSettings, MediaStats, RecordingSettings, RemoteMediaStats,
+};
 use bevy_huddle::prelude::*;
 use huddle_client::Backoff;
 use huddle_media::audio::tone_frequency_for;
@@ -430,4 +432,136 @@ fn adaptive_receive_pauses_hidden_and_caps_small_tiles() {
             .video_frames_sent_to("bob")
             .is_some_and(|n| n > to_bob + 10)
     });
+}
+
+fn recording_events(app: &App) -> Vec<CallEvent> {
+    app.world()
+        .resource::<ObservedEvents>()
+        .0
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                CallEvent::RecordingToggled { .. }
+                    | CallEvent::RecordingSaved { .. }
+                    | CallEvent::Error { .. }
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+/// `start_recording` in a real call: both sides get `RecordingToggled` by alice, alice's
+/// session records into the configured folder, and `stop_recording` finishes a file (read
+/// back) holding one video and one audio track per participant over the time it ran, with
+/// `RecordingSaved`. Then a folder that cannot be created gives a typed `Recording` error
+/// and turns recording off again on both sides; the call goes on.
+#[test]
+fn recording_saves_a_file_and_an_unwritable_folder_is_an_error() {
+    let stack = Stack::start();
+    let mut alice = media_user(&stack, "alice");
+    let mut bob = media_user(&stack, "bob");
+    let folder = std::env::temp_dir().join(format!("huddle-rec-ecs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&folder);
+    alice.insert_resource(RecordingSettings {
+        folder: folder.clone(),
+        file: None,
+    });
+    call_and_join(&mut alice, &mut bob);
+    pump(&mut [&mut alice, &mut bob], "video", |apps| {
+        remote(apps[0], "bob").video_frames_decoded >= 5
+    });
+    take_events(&mut alice);
+    take_events(&mut bob);
+    act(&mut alice, CallAction::StartRecording);
+    pump(
+        &mut [&mut alice, &mut bob],
+        "recording on both sides",
+        |apps| {
+            session_of(apps[0]).is_recording()
+            && recording_events(apps[1]).iter().any(|e| {
+                matches!(e, CallEvent::RecordingToggled { started: true, by, .. } if by == "alice")
+            })
+        },
+    );
+    let started = Instant::now();
+    run_for(&mut [&mut alice, &mut bob], Duration::from_secs(2));
+    act(&mut alice, CallAction::StopRecording);
+    pump(&mut [&mut alice, &mut bob], "saved", |apps| {
+        recording_events(apps[0])
+            .iter()
+            .any(|e| matches!(e, CallEvent::RecordingSaved { .. }))
+    });
+    let lasted = started.elapsed().as_secs_f64();
+    let saved = recording_events(&alice)
+        .into_iter()
+        .find_map(|e| match e {
+            CallEvent::RecordingSaved { path, tracks, .. } => Some((path, tracks)),
+            _ => None,
+        })
+        .expect("saved");
+    assert_eq!(saved.1, 4, "video and audio of alice and bob");
+    assert_eq!(saved.0.parent(), Some(folder.as_path()));
+    let info = huddle_media::recording::read_recording(&saved.0).expect("readable");
+    assert!(info.finished && !info.truncated);
+    let mut names: Vec<(&str, &str)> = info
+        .tracks
+        .iter()
+        .map(|t| (t.name.as_str(), t.codec.as_str()))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            ("alice", "A_OPUS"),
+            ("alice", "V_MPEG4/ISO/AVC"),
+            ("bob", "A_OPUS"),
+            ("bob", "V_MPEG4/ISO/AVC")
+        ]
+    );
+    assert!(
+        (info.duration_ms / 1000.0 - lasted).abs() <= 0.5,
+        "file {} ms, recording ran {lasted:.2} s",
+        info.duration_ms
+    );
+    assert!(recording_events(&bob).iter().any(
+        |e| matches!(e, CallEvent::RecordingToggled { started: false, by, .. } if by == "alice")
+    ));
+
+    // A folder that cannot exist.
+    alice.insert_resource(RecordingSettings {
+        folder: "/proc/huddle-cannot-write".into(),
+        file: None,
+    });
+    take_events(&mut alice);
+    take_events(&mut bob);
+    act(&mut alice, CallAction::StartRecording);
+    pump(&mut [&mut alice, &mut bob], "error and off again", |apps| {
+        recording_events(apps[1])
+            .iter()
+            .any(|e| matches!(e, CallEvent::RecordingToggled { started: false, .. }))
+    });
+    let errors: Vec<CallEvent> = recording_events(&alice)
+        .into_iter()
+        .filter(|e| matches!(e, CallEvent::Error { .. }))
+        .collect();
+    assert!(
+        matches!(
+            errors.as_slice(),
+            [CallEvent::Error { error: HuddleError::Recording(reason), .. }]
+                if reason.contains("/proc/huddle-cannot-write")
+        ),
+        "{errors:?}"
+    );
+    assert!(!session_of(&alice).is_recording());
+    let call = active_call(&alice).expect("call");
+    assert_eq!(
+        alice
+            .world()
+            .get::<CallMedia>(call)
+            .map(|m| m.recording_by.clone()),
+        Some(None)
+    );
+    assert_eq!(call_state(&alice), Some(CallState::InCall));
+    let _ = std::fs::remove_dir_all(&folder);
 }
