@@ -14,6 +14,7 @@
 //! - [`peer`]: one WebRTC connection per remote participant; [`session`]: a call's media.
 //! - [`mixer`]: jitter buffers, gains, outputs; [`devices`]: cpal microphones and speakers.
 //! - [`recording`]: the call recorded as received into one Matroska file.
+//! - [`screen`]: screen-share sources (the X11 desktop, frames pushed by the app).
 //! - [`DeviceKind`], [`DeviceInfo`], [`DeviceLists`]: the device vocabulary.
 
 pub mod audio;
@@ -21,6 +22,7 @@ pub mod devices;
 pub mod mixer;
 pub mod peer;
 pub mod recording;
+pub mod screen;
 pub mod session;
 pub mod synthetic;
 pub mod video;

@@ -113,6 +113,13 @@ pub enum PeerEvent {
         /// The frame.
         frame: DecodedVideo,
     },
+    /// A frame of `uid`'s screen share (their second video track).
+    ScreenVideo {
+        /// Whose.
+        uid: String,
+        /// The frame.
+        frame: DecodedVideo,
+    },
     /// 20 ms of audio from `uid` (decoded, or concealed).
     Audio {
         /// Whose.
@@ -130,6 +137,11 @@ pub enum PeerEvent {
         rtt_ms: Option<f64>,
         /// Share of RTP packets lost over the last interval (0..=1).
         loss: f32,
+    },
+    /// Our screen share ended by itself (the source failed: display gone, window closed).
+    ScreenShareEnded {
+        /// Why.
+        reason: String,
     },
     /// The recording stopped because writing failed (disk full, file gone); the call goes on.
     RecordingFailed {
@@ -154,6 +166,8 @@ pub struct MediaCounters {
     pub audio_frames_sent: AtomicU64,
     /// Keyframes requested by receivers (PLI/FIR).
     pub keyframe_requests: AtomicU64,
+    /// Screen-share frames written to at least one peer.
+    pub screen_frames_sent: AtomicU64,
 }
 
 /// Test hook: the share of incoming video RTP packets to drop (0..=1000 per mille).
@@ -308,7 +322,8 @@ impl PeerConnectionEventHandler for Handler {
         tokio::spawn(async move {
             let kind = track.kind().await;
             let result = if kind == RtpCodecKind::Video {
-                receive_video(track, &uid, &events, &loss, &recording).await
+                let screen = track.stream_id().await == SCREEN_STREAM;
+                receive_video(track, (&uid, screen), &events, &loss, &recording).await
             } else {
                 receive_audio(track, &uid, &events, &mixer, &recording).await
             };
@@ -576,9 +591,17 @@ impl VideoReceiver {
     }
 }
 
+/// The media stream id of screen-share tracks (camera video is `huddle-video`).
+const SCREEN_STREAM: &str = "huddle-screen";
+
+/// The name a participant's screen share is recorded under.
+pub fn screen_track_name(uid: &str) -> String {
+    format!("{uid} (screen)")
+}
+
 async fn receive_video(
     track: Arc<dyn TrackRemote>,
-    uid: &str,
+    (uid, screen): (&str, bool),
     events: &Sender<PeerEvent>,
     loss: &LossInjection,
     recording: &RecordingTap,
@@ -604,15 +627,20 @@ async fn receive_video(
         }
         for frame in receiver.push(Instant::now(), packet) {
             if let Some(recorder) = recorder_of(recording) {
-                recorder.video(uid, &frame.encoded, frame.width, frame.height);
+                let name = if screen {
+                    screen_track_name(uid)
+                } else {
+                    uid.to_owned()
+                };
+                recorder.video(&name, &frame.encoded, frame.width, frame.height);
             }
-            if events
-                .send(PeerEvent::Video {
-                    uid: uid.to_owned(),
-                    frame,
-                })
-                .is_err()
-            {
+            let uid = uid.to_owned();
+            let event = if screen {
+                PeerEvent::ScreenVideo { uid, frame }
+            } else {
+                PeerEvent::Video { uid, frame }
+            };
+            if events.send(event).is_err() {
                 return Ok(());
             }
         }
@@ -712,13 +740,19 @@ pub struct Peer {
     pc: Arc<dyn PeerConnection>,
     video: Arc<TrackLocalStaticSample>,
     audio: Arc<TrackLocalStaticSample>,
+    screen: Arc<TrackLocalStaticSample>,
     video_ssrc: u32,
     audio_ssrc: u32,
-    senders: Mutex<Option<(Arc<dyn RtpSender>, Arc<dyn RtpSender>)>>,
-    payload_types: Mutex<Option<(u8, u8)>>,
+    screen_ssrc: u32,
+    senders: Mutex<Option<[Arc<dyn RtpSender>; 3]>>,
+    /// Negotiated payload types: video, audio, screen.
+    payload_types: Mutex<Option<[u8; 3]>>,
+    /// Screen frames written to this peer.
+    screen_frames_written: AtomicU64,
     gathered: tokio::sync::watch::Receiver<bool>,
     events: Sender<PeerEvent>,
     keyframe_wanted: Arc<AtomicBool>,
+    screen_keyframe_wanted: Arc<AtomicBool>,
     counters: Arc<MediaCounters>,
 }
 
@@ -770,7 +804,7 @@ impl Peer {
     pub async fn create(
         setup: &PeerSetup,
         events: Sender<PeerEvent>,
-        keyframe_wanted: Arc<AtomicBool>,
+        (keyframe_wanted, screen_keyframe_wanted): (Arc<AtomicBool>, Arc<AtomicBool>),
         counters: Arc<MediaCounters>,
         loss: Arc<LossInjection>,
         mixer: crate::mixer::SharedMixer,
@@ -825,7 +859,7 @@ impl Peer {
             .with_udp_addrs(setup.udp_addrs.clone())
             .build()
             .await?;
-        let (video_ssrc, audio_ssrc) = (random_u32(), random_u32());
+        let (video_ssrc, audio_ssrc, screen_ssrc) = (random_u32(), random_u32(), random_u32());
         let peer = Arc::new(Self {
             remote_uid: setup.remote_uid.clone(),
             wanted_paused: AtomicBool::new(false),
@@ -836,13 +870,17 @@ impl Peer {
             pc: Arc::new(pc),
             video: local_track(RtpCodecKind::Video, h264_codec(), video_ssrc, "video")?,
             audio: local_track(RtpCodecKind::Audio, opus_codec(), audio_ssrc, "audio")?,
+            screen: local_track(RtpCodecKind::Video, h264_codec(), screen_ssrc, "screen")?,
             video_ssrc,
             audio_ssrc,
+            screen_ssrc,
             senders: Mutex::new(None),
             payload_types: Mutex::new(None),
+            screen_frames_written: AtomicU64::new(0),
             gathered,
             events,
             keyframe_wanted,
+            screen_keyframe_wanted,
             counters,
         });
         Ok(peer)
@@ -876,19 +914,28 @@ impl Peer {
             .pc
             .add_track(self.audio.clone() as Arc<dyn TrackLocal>)
             .await?;
-        *senders = Some((video, audio));
-        // Keyframe requests from the receiver reach the local video track.
-        let track = self.video.clone();
-        let wanted = self.keyframe_wanted.clone();
-        let counters = self.counters.clone();
-        tokio::spawn(async move {
-            while let Some(event) = track.poll().await {
-                if let TrackLocalEvent::OnRtcpPacket(_) = event {
-                    wanted.store(true, Ordering::Relaxed);
-                    counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        // The screen-share track is negotiated up front and stays silent until someone
+        // shares, so starting a share needs no renegotiation.
+        let screen = self
+            .pc
+            .add_track(self.screen.clone() as Arc<dyn TrackLocal>)
+            .await?;
+        *senders = Some([video, audio, screen]);
+        // Keyframe requests from the receiver reach the local video tracks.
+        for (track, wanted) in [
+            (self.video.clone(), self.keyframe_wanted.clone()),
+            (self.screen.clone(), self.screen_keyframe_wanted.clone()),
+        ] {
+            let counters = self.counters.clone();
+            tokio::spawn(async move {
+                while let Some(event) = track.poll().await {
+                    if let TrackLocalEvent::OnRtcpPacket(_) = event {
+                        wanted.store(true, Ordering::Relaxed);
+                        counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-            }
-        });
+            });
+        }
         Ok(())
     }
 
@@ -973,7 +1020,7 @@ impl Peer {
 
     async fn learn_payload_types(&self) {
         let senders = self.senders.lock().await.clone();
-        let Some((video, audio)) = senders else {
+        let Some([video, audio, screen]) = senders else {
             return;
         };
         let pt = |params: Result<rtc::rtp_transceiver::rtp_sender::RTCRtpSendParameters, _>| {
@@ -983,7 +1030,8 @@ impl Peer {
         };
         let video_pt = pt(video.get_parameters().await).unwrap_or(H264_PAYLOAD_TYPE);
         let audio_pt = pt(audio.get_parameters().await).unwrap_or(OPUS_PAYLOAD_TYPE);
-        *self.payload_types.lock().await = Some((video_pt, audio_pt));
+        let screen_pt = pt(screen.get_parameters().await).unwrap_or(H264_PAYLOAD_TYPE);
+        *self.payload_types.lock().await = Some([video_pt, audio_pt, screen_pt]);
     }
 
     /// Writes one encoded video frame (no-op until negotiated).
@@ -991,7 +1039,7 @@ impl Peer {
         if !self.connected.load(Ordering::Relaxed) || self.wanted_paused.load(Ordering::Relaxed) {
             return false;
         }
-        let Some((pt, _)) = *self.payload_types.lock().await else {
+        let Some([pt, _, _]) = *self.payload_types.lock().await else {
             return false;
         };
         let sample = Sample {
@@ -1009,6 +1057,36 @@ impl Peer {
             self.video_frames_written.fetch_add(1, Ordering::Relaxed);
         }
         written
+    }
+
+    /// Writes one encoded frame of our screen share (no-op until negotiated).
+    pub async fn write_screen(&self, frame: &EncodedFrame, duration: Duration) -> bool {
+        if !self.connected.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Some([_, _, pt]) = *self.payload_types.lock().await else {
+            return false;
+        };
+        let sample = Sample {
+            data: Bytes::copy_from_slice(&frame.data),
+            duration,
+            ..Sample::new(Instant::now())
+        };
+        let written = self
+            .screen
+            .sample_writer(self.screen_ssrc, pt)
+            .write_sample(&sample)
+            .await
+            .is_ok();
+        if written {
+            self.screen_frames_written.fetch_add(1, Ordering::Relaxed);
+        }
+        written
+    }
+
+    /// Screen-share frames written to this peer so far.
+    pub fn screen_frames_written(&self) -> u64 {
+        self.screen_frames_written.load(Ordering::Relaxed)
     }
 
     /// The receiver's wishes for our video: (paused, bitrate cap in bps, 0 = none).
@@ -1029,7 +1107,7 @@ impl Peer {
         if !self.connected.load(Ordering::Relaxed) {
             return false;
         }
-        let Some((_, pt)) = *self.payload_types.lock().await else {
+        let Some([_, pt, _]) = *self.payload_types.lock().await else {
             return false;
         };
         let sample = Sample {

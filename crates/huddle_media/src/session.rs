@@ -36,6 +36,7 @@ use crate::peer::{
     LossInjection, MediaCounters, Peer, PeerEvent, PeerSetup, RecordingTap, recorder_of,
 };
 use crate::recording::{Recording, RecordingError, RecordingSummary, TrackSummary};
+use crate::screen::ScreenSource;
 use crate::synthetic::{FrameStamp, TestPattern};
 use crate::video::{EncoderSettings, H264Encoder, I420Frame};
 
@@ -74,6 +75,7 @@ struct SendSwitches {
     video_paused: AtomicBool,
     video_enabled: AtomicBool,
     keyframe_wanted: Arc<AtomicBool>,
+    screen_keyframe_wanted: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
     /// Congestion control's target for our video (the lowest over all peers), bits/s; 0 = none yet.
     target_bitrate: std::sync::atomic::AtomicU32,
@@ -103,6 +105,9 @@ pub struct MediaSession {
     recording_tap: RecordingTap,
     recording: std::sync::Mutex<Option<Recording>>,
     local_uid: String,
+    runtime: tokio::runtime::Handle,
+    /// Set to stop the running screen share's thread.
+    screen_share: std::sync::Mutex<Option<Arc<AtomicBool>>>,
 }
 
 impl MediaSession {
@@ -116,6 +121,7 @@ impl MediaSession {
             video_paused: AtomicBool::new(false),
             video_enabled: AtomicBool::new(true),
             keyframe_wanted: Arc::new(AtomicBool::new(false)),
+            screen_keyframe_wanted: Arc::new(AtomicBool::new(false)),
             closed: Arc::new(AtomicBool::new(false)),
             target_bitrate: std::sync::atomic::AtomicU32::new(0),
         });
@@ -201,7 +207,64 @@ impl MediaSession {
             recording_tap,
             recording: std::sync::Mutex::new(None),
             local_uid: config.local_uid,
+            runtime: runtime.clone(),
+            screen_share: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Starts sharing `source` (the desktop, a game view) on every peer's screen track, at
+    /// `bitrate_bps`. A share already running is replaced. When the source fails, the share
+    /// ends with [`PeerEvent::ScreenShareEnded`].
+    pub fn start_screen_share(&self, source: Box<dyn ScreenSource>, bitrate_bps: u32) {
+        let stop = Arc::new(AtomicBool::new(false));
+        if let Some(previous) = self
+            .screen_share
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(stop.clone())
+        {
+            previous.store(true, Ordering::Relaxed);
+        }
+        let share = ScreenShareLoop {
+            local_uid: self.local_uid.clone(),
+            runtime: self.runtime.clone(),
+            peers: self.peers.clone(),
+            switches: self.switches.clone(),
+            counters: self.counters.clone(),
+            events: self.signals_out.clone(),
+            recording: self.recording_tap.clone(),
+            stop,
+            bitrate_bps,
+        };
+        let spawned = std::thread::Builder::new()
+            .name("huddle-screen-share".into())
+            .spawn(move || share.run(source));
+        if let Err(err) = spawned {
+            let _ = self.signals_out.send(PeerEvent::ScreenShareEnded {
+                reason: format!("cannot start the screen share thread: {err}"),
+            });
+        }
+    }
+
+    /// Stops the screen share, if one runs.
+    pub fn stop_screen_share(&self) {
+        if let Some(stop) = self
+            .screen_share
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a screen share runs.
+    pub fn is_screen_sharing(&self) -> bool {
+        self.screen_share
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|stop| !stop.load(Ordering::Relaxed))
     }
 
     /// Starts recording the call into `path` (a Matroska file): our own video and audio and
@@ -377,6 +440,7 @@ impl MediaSession {
     /// Stops sending and closes every peer connection.
     pub fn close(&self) {
         self.switches.closed.store(true, Ordering::Relaxed);
+        self.stop_screen_share();
         let _ = self.stop_recording();
         let _ = self.commands.send(Command::Close);
     }
@@ -413,7 +477,13 @@ async fn run_actor(
     // Builds the connection to `remote` and registers it.
     let create = |remote: &str| {
         let (setup, peers) = (setup(remote), peers.clone());
-        let (events, keyframe_wanted) = (events.clone(), switches.keyframe_wanted.clone());
+        let (events, keyframe_wanted) = (
+            events.clone(),
+            (
+                switches.keyframe_wanted.clone(),
+                switches.screen_keyframe_wanted.clone(),
+            ),
+        );
         let (counters, loss, mixer) = (counters.clone(), loss.clone(), mixer.clone());
         let recording = recording.clone();
         async move {
@@ -698,6 +768,108 @@ async fn send_audio(
         }
         if sent {
             counters.audio_frames_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The screen share's thread: capture → I420 → H.264 (its own encoder, sized by the source)
+/// → every peer's screen track, paced at the source's frame rate.
+struct ScreenShareLoop {
+    local_uid: String,
+    runtime: tokio::runtime::Handle,
+    peers: Peers,
+    switches: Arc<SendSwitches>,
+    counters: Arc<MediaCounters>,
+    events: Sender<PeerEvent>,
+    recording: RecordingTap,
+    stop: Arc<AtomicBool>,
+    bitrate_bps: u32,
+}
+
+impl ScreenShareLoop {
+    fn run(self, mut source: Box<dyn ScreenSource>) {
+        let fps = source.fps().clamp(1.0, 60.0);
+        let period = Duration::from_secs_f32(1.0 / fps);
+        let mut rgba = Vec::new();
+        let mut coder: Option<(H264Encoder, I420Frame)> = None;
+        let mut next = std::time::Instant::now();
+        let ended = |reason: String| {
+            let _ = self.events.send(PeerEvent::ScreenShareEnded { reason });
+        };
+        let running =
+            || !self.stop.load(Ordering::Relaxed) && !self.switches.closed.load(Ordering::Relaxed);
+        while running() {
+            let (width, height) = match source.next_frame(&mut rgba) {
+                Ok(size) => size,
+                Err(err) => {
+                    if running() {
+                        ended(err.to_string());
+                    }
+                    break;
+                }
+            };
+            if !running() {
+                break;
+            }
+            if coder
+                .as_ref()
+                .is_none_or(|(_, frame)| (frame.width(), frame.height()) != (width, height))
+            {
+                let settings = EncoderSettings {
+                    width,
+                    height,
+                    fps,
+                    bitrate_bps: self.bitrate_bps,
+                    keyframe_interval: (fps * 4.0) as u32,
+                };
+                match (H264Encoder::new(settings), I420Frame::new(width, height)) {
+                    (Ok(encoder), Ok(frame)) => coder = Some((encoder, frame)),
+                    (Err(err), _) | (_, Err(err)) => {
+                        ended(format!("{}: {err}", source.describe()));
+                        break;
+                    }
+                }
+            }
+            let Some((encoder, frame)) = coder.as_mut() else {
+                break;
+            };
+            if frame.fill_from_rgba(&rgba).is_err() {
+                continue;
+            }
+            if self
+                .switches
+                .screen_keyframe_wanted
+                .swap(false, Ordering::Relaxed)
+            {
+                encoder.request_keyframe();
+            }
+            if let Ok(Some(encoded)) = encoder.encode(frame) {
+                if let Some(recorder) = recorder_of(&self.recording) {
+                    let name = crate::peer::screen_track_name(&self.local_uid);
+                    recorder.video(&name, &encoded.data, width, height);
+                }
+                let peers = self.peers.clone();
+                let sent = self.runtime.block_on(async move {
+                    let targets: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
+                    let mut sent = false;
+                    for peer in targets {
+                        sent |= peer.write_screen(&encoded, period).await;
+                    }
+                    sent
+                });
+                if sent {
+                    self.counters
+                        .screen_frames_sent
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            next += period;
+            let now = std::time::Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                next = now;
+            }
         }
     }
 }

@@ -17,6 +17,8 @@ struct Received {
     size: (u32, u32),
     audio: Vec<i16>,
     audio_frames: u64,
+    screen_frames: u64,
+    last_screen: Option<huddle_media::peer::DecodedVideo>,
 }
 
 fn config(uid: &str) -> SessionConfig {
@@ -70,6 +72,12 @@ fn pump(
                     }
                     PeerEvent::Error { uid, reason } => panic!("{me} about {uid}: {reason}"),
                     PeerEvent::RecordingFailed { reason } => panic!("{me}: {reason}"),
+                    PeerEvent::ScreenShareEnded { reason } => panic!("{me}: {reason}"),
+                    PeerEvent::ScreenVideo { frame, .. } => {
+                        let r = received.entry(me.to_string()).or_default();
+                        r.screen_frames += 1;
+                        r.last_screen = Some(frame);
+                    }
                     PeerEvent::Disconnected { .. } | PeerEvent::Quality { .. } => {}
                 }
             }
@@ -382,4 +390,176 @@ fn recording_writes_a_playable_matroska_file() {
     );
     assert!(killed_duration >= 2.0, "cut file: {killed_duration} s");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A private X server (Xvfb) for one test, stopped when dropped.
+struct VirtualDisplay {
+    server: std::process::Child,
+    name: String,
+}
+
+impl VirtualDisplay {
+    /// Starts Xvfb on the first free display number from :90, 640×360 at 24 bits.
+    fn start() -> Self {
+        for number in 90..190 {
+            if std::path::Path::new(&format!("/tmp/.X{number}-lock")).exists() {
+                continue;
+            }
+            let name = format!(":{number}");
+            let server = std::process::Command::new("Xvfb")
+                .args([
+                    name.as_str(),
+                    "-screen",
+                    "0",
+                    "640x360x24",
+                    "-nolisten",
+                    "tcp",
+                ])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("Xvfb (installed by scripts/setup)");
+            let socket = format!("/tmp/.X11-unix/X{number}");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !std::path::Path::new(&socket).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return Self { server, name };
+        }
+        panic!("no free X display number");
+    }
+}
+
+impl Drop for VirtualDisplay {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// The known picture: red, green, blue and white quadrants (RGB).
+const QUADRANTS: [[u8; 3]; 4] = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]];
+
+/// Covers the display with a window painted in [`QUADRANTS`]; the connection keeps it up.
+fn paint_quadrants(display: &str) -> x11rb::rust_connection::RustConnection {
+    use x11rb::connection::Connection;
+    use x11rb::protocol::xproto::*;
+    let (conn, screen) = x11rb::connect(Some(display)).expect("X connection");
+    let root = conn.setup().roots[screen].root;
+    let window = conn.generate_id().expect("id");
+    conn.create_window(
+        x11rb::COPY_DEPTH_FROM_PARENT,
+        window,
+        root,
+        0,
+        0,
+        640,
+        360,
+        0,
+        WindowClass::INPUT_OUTPUT,
+        0,
+        &CreateWindowAux::new()
+            .background_pixel(0)
+            .override_redirect(1),
+    )
+    .expect("window");
+    conn.map_window(window).expect("map");
+    conn.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(200));
+    for (i, [r, g, b]) in QUADRANTS.iter().enumerate() {
+        let gc = conn.generate_id().expect("id");
+        let pixel = (u32::from(*r) << 16) | (u32::from(*g) << 8) | u32::from(*b);
+        conn.create_gc(gc, window, &CreateGCAux::new().foreground(pixel))
+            .expect("gc");
+        let (x, y) = ((i % 2) as i16 * 320, (i / 2) as i16 * 180);
+        conn.poly_fill_rectangle(
+            window,
+            gc,
+            &[Rectangle {
+                x,
+                y,
+                width: 320,
+                height: 180,
+            }],
+        )
+        .expect("fill");
+    }
+    conn.get_input_focus()
+        .expect("sync")
+        .reply()
+        .expect("sync reply");
+    conn
+}
+
+/// Alice shares the screen of a private Xvfb showing four coloured quadrants: Bob receives
+/// her screen share as frames on their own track (her camera video keeps arriving beside
+/// it), 640×360, with each quadrant's colour where it is on the screen. Stopping the share
+/// stops the frames. A display that does not exist is a typed error.
+#[test]
+fn desktop_screen_share_reaches_the_other_side() {
+    use huddle_media::screen::{ScreenSource, X11Screen};
+    let display = VirtualDisplay::start();
+    let _window = paint_quadrants(&display.name);
+    let mut direct = X11Screen::open(Some(&display.name), 10.0).expect("capture opens");
+    let mut captured = Vec::new();
+    assert_eq!(direct.next_frame(&mut captured).expect("frame"), (640, 360));
+    assert_eq!(&captured[..4], &[255, 0, 0, 255], "top-left pixel is red");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let alice = MediaSession::start(runtime.handle(), config("alice"));
+    let bob = MediaSession::start(runtime.handle(), config("bob"));
+    alice.add_peer("bob");
+    bob.add_peer("alice");
+    let sessions = [("alice", &alice), ("bob", &bob)];
+    let mut received: HashMap<String, Received> = HashMap::new();
+    pump(&sessions, &mut received, Duration::from_secs(20), |r| {
+        r.get("bob").is_some_and(|x| x.frames.len() >= 5)
+    });
+    alice.start_screen_share(
+        Box::new(X11Screen::open(Some(&display.name), 10.0).expect("capture")),
+        1_000_000,
+    );
+    assert!(alice.is_screen_sharing());
+    let camera_before = received["bob"].frames.len();
+    pump(&sessions, &mut received, Duration::from_secs(20), |r| {
+        r["bob"].screen_frames >= 10
+    });
+    let bob_got = &received["bob"];
+    assert!(
+        bob_got.screen_frames >= 10,
+        "{} screen frames",
+        bob_got.screen_frames
+    );
+    assert!(
+        bob_got.frames.len() > camera_before + 10,
+        "camera video continues beside the share"
+    );
+    let frame = bob_got.last_screen.as_ref().expect("a screen frame");
+    assert_eq!((frame.width, frame.height), (640, 360));
+    for (i, expected) in QUADRANTS.iter().enumerate() {
+        let (x, y) = (160 + (i % 2) * 320, 90 + (i / 2) * 180);
+        let at = (y * 640 + x) * 4;
+        let got = &frame.rgba[at..at + 3];
+        assert!(
+            got.iter().zip(expected).all(|(g, e)| g.abs_diff(*e) <= 40),
+            "quadrant {i}: got {got:?}, the screen shows {expected:?}"
+        );
+    }
+
+    alice.stop_screen_share();
+    assert!(!alice.is_screen_sharing());
+    pump(&sessions, &mut received, Duration::from_millis(500), |_| {
+        false
+    });
+    let after_stop = received["bob"].screen_frames;
+    pump(&sessions, &mut received, Duration::from_millis(800), |_| {
+        false
+    });
+    assert!(
+        received["bob"].screen_frames <= after_stop + 1,
+        "no screen frames after the share stopped"
+    );
 }

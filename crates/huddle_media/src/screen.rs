@@ -1,0 +1,256 @@
+//! Screen share sources: what a [`crate::session::MediaSession`] sends on its second video
+//! track while a participant shares.
+//!
+//! - [`X11Screen`]: the desktop (an X11 display's root window, or one window), captured
+//!   with `GetImage` on a pure-Rust X11 connection; Linux and other X11 systems.
+//! - [`PushedFrames`]: frames pushed by the application, e.g. a game camera's render target
+//!   read back by `bevy_huddle` (the game-view share).
+//!
+//! A source hands out RGBA frames; the session's screen thread encodes them (H.264, its own
+//! encoder and bitrate) and writes them to every peer's screen track.
+
+use crossbeam_channel::{Receiver, Sender};
+use x11rb::connection::Connection;
+use x11rb::protocol::xproto::{ConnectionExt, ImageFormat, Window};
+use x11rb::rust_connection::RustConnection;
+
+/// Screen capture is not possible (no display, unsupported pixel format, window gone).
+#[derive(Debug, thiserror::Error)]
+#[error("screen capture: {0}")]
+pub struct ScreenError(pub String);
+
+/// Something that produces frames to share.
+pub trait ScreenSource: Send + 'static {
+    /// Waits for (or captures) the next frame into `rgba`; returns its size. An error ends
+    /// the share.
+    fn next_frame(&mut self, rgba: &mut Vec<u8>) -> Result<(u32, u32), ScreenError>;
+
+    /// Frames per second to capture at.
+    fn fps(&self) -> f32;
+
+    /// What is shared, for logs and errors.
+    fn describe(&self) -> String;
+}
+
+/// The desktop of an X11 display (its root window) or one of its windows.
+pub struct X11Screen {
+    connection: RustConnection,
+    window: Window,
+    display: String,
+    fps: f32,
+}
+
+impl X11Screen {
+    /// Connects to `display` (`None`: `$DISPLAY`) to capture its whole screen at `fps`.
+    pub fn open(display: Option<&str>, fps: f32) -> Result<Self, ScreenError> {
+        let name = display
+            .map(str::to_owned)
+            .or_else(|| std::env::var("DISPLAY").ok())
+            .ok_or_else(|| ScreenError("no X11 display ($DISPLAY is not set)".into()))?;
+        let (connection, screen) = x11rb::connect(Some(&name))
+            .map_err(|err| ScreenError(format!("cannot open display {name}: {err}")))?;
+        let setup = connection.setup();
+        let root = setup
+            .roots
+            .get(screen)
+            .ok_or_else(|| ScreenError(format!("display {name} has no screen {screen}")))?;
+        let depth = root.root_depth;
+        let bits = setup
+            .pixmap_formats
+            .iter()
+            .find(|f| f.depth == depth)
+            .map(|f| f.bits_per_pixel);
+        if depth < 24 || bits != Some(32) {
+            return Err(ScreenError(format!(
+                "display {name}: {depth}-bit colour at {bits:?} bits per pixel is not supported (24/32 is)"
+            )));
+        }
+        let window = root.root;
+        Ok(Self {
+            connection,
+            window,
+            display: name,
+            fps,
+        })
+    }
+
+    /// Captures one window instead of the whole screen.
+    pub fn window(mut self, window: u32) -> Self {
+        self.window = window;
+        self
+    }
+}
+
+impl ScreenSource for X11Screen {
+    fn next_frame(&mut self, rgba: &mut Vec<u8>) -> Result<(u32, u32), ScreenError> {
+        let failed = |err: String| ScreenError(format!("display {}: {err}", self.display));
+        let geometry = self
+            .connection
+            .get_geometry(self.window)
+            .map_err(|e| failed(e.to_string()))?
+            .reply()
+            .map_err(|e| failed(e.to_string()))?;
+        // The encoder needs even sizes.
+        let (width, height) = (geometry.width & !1, geometry.height & !1);
+        if width == 0 || height == 0 {
+            return Err(failed("the window has no area".into()));
+        }
+        let image = self
+            .connection
+            .get_image(
+                ImageFormat::Z_PIXMAP,
+                self.window,
+                0,
+                0,
+                width,
+                height,
+                u32::MAX,
+            )
+            .map_err(|e| failed(e.to_string()))?
+            .reply()
+            .map_err(|e| failed(e.to_string()))?;
+        let pixels = usize::from(width) * usize::from(height);
+        if image.data.len() < pixels * 4 {
+            return Err(failed(format!(
+                "short image: {} bytes for {width}×{height}",
+                image.data.len()
+            )));
+        }
+        // Z-pixmap at 32 bits per pixel, little-endian: B, G, R, X.
+        rgba.resize(pixels * 4, 0);
+        for (out, bgrx) in rgba.chunks_exact_mut(4).zip(image.data.chunks_exact(4)) {
+            out.copy_from_slice(&[bgrx[2], bgrx[1], bgrx[0], 255]);
+        }
+        Ok((u32::from(width), u32::from(height)))
+    }
+
+    fn fps(&self) -> f32 {
+        self.fps
+    }
+
+    fn describe(&self) -> String {
+        format!("X11 display {} window {:#x}", self.display, self.window)
+    }
+}
+
+/// One frame pushed by the application.
+#[derive(Clone, Debug)]
+pub struct PushedFrame {
+    /// Width in pixels (even).
+    pub width: u32,
+    /// Height in pixels (even).
+    pub height: u32,
+    /// RGBA pixels.
+    pub rgba: Vec<u8>,
+}
+
+/// Frames the application pushes (a game camera's picture): the newest one wins.
+pub struct PushedFrames {
+    frames: Receiver<PushedFrame>,
+    fps: f32,
+    name: String,
+}
+
+/// The application's end of a [`PushedFrames`] source.
+#[derive(Clone)]
+pub struct FramePusher {
+    frames: Sender<PushedFrame>,
+}
+
+impl FramePusher {
+    /// Offers a frame; dropped if the encoder has not taken the previous one yet. Returns
+    /// false once the share has ended.
+    pub fn push(&self, frame: PushedFrame) -> bool {
+        !matches!(
+            self.frames.try_send(frame),
+            Err(crossbeam_channel::TrySendError::Disconnected(_))
+        )
+    }
+}
+
+impl PushedFrames {
+    /// A source fed by the returned pusher, encoded at most `fps` times a second.
+    pub fn new(name: impl Into<String>, fps: f32) -> (Self, FramePusher) {
+        let (frames_tx, frames) = crossbeam_channel::bounded(1);
+        (
+            Self {
+                frames,
+                fps,
+                name: name.into(),
+            },
+            FramePusher { frames: frames_tx },
+        )
+    }
+}
+
+impl ScreenSource for PushedFrames {
+    fn next_frame(&mut self, rgba: &mut Vec<u8>) -> Result<(u32, u32), ScreenError> {
+        let frame = self
+            .frames
+            .recv()
+            .map_err(|_| ScreenError(format!("{}: no more frames", self.name)))?;
+        let (width, height) = (frame.width & !1, frame.height & !1);
+        if width == 0 || height == 0 || frame.rgba.len() < (frame.width * frame.height * 4) as usize
+        {
+            return Err(ScreenError(format!(
+                "{}: bad frame {}×{} with {} bytes",
+                self.name,
+                frame.width,
+                frame.height,
+                frame.rgba.len()
+            )));
+        }
+        if (width, height) == (frame.width, frame.height) {
+            *rgba = frame.rgba;
+        } else {
+            // Crop odd sizes to even.
+            rgba.clear();
+            let stride = frame.width as usize * 4;
+            for row in frame.rgba.chunks_exact(stride).take(height as usize) {
+                rgba.extend_from_slice(&row[..width as usize * 4]);
+            }
+        }
+        Ok((width, height))
+    }
+
+    fn fps(&self) -> f32 {
+        self.fps
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without a display there is a clear error, not a panic.
+    #[test]
+    fn a_missing_display_is_a_typed_error() {
+        let err = X11Screen::open(Some(":4242"), 10.0)
+            .err()
+            .expect("no display :4242");
+        assert!(err.to_string().contains(":4242"), "{err}");
+    }
+
+    /// Pushed frames come out as pushed; odd sizes are cropped to even; a closed pusher
+    /// ends the source.
+    #[test]
+    fn pushed_frames_are_cropped_to_even_sizes() {
+        let (mut source, pusher) = PushedFrames::new("game view", 30.0);
+        let rgba: Vec<u8> = (0..5 * 3).flat_map(|i| [i as u8, 0, 0, 255]).collect();
+        assert!(pusher.push(PushedFrame {
+            width: 5,
+            height: 3,
+            rgba,
+        }));
+        let mut out = Vec::new();
+        assert_eq!(source.next_frame(&mut out).expect("frame"), (4, 2));
+        let reds: Vec<u8> = out.chunks(4).map(|p| p[0]).collect();
+        assert_eq!(reds, vec![0, 1, 2, 3, 5, 6, 7, 8]);
+        drop(pusher);
+        assert!(source.next_frame(&mut out).is_err());
+    }
+}
