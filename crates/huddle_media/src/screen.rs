@@ -222,6 +222,122 @@ impl ScreenSource for PushedFrames {
     }
 }
 
+/// A private virtual X server (Xvfb) with a known picture, for tests and demos of the
+/// desktop share. Panics where Xvfb is missing (`scripts/setup` installs it).
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub mod test_display {
+    use std::time::{Duration, Instant};
+
+    /// A private X server (Xvfb) for one test, stopped when dropped.
+    pub struct VirtualDisplay {
+        server: std::process::Child,
+        /// Its display name, e.g. `:90`.
+        pub name: String,
+    }
+
+    impl VirtualDisplay {
+        /// Starts Xvfb on the first free display number from :90, 640×360 at 24 bits.
+        pub fn start() -> Self {
+            for number in 90..190 {
+                if std::path::Path::new(&format!("/tmp/.X{number}-lock")).exists() {
+                    continue;
+                }
+                let name = format!(":{number}");
+                let mut server = std::process::Command::new("Xvfb")
+                    .args([
+                        name.as_str(),
+                        "-screen",
+                        "0",
+                        "640x360x24",
+                        "-nolisten",
+                        "tcp",
+                    ])
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("Xvfb (installed by scripts/setup)");
+                let socket = format!("/tmp/.X11-unix/X{number}");
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !std::path::Path::new(&socket).exists() && Instant::now() < deadline {
+                    if server.try_wait().ok().flatten().is_some() {
+                        break; // lost the race for this number to another server
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if server.try_wait().ok().flatten().is_some() {
+                    continue;
+                }
+                return Self { server, name };
+            }
+            panic!("no free X display number");
+        }
+    }
+
+    impl Drop for VirtualDisplay {
+        fn drop(&mut self) {
+            let _ = self.server.kill();
+            let _ = self.server.wait();
+        }
+    }
+
+    /// The known picture: red, green, blue and white quadrants (RGB).
+    pub const QUADRANTS: [[u8; 3]; 4] = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]];
+
+    impl VirtualDisplay {
+        /// Covers the display with a window painted in [`QUADRANTS`]; the returned connection
+        /// keeps it up.
+        pub fn paint_quadrants(&self) -> x11rb::rust_connection::RustConnection {
+            let display = self.name.as_str();
+            use x11rb::connection::Connection;
+            use x11rb::protocol::xproto::*;
+            let (conn, screen) = x11rb::connect(Some(display)).expect("X connection");
+            let root = conn.setup().roots[screen].root;
+            let window = conn.generate_id().expect("id");
+            conn.create_window(
+                x11rb::COPY_DEPTH_FROM_PARENT,
+                window,
+                root,
+                0,
+                0,
+                640,
+                360,
+                0,
+                WindowClass::INPUT_OUTPUT,
+                0,
+                &CreateWindowAux::new()
+                    .background_pixel(0)
+                    .override_redirect(1),
+            )
+            .expect("window");
+            conn.map_window(window).expect("map");
+            conn.flush().expect("flush");
+            std::thread::sleep(Duration::from_millis(200));
+            for (i, [r, g, b]) in QUADRANTS.iter().enumerate() {
+                let gc = conn.generate_id().expect("id");
+                let pixel = (u32::from(*r) << 16) | (u32::from(*g) << 8) | u32::from(*b);
+                conn.create_gc(gc, window, &CreateGCAux::new().foreground(pixel))
+                    .expect("gc");
+                let (x, y) = ((i % 2) as i16 * 320, (i / 2) as i16 * 180);
+                conn.poly_fill_rectangle(
+                    window,
+                    gc,
+                    &[Rectangle {
+                        x,
+                        y,
+                        width: 320,
+                        height: 180,
+                    }],
+                )
+                .expect("fill");
+            }
+            conn.get_input_focus()
+                .expect("sync")
+                .reply()
+                .expect("sync reply");
+            conn
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

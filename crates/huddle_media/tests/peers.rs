@@ -392,113 +392,16 @@ fn recording_writes_a_playable_matroska_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A private X server (Xvfb) for one test, stopped when dropped.
-struct VirtualDisplay {
-    server: std::process::Child,
-    name: String,
-}
-
-impl VirtualDisplay {
-    /// Starts Xvfb on the first free display number from :90, 640×360 at 24 bits.
-    fn start() -> Self {
-        for number in 90..190 {
-            if std::path::Path::new(&format!("/tmp/.X{number}-lock")).exists() {
-                continue;
-            }
-            let name = format!(":{number}");
-            let server = std::process::Command::new("Xvfb")
-                .args([
-                    name.as_str(),
-                    "-screen",
-                    "0",
-                    "640x360x24",
-                    "-nolisten",
-                    "tcp",
-                ])
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("Xvfb (installed by scripts/setup)");
-            let socket = format!("/tmp/.X11-unix/X{number}");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !std::path::Path::new(&socket).exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            return Self { server, name };
-        }
-        panic!("no free X display number");
-    }
-}
-
-impl Drop for VirtualDisplay {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-    }
-}
-
-/// The known picture: red, green, blue and white quadrants (RGB).
-const QUADRANTS: [[u8; 3]; 4] = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]];
-
-/// Covers the display with a window painted in [`QUADRANTS`]; the connection keeps it up.
-fn paint_quadrants(display: &str) -> x11rb::rust_connection::RustConnection {
-    use x11rb::connection::Connection;
-    use x11rb::protocol::xproto::*;
-    let (conn, screen) = x11rb::connect(Some(display)).expect("X connection");
-    let root = conn.setup().roots[screen].root;
-    let window = conn.generate_id().expect("id");
-    conn.create_window(
-        x11rb::COPY_DEPTH_FROM_PARENT,
-        window,
-        root,
-        0,
-        0,
-        640,
-        360,
-        0,
-        WindowClass::INPUT_OUTPUT,
-        0,
-        &CreateWindowAux::new()
-            .background_pixel(0)
-            .override_redirect(1),
-    )
-    .expect("window");
-    conn.map_window(window).expect("map");
-    conn.flush().expect("flush");
-    std::thread::sleep(Duration::from_millis(200));
-    for (i, [r, g, b]) in QUADRANTS.iter().enumerate() {
-        let gc = conn.generate_id().expect("id");
-        let pixel = (u32::from(*r) << 16) | (u32::from(*g) << 8) | u32::from(*b);
-        conn.create_gc(gc, window, &CreateGCAux::new().foreground(pixel))
-            .expect("gc");
-        let (x, y) = ((i % 2) as i16 * 320, (i / 2) as i16 * 180);
-        conn.poly_fill_rectangle(
-            window,
-            gc,
-            &[Rectangle {
-                x,
-                y,
-                width: 320,
-                height: 180,
-            }],
-        )
-        .expect("fill");
-    }
-    conn.get_input_focus()
-        .expect("sync")
-        .reply()
-        .expect("sync reply");
-    conn
-}
-
 /// Alice shares the screen of a private Xvfb showing four coloured quadrants: Bob receives
 /// her screen share as frames on their own track (her camera video keeps arriving beside
 /// it), 640×360, with each quadrant's colour where it is on the screen. Stopping the share
 /// stops the frames. A display that does not exist is a typed error.
 #[test]
 fn desktop_screen_share_reaches_the_other_side() {
+    use huddle_media::screen::test_display::{QUADRANTS, VirtualDisplay};
     use huddle_media::screen::{ScreenSource, X11Screen};
     let display = VirtualDisplay::start();
-    let _window = paint_quadrants(&display.name);
+    let _window = display.paint_quadrants();
     let mut direct = X11Screen::open(Some(&display.name), 10.0).expect("capture opens");
     let mut captured = Vec::new();
     assert_eq!(direct.next_frame(&mut captured).expect("frame"), (640, 360));

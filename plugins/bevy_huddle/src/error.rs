@@ -78,6 +78,10 @@ pub enum HuddleError {
         /// What failed.
         reason: String,
     },
+    /// Screen capture is impossible here (no display) or stopped (display gone); the call
+    /// goes on without the share.
+    #[error("screen share: {0}")]
+    ScreenShare(String),
     /// Recording could not start or stopped (unwritable folder, disk full); the call goes on.
     #[error("recording: {0}")]
     Recording(String),
@@ -99,7 +103,9 @@ impl HuddleError {
             HuddleError::Unreachable(_) => ErrorCode::UnknownApiError,
             HuddleError::NotConnected => ErrorCode::UserNotLoggedIn,
             HuddleError::MalformedToken => ErrorCode::TokenInvalidSignature,
-            HuddleError::Media { .. } | HuddleError::Recording(_) => ErrorCode::UnknownApiError,
+            HuddleError::Media { .. } | HuddleError::Recording(_) | HuddleError::ScreenShare(_) => {
+                ErrorCode::UnknownApiError
+            }
         }
     }
 

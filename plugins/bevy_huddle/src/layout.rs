@@ -331,6 +331,7 @@ pub(crate) fn update_tile_layouts(
     participants_changed: Query<(), Or<(Changed<ParticipantTiles>, Added<Participant>)>>,
     tiles_changed: Query<(), Changed<VideoTile>>,
     mut tiles: Query<(&VideoTile, &mut TileLayout)>,
+    screen_tiles: Query<(), With<ScreenShareTile>>,
 ) {
     let any_tile_changed = !tiles_changed.is_empty() || !participants_changed.is_empty();
     for (call, layout, viewport, members) in &calls {
@@ -346,9 +347,18 @@ pub(crate) fn update_tile_layouts(
         let tile_of = |participant: Option<Entity>| {
             participant.and_then(|p| ordered.iter().find(|(_, owner, _)| *owner == p))
         };
+        // A pin wins; else a screen share is the main tile (the newest one); else the
+        // dominant speaker.
+        let screen_share = layout_tiles
+            .iter()
+            .rev()
+            .find(|t| screen_tiles.contains(t.key))
+            .map(|t| t.key);
         let main = choose_main(
             &layout_tiles,
-            tile_of(layout.pinned).map(|(_, _, t)| t.key),
+            tile_of(layout.pinned)
+                .map(|(_, _, t)| t.key)
+                .or(screen_share),
             tile_of(layout.dominant_speaker).map(|(_, _, t)| t.key),
         );
         let placements = compute_layout(&LayoutRequest {

@@ -86,7 +86,8 @@ pub mod prelude {
     pub use crate::model::{
         ActiveCall, AudioRoute, Call, CallLayout, CallMedia, CallParticipants, CallState,
         CallTarget, CallViewport, EndReason, LocalParticipant, Participant, ParticipantOf,
-        ParticipantState, ParticipantTiles, TileLayout, TileOf, TileRole, VideoTile,
+        ParticipantState, ParticipantTiles, ScreenShareTile, TileLayout, TileOf, TileRole,
+        VideoTile,
     };
     pub use crate::session::{ParticipantInfo, SessionChange, SessionUpdate};
     pub use crate::settings::{AspectFit, AudioMode, AvatarMode, CallSettings, LayoutMode};
@@ -212,6 +213,8 @@ impl Plugin for CallMediaPlugin {
         use media::*;
         app.init_resource::<MediaSettings>()
             .init_resource::<RecordingSettings>()
+            .init_resource::<ScreenShareSettings>()
+            .init_resource::<PendingScreenFrames>()
             .add_message::<OutboundPeerSignal>()
             .add_systems(
                 PreUpdate,
@@ -229,6 +232,8 @@ impl Plugin for CallMediaPlugin {
                     apply_audio_routes,
                     request_video_by_visibility,
                     follow_recording,
+                    follow_screen_shares,
+                    show_screen_shares,
                     stop_ended_media,
                 )
                     .chain()

@@ -21,6 +21,11 @@
 //!   call into a Matroska file in [`RecordingSettings`]'s folder; turning it off (or the
 //!   call ending) finishes the file (`RecordingSaved`). A file that cannot be written gives
 //!   an `Error` event and turns recording off; the call goes on.
+//! - Screen share: when the local participant starts sharing (`ScreenShareStarted` by us),
+//!   the session captures the desktop ([`ScreenShareSettings`]: X11 display, frame rate,
+//!   bitrate) onto its screen track; no display gives an `Error` event and the share is
+//!   turned off again. A remote's screen frames go into a second tile of theirs, marked
+//!   [`ScreenShareTile`] (spotlighted by the layout), removed when they stop sharing.
 //! - The session stops when the call ends (dropping it closes every connection).
 
 use std::collections::HashMap;
@@ -59,6 +64,31 @@ impl Default for MediaSettings {
         }
     }
 }
+
+/// How the local screen share captures and sends.
+#[derive(Resource, Clone, Debug, PartialEq)]
+pub struct ScreenShareSettings {
+    /// The X11 display to capture (`None`: `$DISPLAY`).
+    pub display: Option<String>,
+    /// Frames per second.
+    pub fps: f32,
+    /// Encoder bitrate, bits per second.
+    pub bitrate_bps: u32,
+}
+
+impl Default for ScreenShareSettings {
+    fn default() -> Self {
+        Self {
+            display: None,
+            fps: 10.0,
+            bitrate_bps: 1_500_000,
+        }
+    }
+}
+
+/// Newest screen-share frame of each sharer, between draining and showing.
+#[derive(Resource, Default)]
+pub(crate) struct PendingScreenFrames(HashMap<(Entity, String), huddle_media::peer::DecodedVideo>);
 
 /// Where recordings go.
 #[derive(Resource, Clone, Debug, PartialEq, Eq)]
@@ -340,7 +370,8 @@ pub(crate) fn drain_call_media(
         &CallMedia,
     )>,
     participants: Query<(&Participant, &ParticipantTiles)>,
-    tiles: Query<&VideoTile>,
+    tiles: Query<&VideoTile, Without<ScreenShareTile>>,
+    mut screen_frames: ResMut<PendingScreenFrames>,
     mut images: Option<ResMut<Assets<Image>>>,
     mut signals: MessageWriter<OutboundPeerSignal>,
     mut updates: MessageWriter<SessionUpdate>,
@@ -399,6 +430,16 @@ pub(crate) fn drain_call_media(
                         call: Some(call),
                         error: HuddleError::Media { uid, reason },
                     });
+                }
+                PeerEvent::ScreenVideo { uid, frame } => {
+                    screen_frames.0.insert((call, uid), frame);
+                }
+                PeerEvent::ScreenShareEnded { reason } => {
+                    errors.write(CallEvent::Error {
+                        call: Some(call),
+                        error: HuddleError::ScreenShare(reason),
+                    });
+                    actions.write(crate::actions::CallAction::StopScreenShare);
                 }
                 PeerEvent::RecordingFailed { .. } => {
                     // Turning recording off finishes the file and reports the failure
@@ -573,6 +614,128 @@ pub const SMALL_TILE_BITRATE: u32 = 250_000;
 pub const MEDIUM_TILE_WIDTH: f32 = 520.0;
 /// Bitrate asked for a medium tile.
 pub const MEDIUM_TILE_BITRATE: u32 = 800_000;
+
+/// Puts each sharer's newest screen frame into their screen-share tile, spawning the tile
+/// with the first frame.
+pub(crate) fn show_screen_shares(
+    mut pending: ResMut<PendingScreenFrames>,
+    calls: Query<&CallParticipants>,
+    participants: Query<(&Participant, &ParticipantTiles)>,
+    mut screen_tiles: Query<&mut VideoTile, With<ScreenShareTile>>,
+    mut images: Option<ResMut<Assets<Image>>>,
+    mut commands: Commands,
+) {
+    for ((call, uid), frame) in pending.0.drain() {
+        let Some(images) = images.as_deref_mut() else {
+            continue;
+        };
+        let Some((participant, owned)) = calls.get(call).ok().and_then(|members| {
+            members
+                .iter()
+                .find(|p| participants.get(*p).is_ok_and(|(who, _)| who.uid == uid))
+                .and_then(|p| participants.get(p).ok().map(|(_, owned)| (p, owned)))
+        }) else {
+            continue;
+        };
+        let size = UVec2::new(frame.width, frame.height);
+        let picture = |rgba| {
+            Image::new(
+                size.to_extents(),
+                TextureDimension::D2,
+                rgba,
+                TextureFormat::Rgba8UnormSrgb,
+                RenderAssetUsages::RENDER_WORLD,
+            )
+        };
+        let existing = owned.iter().find(|t| screen_tiles.contains(*t));
+        match existing.and_then(|t| screen_tiles.get_mut(t).ok()) {
+            Some(mut tile) => {
+                if let Some(mut image) = images.get_mut(&tile.image) {
+                    if image.size() == size {
+                        image.data = Some(frame.rgba);
+                    } else {
+                        *image = picture(frame.rgba);
+                    }
+                }
+                if tile.frame_size != size {
+                    tile.frame_size = size;
+                }
+            }
+            None => {
+                commands.spawn((
+                    ScreenShareTile,
+                    TileOf(participant),
+                    VideoTile {
+                        image: images.add(picture(frame.rgba)),
+                        frame_size: size,
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// Our own `ScreenShareStarted`/`Stopped` start and stop the capture; anyone's stop removes
+/// their screen-share tile.
+pub(crate) fn follow_screen_shares(
+    mut events: ParamSet<(MessageReader<CallEvent>, MessageWriter<CallEvent>)>,
+    sessions: Query<&CallMediaSession>,
+    calls: Query<&CallParticipants>,
+    participants: Query<(&Participant, &ParticipantTiles)>,
+    screen_tiles: Query<(), With<ScreenShareTile>>,
+    settings: Option<Res<ScreenShareSettings>>,
+    mut actions: MessageWriter<crate::actions::CallAction>,
+    mut commands: Commands,
+) {
+    let changes: Vec<(Entity, String, bool)> = events
+        .p0()
+        .read()
+        .filter_map(|event| match event {
+            CallEvent::ScreenShareStarted { call, user } => Some((*call, user.uid.clone(), true)),
+            CallEvent::ScreenShareStopped { call, user } => Some((*call, user.uid.clone(), false)),
+            _ => None,
+        })
+        .collect();
+    for (call, uid, started) in changes {
+        let local = sessions.get(call).ok().filter(|m| m.local_uid == uid);
+        match (local, started) {
+            (Some(media), true) => {
+                let settings = settings.as_deref().cloned().unwrap_or_default();
+                match huddle_media::screen::X11Screen::open(
+                    settings.display.as_deref(),
+                    settings.fps,
+                ) {
+                    Ok(source) => media
+                        .session
+                        .start_screen_share(Box::new(source), settings.bitrate_bps),
+                    Err(err) => {
+                        events.p1().write(CallEvent::Error {
+                            call: Some(call),
+                            error: HuddleError::ScreenShare(err.to_string()),
+                        });
+                        actions.write(crate::actions::CallAction::StopScreenShare);
+                    }
+                }
+            }
+            (Some(media), false) => media.session.stop_screen_share(),
+            (None, true) => {}
+            (None, false) => {
+                let owned = calls.get(call).ok().and_then(|members| {
+                    members
+                        .iter()
+                        .filter_map(|p| participants.get(p).ok())
+                        .find(|(who, _)| who.uid == uid)
+                        .map(|(_, owned)| owned)
+                });
+                for tile in owned.into_iter().flat_map(|o| o.iter()) {
+                    if screen_tiles.contains(tile) {
+                        commands.entity(tile).despawn();
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Our own `RecordingToggled` starts and stops the session's recording.
 pub(crate) fn follow_recording(

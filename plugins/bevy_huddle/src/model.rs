@@ -292,6 +292,11 @@ impl VideoTile {
     }
 }
 
+/// Marks a participant's screen-share tile: a second [`VideoTile`] of theirs, showing the
+/// screen they share (spotlighted while it lasts), beside their camera tile.
+#[derive(Component, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScreenShareTile;
+
 /// The part a tile plays in the current layout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Reflect)]
 pub enum TileRole {

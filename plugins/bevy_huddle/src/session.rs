@@ -220,7 +220,7 @@ pub(crate) struct SessionWorld<'w, 's> {
     world: CallWorld<'w, 's>,
     images: Option<ResMut<'w, Assets<Image>>>,
     join_sequence: ResMut<'w, JoinSequence>,
-    tiles: Query<'w, 's, (&'static TileOf, &'static mut VideoTile)>,
+    tiles: Query<'w, 's, (&'static TileOf, &'static mut VideoTile), Without<ScreenShareTile>>,
 }
 
 impl SessionWorld<'_, '_> {

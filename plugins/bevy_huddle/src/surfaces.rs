@@ -30,7 +30,7 @@ pub enum SurfaceContent {
 pub(crate) fn update_video_surfaces(
     mut surfaces: Query<(Entity, &VideoSurface, &mut Sprite, Option<&SurfaceContent>)>,
     participants: Query<(&Participant, &ParticipantState, &ParticipantTiles)>,
-    tiles: Query<&VideoTile>,
+    tiles: Query<&VideoTile, Without<ScreenShareTile>>,
     mut commands: Commands,
 ) {
     for (entity, surface, mut sprite, shown) in &mut surfaces {
@@ -52,7 +52,7 @@ pub(crate) fn update_video_surfaces(
 fn surface_look(
     participant: Entity,
     participants: &Query<(&Participant, &ParticipantState, &ParticipantTiles)>,
-    tiles: &Query<&VideoTile>,
+    tiles: &Query<&VideoTile, Without<ScreenShareTile>>,
 ) -> (SurfaceContent, Option<Handle<Image>>, Color) {
     let video = participants
         .get(participant)
@@ -81,7 +81,7 @@ pub(crate) fn update_mesh_surfaces(
         Option<&SurfaceContent>,
     )>,
     participants: Query<(&Participant, &ParticipantState, &ParticipantTiles)>,
-    tiles: Query<&VideoTile>,
+    tiles: Query<&VideoTile, Without<ScreenShareTile>>,
     materials: Option<ResMut<Assets<StandardMaterial>>>,
     mut commands: Commands,
 ) {

@@ -38,12 +38,12 @@ pub fn avatar_color(uid: &str) -> Color {
 
 /// Builds the UI nodes of every new tile.
 pub(crate) fn attach_tile_nodes(
-    new_tiles: Query<(Entity, &VideoTile, &TileOf), Added<VideoTile>>,
+    new_tiles: Query<(Entity, &VideoTile, &TileOf, Has<ScreenShareTile>), Added<VideoTile>>,
     participants: Query<(&Participant, &ParticipantOf)>,
     calls: Query<(&Call, Option<&CallTarget>)>,
     mut commands: Commands,
 ) {
-    for (tile, video, tile_of) in &new_tiles {
+    for (tile, video, tile_of, screen) in &new_tiles {
         let Ok((who, participant_of)) = participants.get(tile_of.0) else {
             continue;
         };
@@ -76,11 +76,15 @@ pub(crate) fn attach_tile_nodes(
             AvatarMode::Fullscreen => (Val::Percent(100.0), BorderRadius::ZERO),
         };
         let initials = who.initials();
-        let name = if who.name.is_empty() {
+        let mut name = if who.name.is_empty() {
             who.uid.clone()
         } else {
             who.name.clone()
         };
+        if screen {
+            // Marked as a screen share, not their camera.
+            name.push_str("'s screen");
+        }
         let color = avatar_color(&who.uid);
         entity.with_children(|tile| {
             tile.spawn((
@@ -190,15 +194,16 @@ pub(crate) fn apply_tile_layouts(
 pub(crate) fn show_video_or_avatar(
     tiles_changed: Query<(), Changed<VideoTile>>,
     states_changed: Query<(), Changed<ParticipantState>>,
-    tiles: Query<(&VideoTile, &TileOf, &Children)>,
+    tiles: Query<(&VideoTile, &TileOf, &Children, Has<ScreenShareTile>)>,
     states: Query<&ParticipantState>,
     mut nodes: Query<(&mut Node, Has<TileVideo>), Or<(With<TileVideo>, With<TileAvatar>)>>,
 ) {
     if tiles_changed.is_empty() && states_changed.is_empty() {
         return;
     }
-    for (tile, tile_of, children) in &tiles {
-        let paused = states.get(tile_of.0).is_ok_and(|s| s.video_paused);
+    for (tile, tile_of, children, screen) in &tiles {
+        // Pausing the camera does not hide a screen share.
+        let paused = !screen && states.get(tile_of.0).is_ok_and(|s| s.video_paused);
         let show_video = tile.has_video() && !paused;
         for child in children.iter() {
             if let Ok((mut node, is_video)) = nodes.get_mut(child) {

@@ -130,10 +130,12 @@ pub fn state_of(app: &mut App, uid: &str) -> ParticipantState {
         .expect("state")
 }
 
-/// The tile entity of the participant with this uid.
+/// The (camera) tile entity of the participant with this uid.
 pub fn tile_of(app: &mut App, uid: &str) -> Entity {
     let owner = participant(app, uid);
-    let mut query = app.world_mut().query::<(Entity, &TileOf)>();
+    let mut query = app
+        .world_mut()
+        .query_filtered::<(Entity, &TileOf), Without<ScreenShareTile>>();
     query
         .iter(app.world())
         .find(|(_, of)| of.0 == owner)

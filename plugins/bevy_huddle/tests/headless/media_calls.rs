@@ -10,6 +10,7 @@ use bevy::prelude::*;
 use bevy_huddle::connection::PeerSignalReceived;
 use bevy_huddle::media::{
     CallMediaSession, MediaSettings, MediaStats, RecordingSettings, RemoteMediaStats,
+    ScreenShareSettings,
 };
 use bevy_huddle::prelude::*;
 use huddle_client::Backoff;
@@ -564,4 +565,103 @@ fn recording_saves_a_file_and_an_unwritable_folder_is_an_error() {
     );
     assert_eq!(call_state(&alice), Some(CallState::InCall));
     let _ = std::fs::remove_dir_all(&folder);
+}
+
+/// Alice's screen-share tile in `app`: its frame size and whether the layout made it the
+/// main tile.
+fn screen_tile_of(app: &mut App, uid: &str) -> Option<(UVec2, TileRole)> {
+    let mut tiles = app
+        .world_mut()
+        .query_filtered::<(&VideoTile, &TileOf, &TileLayout), With<ScreenShareTile>>();
+    let rows: Vec<(UVec2, Entity, TileRole)> = tiles
+        .iter(app.world())
+        .map(|(tile, of, layout)| (tile.frame_size, of.0, layout.role))
+        .collect();
+    rows.into_iter()
+        .find(|(_, owner, _)| {
+            app.world()
+                .get::<Participant>(*owner)
+                .is_some_and(|p| p.uid == uid)
+        })
+        .map(|(size, _, role)| (size, role))
+}
+
+/// `start_screen_share` in a real call, capturing a private Xvfb: bob gets
+/// `ScreenShareStarted` and a second tile of alice's, marked `ScreenShareTile`, holding her
+/// 640×360 screen, made the main tile in Spotlight (her camera tile stays); `stop` removes
+/// it on bob's side. A display that does not exist gives a typed `ScreenShare` error and
+/// turns the share off again for both; the call goes on.
+#[test]
+fn desktop_screen_share_becomes_a_spotlighted_tile() {
+    use huddle_media::screen::test_display::VirtualDisplay;
+    let display = VirtualDisplay::start();
+    let _picture = display.paint_quadrants();
+    let stack = Stack::start();
+    let mut alice = media_user(&stack, "alice");
+    let mut bob = media_user(&stack, "bob");
+    alice.insert_resource(ScreenShareSettings {
+        display: Some(display.name.clone()),
+        ..ScreenShareSettings::default()
+    });
+    call_and_join(&mut alice, &mut bob);
+    act(&mut bob, CallAction::SetMode(LayoutMode::Spotlight));
+    pump(&mut [&mut alice, &mut bob], "video", |apps| {
+        remote(apps[1], "alice").video_frames_decoded >= 5
+    });
+    take_events(&mut bob);
+    act(&mut alice, CallAction::StartScreenShare);
+    pump(
+        &mut [&mut alice, &mut bob],
+        "alice's screen on bob's side",
+        |apps| {
+            screen_tile_of(apps[1], "alice").is_some_and(|(size, _)| size == UVec2::new(640, 360))
+        },
+    );
+    assert!(session_of(&alice).is_screen_sharing());
+    assert!(
+        take_events(&mut bob).iter().any(
+            |e| matches!(e, CallEvent::ScreenShareStarted { user, .. } if user.uid == "alice")
+        )
+    );
+    run_for(&mut [&mut alice, &mut bob], Duration::from_millis(100));
+    assert_eq!(
+        screen_tile_of(&mut bob, "alice").map(|(_, role)| role),
+        Some(TileRole::Main),
+        "the share is spotlighted"
+    );
+    assert!(
+        layout_of(&mut bob, "alice").visible(),
+        "her camera tile stays on screen"
+    );
+
+    act(&mut alice, CallAction::StopScreenShare);
+    pump(&mut [&mut alice, &mut bob], "the share tile goes", |apps| {
+        screen_tile_of(apps[1], "alice").is_none()
+    });
+    assert!(!session_of(&alice).is_screen_sharing());
+
+    alice.insert_resource(ScreenShareSettings {
+        display: Some(":4242".into()),
+        ..ScreenShareSettings::default()
+    });
+    take_events(&mut alice);
+    take_events(&mut bob);
+    act(&mut alice, CallAction::StartScreenShare);
+    pump(&mut [&mut alice, &mut bob], "error and off again", |apps| {
+        apps[1]
+            .world()
+            .resource::<ObservedEvents>()
+            .0
+            .iter()
+            .any(|e| matches!(e, CallEvent::ScreenShareStopped { user, .. } if user.uid == "alice"))
+    });
+    assert!(
+        alice.world().resource::<ObservedEvents>().0.iter().any(|e| matches!(
+            e,
+            CallEvent::Error { error: HuddleError::ScreenShare(reason), .. } if reason.contains(":4242")
+        )),
+        "a typed error names the display"
+    );
+    assert!(!state_of(&mut alice, "alice").screen_sharing);
+    assert_eq!(call_state(&alice), Some(CallState::InCall));
 }
