@@ -70,6 +70,8 @@ impl Default for MediaSettings {
 pub struct ScreenShareSettings {
     /// The X11 display to capture (`None`: `$DISPLAY`).
     pub display: Option<String>,
+    /// One window of it to capture (an X11 window id) instead of the whole screen.
+    pub window: Option<u32>,
     /// Frames per second.
     pub fps: f32,
     /// Encoder bitrate, bits per second.
@@ -80,6 +82,7 @@ impl Default for ScreenShareSettings {
     fn default() -> Self {
         Self {
             display: None,
+            window: None,
             fps: 10.0,
             bitrate_bps: 1_500_000,
         }
@@ -701,10 +704,15 @@ pub(crate) fn follow_screen_shares(
         match (local, started) {
             (Some(media), true) => {
                 let settings = settings.as_deref().cloned().unwrap_or_default();
-                match huddle_media::screen::X11Screen::open(
+                let opened = huddle_media::screen::X11Screen::open(
                     settings.display.as_deref(),
                     settings.fps,
-                ) {
+                )
+                .map(|screen| match settings.window {
+                    Some(window) => screen.window(window),
+                    None => screen,
+                });
+                match opened {
                     Ok(source) => media
                         .session
                         .start_screen_share(Box::new(source), settings.bitrate_bps),
