@@ -39,47 +39,7 @@ fn bot(server: &str, uid: &str, extra: &[&str]) -> Child {
 
 /// ffprobe's streams as (title, codec, frames decoded), sorted, and the duration in seconds.
 fn ffprobe(path: &Path) -> (Vec<(String, String, u64)>, f64) {
-    let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_streams",
-            "-show_format",
-        ])
-        .args(["-of", "json"])
-        .arg(path)
-        .output()
-        .expect("ffprobe (installed by scripts/setup)");
-    assert!(
-        output.status.success(),
-        "ffprobe {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
-    let mut streams: Vec<(String, String, u64)> = json["streams"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|s| {
-            (
-                s["tags"]["title"].as_str().unwrap_or("").to_owned(),
-                s["codec_name"].as_str().unwrap_or("").to_owned(),
-                s["nb_read_frames"]
-                    .as_str()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0),
-            )
-        })
-        .collect();
-    streams.sort();
-    let duration = json["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0.0);
-    (streams, duration)
+    huddle_media::recording::ffprobe(path).unwrap_or_else(|err| panic!("{err}"))
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {

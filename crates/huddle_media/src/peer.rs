@@ -788,6 +788,29 @@ fn local_track(
     )?))
 }
 
+/// Writes one encoded frame as a sample on `(track, ssrc, payload type)`; counts it.
+async fn write_frame(
+    (track, ssrc, payload_type): (&TrackLocalStaticSample, u32, u8),
+    frame: &EncodedFrame,
+    duration: Duration,
+    written_count: &AtomicU64,
+) -> bool {
+    let sample = Sample {
+        data: Bytes::copy_from_slice(&frame.data),
+        duration,
+        ..Sample::new(Instant::now())
+    };
+    let written = track
+        .sample_writer(ssrc, payload_type)
+        .write_sample(&sample)
+        .await
+        .is_ok();
+    if written {
+        written_count.fetch_add(1, Ordering::Relaxed);
+    }
+    written
+}
+
 /// How to reach and set up a peer.
 #[derive(Clone, Debug)]
 pub struct PeerSetup {
@@ -1042,21 +1065,8 @@ impl Peer {
         let Some([pt, _, _]) = *self.payload_types.lock().await else {
             return false;
         };
-        let sample = Sample {
-            data: Bytes::copy_from_slice(&frame.data),
-            duration,
-            ..Sample::new(Instant::now())
-        };
-        let written = self
-            .video
-            .sample_writer(self.video_ssrc, pt)
-            .write_sample(&sample)
-            .await
-            .is_ok();
-        if written {
-            self.video_frames_written.fetch_add(1, Ordering::Relaxed);
-        }
-        written
+        let track = (self.video.as_ref(), self.video_ssrc, pt);
+        write_frame(track, frame, duration, &self.video_frames_written).await
     }
 
     /// Writes one encoded frame of our screen share (no-op until negotiated).
@@ -1067,21 +1077,8 @@ impl Peer {
         let Some([_, _, pt]) = *self.payload_types.lock().await else {
             return false;
         };
-        let sample = Sample {
-            data: Bytes::copy_from_slice(&frame.data),
-            duration,
-            ..Sample::new(Instant::now())
-        };
-        let written = self
-            .screen
-            .sample_writer(self.screen_ssrc, pt)
-            .write_sample(&sample)
-            .await
-            .is_ok();
-        if written {
-            self.screen_frames_written.fetch_add(1, Ordering::Relaxed);
-        }
-        written
+        let track = (self.screen.as_ref(), self.screen_ssrc, pt);
+        write_frame(track, frame, duration, &self.screen_frames_written).await
     }
 
     /// Screen-share frames written to this peer so far.

@@ -1052,6 +1052,55 @@ pub fn read_recording(path: &Path) -> io::Result<RecordingInfo> {
     Ok(info)
 }
 
+/// What `ffprobe` (from ffmpeg) sees in a media file: each stream as (title, codec, frames
+/// it decoded), sorted, and the duration in seconds. An independent check of our files for
+/// tests and tools; needs `ffprobe` on the `PATH`.
+pub fn ffprobe(path: &Path) -> Result<(Vec<(String, String, u64)>, f64), String> {
+    let output = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_streams",
+            "-show_format",
+        ])
+        .args(["-of", "json"])
+        .arg(path)
+        .output()
+        .map_err(|err| format!("cannot run ffprobe (Debian: apt install ffmpeg): {err}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "ffprobe {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|err| format!("ffprobe output: {err}"))?;
+    let mut streams: Vec<(String, String, u64)> = json["streams"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            (
+                s["tags"]["title"].as_str().unwrap_or("").to_owned(),
+                s["codec_name"].as_str().unwrap_or("").to_owned(),
+                s["nb_read_frames"]
+                    .as_str()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
+    streams.sort();
+    let duration = json["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    Ok((streams, duration))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

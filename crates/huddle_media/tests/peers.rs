@@ -34,6 +34,23 @@ fn config(uid: &str) -> SessionConfig {
     }
 }
 
+fn media_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt")
+}
+
+/// Alice's and Bob's sessions, told about each other.
+fn alice_and_bob(runtime: &tokio::runtime::Runtime) -> (MediaSession, MediaSession) {
+    let alice = MediaSession::start(runtime.handle(), config("alice"));
+    let bob = MediaSession::start(runtime.handle(), config("bob"));
+    alice.add_peer("bob");
+    bob.add_peer("alice");
+    (alice, bob)
+}
+
 /// Pumps events between two sessions (relaying signals) for `duration` or until `done`.
 fn pump(
     sessions: &[(&str, &MediaSession)],
@@ -106,16 +123,9 @@ fn open_sockets() -> usize {
 /// the sessions releases every socket the connections opened.
 #[test]
 fn two_sessions_exchange_video_and_audio_and_mute_stops_packets() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("rt");
+    let runtime = media_runtime();
     let sockets_before = open_sockets();
-    let alice = MediaSession::start(runtime.handle(), config("alice"));
-    let bob = MediaSession::start(runtime.handle(), config("bob"));
-    alice.add_peer("bob");
-    bob.add_peer("alice");
+    let (alice, bob) = alice_and_bob(&runtime);
     let sessions = [("alice", &alice), ("bob", &bob)];
     let mut received: HashMap<String, Received> = HashMap::new();
     pump(&sessions, &mut received, Duration::from_secs(20), |r| {
@@ -214,52 +224,8 @@ fn two_sessions_exchange_video_and_audio_and_mute_stops_packets() {
     );
 }
 
-/// ffprobe's view of a media file: its streams and its duration in seconds.
-fn ffprobe(path: &std::path::Path) -> (Vec<serde_json::Value>, f64) {
-    let output = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_streams",
-            "-show_format",
-        ])
-        .args(["-of", "json"])
-        .arg(path)
-        .output()
-        .expect("ffprobe (installed by scripts/setup: Debian's ffmpeg)");
-    assert!(
-        output.status.success(),
-        "ffprobe {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
-    let streams = json["streams"].as_array().cloned().unwrap_or_default();
-    let duration = json["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0.0);
-    (streams, duration)
-}
-
-/// (participant, codec, frames ffprobe decoded) of each stream.
-fn streams_by_participant(streams: &[serde_json::Value]) -> Vec<(String, String, u64)> {
-    let mut out: Vec<(String, String, u64)> = streams
-        .iter()
-        .map(|s| {
-            (
-                s["tags"]["title"].as_str().unwrap_or("").to_owned(),
-                s["codec_name"].as_str().unwrap_or("").to_owned(),
-                s["nb_read_frames"]
-                    .as_str()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0),
-            )
-        })
-        .collect();
-    out.sort();
-    out
+fn ffprobe(path: &std::path::Path) -> (Vec<(String, String, u64)>, f64) {
+    huddle_media::recording::ffprobe(path).unwrap_or_else(|err| panic!("{err}"))
 }
 
 /// Alice records her call with Bob; Carol joins mid-recording. ffprobe reads the finished
@@ -269,11 +235,7 @@ fn streams_by_participant(streams: &[serde_json::Value]) -> Vec<(String, String,
 /// disk) is readable too.
 #[test]
 fn recording_writes_a_playable_matroska_file() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("rt");
+    let runtime = media_runtime();
     let dir = std::env::temp_dir().join(format!("huddle-recording-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let path = dir.join("call.mkv");
@@ -326,8 +288,7 @@ fn recording_writes_a_playable_matroska_file() {
     let lasted = started.elapsed().as_secs_f64();
     assert!(!alice.is_recording());
 
-    let (streams, duration) = ffprobe(&path);
-    let found = streams_by_participant(&streams);
+    let (found, duration) = ffprobe(&path);
     let kinds: Vec<(&str, &str)> = found
         .iter()
         .map(|(p, c, _)| (p.as_str(), c.as_str()))
@@ -378,8 +339,7 @@ fn recording_writes_a_playable_matroska_file() {
         "ffmpeg decodes the recording without an error"
     );
 
-    let (killed_streams, killed_duration) = ffprobe(&snapshot);
-    let killed = streams_by_participant(&killed_streams);
+    let (killed, killed_duration) = ffprobe(&snapshot);
     assert!(
         killed
             .iter()
@@ -407,15 +367,8 @@ fn desktop_screen_share_reaches_the_other_side() {
     assert_eq!(direct.next_frame(&mut captured).expect("frame"), (640, 360));
     assert_eq!(&captured[..4], &[255, 0, 0, 255], "top-left pixel is red");
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("rt");
-    let alice = MediaSession::start(runtime.handle(), config("alice"));
-    let bob = MediaSession::start(runtime.handle(), config("bob"));
-    alice.add_peer("bob");
-    bob.add_peer("alice");
+    let runtime = media_runtime();
+    let (alice, bob) = alice_and_bob(&runtime);
     let sessions = [("alice", &alice), ("bob", &bob)];
     let mut received: HashMap<String, Received> = HashMap::new();
     pump(&sessions, &mut received, Duration::from_secs(20), |r| {
