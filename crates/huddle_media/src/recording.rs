@@ -689,12 +689,13 @@ pub struct Recording {
 const WRITE_QUEUE: usize = 4096;
 
 impl Recording {
-    /// Creates the file and starts writing. `on_error` hears about a write failure (the
+    /// Creates the file and starts writing. `on_error` hears about a write failure, as text
+    /// naming the path (the
     /// recording stops there; the file keeps what was written).
     pub fn start(
         path: &Path,
         title: &str,
-        on_error: impl Fn(RecordingError) + Send + 'static,
+        on_error: impl Fn(String) + Send + 'static,
     ) -> Result<Self, RecordingError> {
         let create = |source| RecordingError::Create {
             path: path.to_owned(),
@@ -724,7 +725,7 @@ impl Recording {
                         }),
                         Err(err) => {
                             let err = with_path(err, &path);
-                            on_error(with_path(clone_error(&err), &path));
+                            on_error(err.to_string());
                             Err(err)
                         }
                     }
@@ -781,22 +782,6 @@ impl Drop for Recording {
     fn drop(&mut self) {
         if self.thread.is_some() {
             let _ = self.finish();
-        }
-    }
-}
-
-fn clone_error(err: &RecordingError) -> RecordingError {
-    match err {
-        RecordingError::Create { path, source } => RecordingError::Create {
-            path: path.clone(),
-            source: io::Error::new(source.kind(), source.to_string()),
-        },
-        RecordingError::Write { path, source } => RecordingError::Write {
-            path: path.clone(),
-            source: io::Error::new(source.kind(), source.to_string()),
-        },
-        RecordingError::TooManyTracks { tracks } => {
-            RecordingError::TooManyTracks { tracks: *tracks }
         }
     }
 }

@@ -280,9 +280,7 @@ impl MediaSession {
             if let Ok(mut tap) = tap.lock() {
                 *tap = None;
             }
-            let _ = failures.send(PeerEvent::RecordingFailed {
-                reason: err.to_string(),
-            });
+            let _ = failures.send(PeerEvent::RecordingFailed { reason: err });
         })?;
         *self.recording_tap.lock().unwrap_or_else(|p| p.into_inner()) = Some(recording.recorder());
         // The next frame we send must be decodable on its own: the file starts with it.
