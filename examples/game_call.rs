@@ -1,5 +1,6 @@
 //! A small 3D room where the call's participants stand as avatars carrying their video on
-//! screens, heard from where they stand; walk with WASD (Q/E turn). Runs its own embedded
+//! screens, heard from where they stand; walk with WASD (Q/E turn), G shares (or stops
+//! sharing) your view of the room with the others as a screen share. Runs its own embedded
 //! server and bots, like `huddle demo`.
 //!
 //! `cargo run --example game_call` (under `xvfb-run` without a display); set
@@ -25,7 +26,13 @@ fn main() {
         .add_systems(Startup, (build_room, start_call))
         .add_systems(
             Update,
-            (join_on_login, place_avatars, walk, screenshot_when_ready),
+            (
+                join_on_login,
+                place_avatars,
+                walk,
+                share_view,
+                screenshot_when_ready,
+            ),
         )
         .run();
 }
@@ -162,6 +169,24 @@ fn walk(
     transform.translation += motion.normalize_or_zero() * 3.0 * time.delta_secs();
     let turn = f32::from(keys.pressed(KeyCode::KeyQ)) - f32::from(keys.pressed(KeyCode::KeyE));
     transform.rotate_y(turn * 1.5 * time.delta_secs());
+}
+
+/// G: share the player's view (the window's camera) with the call, or stop sharing it.
+fn share_view(
+    keys: Res<ButtonInput<KeyCode>>,
+    camera: Query<Entity, With<Player>>,
+    me: Query<&ParticipantState, With<LocalParticipant>>,
+    mut controls: CallControls,
+) {
+    if !keys.just_pressed(KeyCode::KeyG) {
+        return;
+    }
+    let sharing = me.iter().any(|state| state.screen_sharing);
+    match camera.single() {
+        Ok(_) if sharing => controls.stop_screen_share(),
+        Ok(camera) => controls.share_camera(camera),
+        Err(_) => {}
+    }
 }
 
 /// With `GAME_CALL_SCREENSHOT`, saves a screenshot once every screen shows video, then quits.

@@ -44,6 +44,10 @@ pub enum CallAction {
     StartScreenShare,
     /// Stop sharing the screen.
     StopScreenShare,
+    /// Share this Bevy camera's picture (its window or image render target) as the screen
+    /// share: sets [`ScreenShareSettings::camera`](crate::media::ScreenShareSettings) and
+    /// starts sharing (a share already running switches to the camera).
+    ShareCamera(Entity),
     /// Change the layout mode.
     SetMode(LayoutMode),
     /// Use this microphone.
@@ -151,6 +155,8 @@ control_methods! {
     start_screen_share() => CallAction::StartScreenShare;
     /// Reference `stopScreenShare`.
     stop_screen_share() => CallAction::StopScreenShare;
+    /// `startScreenShare` with a game camera as the source: others receive what it renders.
+    share_camera(camera: Entity) => CallAction::ShareCamera(camera);
     /// Reference `setMode`.
     set_mode(mode: LayoutMode) => CallAction::SetMode(mode);
     /// Reference `setAudioInputDevice`.
@@ -218,6 +224,7 @@ pub(crate) struct CallWorld<'w, 's> {
     pub audio_modes: Res<'w, AvailableAudioModes>,
     pub events: MessageWriter<'w, CallEvent>,
     pub signals: MessageWriter<'w, OutboundSignal>,
+    pub screen_share: Option<ResMut<'w, crate::media::ScreenShareSettings>>,
 }
 
 impl CallWorld<'_, '_> {
@@ -336,6 +343,20 @@ impl CallWorld<'_, '_> {
         Ok(())
     }
 
+    /// Starts or stops the local screen share of `call`: the flag, the signal to the others
+    /// and `ScreenShareStarted`/`Stopped` (nothing if it already is so).
+    fn set_screen_share(&mut self, call: Entity, start: bool) -> Result<(), HuddleError> {
+        if let Some(user) = self.set_local_flag(call, start, |s| &mut s.screen_sharing)? {
+            self.signal(call, Signal::ScreenShare(start));
+            self.emit(if start {
+                CallEvent::ScreenShareStarted { call, user }
+            } else {
+                CallEvent::ScreenShareStopped { call, user }
+            });
+        }
+        Ok(())
+    }
+
     /// Ends `call` with `reason`, emitting `CallEnded` for 1:1 calls. No-op if already ended.
     pub(crate) fn end_call(&mut self, call: Entity, reason: EndReason) {
         let Ok((info, mut state, ..)) = self.calls.get_mut(call) else {
@@ -402,16 +423,29 @@ impl CallWorld<'_, '_> {
                 }
             }
             CallAction::StartScreenShare | CallAction::StopScreenShare => {
-                let start = *action == CallAction::StartScreenShare;
                 let call = self.live_call()?;
-                if let Some(user) = self.set_local_flag(call, start, |s| &mut s.screen_sharing)? {
-                    self.signal(call, Signal::ScreenShare(start));
-                    self.emit(if start {
-                        CallEvent::ScreenShareStarted { call, user }
-                    } else {
-                        CallEvent::ScreenShareStopped { call, user }
-                    });
+                self.set_screen_share(call, *action == CallAction::StartScreenShare)?;
+            }
+            CallAction::ShareCamera(camera) => {
+                let call = self.live_call()?;
+                let settings = self
+                    .screen_share
+                    .as_mut()
+                    .ok_or(HuddleError::InvalidArgument {
+                        argument: "camera",
+                        reason: "sharing a camera needs the media plugin (CallMediaPlugin)".into(),
+                    })?;
+                let switched = settings.camera.replace(*camera) != Some(*camera);
+                let local = self.local_participant(call)?;
+                let sharing = self
+                    .participants
+                    .get(local)
+                    .is_ok_and(|(_, _, state, _)| state.screen_sharing);
+                if sharing && switched {
+                    // The running share ends and a new one starts from the camera.
+                    self.set_screen_share(call, false)?;
                 }
+                self.set_screen_share(call, true)?;
             }
             CallAction::SwitchCamera => {
                 let device = self.devices.cycle_camera()?;

@@ -47,6 +47,7 @@ pub mod connection;
 pub mod devices;
 pub mod error;
 pub mod events;
+pub mod game_view;
 pub mod interaction;
 pub mod layout;
 pub mod media;
@@ -239,6 +240,8 @@ impl Plugin for CallMediaPlugin {
                     .chain()
                     .after(HuddleSystems::Apply),
             );
+        #[cfg(feature = "game_view")]
+        app.add_systems(Last, game_view::capture_camera_shares);
     }
 }
 

@@ -24,8 +24,10 @@
 //! - Screen share: when the local participant starts sharing (`ScreenShareStarted` by us),
 //!   the session captures the desktop ([`ScreenShareSettings`]: X11 display, frame rate,
 //!   bitrate) onto its screen track; no display gives an `Error` event and the share is
-//!   turned off again. A remote's screen frames go into a second tile of theirs, marked
-//!   [`ScreenShareTile`] (spotlighted by the layout), removed when they stop sharing.
+//!   turned off again. With [`ScreenShareSettings::camera`] set (`share_camera`), a Bevy
+//!   camera's picture is shared instead ([`crate::game_view`]). A remote's screen frames go
+//!   into a second tile of theirs, marked [`ScreenShareTile`] (spotlighted by the layout),
+//!   removed when they stop sharing.
 //! - The session stops when the call ends (dropping it closes every connection).
 
 use std::collections::HashMap;
@@ -72,6 +74,9 @@ pub struct ScreenShareSettings {
     pub display: Option<String>,
     /// One window of it to capture (an X11 window id) instead of the whole screen.
     pub window: Option<u32>,
+    /// Share this Bevy camera's picture instead of the desktop (feature `game_view`; see
+    /// [`crate::game_view`]). [`CallAction::ShareCamera`](crate::actions::CallAction) sets it.
+    pub camera: Option<Entity>,
     /// Frames per second.
     pub fps: f32,
     /// Encoder bitrate, bits per second.
@@ -83,6 +88,7 @@ impl Default for ScreenShareSettings {
         Self {
             display: None,
             window: None,
+            camera: None,
             fps: 10.0,
             bitrate_bps: 1_500_000,
         }
@@ -704,18 +710,30 @@ pub(crate) fn follow_screen_shares(
         match (local, started) {
             (Some(media), true) => {
                 let settings = settings.as_deref().cloned().unwrap_or_default();
-                let opened = huddle_media::screen::X11Screen::open(
-                    settings.display.as_deref(),
-                    settings.fps,
-                )
-                .map(|screen| match settings.window {
-                    Some(window) => screen.window(window),
-                    None => screen,
-                });
+                let opened = match settings.camera {
+                    Some(camera) => crate::game_view::open_camera_share(
+                        &mut commands,
+                        call,
+                        camera,
+                        settings.fps,
+                    ),
+                    None => huddle_media::screen::X11Screen::open(
+                        settings.display.as_deref(),
+                        settings.fps,
+                    )
+                    .map(
+                        |screen| -> Box<dyn huddle_media::screen::ScreenSource> {
+                            Box::new(match settings.window {
+                                Some(window) => screen.window(window),
+                                None => screen,
+                            })
+                        },
+                    ),
+                };
                 match opened {
                     Ok(source) => media
                         .session
-                        .start_screen_share(Box::new(source), settings.bitrate_bps),
+                        .start_screen_share(source, settings.bitrate_bps),
                     Err(err) => {
                         events.p1().write(CallEvent::Error {
                             call: Some(call),
@@ -725,7 +743,11 @@ pub(crate) fn follow_screen_shares(
                     }
                 }
             }
-            (Some(media), false) => media.session.stop_screen_share(),
+            (Some(media), false) => {
+                // Stop first: the capture thread then ends quietly when its frames stop.
+                media.session.stop_screen_share();
+                crate::game_view::close_camera_share(&mut commands, call);
+            }
             (None, true) => {}
             (None, false) => {
                 let owned = calls.get(call).ok().and_then(|members| {

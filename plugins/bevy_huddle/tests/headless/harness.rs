@@ -30,6 +30,12 @@ pub fn app_with(extra: impl FnOnce(&mut App)) -> App {
     let mut app = App::new();
     app.add_plugins((MinimalPlugins, AssetPlugin::default(), HuddlePlugins));
     extra(&mut app);
+    finish_test_app(app)
+}
+
+/// Finishes an app that already has Huddle's plugins: 16 ms per frame, events and signals
+/// logged, one update run.
+pub fn finish_test_app(mut app: App) -> App {
     app.insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
         16,
     )))
@@ -40,6 +46,7 @@ pub fn app_with(extra: impl FnOnce(&mut App)) -> App {
         log.0.push(event.event().clone());
     });
     app.finish();
+    app.cleanup();
     app.update();
     app
 }

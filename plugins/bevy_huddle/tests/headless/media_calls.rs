@@ -22,8 +22,14 @@ use crate::harness::*;
 use crate::whole_stack::*;
 
 /// A user app sending small synthetic video (320×180 at 30 fps).
-fn media_user(stack: &Stack, uid: &str) -> App {
+pub(crate) fn media_user(stack: &Stack, uid: &str) -> App {
     let mut app = stack.user(uid, Backoff::default());
+    small_video(&mut app);
+    app
+}
+
+/// Calls in `app` send 320×180 video at 30 fps.
+pub(crate) fn small_video(app: &mut App) {
     app.insert_resource(MediaSettings {
         video: EncoderSettings {
             width: 320,
@@ -34,10 +40,9 @@ fn media_user(stack: &Stack, uid: &str) -> App {
         },
         ..MediaSettings::default()
     });
-    app
 }
 
-fn remote(app: &App, uid: &str) -> RemoteMediaStats {
+pub(crate) fn remote(app: &App, uid: &str) -> RemoteMediaStats {
     active_call(app)
         .and_then(|call| app.world().get::<MediaStats>(call))
         .and_then(|stats| stats.remotes.get(uid).cloned())
@@ -58,7 +63,7 @@ fn counters(app: &App) -> (u64, u64) {
 }
 
 /// Updates the apps for `duration` of real time.
-fn run_for(apps: &mut [&mut App], duration: Duration) {
+pub(crate) fn run_for(apps: &mut [&mut App], duration: Duration) {
     let until = Instant::now() + duration;
     while Instant::now() < until {
         for app in apps.iter_mut() {
@@ -366,7 +371,7 @@ fn bad_sdp_is_an_error_event_not_a_panic() {
     assert_eq!(call_state(&alice), Some(CallState::InCall));
 }
 
-fn session_of(app: &App) -> &huddle_media::session::MediaSession {
+pub(crate) fn session_of(app: &App) -> &huddle_media::session::MediaSession {
     let call = active_call(app).expect("call");
     app.world()
         .get::<CallMediaSession>(call)
@@ -569,7 +574,7 @@ fn recording_saves_a_file_and_an_unwritable_folder_is_an_error() {
 
 /// Alice's screen-share tile in `app`: its frame size and whether the layout made it the
 /// main tile.
-fn screen_tile_of(app: &mut App, uid: &str) -> Option<(UVec2, TileRole)> {
+pub(crate) fn screen_tile_of(app: &mut App, uid: &str) -> Option<(UVec2, TileRole)> {
     let mut tiles = app
         .world_mut()
         .query_filtered::<(&VideoTile, &TileOf, &TileLayout), With<ScreenShareTile>>();

@@ -72,6 +72,12 @@ impl Stack {
     /// A headless app logged in as `uid`.
     pub(crate) fn user(&self, uid: &str, backoff: Backoff) -> App {
         let mut app = app();
+        self.connect(&mut app, uid, backoff);
+        app
+    }
+
+    /// Logs `app` (which has Huddle's plugins) in as `uid`.
+    pub(crate) fn connect(&self, app: &mut App, uid: &str, backoff: Backoff) {
         app.insert_resource(HuddleRuntime::from(self.runtime.handle().clone()))
             .init_resource::<RingingLog>()
             .add_observer(|event: On<RingingEvent>, mut log: ResMut<RingingLog>| {
@@ -79,7 +85,6 @@ impl Stack {
             });
         app.world_mut()
             .spawn(ServerConnection::dev(self.url.clone(), uid).with_backoff(backoff));
-        app
     }
 }
 
