@@ -1,7 +1,8 @@
 //! A small 3D room where the call's participants stand as avatars carrying their video on
 //! screens, heard from where they stand; walk with WASD (Q/E turn), G shares (or stops
-//! sharing) your view of the room with the others as a screen share. Runs its own embedded
-//! server and bots, like `huddle demo`.
+//! sharing) your view of the room with the others as a screen share. The default call UI
+//! (button bar, participants panel) is drawn over the room and the call's tiles sit in a
+//! small overlay. Runs its own embedded server and bots, like `huddle demo`.
 //!
 //! `cargo run --example game_call` (under `xvfb-run` without a display); set
 //! `GAME_CALL_SCREENSHOT=shot.png` to save a screenshot once every screen shows video, and quit.
@@ -15,13 +16,19 @@ use bevy_huddle::connection::HuddleRuntime;
 use bevy_huddle::prelude::*;
 use bevy_huddle::spatial::{VoiceEmitter, VoiceListener};
 use bevy_huddle::surfaces::{SurfaceContent, VideoSurface};
+use bevy_huddle_ui::HuddleUiPlugin;
 use huddle::embedded::{JoinOnLogin, join_on_login, spawn_bot, start_embedded_server};
 
 const BOTS: u16 = 3;
 
 fn main() {
     App::new()
-        .add_plugins((DefaultPlugins, HuddlePlugins, MeshPickingPlugin))
+        .add_plugins((
+            DefaultPlugins,
+            HuddlePlugins,
+            HuddleUiPlugin,
+            MeshPickingPlugin,
+        ))
         .insert_resource(huddle::demo::demo_media_settings())
         .add_systems(Startup, (build_room, start_call))
         .add_systems(
