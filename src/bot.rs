@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
+use bevy_huddle::DeviceListRefreshed;
 use bevy_huddle::media::{CallMediaSession, MediaSettings, MediaStats, RecordingSettings};
 use bevy_huddle::prelude::*;
 use clap::ValueEnum;
@@ -32,7 +33,8 @@ pub enum MediaArg {
     /// The moving test pattern and a tone.
     #[default]
     Synthetic,
-    /// Real camera and microphone (not supported yet).
+    /// The first real camera, microphone and speaker of this machine; a kind with none (or
+    /// one that fails to open) falls back to its synthetic stand-in, noted in `errors`.
     Devices,
 }
 
@@ -189,12 +191,6 @@ pub struct RemoteStats {
 
 /// Runs the bot; returns the exit code.
 pub fn run(args: BotArgs) -> ExitCode {
-    if args.media == MediaArg::Devices {
-        eprintln!(
-            "huddle bot: --media devices is not supported yet (no camera/microphone capture); use --media synthetic"
-        );
-        return ExitCode::from(2);
-    }
     let mut app = App::new();
     app.add_plugins((
         MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
@@ -230,6 +226,36 @@ pub fn run(args: BotArgs) -> ExitCode {
         connection = connection.with_auth_token(token.clone());
     }
     app.world_mut().spawn(connection);
+    let mut missing_devices = Vec::new();
+    if args.media == MediaArg::Devices {
+        let lists = huddle_media::devices::enumerate();
+        app.world_mut()
+            .write_message(DeviceListRefreshed(lists.clone()));
+        for (kind, list) in [
+            (DeviceKind::AudioInput, &lists.audio_inputs),
+            (DeviceKind::AudioOutput, &lists.audio_outputs),
+            (DeviceKind::VideoInput, &lists.video_inputs),
+        ] {
+            match list.iter().find(|d| !d.synthetic) {
+                Some(device) => {
+                    app.world_mut().write_message(match kind {
+                        DeviceKind::AudioInput => {
+                            CallAction::SetAudioInputDevice(device.id.clone())
+                        }
+                        DeviceKind::AudioOutput => {
+                            CallAction::SetAudioOutputDevice(device.id.clone())
+                        }
+                        DeviceKind::VideoInput => {
+                            CallAction::SetVideoInputDevice(device.id.clone())
+                        }
+                    });
+                }
+                None => {
+                    missing_devices.push(format!("no real {kind} device; using the synthetic one"))
+                }
+            }
+        }
+    }
     app.insert_resource(Bot {
         args,
         started: Instant::now(),
@@ -237,7 +263,7 @@ pub fn run(args: BotArgs) -> ExitCode {
         in_call_since: None,
         hung_up_at: None,
         session_id: None,
-        errors: Vec::new(),
+        errors: missing_devices,
         exit_code: 0,
     });
     match app.run() {

@@ -1,4 +1,5 @@
-//! Real audio devices through cpal (ALSA on Linux), next to the synthetic stand-ins.
+//! Real audio devices through cpal (ALSA on Linux) and cameras (see [`crate::camera`]), next
+//! to the synthetic stand-ins.
 //!
 //! - [`enumerate`]: the synthetic devices plus every cpal input and output (ALSA's `null`
 //!   device is left out: it is not paced and would spin a core).
@@ -73,8 +74,11 @@ pub fn enumerate() -> DeviceLists {
             .map(|n| real(DeviceKind::AudioOutput, n))
             .chain(synthetic.audio_outputs)
             .collect(),
-        // Cameras: only the synthetic ones (camera capture is not built yet).
-        video_inputs: synthetic.video_inputs,
+        // Cameras: V4L2 ones (nokhwa), then the synthetic ones.
+        video_inputs: crate::camera::list_cameras()
+            .into_iter()
+            .chain(synthetic.video_inputs)
+            .collect(),
     }
 }
 

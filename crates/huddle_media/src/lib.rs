@@ -18,6 +18,7 @@
 //! - [`DeviceKind`], [`DeviceInfo`], [`DeviceLists`]: the device vocabulary.
 
 pub mod audio;
+pub mod camera;
 pub mod devices;
 pub mod mixer;
 pub mod peer;

@@ -30,6 +30,7 @@ use huddle_protocol::PeerSignal;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::audio::{FRAME_SAMPLES, OpusEncoder, ToneSource, tone_frequency_for};
+use crate::camera::{CameraCapture, CameraError};
 use crate::devices;
 use crate::mixer::{MixStats, Mixer, NullSink, SharedMixer, StereoGain};
 use crate::peer::{
@@ -53,6 +54,8 @@ pub struct SessionConfig {
     pub audio_input: Option<String>,
     /// Output to play the mix on (a real device id); `None` or synthetic uses the null sink.
     pub audio_output: Option<String>,
+    /// Camera to send (`camera:<n>`); `None` or a synthetic id sends the test pattern.
+    pub video_input: Option<String>,
 }
 
 impl SessionConfig {
@@ -64,6 +67,7 @@ impl SessionConfig {
             udp_addrs: vec!["127.0.0.1:0".to_owned()],
             audio_input: None,
             audio_output: None,
+            video_input: None,
         }
     }
 }
@@ -108,6 +112,109 @@ pub struct MediaSession {
     runtime: tokio::runtime::Handle,
     /// Set to stop the running screen share's thread.
     screen_share: std::sync::Mutex<Option<Arc<AtomicBool>>>,
+    /// The devices in use (switchable during the call).
+    io: DeviceIo,
+}
+
+/// The session's devices: each runs until its own stop flag is set, so one can be replaced
+/// during the call while the others go on.
+struct DeviceIo {
+    video: EncoderSettings,
+    runtime: tokio::runtime::Handle,
+    mixer: SharedMixer,
+    output_stop: std::sync::Mutex<Arc<AtomicBool>>,
+    input_stop: std::sync::Mutex<Arc<AtomicBool>>,
+    /// The microphone's 20 ms frames; `None` sends the tone.
+    microphone: SharedMicrophone,
+    /// The camera; `None` sends the test pattern.
+    camera: SharedCamera,
+}
+
+type SharedMicrophone = Arc<std::sync::Mutex<Option<Receiver<Vec<i16>>>>>;
+type SharedCamera = Arc<std::sync::Mutex<Option<CameraCapture>>>;
+
+/// A real (not synthetic) device id.
+fn real_device(id: Option<&str>) -> Option<&str> {
+    id.filter(|id| !devices::is_synthetic(id))
+}
+
+impl DeviceIo {
+    /// Plays the mix on `id` (`None`/synthetic: the timer-paced null sink). A device that
+    /// fails to open leaves the null sink playing and says why.
+    fn set_output(&self, id: Option<&str>) -> Result<(), String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = match real_device(id) {
+            Some(device) => devices::start_output(device, self.mixer.clone(), stop.clone()),
+            None => Ok(()),
+        };
+        if real_device(id).is_none() || opened.is_err() {
+            NullSink::start(&self.runtime, self.mixer.clone(), stop.clone());
+        }
+        let previous = std::mem::replace(
+            &mut *self.output_stop.lock().unwrap_or_else(|p| p.into_inner()),
+            stop,
+        );
+        previous.store(true, Ordering::Relaxed);
+        opened
+    }
+
+    /// Sends microphone `id` (`None`/synthetic: the tone). A device that fails to open
+    /// leaves the tone and says why.
+    fn set_input(&self, id: Option<&str>) -> Result<(), String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (microphone, opened) = match real_device(id) {
+            Some(device) => {
+                let (tx, rx) = crossbeam_channel::bounded(16);
+                match devices::start_input(device, tx, stop.clone()) {
+                    Ok(()) => (Some(rx), Ok(())),
+                    Err(err) => (None, Err(err)),
+                }
+            }
+            None => (None, Ok(())),
+        };
+        *self.microphone.lock().unwrap_or_else(|p| p.into_inner()) = microphone;
+        let previous = std::mem::replace(
+            &mut *self.input_stop.lock().unwrap_or_else(|p| p.into_inner()),
+            stop,
+        );
+        previous.store(true, Ordering::Relaxed);
+        opened
+    }
+
+    /// Sends camera `id` (`None`/synthetic: the test pattern). A camera that fails to open
+    /// leaves the pattern and says why.
+    fn set_camera(&self, id: Option<&str>) -> Result<(), CameraError> {
+        let opened = match real_device(id) {
+            Some(device) => CameraCapture::open(
+                device,
+                self.video.width,
+                self.video.height,
+                self.video.fps.round() as u32,
+            )
+            .map(Some),
+            None => Ok(None),
+        };
+        let mut camera = self.camera.lock().unwrap_or_else(|p| p.into_inner());
+        match opened {
+            Ok(capture) => {
+                *camera = capture;
+                Ok(())
+            }
+            Err(err) => {
+                *camera = None;
+                Err(err)
+            }
+        }
+    }
+
+    fn close(&self) {
+        for stop in [&self.output_stop, &self.input_stop] {
+            stop.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .store(true, Ordering::Relaxed);
+        }
+        *self.camera.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 impl MediaSession {
@@ -132,38 +239,34 @@ impl MediaSession {
         let events_tx_signals = events_tx.clone();
         let mixer: SharedMixer = Arc::new(std::sync::Mutex::new(Mixer::default()));
         let recording_tap: RecordingTap = Arc::new(std::sync::Mutex::new(None));
+        let io = DeviceIo {
+            video: config.video,
+            runtime: runtime.clone(),
+            mixer: mixer.clone(),
+            output_stop: std::sync::Mutex::new(Arc::new(AtomicBool::new(false))),
+            input_stop: std::sync::Mutex::new(Arc::new(AtomicBool::new(false))),
+            microphone: Arc::new(std::sync::Mutex::new(None)),
+            camera: Arc::new(std::sync::Mutex::new(None)),
+        };
         let report_device = |reason: String| {
             let _ = events_tx.send(PeerEvent::Error {
                 uid: config.local_uid.clone(),
                 reason,
             });
         };
-        let real = |id: &Option<String>| id.clone().filter(|id| !devices::is_synthetic(id));
-        match real(&config.audio_output) {
-            Some(device) => {
-                if let Err(err) =
-                    devices::start_output(&device, mixer.clone(), switches.closed.clone())
-                {
-                    report_device(format!(
-                        "audio output unavailable, using the null sink: {err}"
-                    ));
-                    NullSink::start(runtime, mixer.clone(), switches.closed.clone());
-                }
-            }
-            None => NullSink::start(runtime, mixer.clone(), switches.closed.clone()),
+        if let Err(err) = io.set_output(config.audio_output.as_deref()) {
+            report_device(format!(
+                "audio output unavailable, using the null sink: {err}"
+            ));
         }
-        let microphone = real(&config.audio_input).and_then(|device| {
-            let (tx, rx) = crossbeam_channel::bounded(16);
-            match devices::start_input(&device, tx, switches.closed.clone()) {
-                Ok(()) => Some(rx),
-                Err(err) => {
-                    report_device(format!(
-                        "microphone unavailable, sending the synthetic tone: {err}"
-                    ));
-                    None
-                }
-            }
-        });
+        if let Err(err) = io.set_input(config.audio_input.as_deref()) {
+            report_device(format!(
+                "microphone unavailable, sending the synthetic tone: {err}"
+            ));
+        }
+        if let Err(err) = io.set_camera(config.video_input.as_deref()) {
+            report_device(format!("{err}; sending the test pattern"));
+        }
         let tone_hz = tone_frequency_for(&config.local_uid);
         runtime.spawn(run_actor(
             config.clone(),
@@ -178,6 +281,7 @@ impl MediaSession {
         ));
         runtime.spawn(send_video(
             config.clone(),
+            io.camera.clone(),
             peers.clone(),
             switches.clone(),
             counters.clone(),
@@ -186,7 +290,7 @@ impl MediaSession {
         ));
         runtime.spawn(send_audio(
             (config.local_uid.clone(), tone_hz),
-            microphone,
+            io.microphone.clone(),
             peers.clone(),
             switches.clone(),
             counters.clone(),
@@ -209,7 +313,45 @@ impl MediaSession {
             local_uid: config.local_uid,
             runtime: runtime.clone(),
             screen_share: std::sync::Mutex::new(None),
+            io,
         }
+    }
+
+    /// Plays the call on this output device from now on (`None` or a synthetic id: the
+    /// null sink). If it cannot be opened the null sink plays and the error says why.
+    pub fn set_audio_output(&self, device: Option<&str>) -> Result<(), String> {
+        self.io.set_output(device)
+    }
+
+    /// Sends this microphone from now on (`None` or a synthetic id: the tone). If it cannot
+    /// be opened the tone is sent and the error says why.
+    pub fn set_audio_input(&self, device: Option<&str>) -> Result<(), String> {
+        self.io.set_input(device)
+    }
+
+    /// Sends this camera from now on (`None` or a synthetic id: the test pattern). If it
+    /// cannot be opened the pattern is sent and the error says why.
+    pub fn set_video_input(&self, device: Option<&str>) -> Result<(), CameraError> {
+        self.io.set_camera(device)
+    }
+
+    /// Whether a real microphone is being sent (else the tone).
+    pub fn has_microphone(&self) -> bool {
+        self.io
+            .microphone
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// The camera being sent, if any (else the test pattern).
+    pub fn camera_id(&self) -> Option<String> {
+        self.io
+            .camera
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.id().to_owned())
     }
 
     /// Starts sharing `source` (the desktop, a game view) on every peer's screen track, at
@@ -438,6 +580,7 @@ impl MediaSession {
     /// Stops sending and closes every peer connection.
     pub fn close(&self) {
         self.switches.closed.store(true, Ordering::Relaxed);
+        self.io.close();
         self.stop_screen_share();
         let _ = self.stop_recording();
         let _ = self.commands.send(Command::Close);
@@ -618,8 +761,12 @@ fn wall_clock_ms() -> u32 {
         .unwrap_or(0)
 }
 
+/// Sends our video every frame period: the camera's newest frame when a camera is in use
+/// (nothing new → nothing sent), else the test pattern. The encoder is rebuilt when the
+/// picture's size changes (a camera with another resolution).
 async fn send_video(
     config: SessionConfig,
+    camera: SharedCamera,
     peers: Peers,
     switches: Arc<SendSwitches>,
     counters: Arc<MediaCounters>,
@@ -628,19 +775,13 @@ async fn send_video(
 ) {
     let settings = config.video;
     let pattern = TestPattern::new(settings.width, settings.height, &config.local_uid);
-    let (mut encoder, mut frame) = match (
-        H264Encoder::new(settings),
-        I420Frame::new(settings.width, settings.height),
-    ) {
-        (Ok(encoder), Ok(frame)) => (encoder, frame),
-        (Err(err), _) | (_, Err(err)) => {
-            let _ = events.send(PeerEvent::Error {
-                uid: config.local_uid.clone(),
-                reason: format!("video encoder: {err}"),
-            });
-            return;
-        }
+    let report = |reason: String| {
+        let _ = events.send(PeerEvent::Error {
+            uid: config.local_uid.clone(),
+            reason,
+        });
     };
+    let mut coder: Option<(H264Encoder, I420Frame)> = None;
     let period = Duration::from_secs_f32(1.0 / settings.fps.max(1.0));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -670,14 +811,58 @@ async fn send_video(
             .copied()
             .max()
             .unwrap_or(settings.bitrate_bps);
-        number += 1;
-        pattern.render_rgba(
-            FrameStamp {
-                frame: number,
-                capture_ms: wall_clock_ms(),
-            },
-            &mut rgba,
-        );
+        let (width, height) = {
+            let mut camera = camera.lock().unwrap_or_else(|p| p.into_inner());
+            match camera.as_ref() {
+                Some(capture) => match (capture.take_newest(), capture.failure()) {
+                    (Some(picture), _) if picture.width % 2 == 0 && picture.height % 2 == 0 => {
+                        rgba = picture.rgba;
+                        (picture.width, picture.height)
+                    }
+                    (_, Some(failure)) => {
+                        report(format!(
+                            "camera `{}` stopped ({failure}); sending the test pattern",
+                            capture.id()
+                        ));
+                        *camera = None;
+                        continue;
+                    }
+                    _ => continue,
+                },
+                None => {
+                    number += 1;
+                    pattern.render_rgba(
+                        FrameStamp {
+                            frame: number,
+                            capture_ms: wall_clock_ms(),
+                        },
+                        &mut rgba,
+                    );
+                    (settings.width, settings.height)
+                }
+            }
+        };
+        if coder
+            .as_ref()
+            .is_none_or(|(_, frame)| (frame.width(), frame.height()) != (width, height))
+        {
+            let sized = EncoderSettings {
+                width,
+                height,
+                ..settings
+            };
+            match (H264Encoder::new(sized), I420Frame::new(width, height)) {
+                (Ok(encoder), Ok(frame)) => coder = Some((encoder, frame)),
+                (Err(err), _) | (_, Err(err)) => {
+                    report(format!("video encoder at {width}×{height}: {err}"));
+                    coder = None;
+                    continue;
+                }
+            }
+        }
+        let Some((encoder, frame)) = coder.as_mut() else {
+            continue;
+        };
         if frame.fill_from_rgba(&rgba).is_err() {
             continue;
         }
@@ -693,16 +878,11 @@ async fn send_video(
         // Never above what we were configured for, what the link carries, or what the
         // receivers want; the encoder rebuilds only on big moves.
         let _ = encoder.set_bitrate(congestion.min(settings.bitrate_bps).min(wanted_bitrate));
-        let Ok(Some(encoded)) = encoder.encode(&frame) else {
+        let Ok(Some(encoded)) = encoder.encode(frame) else {
             continue;
         };
         if let Some(recorder) = &recorder {
-            recorder.video(
-                &config.local_uid,
-                &encoded.data,
-                settings.width,
-                settings.height,
-            );
+            recorder.video(&config.local_uid, &encoded.data, width, height);
         }
         let mut sent = false;
         for peer in &targets {
@@ -717,7 +897,7 @@ async fn send_video(
 /// Sends 20 ms of audio every 20 ms: the microphone's frames when there is one, else the tone.
 async fn send_audio(
     (local_uid, tone_hz): (String, f32),
-    microphone: Option<Receiver<Vec<i16>>>,
+    microphone: SharedMicrophone,
     peers: Peers,
     switches: Arc<SendSwitches>,
     counters: Arc<MediaCounters>,
@@ -732,6 +912,7 @@ async fn send_audio(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     while !switches.closed.load(Ordering::Relaxed) {
         ticker.tick().await;
+        let microphone = microphone.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match &microphone {
             Some(frames) => {
                 // If the microphone runs a little fast, skip to the newest frames so latency

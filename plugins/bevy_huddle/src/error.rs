@@ -41,6 +41,17 @@ pub enum HuddleError {
         /// Which list is empty.
         kind: DeviceKind,
     },
+    /// The device is listed but could not be opened (unplugged, busy, no permission); its
+    /// synthetic stand-in is used instead and the call goes on.
+    #[error("{kind} device `{id}` cannot be used: {reason}")]
+    DeviceUnavailable {
+        /// Which kind of device.
+        kind: DeviceKind,
+        /// Its id.
+        id: String,
+        /// Why it could not be opened.
+        reason: String,
+    },
     /// There is no active call to apply the action to.
     #[error("there is no active call")]
     NoActiveCall,
@@ -103,9 +114,10 @@ impl HuddleError {
             HuddleError::Unreachable(_) => ErrorCode::UnknownApiError,
             HuddleError::NotConnected => ErrorCode::UserNotLoggedIn,
             HuddleError::MalformedToken => ErrorCode::TokenInvalidSignature,
-            HuddleError::Media { .. } | HuddleError::Recording(_) | HuddleError::ScreenShare(_) => {
-                ErrorCode::UnknownApiError
-            }
+            HuddleError::Media { .. }
+            | HuddleError::Recording(_)
+            | HuddleError::ScreenShare(_)
+            | HuddleError::DeviceUnavailable { .. } => ErrorCode::UnknownApiError,
         }
     }
 

@@ -233,6 +233,7 @@ impl Plugin for CallMediaPlugin {
                     apply_audio_routes,
                     request_video_by_visibility,
                     follow_recording,
+                    follow_device_selection,
                     follow_screen_shares,
                     show_screen_shares,
                     stop_ended_media,

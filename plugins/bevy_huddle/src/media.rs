@@ -286,6 +286,10 @@ pub(crate) fn start_call_media(
                     .as_ref()
                     .and_then(|d| d.selected(crate::devices::DeviceKind::AudioOutput))
                     .map(|d| d.id.clone()),
+                video_input: devices
+                    .as_ref()
+                    .and_then(|d| d.selected(crate::devices::DeviceKind::VideoInput))
+                    .map(|d| d.id.clone()),
             },
         );
         session.set_audio_muted(local_state.audio_muted);
@@ -762,6 +766,46 @@ pub(crate) fn follow_screen_shares(
                         commands.entity(tile).despawn();
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A device chosen during the call (`set_audio_input_device`, `set_audio_output_device`,
+/// `set_video_input_device`, `switch_camera`) is switched to live in every running media
+/// session; one that cannot be opened gives a `DeviceUnavailable` error, and the synthetic
+/// stand-in (tone, null sink, test pattern) takes its place until another is chosen.
+pub(crate) fn follow_device_selection(
+    mut events: ParamSet<(MessageReader<CallEvent>, MessageWriter<CallEvent>)>,
+    sessions: Query<(Entity, &CallMediaSession)>,
+) {
+    let chosen: Vec<crate::devices::DeviceInfo> = events
+        .p0()
+        .read()
+        .filter_map(|event| match event {
+            CallEvent::MediaDeviceSelected { device, .. } => Some(device.clone()),
+            _ => None,
+        })
+        .collect();
+    for device in chosen {
+        for (call, media) in &sessions {
+            let id = Some(device.id.as_str());
+            let switched = match device.kind {
+                crate::devices::DeviceKind::AudioInput => media.session.set_audio_input(id),
+                crate::devices::DeviceKind::AudioOutput => media.session.set_audio_output(id),
+                crate::devices::DeviceKind::VideoInput => {
+                    media.session.set_video_input(id).map_err(|err| err.reason)
+                }
+            };
+            if let Err(reason) = switched {
+                events.p1().write(CallEvent::Error {
+                    call: Some(call),
+                    error: HuddleError::DeviceUnavailable {
+                        kind: device.kind,
+                        id: device.id.clone(),
+                        reason,
+                    },
+                });
             }
         }
     }

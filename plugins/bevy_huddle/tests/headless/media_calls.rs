@@ -670,3 +670,101 @@ fn desktop_screen_share_becomes_a_spotlighted_tile() {
     assert!(!state_of(&mut alice, "alice").screen_sharing);
     assert_eq!(call_state(&alice), Some(CallState::InCall));
 }
+
+/// Devices switch during the call: a listed microphone, speaker and camera that cannot be
+/// opened (unplugged since the last refresh) each give a typed `DeviceUnavailable` error
+/// naming them, while the synthetic stand-ins take over — bob keeps receiving alice's tone
+/// and test pattern, and the call stays up. Switching back to the synthetic camera is quiet.
+#[test]
+fn devices_switch_live_and_a_broken_one_falls_back() {
+    use bevy_huddle::devices::DeviceInfo;
+    use bevy_huddle::session::DeviceListRefreshed;
+    let stack = Stack::start();
+    let mut alice = media_user(&stack, "alice");
+    let mut bob = media_user(&stack, "bob");
+    call_and_join(&mut alice, &mut bob);
+    pump(&mut [&mut alice, &mut bob], "media", |apps| {
+        remote(apps[1], "alice").video_frames_decoded >= 5
+    });
+    let mut lists = huddle_media::DeviceLists::synthetic();
+    let gone = |id: &str, kind: DeviceKind| DeviceInfo {
+        id: id.into(),
+        label: format!("unplugged {id}"),
+        kind,
+        synthetic: false,
+    };
+    lists
+        .audio_inputs
+        .insert(0, gone("hw:CARD=Gone,DEV=0", DeviceKind::AudioInput));
+    lists
+        .audio_outputs
+        .insert(0, gone("hw:CARD=Gone,DEV=1", DeviceKind::AudioOutput));
+    lists
+        .video_inputs
+        .insert(0, gone("camera:57", DeviceKind::VideoInput));
+    alice
+        .world_mut()
+        .write_message(DeviceListRefreshed(lists.clone()));
+    alice.update();
+    take_events(&mut alice);
+    act(
+        &mut alice,
+        CallAction::SetAudioInputDevice("hw:CARD=Gone,DEV=0".into()),
+    );
+    act(
+        &mut alice,
+        CallAction::SetAudioOutputDevice("hw:CARD=Gone,DEV=1".into()),
+    );
+    act(
+        &mut alice,
+        CallAction::SetVideoInputDevice("camera:57".into()),
+    );
+    alice.update();
+    let unavailable: Vec<(DeviceKind, String)> = take_events(&mut alice)
+        .into_iter()
+        .filter_map(|e| match e {
+            CallEvent::Error {
+                error: HuddleError::DeviceUnavailable { kind, id, .. },
+                ..
+            } => Some((kind, id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        unavailable,
+        vec![
+            (DeviceKind::AudioInput, "hw:CARD=Gone,DEV=0".to_owned()),
+            (DeviceKind::AudioOutput, "hw:CARD=Gone,DEV=1".to_owned()),
+            (DeviceKind::VideoInput, "camera:57".to_owned()),
+        ]
+    );
+    assert!(!session_of(&alice).has_microphone());
+    assert_eq!(session_of(&alice).camera_id(), None);
+    let before = remote(&bob, "alice");
+    pump(
+        &mut [&mut alice, &mut bob],
+        "stand-ins keep flowing",
+        |apps| {
+            let now = remote(apps[1], "alice");
+            now.video_frames_decoded >= before.video_frames_decoded + 15
+                && now.audio_frames_decoded >= before.audio_frames_decoded + 25
+        },
+    );
+    let tone = remote(&bob, "alice").audio_tone_hz.expect("tone");
+    assert!(
+        (tone - tone_frequency_for("alice")).abs() < 3.0,
+        "alice's tone, heard {tone} Hz"
+    );
+    let synthetic_camera = lists.video_inputs[1].id.clone();
+    act(
+        &mut alice,
+        CallAction::SetVideoInputDevice(synthetic_camera),
+    );
+    assert!(
+        !take_events(&mut alice)
+            .iter()
+            .any(|e| matches!(e, CallEvent::Error { .. })),
+        "the synthetic camera opens"
+    );
+    assert_eq!(call_state(&alice), Some(CallState::InCall));
+}
