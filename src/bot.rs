@@ -95,6 +95,9 @@ pub struct BotArgs {
     /// Video bitrate in kbps.
     #[arg(long, default_value_t = 2500)]
     pub kbps: u32,
+    /// Send stereo audio (synthetic: a second tone, 1.5 × the first, on the right).
+    #[arg(long)]
+    pub stereo: bool,
     /// Record the call into this Matroska (.mkv) file.
     #[arg(long)]
     pub record: Option<PathBuf>,
@@ -183,8 +186,10 @@ pub struct RemoteStats {
     pub video_latency_ms: Percentiles,
     /// Audio frames decoded.
     pub audio_frames_decoded: u64,
-    /// Tone heard.
+    /// Tone heard (the left channel of stereo).
     pub audio_tone_hz: Option<f32>,
+    /// Channels of their audio (1 mono, 2 stereo).
+    pub audio_channels: u8,
     /// Share of audio frames concealed.
     pub audio_concealed_ratio: f32,
 }
@@ -212,6 +217,7 @@ pub fn run(args: BotArgs) -> ExitCode {
             bitrate_bps: args.kbps.saturating_mul(1000),
             keyframe_interval: (args.fps * 4.0) as u32,
         },
+        stereo_audio: args.stereo,
         ..MediaSettings::default()
     })
     .add_systems(
@@ -529,6 +535,7 @@ fn collect_stats(
                     video_latency_ms: percentiles(&remote.video_latency_ms),
                     audio_frames_decoded: remote.audio_frames_decoded,
                     audio_tone_hz: remote.audio_tone_hz,
+                    audio_channels: remote.audio_channels,
                     audio_concealed_ratio: if remote.audio_frames_decoded == 0 {
                         0.0
                     } else {

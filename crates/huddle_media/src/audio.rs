@@ -62,6 +62,25 @@ impl ToneSource {
     }
 }
 
+/// Whether an Opus packet carries stereo (the `s` bit of its TOC byte, RFC 6716 §3.1).
+pub fn is_stereo_packet(packet: &[u8]) -> bool {
+    packet.first().is_some_and(|toc| toc & 0b100 != 0)
+}
+
+/// The right channel's tone of a stereo synthetic microphone: 1.5 × the left one, so a
+/// receiver can tell the channels apart.
+pub fn right_tone_frequency(left_hz: f32) -> f32 {
+    left_hz * 1.5
+}
+
+/// Splits interleaved stereo into its left and right channels.
+pub fn deinterleave(interleaved: &[i16]) -> (Vec<i16>, Vec<i16>) {
+    interleaved
+        .chunks_exact(2)
+        .map(|pair| (pair[0], pair[1]))
+        .unzip()
+}
+
 /// Estimates the frequency of a (mostly) pure tone from its rising zero crossings, with
 /// sub-sample interpolation. `None` for silence.
 pub fn detect_tone(samples: &[i16]) -> Option<f32> {
@@ -95,7 +114,18 @@ pub struct OpusEncoder {
 impl OpusEncoder {
     /// A mono encoder at `bitrate_bps`.
     pub fn new(bitrate_bps: i32) -> Result<Self, AudioError> {
-        let mut encoder = opus::Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip)?;
+        Self::with_channels(bitrate_bps, false)
+    }
+
+    /// A mono or stereo encoder; stereo frames are interleaved left/right
+    /// (`2 × FRAME_SAMPLES` samples per 20 ms).
+    pub fn with_channels(bitrate_bps: i32, stereo: bool) -> Result<Self, AudioError> {
+        let (channels, application) = if stereo {
+            (Channels::Stereo, Application::Audio)
+        } else {
+            (Channels::Mono, Application::Voip)
+        };
+        let mut encoder = opus::Encoder::new(SAMPLE_RATE, channels, application)?;
         encoder.set_bitrate(Bitrate::Bits(bitrate_bps))?;
         encoder.set_inband_fec(true)?;
         encoder.set_packet_loss_perc(10)?;
@@ -122,6 +152,14 @@ impl OpusDecoder {
     pub fn new() -> Result<Self, AudioError> {
         Ok(Self {
             decoder: opus::Decoder::new(SAMPLE_RATE, Channels::Mono)?,
+        })
+    }
+
+    /// A decoder with stereo output (interleaved left/right): a stereo stream keeps its two
+    /// channels, a mono one comes out on both. `decode`/`conceal` return samples per channel.
+    pub fn stereo() -> Result<Self, AudioError> {
+        Ok(Self {
+            decoder: opus::Decoder::new(SAMPLE_RATE, Channels::Stereo)?,
         })
     }
 

@@ -152,12 +152,13 @@ pub fn start_output(name: &str, mixer: SharedMixer, stop: Arc<AtomicBool>) -> Re
     })
 }
 
-/// Captures the input device named `name` at 48 kHz into 20 ms mono frames sent on `frames`,
-/// until `stop` is set.
+/// Captures the input device named `name` at 48 kHz into 20 ms frames sent on `frames` (mono,
+/// or interleaved stereo with `stereo`), until `stop` is set.
 pub fn start_input(
     name: &str,
     frames: crossbeam_channel::Sender<Vec<i16>>,
     stop: Arc<AtomicBool>,
+    stereo: bool,
 ) -> Result<(), String> {
     let name = name.to_owned();
     run_stream(format!("audio in {name}"), stop, move || {
@@ -173,17 +174,27 @@ pub fn start_input(
             sample_rate: cpal::SampleRate(SAMPLE_RATE),
             buffer_size: cpal::BufferSize::Default,
         };
-        let mut pending: Vec<i16> = Vec::with_capacity(FRAME_SAMPLES * 2);
+        // Mono sends channel 0; stereo sends channels 0 and 1 (a mono device on both).
+        let picked: &[usize] = match (stereo, channels) {
+            (false, _) => &[0],
+            (true, 1) => &[0, 0],
+            (true, _) => &[0, 1],
+        };
+        let frame_len = FRAME_SAMPLES * picked.len();
+        let mut pending: Vec<i16> = Vec::with_capacity(frame_len);
         let stream = device
             .build_input_stream(
                 &config,
                 move |data: &[f32], _| {
-                    for frame in data.chunks(usize::from(channels)) {
-                        pending.push((frame[0].clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16);
-                        if pending.len() == FRAME_SAMPLES {
+                    for frame in data.chunks_exact(usize::from(channels)) {
+                        for &channel in picked {
+                            let sample = frame[channel].clamp(-1.0, 1.0) * f32::from(i16::MAX);
+                            pending.push(sample as i16);
+                        }
+                        if pending.len() == frame_len {
                             let _ = frames.try_send(std::mem::replace(
                                 &mut pending,
-                                Vec::with_capacity(FRAME_SAMPLES),
+                                Vec::with_capacity(frame_len),
                             ));
                         }
                     }
@@ -230,7 +241,7 @@ mod tests {
         let stop = Arc::new(AtomicBool::new(false));
         assert!(start_output("no such speaker", mixer, stop.clone()).is_err());
         let (tx, _rx) = crossbeam_channel::bounded(4);
-        assert!(start_input("no such microphone", tx, stop.clone()).is_err());
+        assert!(start_input("no such microphone", tx, stop.clone(), false).is_err());
         stop.store(true, Ordering::Relaxed);
     }
 }

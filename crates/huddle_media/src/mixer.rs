@@ -8,6 +8,8 @@
 //!   latency never piles up.
 //! - **Gains** move to their target over one 20 ms frame (a linear ramp), so volume and pan
 //!   changes never click.
+//! - **Mono and stereo voices**: a mono voice goes to both channels, a stereo one keeps its
+//!   left and right; each channel then takes its gain (pan, volume).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,9 +17,9 @@ use std::time::Duration;
 
 use crate::audio::{FRAME_SAMPLES, SAMPLE_RATE};
 
-/// Samples buffered before a source starts playing (40 ms).
+/// Sample frames (one per channel pair) buffered before a source starts playing (40 ms).
 const PRIME_SAMPLES: usize = FRAME_SAMPLES * 2;
-/// Most samples buffered per source (200 ms); beyond, the oldest are dropped.
+/// Most sample frames buffered per source (200 ms); beyond, the oldest are dropped.
 const MAX_BUFFERED: usize = FRAME_SAMPLES * 10;
 
 /// Left and right gain of one source.
@@ -41,7 +43,8 @@ impl StereoGain {
 
 #[derive(Debug)]
 struct Source {
-    queue: VecDeque<i16>,
+    /// Left/right sample pairs.
+    queue: VecDeque<[i16; 2]>,
     gain: StereoGain,
     target: StereoGain,
     playing: bool,
@@ -72,6 +75,18 @@ pub struct Mixer {
 impl Mixer {
     /// Adds decoded samples (mono, 48 kHz) from `uid`.
     pub fn push(&mut self, uid: &str, samples: &[i16]) {
+        self.push_pairs(uid, samples.iter().map(|&s| [s, s]));
+    }
+
+    /// Adds decoded stereo samples (interleaved left/right, 48 kHz) from `uid`.
+    pub fn push_stereo(&mut self, uid: &str, interleaved: &[i16]) {
+        self.push_pairs(
+            uid,
+            interleaved.chunks_exact(2).map(|pair| [pair[0], pair[1]]),
+        );
+    }
+
+    fn push_pairs(&mut self, uid: &str, pairs: impl Iterator<Item = [i16; 2]>) {
         let source = self
             .sources
             .entry(uid.to_owned())
@@ -83,7 +98,7 @@ impl Mixer {
                 underruns: 0,
                 dropped_samples: 0,
             });
-        source.queue.extend(samples.iter().copied());
+        source.queue.extend(pairs);
         if source.queue.len() > MAX_BUFFERED {
             let excess = source.queue.len() - MAX_BUFFERED;
             source.queue.drain(..excess);
@@ -151,13 +166,13 @@ impl Mixer {
                 continue;
             }
             let (from, to) = (source.gain, source.target);
-            for (i, sample) in source.queue.drain(..frames).enumerate() {
+            for (i, [l, r]) in source.queue.drain(..frames).enumerate() {
                 let t = (i + 1) as f32 / frames as f32;
                 let left = from.left + (to.left - from.left) * t;
                 let right = from.right + (to.right - from.right) * t;
-                let value = f32::from(sample) / f32::from(i16::MAX);
-                out[2 * i] += value * left;
-                out[2 * i + 1] += value * right;
+                let scale = f32::from(i16::MAX);
+                out[2 * i] += f32::from(l) / scale * left;
+                out[2 * i + 1] += f32::from(r) / scale * right;
             }
             source.gain = to;
         }

@@ -124,8 +124,10 @@ pub enum PeerEvent {
     Audio {
         /// Whose.
         uid: String,
-        /// Mono samples at 48 kHz.
+        /// Samples at 48 kHz: the stream's only channel, or the left one of a stereo stream.
         samples: Vec<i16>,
+        /// The right channel, when the stream is stereo.
+        right: Option<Vec<i16>>,
         /// Whether this frame was concealed (lost).
         concealed: bool,
     },
@@ -206,7 +208,7 @@ fn opus_codec() -> RTCRtpCodec {
         mime_type: MIME_TYPE_OPUS.to_owned(),
         clock_rate: 48_000,
         channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        sdp_fmtp_line: "minptime=10;useinbandfec=1;stereo=1".to_owned(),
         rtcp_feedback: vec![],
     }
 }
@@ -659,9 +661,25 @@ async fn receive_audio(
     mixer: &crate::mixer::SharedMixer,
     recording: &RecordingTap,
 ) -> Result<(), String> {
-    let mut decoder = OpusDecoder::new().map_err(|e| e.to_string())?;
-    let mut out = vec![0i16; FRAME_SAMPLES * 6];
+    // Stereo output whatever the stream: a mono stream comes out on both channels.
+    let mut decoder = OpusDecoder::stereo().map_err(|e| e.to_string())?;
+    let mut out = vec![0i16; FRAME_SAMPLES * 6 * 2];
     let mut last_seq: Option<u16> = None;
+    let mut stereo = false;
+    // Hands one decoded frame (`n` samples per channel) to the mixer and the application.
+    let deliver = |out: &[i16], n: usize, stereo: bool, concealed: bool| {
+        let interleaved = &out[..n * 2];
+        crate::mixer::lock(mixer).push_stereo(uid, interleaved);
+        let (left, right) = crate::audio::deinterleave(interleaved);
+        events
+            .send(PeerEvent::Audio {
+                uid: uid.to_owned(),
+                samples: left,
+                right: stereo.then_some(right),
+                concealed,
+            })
+            .is_ok()
+    };
     while let Some(event) = track.poll().await {
         let packet = match event {
             TrackRemoteEvent::OnRtpPacket(packet) => packet,
@@ -683,30 +701,17 @@ async fn receive_audio(
             if (2..=6).contains(&gap) {
                 for missing in 1..gap {
                     let fec = (missing == gap - 1).then_some(packet.payload.as_ref());
-                    if let Ok(n) = decoder.conceal(fec, &mut out[..FRAME_SAMPLES]) {
-                        crate::mixer::lock(mixer).push(uid, &out[..n]);
-                        let _ = events.send(PeerEvent::Audio {
-                            uid: uid.to_owned(),
-                            samples: out[..n].to_vec(),
-                            concealed: true,
-                        });
+                    if let Ok(n) = decoder.conceal(fec, &mut out[..FRAME_SAMPLES * 2]) {
+                        deliver(&out, n, stereo, true);
                     }
                 }
             }
         }
         last_seq = Some(seq);
+        stereo = crate::audio::is_stereo_packet(&packet.payload);
         match decoder.decode(&packet.payload, &mut out) {
             Ok(n) => {
-                crate::mixer::lock(mixer).push(uid, &out[..n]);
-                let samples = out[..n].to_vec();
-                if events
-                    .send(PeerEvent::Audio {
-                        uid: uid.to_owned(),
-                        samples,
-                        concealed: false,
-                    })
-                    .is_err()
-                {
+                if !deliver(&out, n, stereo, false) {
                     return Ok(());
                 }
             }

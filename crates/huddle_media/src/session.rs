@@ -56,6 +56,9 @@ pub struct SessionConfig {
     pub audio_output: Option<String>,
     /// Camera to send (`camera:<n>`); `None` or a synthetic id sends the test pattern.
     pub video_input: Option<String>,
+    /// Send stereo Opus (the microphone's first two channels; the synthetic tone puts a
+    /// second tone, 1.5 × the first, on the right). Receiving handles both always.
+    pub stereo_audio: bool,
 }
 
 impl SessionConfig {
@@ -68,6 +71,7 @@ impl SessionConfig {
             audio_input: None,
             audio_output: None,
             video_input: None,
+            stereo_audio: false,
         }
     }
 }
@@ -120,6 +124,7 @@ pub struct MediaSession {
 /// during the call while the others go on.
 struct DeviceIo {
     video: EncoderSettings,
+    stereo_audio: bool,
     runtime: tokio::runtime::Handle,
     mixer: SharedMixer,
     output_stop: std::sync::Mutex<Arc<AtomicBool>>,
@@ -165,7 +170,7 @@ impl DeviceIo {
         let (microphone, opened) = match real_device(id) {
             Some(device) => {
                 let (tx, rx) = crossbeam_channel::bounded(16);
-                match devices::start_input(device, tx, stop.clone()) {
+                match devices::start_input(device, tx, stop.clone(), self.stereo_audio) {
                     Ok(()) => (Some(rx), Ok(())),
                     Err(err) => (None, Err(err)),
                 }
@@ -241,6 +246,7 @@ impl MediaSession {
         let recording_tap: RecordingTap = Arc::new(std::sync::Mutex::new(None));
         let io = DeviceIo {
             video: config.video,
+            stereo_audio: config.stereo_audio,
             runtime: runtime.clone(),
             mixer: mixer.clone(),
             output_stop: std::sync::Mutex::new(Arc::new(AtomicBool::new(false))),
@@ -289,7 +295,7 @@ impl MediaSession {
             recording_tap.clone(),
         ));
         runtime.spawn(send_audio(
-            (config.local_uid.clone(), tone_hz),
+            (config.local_uid.clone(), tone_hz, config.stereo_audio),
             io.microphone.clone(),
             peers.clone(),
             switches.clone(),
@@ -896,18 +902,22 @@ async fn send_video(
 
 /// Sends 20 ms of audio every 20 ms: the microphone's frames when there is one, else the tone.
 async fn send_audio(
-    (local_uid, tone_hz): (String, f32),
+    (local_uid, tone_hz, stereo): (String, f32, bool),
     microphone: SharedMicrophone,
     peers: Peers,
     switches: Arc<SendSwitches>,
     counters: Arc<MediaCounters>,
     recording: RecordingTap,
 ) {
-    let Ok(mut encoder) = OpusEncoder::new(32_000) else {
+    let (bitrate, channels) = if stereo { (64_000, 2) } else { (32_000, 1) };
+    let Ok(mut encoder) = OpusEncoder::with_channels(bitrate, stereo) else {
         return;
     };
     let mut tone = ToneSource::new(tone_hz);
-    let mut samples = vec![0i16; FRAME_SAMPLES];
+    let mut right_tone = ToneSource::new(crate::audio::right_tone_frequency(tone_hz));
+    let mut samples = vec![0i16; FRAME_SAMPLES * channels];
+    let mut left = vec![0i16; FRAME_SAMPLES];
+    let mut right = vec![0i16; FRAME_SAMPLES];
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     while !switches.closed.load(Ordering::Relaxed) {
@@ -921,8 +931,16 @@ async fn send_audio(
                     let _ = frames.try_recv();
                 }
                 match frames.try_recv() {
-                    Ok(frame) if frame.len() == FRAME_SAMPLES => samples.copy_from_slice(&frame),
+                    Ok(frame) if frame.len() == samples.len() => samples.copy_from_slice(&frame),
                     _ => samples.fill(0),
+                }
+            }
+            None if stereo => {
+                tone.fill(&mut left);
+                right_tone.fill(&mut right);
+                for (pair, (l, r)) in samples.chunks_exact_mut(2).zip(left.iter().zip(&right)) {
+                    pair[0] = *l;
+                    pair[1] = *r;
                 }
             }
             None => tone.fill(&mut samples),

@@ -19,6 +19,8 @@ struct Received {
     audio_frames: u64,
     screen_frames: u64,
     last_screen: Option<huddle_media::peer::DecodedVideo>,
+    /// The right channel of stereo audio (the last second).
+    right: Vec<i16>,
 }
 
 fn config(uid: &str) -> SessionConfig {
@@ -32,6 +34,15 @@ fn config(uid: &str) -> SessionConfig {
         },
         ..SessionConfig::loopback(uid)
     }
+}
+
+/// The tests run one at a time: one of them counts the process's open sockets, which the
+/// others' connections would change under it.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn media_runtime() -> tokio::runtime::Runtime {
@@ -78,13 +89,16 @@ fn pump(
                             r.frames.push(stamp.frame);
                         }
                     }
-                    PeerEvent::Audio { samples, .. } => {
+                    PeerEvent::Audio { samples, right, .. } => {
                         let r = received.entry(me.to_string()).or_default();
                         r.audio_frames += 1;
-                        r.audio.extend_from_slice(&samples);
                         let keep = 48_000;
-                        if r.audio.len() > keep {
-                            r.audio.drain(..r.audio.len() - keep);
+                        for (buffer, new) in [(&mut r.audio, Some(samples)), (&mut r.right, right)]
+                        {
+                            buffer.extend_from_slice(new.as_deref().unwrap_or_default());
+                            if buffer.len() > keep {
+                                buffer.drain(..buffer.len() - keep);
+                            }
                         }
                     }
                     PeerEvent::Error { uid, reason } => panic!("{me} about {uid}: {reason}"),
@@ -101,6 +115,50 @@ fn pump(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Stereo Opus: Alice sends the stereo synthetic microphone (her tone on the left, 1.5 × it
+/// on the right); Bob decodes two channels and hears each tone on its own side, and his
+/// mixer's output has both. Bob sends mono, which Alice receives as mono (no right channel).
+#[test]
+fn stereo_audio_keeps_its_channels() {
+    let _serial = one_at_a_time();
+    use huddle_media::audio::{detect_tone, right_tone_frequency, tone_frequency_for};
+    let runtime = media_runtime();
+    let alice = MediaSession::start(
+        runtime.handle(),
+        SessionConfig {
+            stereo_audio: true,
+            ..config("alice")
+        },
+    );
+    let bob = MediaSession::start(runtime.handle(), config("bob"));
+    alice.add_peer("bob");
+    bob.add_peer("alice");
+    let mut received = HashMap::new();
+    pump(
+        &[("alice", &alice), ("bob", &bob)],
+        &mut received,
+        Duration::from_secs(20),
+        |r| {
+            r.get("bob").is_some_and(|b| b.right.len() >= 24_000)
+                && r.get("alice").is_some_and(|a| a.audio_frames >= 50)
+        },
+    );
+    let at_bob = &received["bob"];
+    assert!(at_bob.right.len() >= 24_000, "bob got stereo audio");
+    let left = detect_tone(&at_bob.audio[at_bob.audio.len() - 9_600..]).expect("left tone");
+    let right = detect_tone(&at_bob.right[at_bob.right.len() - 9_600..]).expect("right tone");
+    let sent = tone_frequency_for("alice");
+    assert!((left - sent).abs() < 3.0, "left {left} Hz, sent {sent}");
+    assert!(
+        (right - right_tone_frequency(sent)).abs() < 3.0,
+        "right {right} Hz, sent {}",
+        right_tone_frequency(sent)
+    );
+    let at_alice = &received["alice"];
+    assert!(at_alice.right.is_empty(), "bob's mono stays mono");
+    assert!(bob.mix_stats().rms.0 > 0.01 && bob.mix_stats().rms.1 > 0.01);
 }
 
 /// Sockets this process has open (from /proc/self/fd).
@@ -123,6 +181,7 @@ fn open_sockets() -> usize {
 /// the sessions releases every socket the connections opened.
 #[test]
 fn two_sessions_exchange_video_and_audio_and_mute_stops_packets() {
+    let _serial = one_at_a_time();
     let runtime = media_runtime();
     let sockets_before = open_sockets();
     let (alice, bob) = alice_and_bob(&runtime);
@@ -235,6 +294,7 @@ fn ffprobe(path: &std::path::Path) -> (Vec<(String, String, u64)>, f64) {
 /// disk) is readable too.
 #[test]
 fn recording_writes_a_playable_matroska_file() {
+    let _serial = one_at_a_time();
     let runtime = media_runtime();
     let dir = std::env::temp_dir().join(format!("huddle-recording-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -358,6 +418,7 @@ fn recording_writes_a_playable_matroska_file() {
 /// stops the frames. A display that does not exist is a typed error.
 #[test]
 fn desktop_screen_share_reaches_the_other_side() {
+    let _serial = one_at_a_time();
     use huddle_media::screen::test_display::{QUADRANTS, VirtualDisplay};
     use huddle_media::screen::{ScreenSource, X11Screen};
     let display = VirtualDisplay::start();

@@ -56,6 +56,8 @@ pub struct MediaSettings {
     pub video: EncoderSettings,
     /// UDP addresses for ICE (loopback by default: same-machine calls, tests, demos).
     pub udp_addrs: Vec<String>,
+    /// Send stereo Opus (music, game audio) instead of mono voice.
+    pub stereo_audio: bool,
 }
 
 impl Default for MediaSettings {
@@ -63,6 +65,7 @@ impl Default for MediaSettings {
         Self {
             video: EncoderSettings::hd(),
             udp_addrs: vec!["127.0.0.1:0".to_owned()],
+            stereo_audio: false,
         }
     }
 }
@@ -192,6 +195,8 @@ pub struct RemoteMediaStats {
     pub audio_frames_concealed: u64,
     /// Tone heard over the last second.
     pub audio_tone_hz: Option<f32>,
+    /// Channels of their audio stream (1 mono, 2 stereo; 0 before any audio).
+    pub audio_channels: u8,
     /// Round-trip time of the link, in milliseconds.
     pub rtt_ms: Option<f64>,
     /// Share of packets lost over the last second.
@@ -290,6 +295,7 @@ pub(crate) fn start_call_media(
                     .as_ref()
                     .and_then(|d| d.selected(crate::devices::DeviceKind::VideoInput))
                     .map(|d| d.id.clone()),
+                stereo_audio: settings.stereo_audio,
             },
         );
         session.set_audio_muted(local_state.audio_muted);
@@ -421,10 +427,12 @@ pub(crate) fn drain_call_media(
                 PeerEvent::Audio {
                     uid,
                     samples,
+                    right,
                     concealed,
                 } => {
                     let remote = stats.remotes.entry(uid).or_default();
                     remote.audio_frames_decoded += 1;
+                    remote.audio_channels = if right.is_some() { 2 } else { 1 };
                     if concealed {
                         remote.audio_frames_concealed += 1;
                     }
