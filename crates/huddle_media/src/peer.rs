@@ -336,6 +336,22 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// Keyframe requests (PLI/FIR) from the receivers of `track` set `wanted`, for its encoder.
+fn forward_keyframe_requests(
+    track: Arc<TrackLocalStaticSample>,
+    wanted: Arc<AtomicBool>,
+    counters: Arc<MediaCounters>,
+) {
+    tokio::spawn(async move {
+        while let Some(event) = track.poll().await {
+            if let TrackLocalEvent::OnRtcpPacket(_) = event {
+                wanted.store(true, Ordering::Relaxed);
+                counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+}
+
 async fn request_keyframe(track: &Arc<dyn TrackRemote>, ssrc: u32) {
     let pli = PictureLossIndication {
         sender_ssrc: 0,
@@ -749,7 +765,14 @@ pub struct Peer {
     video_ssrc: u32,
     audio_ssrc: u32,
     screen_ssrc: u32,
-    senders: Mutex<Option<[Arc<dyn RtpSender>; 3]>>,
+    /// Audio and screen senders, once negotiated.
+    senders: Mutex<Option<[Arc<dyn RtpSender>; 2]>>,
+    /// The camera's sender, once attached (from the start, or by a renegotiation).
+    video_sender: Mutex<Option<Arc<dyn RtpSender>>>,
+    /// Negotiate the camera from the start.
+    video_from_start: bool,
+    /// An offer is out and another renegotiation was asked for meanwhile.
+    renegotiate_after_answer: AtomicBool,
     /// Negotiated payload types: video, audio, screen.
     payload_types: Mutex<Option<[u8; 3]>>,
     /// Screen frames written to this peer.
@@ -825,6 +848,9 @@ pub struct PeerSetup {
     pub remote_uid: String,
     /// UDP addresses to gather candidates on (loopback in tests and the demo).
     pub udp_addrs: Vec<String>,
+    /// Negotiate our camera track from the start (false for audio-only calls: it is added
+    /// by a renegotiation when the call switches to video).
+    pub video: bool,
 }
 
 impl Peer {
@@ -903,6 +929,9 @@ impl Peer {
             audio_ssrc,
             screen_ssrc,
             senders: Mutex::new(None),
+            video_sender: Mutex::new(None),
+            video_from_start: setup.video,
+            renegotiate_after_answer: AtomicBool::new(false),
             payload_types: Mutex::new(None),
             screen_frames_written: AtomicU64::new(0),
             gathered,
@@ -929,42 +958,109 @@ impl Peer {
         self.offerer
     }
 
-    async fn add_tracks(&self) -> Result<(), PeerError> {
+    /// Adds our tracks before the first offer or answer: the camera (if `video`), audio, and
+    /// the screen-share track, which stays silent until someone shares so that starting a
+    /// share needs no renegotiation.
+    async fn add_tracks(&self, video: bool) -> Result<(), PeerError> {
         let mut senders = self.senders.lock().await;
         if senders.is_some() {
             return Ok(());
         }
-        let video = self
-            .pc
-            .add_track(self.video.clone() as Arc<dyn TrackLocal>)
-            .await?;
+        if video {
+            self.attach_video().await?;
+        }
         let audio = self
             .pc
             .add_track(self.audio.clone() as Arc<dyn TrackLocal>)
             .await?;
-        // The screen-share track is negotiated up front and stays silent until someone
-        // shares, so starting a share needs no renegotiation.
         let screen = self
             .pc
             .add_track(self.screen.clone() as Arc<dyn TrackLocal>)
             .await?;
-        *senders = Some([video, audio, screen]);
-        // Keyframe requests from the receiver reach the local video tracks.
-        for (track, wanted) in [
-            (self.video.clone(), self.keyframe_wanted.clone()),
-            (self.screen.clone(), self.screen_keyframe_wanted.clone()),
-        ] {
-            let counters = self.counters.clone();
-            tokio::spawn(async move {
-                while let Some(event) = track.poll().await {
-                    if let TrackLocalEvent::OnRtcpPacket(_) = event {
-                        wanted.store(true, Ordering::Relaxed);
-                        counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            });
-        }
+        *senders = Some([audio, screen]);
+        forward_keyframe_requests(
+            self.screen.clone(),
+            self.screen_keyframe_wanted.clone(),
+            self.counters.clone(),
+        );
         Ok(())
+    }
+
+    /// Adds the camera track to the connection unless it is there; true if it was added
+    /// now (the next offer or answer carries it).
+    async fn attach_video(&self) -> Result<bool, PeerError> {
+        let mut sender = self.video_sender.lock().await;
+        if sender.is_some() {
+            return Ok(false);
+        }
+        *sender = Some(
+            self.pc
+                .add_track(self.video.clone() as Arc<dyn TrackLocal>)
+                .await?,
+        );
+        forward_keyframe_requests(
+            self.video.clone(),
+            self.keyframe_wanted.clone(),
+            self.counters.clone(),
+        );
+        Ok(true)
+    }
+
+    /// Whether our camera track is part of the connection.
+    pub async fn has_video_track(&self) -> bool {
+        self.video_sender.lock().await.is_some()
+    }
+
+    /// [`Self::has_video_track`] without waiting (false while the track is being added).
+    pub fn video_attached(&self) -> bool {
+        self.video_sender
+            .try_lock()
+            .is_ok_and(|sender| sender.is_some())
+    }
+
+    /// The call switched to video: the camera track joins the connection. The offerer adds
+    /// it and re-offers; the answerer asks the offerer to (its track is added when that
+    /// offer arrives).
+    pub async fn enable_video(&self) -> Result<(), PeerError> {
+        if self.has_video_track().await {
+            return Ok(());
+        }
+        if self.offerer {
+            self.attach_video().await?;
+            self.renegotiate().await
+        } else {
+            self.send_signal(PeerSignal::RenegotiationWanted);
+            Ok(())
+        }
+    }
+
+    /// The offerer's new offer on an established connection (same ICE credentials). If an
+    /// offer is still out, it goes once that one is answered.
+    async fn renegotiate(&self) -> Result<(), PeerError> {
+        if self.pc.pending_local_description().await.is_some()
+            || self.pc.remote_description().await.is_none()
+        {
+            self.renegotiate_after_answer.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        let offer = self.pc.create_offer(None).await?;
+        self.pc.set_local_description(offer).await?;
+        let sdp = self.wait_gathered().await?;
+        self.send_signal(PeerSignal::Offer { sdp });
+        Ok(())
+    }
+
+    /// Whether `offer` renegotiates our current connection (same ICE user fragment as the
+    /// remote description we have) rather than starting a new one.
+    pub async fn is_renegotiation(&self, offer: &str) -> bool {
+        let ufrag = |sdp: &str| {
+            sdp.lines()
+                .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:").map(str::to_owned))
+        };
+        match self.pc.remote_description().await {
+            Some(current) => ufrag(&current.sdp).is_some() && ufrag(&current.sdp) == ufrag(offer),
+            None => false,
+        }
     }
 
     async fn wait_gathered(&self) -> Result<String, PeerError> {
@@ -983,7 +1079,7 @@ impl Peer {
         if !self.offerer {
             return Ok(());
         }
-        self.add_tracks().await?;
+        self.add_tracks(self.video_from_start).await?;
         let offer = self.pc.create_offer(None).await?;
         self.pc.set_local_description(offer).await?;
         let sdp = self.wait_gathered().await?;
@@ -1002,10 +1098,21 @@ impl Peer {
     pub async fn handle_signal(&self, signal: PeerSignal) -> Result<(), PeerError> {
         match signal {
             PeerSignal::Offer { sdp } => {
+                // A camera m-line besides the screen's: the offerer sends video, so we
+                // negotiate ours too (an audio-only call that switched to video).
+                let offers_camera = sdp.matches("m=video").count() >= 2;
+                let renegotiation = self.has_remote_description().await;
                 let offer =
                     RTCSessionDescription::offer(sdp).map_err(|e| PeerError(e.to_string()))?;
                 self.pc.set_remote_description(offer).await?;
-                self.add_tracks().await?;
+                if renegotiation {
+                    if offers_camera {
+                        self.attach_video().await?;
+                    }
+                } else {
+                    self.add_tracks(self.video_from_start || offers_camera)
+                        .await?;
+                }
                 let answer = self.pc.create_answer(None).await?;
                 self.pc.set_local_description(answer).await?;
                 let sdp = self.wait_gathered().await?;
@@ -1017,6 +1124,15 @@ impl Peer {
                     RTCSessionDescription::answer(sdp).map_err(|e| PeerError(e.to_string()))?;
                 self.pc.set_remote_description(answer).await?;
                 self.learn_payload_types().await;
+                if self.renegotiate_after_answer.swap(false, Ordering::Relaxed) {
+                    Box::pin(self.renegotiate()).await?;
+                }
+            }
+            PeerSignal::RenegotiationWanted => {
+                if self.offerer {
+                    self.attach_video().await?;
+                    self.renegotiate().await?;
+                }
             }
             PeerSignal::Candidate {
                 candidate: Some(candidate),
@@ -1048,15 +1164,20 @@ impl Peer {
 
     async fn learn_payload_types(&self) {
         let senders = self.senders.lock().await.clone();
-        let Some([video, audio, screen]) = senders else {
+        let Some([audio, screen]) = senders else {
             return;
         };
+        let video = self.video_sender.lock().await.clone();
         let pt = |params: Result<rtc::rtp_transceiver::rtp_sender::RTCRtpSendParameters, _>| {
             params
                 .ok()
                 .and_then(|p| p.rtp_parameters.codecs.first().map(|c| c.payload_type))
         };
-        let video_pt = pt(video.get_parameters().await).unwrap_or(H264_PAYLOAD_TYPE);
+        let video_pt = match video {
+            Some(video) => pt(video.get_parameters().await),
+            None => None,
+        }
+        .unwrap_or(H264_PAYLOAD_TYPE);
         let audio_pt = pt(audio.get_parameters().await).unwrap_or(OPUS_PAYLOAD_TYPE);
         let screen_pt = pt(screen.get_parameters().await).unwrap_or(H264_PAYLOAD_TYPE);
         *self.payload_types.lock().await = Some([video_pt, audio_pt, screen_pt]);
@@ -1070,6 +1191,9 @@ impl Peer {
         let Some([pt, _, _]) = *self.payload_types.lock().await else {
             return false;
         };
+        if !self.has_video_track().await {
+            return false;
+        }
         let track = (self.video.as_ref(), self.video_ssrc, pt);
         write_frame(track, frame, duration, &self.video_frames_written).await
     }

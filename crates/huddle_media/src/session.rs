@@ -498,14 +498,38 @@ impl MediaSession {
         self.switches.video_paused.store(paused, Ordering::Relaxed);
     }
 
-    /// Enables video (off for audio-only calls until they switch to video).
+    /// Enables video (off for audio-only calls until they switch to video). Call it before
+    /// adding peers for an audio-only call: their connections then carry no camera track.
+    /// Enabling it later renegotiates every connection to add the camera track.
     pub fn set_video_enabled(&self, enabled: bool) {
-        self.switches
-            .video_enabled
-            .store(enabled, Ordering::Relaxed);
+        let was = self.switches.video_enabled.swap(enabled, Ordering::Relaxed);
         if enabled {
             self.switches.keyframe_wanted.store(true, Ordering::Relaxed);
         }
+        if enabled && !was {
+            let (peers, events) = (self.peers.clone(), self.signals_out.clone());
+            self.runtime.spawn(async move {
+                let targets: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
+                for peer in targets {
+                    if let Err(err) = peer.enable_video().await {
+                        let _ = events.send(PeerEvent::Error {
+                            uid: peer.remote_uid().to_owned(),
+                            reason: format!("adding video: {err}"),
+                        });
+                    }
+                }
+            });
+        }
+    }
+
+    /// Whether our camera track is negotiated with `uid` (false in an audio-only call until
+    /// it switches to video and the renegotiation is done).
+    pub fn has_video_track_to(&self, uid: &str) -> bool {
+        self.peers
+            .try_lock()
+            .ok()
+            .and_then(|peers| peers.get(uid).map(|p| p.video_attached()))
+            .unwrap_or(false)
     }
 
     /// Counters of what was sent.
@@ -614,6 +638,7 @@ async fn run_actor(
         local_uid: config.local_uid.clone(),
         remote_uid: remote.to_owned(),
         udp_addrs: config.udp_addrs.clone(),
+        video: switches.video_enabled.load(Ordering::Relaxed),
     };
     let report = |uid: &str, reason: String| {
         let _ = events.send(PeerEvent::Error {
@@ -679,7 +704,7 @@ async fn run_actor(
                 // app restarted, or the link was rebuilt): replace the old connection.
                 let existing = match existing {
                     Some(old)
-                        if matches!(signal, PeerSignal::Offer { .. })
+                        if matches!(&signal, PeerSignal::Offer { sdp } if !old.is_renegotiation(sdp).await)
                             && !old.is_offerer()
                             && old.has_remote_description().await =>
                     {

@@ -104,6 +104,9 @@ pub enum PeerSignal {
         /// At most this many bits per second (0: no cap).
         max_bitrate_bps: u32,
     },
+    /// The answering side wants its camera negotiated (an audio-only call switched to video):
+    /// the offering side sends a new offer with a video track.
+    RenegotiationWanted,
 }
 
 /// A change a participant announces to everyone in the session.

@@ -223,37 +223,79 @@ fn two_apps_exchange_media_and_mute_and_pause_stop_packets() {
     });
 }
 
-/// An audio-only call sends no video until it switches to video; then both sides get
-/// `CallSwitchedToVideo` and video flows both ways.
+/// An audio-only call negotiates no camera track and sends no video; switching to video
+/// renegotiates the connection (a camera track on both sides) and video flows both ways,
+/// with `CallSwitchedToVideo` everywhere — whether the side that made the first offer
+/// (alice, the smaller uid) switches, or the answering side (bob), which asks alice for the
+/// new offer.
 #[test]
 fn audio_only_call_switches_to_video() {
-    let stack = Stack::start();
-    let mut alice = media_user(&stack, "alice");
-    let mut bob = media_user(&stack, "bob");
-    let audio_only = CallSettings::builder()
-        .audio_only(true)
-        .build()
-        .expect("valid");
-    call_and_join_with(&mut alice, &mut bob, audio_only);
-    pump(&mut [&mut alice, &mut bob], "audio", |apps| {
-        remote(apps[1], "alice").audio_frames_decoded >= 25
-    });
-    run_for(&mut [&mut alice, &mut bob], Duration::from_millis(300));
-    assert_eq!(
-        remote(&bob, "alice").video_frames_decoded,
-        0,
-        "no video in an audio call"
-    );
-    assert_eq!(counters(&alice).0, 0);
-    take_events(&mut bob);
-    act(&mut alice, CallAction::SwitchToVideoCall);
-    pump(&mut [&mut alice, &mut bob], "video both ways", |apps| {
-        remote(apps[1], "alice").video_frames_decoded >= 15
-            && remote(apps[0], "bob").video_frames_decoded >= 15
-    });
-    assert!(take_events(&mut bob).iter().any(
-        |e| matches!(e, CallEvent::CallSwitchedToVideo { initiator, .. } if initiator == "alice")
-    ));
+    for switcher in ["alice", "bob"] {
+        let stack = Stack::start();
+        let mut alice = media_user(&stack, "alice");
+        let mut bob = media_user(&stack, "bob");
+        let audio_only = CallSettings::builder()
+            .audio_only(true)
+            .build()
+            .expect("valid");
+        call_and_join_with(&mut alice, &mut bob, audio_only);
+        pump(&mut [&mut alice, &mut bob], "audio", |apps| {
+            remote(apps[1], "alice").audio_frames_decoded >= 25
+                && remote(apps[0], "bob").audio_frames_decoded >= 25
+        });
+        run_for(&mut [&mut alice, &mut bob], Duration::from_millis(300));
+        assert_eq!(
+            remote(&bob, "alice").video_frames_decoded,
+            0,
+            "no video in an audio call"
+        );
+        assert_eq!(counters(&alice).0, 0);
+        assert!(
+            !session_of(&alice).has_video_track_to("bob")
+                && !session_of(&bob).has_video_track_to("alice"),
+            "no camera track negotiated"
+        );
+        let (initiator, other) = if switcher == "alice" {
+            (&mut alice, &mut bob)
+        } else {
+            (&mut bob, &mut alice)
+        };
+        take_events(other);
+        act(initiator, CallAction::SwitchToVideoCall);
+        pump(&mut [initiator, other], "video both ways", |apps| {
+            remote(apps[1], switcher).video_frames_decoded >= 15
+                && apps[0]
+                    .world()
+                    .resource::<ObservedEvents>()
+                    .0
+                    .iter()
+                    .any(|e| matches!(e, CallEvent::CallSwitchedToVideo { .. }))
+        });
+        pump(&mut [&mut alice, &mut bob], "video both ways", |apps| {
+            remote(apps[1], "alice").video_frames_decoded >= 15
+                && remote(apps[0], "bob").video_frames_decoded >= 15
+        });
+        assert!(
+            session_of(&alice).has_video_track_to("bob")
+                && session_of(&bob).has_video_track_to("alice"),
+            "the renegotiation added a camera track on both sides ({switcher} switched)"
+        );
+        let at_other = if switcher == "alice" {
+            &mut bob
+        } else {
+            &mut alice
+        };
+        assert!(
+            at_other
+                .world()
+                .resource::<ObservedEvents>()
+                .0
+                .iter()
+                .any(|e| matches!(e, CallEvent::CallSwitchedToVideo { initiator, .. } if initiator == switcher)),
+            "{switcher} switched"
+        );
+        assert_eq!(call_state(&alice), Some(CallState::InCall));
+    }
 }
 
 /// Alice, bob and carol log in and start the session "room" (direct call, full mesh).
