@@ -178,12 +178,13 @@ fn open_sockets() -> usize {
 /// Alice and Bob connect; each decodes the other's pattern with increasing frame numbers at
 /// 320×180, and hears the other's tone; congestion control sets a target bitrate. Muting stops audio packets (the sender's counter
 /// stalls, the receiver gets nothing new); unmuting resumes them. Removing a peer and closing
-/// the sessions releases every socket the connections opened.
+/// the sessions releases every socket the connections opened and ends every task they spawned.
 #[test]
 fn two_sessions_exchange_video_and_audio_and_mute_stops_packets() {
     let _serial = one_at_a_time();
     let runtime = media_runtime();
     let sockets_before = open_sockets();
+    let tasks_before = runtime.metrics().num_alive_tasks();
     let (alice, bob) = alice_and_bob(&runtime);
     let sessions = [("alice", &alice), ("bob", &bob)];
     let mut received: HashMap<String, Received> = HashMap::new();
@@ -263,6 +264,10 @@ fn two_sessions_exchange_video_and_audio_and_mute_stops_packets() {
         open_sockets() > sockets_before,
         "the peers opened UDP sockets"
     );
+    assert!(
+        runtime.metrics().num_alive_tasks() > tasks_before,
+        "the sessions run tasks"
+    );
 
     // Bob leaves alice's session: his connection is torn down; closing both releases every
     // socket the peers opened.
@@ -281,6 +286,14 @@ fn two_sessions_exchange_video_and_audio_and_mute_stops_packets() {
         "sockets leaked: {} > {sockets_before}",
         open_sockets()
     );
+    // Every task the sessions and their connections spawned ends too.
+    let alive = || runtime.metrics().num_alive_tasks();
+    drop((alice, bob));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive() > tasks_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(alive(), tasks_before, "tokio tasks leaked");
 }
 
 fn ffprobe(path: &std::path::Path) -> (Vec<(String, String, u64)>, f64) {
