@@ -22,8 +22,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crossbeam_channel::Sender;
 use futures_util::{SinkExt, StreamExt};
 use huddle_protocol::{
-    ClientFrame, ErrorBody, ErrorCode, Presence, Reply, Request, ServerEvent, ServerFrame,
-    ServerPayload, User,
+    ClientFrame, ErrorBody, ErrorCode, GroupInfo, Presence, Reply, Request, ServerEvent,
+    ServerFrame, ServerPayload, User,
 };
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -92,6 +92,8 @@ pub enum ClientEvent {
         auth_token: String,
         /// Contacts and their presence.
         contacts: Vec<Presence>,
+        /// The groups we belong to.
+        groups: Vec<GroupInfo>,
         /// Whether this follows a drop.
         reconnected: bool,
     },
@@ -320,6 +322,7 @@ async fn connect_once(
             user,
             auth_token,
             contacts,
+            groups,
         }) => {
             // A dev login logs in again by uid after a reconnect (the server may have been
             // restarted with a fresh store that does not know the token it issued).
@@ -327,6 +330,7 @@ async fn connect_once(
                 user,
                 auth_token,
                 contacts,
+                groups,
                 reconnected,
             });
         }

@@ -13,7 +13,7 @@
 pub mod messages;
 
 pub use messages::{
-    Call, CallDirection, CallLog, CallLogQuery, ClientFrame, ErrorBody, MAX_FRAME_BYTES,
+    Call, CallDirection, CallLog, CallLogQuery, ClientFrame, ErrorBody, GroupInfo, MAX_FRAME_BYTES,
     PeerSignal, Presence, Reply, Request, ServerEvent, ServerFrame, ServerPayload,
     SessionEndReason, SessionParticipant, StateChange, User,
 };

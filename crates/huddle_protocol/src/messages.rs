@@ -334,6 +334,9 @@ pub enum Reply {
         auth_token: String,
         /// Users who share a group with them, and whether they are online.
         contacts: Vec<Presence>,
+        /// The groups they belong to.
+        #[serde(default)]
+        groups: Vec<GroupInfo>,
     },
     /// The call after the operation.
     Call {
@@ -367,6 +370,17 @@ pub enum Reply {
     Ok,
     /// Answer to `ping`.
     Pong,
+}
+
+/// A group and its members.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// Group id (what group calls ring).
+    pub guid: String,
+    /// Display name.
+    pub name: String,
+    /// Member uids.
+    pub members: Vec<String>,
 }
 
 /// Whether a contact is online.

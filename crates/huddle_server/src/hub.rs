@@ -497,10 +497,12 @@ impl Hub {
                 Presence { user, online }
             })
             .collect();
+        let groups = self.store.groups_of(&uid)?;
         Ok(Reply::LoggedIn {
             user,
             auth_token: token,
             contacts,
+            groups,
         })
     }
 

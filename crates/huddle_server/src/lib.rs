@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub login_timeout: Duration,
     /// Flood protection.
     pub rate: RateLimit,
+    /// Groups created (or replaced) at start-up, e.g. the embedded server's demo group.
+    pub groups: Vec<huddle_protocol::GroupInfo>,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +59,7 @@ impl Default for ServerConfig {
             hub: HubConfig::default(),
             login_timeout: Duration::from_secs(10),
             rate: RateLimit::default(),
+            groups: Vec::new(),
         }
     }
 }
@@ -80,10 +83,13 @@ pub struct Server {
 
 /// Opens the database and binds the address.
 pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
-    let store = match &config.db {
+    let mut store = match &config.db {
         Some(path) => Store::open(path)?,
         None => Store::in_memory()?,
     };
+    for group in &config.groups {
+        store.upsert_group(&group.guid, &group.name, &group.members)?;
+    }
     // Calls left open by a crash or kill are over.
     let closed = store.end_open_calls(now_ms())?;
     if closed > 0 {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use huddle_protocol::{
-    CallDirection, CallLog, CallLogQuery, CallStatus, CallType, ReceiverType, User,
+    CallDirection, CallLog, CallLogQuery, CallStatus, CallType, GroupInfo, ReceiverType, User,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -241,6 +241,37 @@ impl Store {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(users)
+    }
+
+    /// The groups `uid` belongs to, with their members, by guid.
+    pub fn groups_of(&self, uid: &str) -> StoreResult<Vec<GroupInfo>> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT g.guid, g.name, others.uid FROM group_members mine
+             JOIN groups g ON g.guid = mine.guid
+             JOIN group_members others ON others.guid = mine.guid
+             WHERE mine.uid = ?1 ORDER BY g.guid, others.uid",
+        )?;
+        let rows = stmt
+            .query_map(params![uid], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut groups: Vec<GroupInfo> = Vec::new();
+        for (guid, name, member) in rows {
+            match groups.last_mut() {
+                Some(group) if group.guid == guid => group.members.push(member),
+                _ => groups.push(GroupInfo {
+                    guid,
+                    name,
+                    members: vec![member],
+                }),
+            }
+        }
+        Ok(groups)
     }
 
     /// Records a new auth token for `uid`.

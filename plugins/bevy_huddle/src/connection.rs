@@ -267,6 +267,8 @@ pub enum RingingEvent {
         user: User,
         /// Contacts and presence.
         contacts: Vec<Presence>,
+        /// The groups we belong to (what group calls can ring).
+        groups: Vec<huddle_protocol::GroupInfo>,
         /// Whether this follows a drop.
         reconnected: bool,
     },
@@ -454,6 +456,7 @@ pub(crate) fn drain_connections(
                     user,
                     auth_token,
                     contacts,
+                    groups,
                     reconnected,
                 } => {
                     *status = ConnectionStatus::Online {
@@ -463,6 +466,7 @@ pub(crate) fn drain_connections(
                     bridge.ringing.write(RingingEvent::LoggedIn {
                         user,
                         contacts,
+                        groups,
                         reconnected,
                     });
                     if reconnected {

@@ -96,6 +96,8 @@ pub struct Client {
     events: VecDeque<ServerEvent>,
     pub uid: String,
     pub auth_token: String,
+    /// The groups the login answer listed.
+    pub groups: Vec<huddle_protocol::GroupInfo>,
 }
 
 /// How a connection ended.
@@ -119,6 +121,7 @@ impl Client {
             events: VecDeque::new(),
             uid: String::new(),
             auth_token: String::new(),
+            groups: Vec::new(),
         }
     }
 
@@ -133,9 +136,12 @@ impl Client {
             })
             .await
         {
-            Ok(Reply::LoggedIn { auth_token, .. }) => {
+            Ok(Reply::LoggedIn {
+                auth_token, groups, ..
+            }) => {
                 client.uid = uid.into();
                 client.auth_token = auth_token;
+                client.groups = groups;
             }
             other => panic!("login {uid}: {other:?}"),
         }

@@ -300,6 +300,7 @@ async fn ringing_error_codes() {
 
 /// A group call rings every online member but the caller; it goes on as members accept and
 /// join; it ends when the last one leaves. A member who logs in while it rings is rung too.
+/// Logging in lists the groups one belongs to, with their members.
 #[tokio::test]
 async fn three_member_group_call() {
     let server = TestServer::dev().await;
@@ -326,6 +327,15 @@ async fn three_member_group_call() {
     assert_eq!(status, 200);
     let mut alice = Client::login(&server, "alice").await;
     let mut bob = Client::login(&server, "bob").await;
+    assert_eq!(
+        alice.groups,
+        vec![huddle_protocol::GroupInfo {
+            guid: "team".into(),
+            name: "Team".into(),
+            members: vec!["alice".into(), "bob".into(), "carol".into()],
+        }],
+        "the login answer lists alice's groups"
+    );
     let Ok(Reply::Call { call }) = alice
         .request(Request::InitiateCall {
             receiver_id: "team".into(),
