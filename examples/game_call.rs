@@ -17,7 +17,7 @@ use bevy_huddle::prelude::*;
 use bevy_huddle::spatial::{VoiceEmitter, VoiceListener};
 use bevy_huddle::surfaces::{SurfaceContent, VideoSurface};
 use bevy_huddle_ui::HuddleUiPlugin;
-use huddle::embedded::{JoinOnLogin, join_on_login, spawn_bot, start_embedded_server};
+use huddle::embedded::{BotJoin, JoinOnLogin, join_on_login, spawn_bot, start_embedded_server};
 
 const BOTS: u16 = 3;
 
@@ -97,7 +97,7 @@ fn start_call(mut commands: Commands) {
         })
         .id();
     let runtime = HuddleRuntime::default();
-    let url = match start_embedded_server(&runtime) {
+    let url = match start_embedded_server(&runtime, Vec::new()) {
         Ok(url) => url,
         Err(err) => panic!("cannot start the embedded server: {err}"),
     };
@@ -107,7 +107,7 @@ fn start_call(mut commands: Commands) {
             url.clone(),
             format!("bot-{i}"),
             format!("Bot {i}"),
-            "room".into(),
+            BotJoin::Session("room".into()),
             huddle::demo::demo_media_settings(),
         );
     }

@@ -2,9 +2,10 @@
 //!
 //! 1. The embedded server starts on 127.0.0.1 (dev login, in-memory), and `--bots` headless
 //!    bot apps start on their own threads ([`crate::embedded`]).
-//! 2. The window opens with a UI root under a status line; the local user logs in as `you`,
-//!    gets a call token for the session `demo` and starts the session targeting the root, as
-//!    every bot does: they all meet in the session through the server.
+//! 2. The window opens with a UI root under a status line; the local user logs in as `you`
+//!    and rings the group `bots` (you and every bot) with a video call ([`ring_the_bots`]).
+//!    The bots answer (accept, call token, join); the default call UI shows "Calling…" and
+//!    joins the session into the root when the first bot accepts.
 //! 3. Everyone sends a moving test pattern (frame number and capture time stamped in the
 //!    picture) and a tone over real WebRTC (H.264 + Opus, full mesh on loopback); remote
 //!    tiles show what was decoded. [`render_synthetic_video`] draws the local preview.
@@ -26,14 +27,18 @@ use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured, save_to_dis
 use bevy::window::WindowResolution;
 use bevy_huddle::connection::HuddleRuntime;
 use bevy_huddle::prelude::*;
+use bevy_huddle_ui::CallUiConfig;
 use bevy_huddle_ui::HuddleUiPlugin;
 use huddle_media::synthetic::{FrameStamp, TestPattern};
+use huddle_protocol::{CallType, GroupInfo, ReceiverType};
 
 use crate::cli::DemoArgs;
-use crate::embedded::{JoinOnLogin, join_on_login, spawn_bot, start_embedded_server};
+use crate::embedded::{BotJoin, spawn_bot, start_embedded_server};
 
-/// The session everyone in the demo joins.
-const DEMO_SESSION: &str = "demo";
+/// The group of the demo's bots (and the local user), which the demo rings.
+const DEMO_GROUP: &str = "bots";
+/// The local user of the demo.
+const LOCAL_UID: &str = "you";
 
 /// Size of the synthetic video everyone in the demo sends.
 pub const BOT_VIDEO: UVec2 = UVec2::new(320, 180);
@@ -93,7 +98,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
     .init_resource::<FrameStats>()
     .add_systems(Last, (record_frame_times, print_frame_stats).chain())
     .add_systems(Startup, open_call)
-    .add_systems(Update, join_on_login.before(HuddleSystems::Apply))
+    .add_systems(Update, ring_the_bots.before(HuddleSystems::Apply))
     .add_systems(
         Update,
         (
@@ -194,7 +199,15 @@ fn open_call(mut commands: Commands, config: Res<DemoConfig>, mut exit: MessageW
         .build()
         .unwrap_or_default();
     let runtime = HuddleRuntime::default();
-    let url = match start_embedded_server(&runtime) {
+    let bots: Vec<String> = (1..=config.bots).map(|i| format!("bot-{i}")).collect();
+    let group = GroupInfo {
+        guid: DEMO_GROUP.to_owned(),
+        name: "Bots".to_owned(),
+        members: std::iter::once(LOCAL_UID.to_owned())
+            .chain(bots.iter().cloned())
+            .collect(),
+    };
+    let url = match start_embedded_server(&runtime, vec![group]) {
         Ok(url) => url,
         Err(err) => {
             error!("cannot start the embedded server: {err}");
@@ -203,23 +216,47 @@ fn open_call(mut commands: Commands, config: Res<DemoConfig>, mut exit: MessageW
         }
     };
     info!("embedded server at {url}");
-    for i in 1..=config.bots {
+    for (i, uid) in bots.into_iter().enumerate() {
         spawn_bot(
             runtime.clone(),
             url.clone(),
-            format!("bot-{i}"),
-            format!("Bot {i}"),
-            DEMO_SESSION.to_owned(),
+            uid,
+            format!("Bot {}", i + 1),
+            BotJoin::AnswerCalls,
             demo_media_settings_at(config.video),
         );
     }
     commands.insert_resource(runtime);
-    commands.insert_resource(JoinOnLogin {
-        session_id: DEMO_SESSION.to_owned(),
+    // The default UI joins the call once a bot accepts, into the root node.
+    commands.insert_resource(CallUiConfig {
+        join_accepted_calls: true,
         settings,
         target: Some(root),
     });
-    commands.spawn(ServerConnection::dev(url, "you").with_name("You"));
+    commands.spawn(ServerConnection::dev(url, LOCAL_UID).with_name("You"));
+}
+
+/// Once logged in, rings the bots' group with a video call (they answer; the default UI
+/// joins when the first one accepts). Without bots there is nobody to ring.
+fn ring_the_bots(
+    mut events: MessageReader<RingingEvent>,
+    config: Res<DemoConfig>,
+    mut ringing: MessageWriter<RingingAction>,
+) {
+    for event in events.read() {
+        if let RingingEvent::LoggedIn {
+            reconnected: false, ..
+        } = event
+            && config.bots > 0
+        {
+            ringing.write(RingingAction::InitiateCall {
+                receiver_id: DEMO_GROUP.to_owned(),
+                receiver_type: ReceiverType::Group,
+                call_type: CallType::Video,
+                timeout_secs: None,
+            });
+        }
+    }
 }
 
 /// Gives the local participant a synthetic camera preview (what the media session sends is

@@ -3,8 +3,8 @@
 //! - [`start_embedded_server`]: a `huddle_server` on 127.0.0.1 (a free port, dev login,
 //!   in-memory database) running on the app's [`HuddleRuntime`].
 //! - [`spawn_bot`]: a headless Huddle app on its own thread (the same ECS plugins as the
-//!   window, `MinimalPlugins`, no GPU) that logs in to the server, gets a call token for a
-//!   session and joins it, then stays in the call.
+//!   window, `MinimalPlugins`, no GPU) that logs in to the server and either joins a session
+//!   directly or answers the calls that ring it ([`BotJoin`]), then stays in the call.
 
 use std::time::Duration;
 
@@ -12,17 +12,20 @@ use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 use bevy_huddle::connection::HuddleRuntime;
 use bevy_huddle::prelude::*;
+use huddle_protocol::GroupInfo;
 use huddle_server::{HubConfig, ServerConfig};
 
-/// Starts the embedded server; returns its WebSocket URL.
+/// Starts the embedded server with these groups; returns its WebSocket URL.
 pub fn start_embedded_server(
     runtime: &HuddleRuntime,
+    groups: Vec<GroupInfo>,
 ) -> Result<String, huddle_server::ServerError> {
     let config = ServerConfig {
         hub: HubConfig {
             dev_login: true,
             ..HubConfig::default()
         },
+        groups,
         ..ServerConfig::default()
     };
     let server = runtime.handle().block_on(huddle_server::bind(config))?;
@@ -78,13 +81,53 @@ pub fn join_on_login(
     }
 }
 
+/// How a bot gets into a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BotJoin {
+    /// Joins this session as soon as it is logged in (a direct call, no ringing).
+    Session(String),
+    /// Answers every call that rings it: accept, call token, join.
+    AnswerCalls,
+}
+
+/// A bot that answers calls: incoming → accept; accepted → token; token → join.
+pub fn answer_calls(
+    mut events: MessageReader<RingingEvent>,
+    mut ringing: MessageWriter<RingingAction>,
+    mut start: MessageWriter<StartSession>,
+) {
+    for event in events.read() {
+        match event {
+            RingingEvent::IncomingCallReceived { call } => {
+                ringing.write(RingingAction::AcceptCall {
+                    session_id: call.session_id.clone(),
+                });
+            }
+            RingingEvent::CallAccepted { call } => {
+                ringing.write(RingingAction::GenerateToken {
+                    session_id: call.session_id.clone(),
+                });
+            }
+            RingingEvent::TokenGenerated { call_token, .. } => {
+                start.write(StartSession {
+                    call_token: call_token.clone(),
+                    settings: CallSettings::default(),
+                    target: None,
+                });
+            }
+            RingingEvent::Failed { error } => error!("bot: {error}"),
+            _ => {}
+        }
+    }
+}
+
 /// Runs a headless bot app on its own thread until the process ends.
 pub fn spawn_bot(
     runtime: HuddleRuntime,
     url: String,
     uid: String,
     name: String,
-    session_id: String,
+    join: BotJoin,
     media: bevy_huddle::media::MediaSettings,
 ) {
     let spawned = std::thread::Builder::new()
@@ -99,13 +142,20 @@ pub fn spawn_bot(
                 HuddlePlugins,
             ))
             .insert_resource(runtime)
-            .insert_resource(media)
-            .insert_resource(JoinOnLogin {
-                session_id,
-                settings: CallSettings::default(),
-                target: None,
-            })
-            .add_systems(Update, join_on_login);
+            .insert_resource(media);
+            match join {
+                BotJoin::Session(session_id) => {
+                    app.insert_resource(JoinOnLogin {
+                        session_id,
+                        settings: CallSettings::default(),
+                        target: None,
+                    })
+                    .add_systems(Update, join_on_login);
+                }
+                BotJoin::AnswerCalls => {
+                    app.add_systems(Update, answer_calls);
+                }
+            }
             app.world_mut()
                 .spawn(ServerConnection::dev(url, uid).with_name(name));
             app.run();
