@@ -55,6 +55,9 @@ pub struct HubConfig {
     pub reconnect_grace_ms: u64,
     /// Default idle timeout (alone in a session).
     pub idle_timeout_ms: u64,
+    /// With dev login: every user who logs in by uid joins this group (guid), so that
+    /// everyone on a development or embedded server sees everyone as a contact.
+    pub dev_lobby: Option<String>,
 }
 
 impl Default for HubConfig {
@@ -66,6 +69,7 @@ impl Default for HubConfig {
             token_ttl_secs: 3_600,
             reconnect_grace_ms: 15_000,
             idle_timeout_ms: 180_000,
+            dev_lobby: None,
         }
     }
 }
@@ -462,6 +466,9 @@ impl Hub {
                         user
                     }
                 };
+                if let Some(lobby) = &self.config.dev_lobby {
+                    self.store.add_group_member(lobby, "Lobby", &uid)?;
+                }
                 let token = self.issue_auth_token(&uid, now)?;
                 (user, token)
             }

@@ -190,6 +190,10 @@ pub struct ServerArgs {
     /// Let clients log in by uid alone (development).
     #[arg(long)]
     pub dev_login: bool,
+    /// With --dev-login: put every user who logs in into this group, so that everyone sees
+    /// everyone as a contact.
+    #[arg(long, requires = "dev_login")]
+    pub dev_lobby: Option<String>,
 }
 
 impl From<ServerArgs> for ServerConfig {
@@ -200,6 +204,7 @@ impl From<ServerArgs> for ServerConfig {
             api_key: args.api_key,
             hub: HubConfig {
                 dev_login: args.dev_login,
+                dev_lobby: args.dev_lobby,
                 ..HubConfig::default()
             },
             ..ServerConfig::default()

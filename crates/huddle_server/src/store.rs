@@ -201,6 +201,19 @@ impl Store {
         Ok(())
     }
 
+    /// Adds `uid` to group `guid`, creating the group (named `name`) if it does not exist.
+    pub fn add_group_member(&self, guid: &str, name: &str, uid: &str) -> StoreResult<()> {
+        self.db.execute(
+            "INSERT OR IGNORE INTO groups (guid, name) VALUES (?1, ?2)",
+            params![guid, name],
+        )?;
+        self.db.execute(
+            "INSERT OR IGNORE INTO group_members (guid, uid) VALUES (?1, ?2)",
+            params![guid, uid],
+        )?;
+        Ok(())
+    }
+
     /// Members of a group; `None` if there is no such group.
     pub fn group_members(&self, guid: &str) -> StoreResult<Option<Vec<String>>> {
         let exists: Option<String> = self

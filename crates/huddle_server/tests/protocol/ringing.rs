@@ -467,3 +467,48 @@ async fn presence_is_pushed_to_contacts() {
     };
     assert_eq!((p.user.uid.as_str(), p.online), ("bob", true));
 }
+
+/// With a dev lobby, everyone who logs in by uid joins the lobby group: a later user lists
+/// the earlier one as an online contact and the lobby among their groups, and the earlier
+/// one is told the newcomer came online.
+#[tokio::test]
+async fn dev_lobby_makes_everyone_a_contact() {
+    let mut config = dev_config();
+    config.hub.dev_lobby = Some("lobby".into());
+    let server = TestServer::start(config).await;
+    let mut alice = Client::login(&server, "alice").await;
+    let mut bob = Client::connect(&server).await;
+    let Ok(Reply::LoggedIn {
+        contacts, groups, ..
+    }) = bob
+        .request(Request::Login {
+            uid: "bob".into(),
+            auth_token: None,
+            name: Some("Bob".into()),
+        })
+        .await
+    else {
+        panic!("bob logs in")
+    };
+    assert_eq!(
+        contacts
+            .iter()
+            .map(|p| (p.user.uid.as_str(), p.online))
+            .collect::<Vec<_>>(),
+        vec![("alice", true)]
+    );
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].guid, "lobby");
+    assert_eq!(
+        groups[0].members,
+        vec!["alice".to_owned(), "bob".to_owned()]
+    );
+    let ServerEvent::Presence(presence) = alice
+        .event_where("bob online", |e| matches!(e, ServerEvent::Presence(_)))
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!((presence.user.uid.as_str(), presence.online), ("bob", true));
+    assert_eq!(presence.user.name, "Bob");
+}
