@@ -97,6 +97,7 @@ fn draw_call_controls(
     )>,
     routes: Query<&AudioRoute>,
     audio_modes: Option<Res<AvailableAudioModes>>,
+    devices: Option<Res<MediaDevices>>,
     mut actions: MessageWriter<CallAction>,
 ) -> Result {
     let Some((call, state, media, layout, members)) = active.0.and_then(|c| calls.get(c).ok())
@@ -143,6 +144,38 @@ fn draw_call_controls(
             });
         });
     });
+    if let Some(devices) = devices {
+        egui::Window::new("Devices")
+            .anchor(egui::Align2::RIGHT_TOP, egui::vec2(-8.0, 48.0))
+            .default_open(false)
+            .resizable(false)
+            .show(ctx, |ui| {
+                for picker in crate::devices::device_pickers(&devices) {
+                    let current = picker
+                        .options
+                        .iter()
+                        .find(|o| o.selected)
+                        .map_or("none", |o| o.label.as_str())
+                        .to_owned();
+                    egui::ComboBox::from_label(picker.title)
+                        .selected_text(current)
+                        .show_ui(ui, |ui| {
+                            for option in &picker.options {
+                                if ui
+                                    .selectable_label(option.selected, &option.label)
+                                    .clicked()
+                                    && !option.selected
+                                {
+                                    actions.write(crate::devices::choose_device(
+                                        picker.kind,
+                                        &option.id,
+                                    ));
+                                }
+                            }
+                        });
+                }
+            });
+    }
     egui::Window::new("Participants")
         .anchor(egui::Align2::RIGHT_TOP, egui::vec2(-8.0, 8.0))
         .default_open(false)

@@ -13,10 +13,12 @@
 //!    (token → [`StartSession`]) when [`CallUiConfig::join_accepted_calls`] is on.
 //! 2. [`bar`]: which [`CallButton`]s the bar shows for the call's settings
 //!    ([`bar_buttons`]) and which [`CallAction`] each press sends ([`CallButton::action`]).
-//! 3. [`shortcuts`] (`Update`, before [`HuddleSystems::Apply`]): M mutes, V pauses video,
+//! 3. [`devices`]: the microphone, speaker and camera pickers ([`device_pickers`]) and the
+//!    action a pick sends ([`choose_device`]), switching the device live in a call.
+//! 4. [`shortcuts`] (`Update`, before [`HuddleSystems::Apply`]): M mutes, V pauses video,
 //!    H raises/lowers the hand, Esc leaves; a game turns them off with
 //!    [`CallShortcuts::enabled`].
-//! 4. `draw` (feature `egui`, `EguiPrimaryContextPass`): paints 1–3 with egui and writes the
+//! 5. `draw` (feature `egui`, `EguiPrimaryContextPass`): paints 1–4 with egui and writes the
 //!    same [`RingingChoice`]s and [`CallAction`]s a test writes by hand.
 //!
 //! [`HuddleSystems::Apply`]: bevy_huddle::HuddleSystems::Apply
@@ -29,12 +31,17 @@ use bevy::prelude::*;
 use bevy_huddle::HuddleSystems;
 
 pub mod bar;
+pub mod devices;
 #[cfg(feature = "egui")]
 mod draw;
 pub mod ringing;
 pub mod shortcuts;
 
 pub use bar::{BarState, CallButton, bar_buttons};
+/// bevy_egui, as this crate uses it (for apps that draw more with it).
+#[cfg(feature = "egui")]
+pub use bevy_egui;
+pub use devices::{DeviceOption, DevicePicker, choose_device, device_pickers};
 pub use ringing::{CallUiConfig, RingingChoice, RingingScreens, Toast};
 pub use shortcuts::CallShortcuts;
 

@@ -390,3 +390,47 @@ fn outcomes_become_toasts_that_expire() {
     }
     assert!(app.world().resource::<RingingScreens>().toasts.is_empty());
 }
+
+/// The device pickers list every microphone, speaker and camera (synthetic ones marked) with
+/// the one in use selected; picking another sends the matching action, which selects it
+/// (`MediaDeviceSelected`) — and the pickers then show it selected.
+#[test]
+fn device_pickers_list_devices_and_a_pick_selects_one() {
+    let mut app = app();
+    let pickers = device_pickers(app.world().resource::<MediaDevices>());
+    let titles: Vec<&str> = pickers.iter().map(|p| p.title).collect();
+    assert_eq!(titles, ["Microphone", "Speaker", "Camera"]);
+    let cameras = &pickers[2];
+    assert!(cameras.options.len() >= 2, "two synthetic cameras at least");
+    assert!(cameras.options[0].selected && !cameras.options[1].selected);
+    assert!(
+        cameras
+            .options
+            .iter()
+            .all(|o| o.label.ends_with("(synthetic)"))
+    );
+    let second = cameras.options[1].id.clone();
+    assert_eq!(
+        choose_device(DeviceKind::VideoInput, &second),
+        CallAction::SetVideoInputDevice(second.clone())
+    );
+    app.world_mut()
+        .write_message(choose_device(DeviceKind::VideoInput, &second));
+    app.update();
+    let pickers = device_pickers(app.world().resource::<MediaDevices>());
+    let selected: Vec<&str> = pickers[2]
+        .options
+        .iter()
+        .filter(|o| o.selected)
+        .map(|o| o.id.as_str())
+        .collect();
+    assert_eq!(selected, [second.as_str()]);
+    assert_eq!(
+        choose_device(DeviceKind::AudioOutput, "x"),
+        CallAction::SetAudioOutputDevice("x".into())
+    );
+    assert_eq!(
+        choose_device(DeviceKind::AudioInput, "y"),
+        CallAction::SetAudioInputDevice("y".into())
+    );
+}
