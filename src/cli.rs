@@ -9,14 +9,16 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "huddle", version, about)]
 pub struct Cli {
-    /// What to run.
+    /// What to run (nothing: the app).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The desktop app: log in, contacts, groups, call history, calls (the default).
+    App(crate::app::AppArgs),
     /// Open a demo call with synthetic participants in a window.
     Demo(DemoArgs),
     /// Run the signaling and identity server.

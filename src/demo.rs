@@ -91,6 +91,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
         HuddlePlugins,
         bevy_huddle::DeviceWatcherPlugin::default(),
         HuddleUiPlugin,
+        crate::pip::PipPlugin,
     ))
     .insert_resource(DemoConfig::from(&args))
     .insert_resource(demo_media_settings_at(DemoConfig::from(&args).video))

@@ -20,9 +20,20 @@ pub fn start_embedded_server(
     runtime: &HuddleRuntime,
     groups: Vec<GroupInfo>,
 ) -> Result<String, huddle_server::ServerError> {
+    start_embedded_server_with(runtime, groups, None)
+}
+
+/// [`start_embedded_server`], with every user who logs in put in the group `lobby` (so
+/// everyone is everyone's contact).
+pub fn start_embedded_server_with(
+    runtime: &HuddleRuntime,
+    groups: Vec<GroupInfo>,
+    lobby: Option<String>,
+) -> Result<String, huddle_server::ServerError> {
     let config = ServerConfig {
         hub: HubConfig {
             dev_login: true,
+            dev_lobby: lobby,
             ..HubConfig::default()
         },
         groups,

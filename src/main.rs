@@ -7,7 +7,8 @@ use huddle::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match cli.command.unwrap_or(Command::App(Default::default())) {
+        Command::App(args) => huddle::app::run(args),
         Command::Demo(args) => huddle::demo::run(args),
         Command::Bot(args) => huddle::bot::run(args),
         Command::Server(args) => match huddle_server::run_from_args(args) {

@@ -25,6 +25,8 @@ pub enum CallButton {
     ScreenShare,
     /// Raise / lower the hand (always shown with the bar).
     RaiseHand,
+    /// Enter / exit picture-in-picture (video calls).
+    Pip,
     /// Leave the call (`show_end_call`).
     EndCall,
 }
@@ -46,6 +48,8 @@ pub struct BarState {
     pub hand_raised: bool,
     /// Current layout mode.
     pub mode: LayoutMode,
+    /// Picture-in-picture is on.
+    pub pip: bool,
 }
 
 impl BarState {
@@ -60,6 +64,7 @@ impl BarState {
             screen_sharing: local.screen_sharing,
             hand_raised: local.hand_raised,
             mode: layout.mode,
+            pip: media.pip,
         }
     }
 }
@@ -84,6 +89,7 @@ pub fn bar_buttons(settings: &CallSettings, state: &BarState) -> Vec<CallButton>
         (CallButton::Record, shown.show_recording),
         (CallButton::ScreenShare, shown.show_screen_share),
         (CallButton::RaiseHand, true),
+        (CallButton::Pip, video),
         (CallButton::EndCall, shown.show_end_call),
     ]
     .into_iter()
@@ -118,6 +124,8 @@ impl CallButton {
             CallButton::ScreenShare => CallAction::StartScreenShare,
             CallButton::RaiseHand if state.hand_raised => CallAction::LowerHand,
             CallButton::RaiseHand => CallAction::RaiseHand,
+            CallButton::Pip if state.pip => CallAction::ExitPip,
+            CallButton::Pip => CallAction::EnterPip,
             CallButton::EndCall => CallAction::EndSession,
         })
     }
@@ -143,6 +151,8 @@ impl CallButton {
             CallButton::ScreenShare => "Share screen",
             CallButton::RaiseHand if state.hand_raised => "Lower hand",
             CallButton::RaiseHand => "Raise hand",
+            CallButton::Pip if state.pip => "Exit PIP",
+            CallButton::Pip => "PIP",
             CallButton::EndCall => "Leave",
         }
     }

@@ -108,6 +108,7 @@ fn bar_buttons_follow_the_settings() {
             CallButton::Mode,
             CallButton::ScreenShare,
             CallButton::RaiseHand,
+            CallButton::Pip,
             CallButton::EndCall,
         ]
     );
@@ -126,6 +127,7 @@ fn bar_buttons_follow_the_settings() {
     assert!(audio_buttons.contains(&CallButton::SwitchToVideo));
     assert!(!audio_buttons.contains(&CallButton::PauseVideo));
     assert!(!audio_buttons.contains(&CallButton::SwitchCamera));
+    assert!(!audio_buttons.contains(&CallButton::Pip));
 
     let mut custom = CallSettings::default();
     custom.buttons.show_recording = true;
@@ -138,7 +140,7 @@ fn bar_buttons_follow_the_settings() {
 }
 
 /// Each button toggles from the current state: mute ↔ unmute, record start ↔ stop, hand up ↔
-/// down, and the mode button cycles grid → spotlight → single → grid.
+/// down, PIP in ↔ out, and the mode button cycles grid → spotlight → single → grid.
 #[test]
 fn buttons_toggle_from_the_current_state() {
     let idle = BarState::default();
@@ -148,6 +150,7 @@ fn buttons_toggle_from_the_current_state() {
         recording: true,
         screen_sharing: true,
         hand_raised: true,
+        pip: true,
         ..default()
     };
     let pairs = [
@@ -176,6 +179,7 @@ fn buttons_toggle_from_the_current_state() {
             CallAction::RaiseHand,
             CallAction::LowerHand,
         ),
+        (CallButton::Pip, CallAction::EnterPip, CallAction::ExitPip),
     ];
     for (button, off, on) in pairs {
         assert_eq!(button.action(&idle), Some(off), "{button:?} from idle");

@@ -1,0 +1,252 @@
+//! The desktop app's model, headless, against a real in-process server with a dev lobby:
+//! login, contacts with presence, groups, placing a call from the contact list, the call
+//! history and its filters, joining by session id, and bad input on the screens.
+
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy_huddle::connection::HuddleRuntime;
+use bevy_huddle::prelude::*;
+use bevy_huddle_ui::HuddleUiStatePlugin;
+use huddle::app::{AppCommand, AppModel, AppModelPlugin, AppServer, LOBBY};
+use huddle::embedded::{JoinOnLogin, answer_calls, join_on_login, start_embedded_server_with};
+use huddle_protocol::{CallStatus, CallType, ReceiverType};
+
+/// A server on its own runtime, with the app's dev lobby.
+pub(crate) struct Server {
+    pub runtime: tokio::runtime::Runtime,
+    pub url: String,
+}
+
+impl Server {
+    pub(crate) fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let url = start_embedded_server_with(
+            &HuddleRuntime::from(runtime.handle().clone()),
+            Vec::new(),
+            Some(LOBBY.into()),
+        )
+        .expect("server");
+        Self { runtime, url }
+    }
+
+    /// A headless app with Huddle (no media devices: synthetic, small video).
+    fn headless(&self) -> App {
+        let mut app = App::new();
+        app.add_plugins((MinimalPlugins, AssetPlugin::default(), HuddlePlugins))
+            .insert_resource(HuddleRuntime::from(self.runtime.handle().clone()))
+            .insert_resource(huddle::demo::demo_media_settings());
+        app
+    }
+
+    /// The app's model and the default UI's state (which joins accepted calls).
+    fn app_user(&self) -> App {
+        let mut app = self.headless();
+        app.add_plugins((HuddleUiStatePlugin, AppModelPlugin))
+            .init_resource::<ButtonInput<KeyCode>>()
+            .insert_resource(AppServer {
+                url: self.url.clone(),
+            });
+        app.finish();
+        app
+    }
+
+    /// Someone who answers every call.
+    fn answering(&self, uid: &str) -> App {
+        let mut app = self.headless();
+        app.add_systems(Update, answer_calls);
+        app.world_mut()
+            .spawn(ServerConnection::dev(self.url.clone(), uid).with_name(uid.to_uppercase()));
+        app.finish();
+        app
+    }
+}
+
+/// Updates the apps until `done`, or fails after 20 s.
+fn pump(apps: &mut [&mut App], what: &str, mut done: impl FnMut(&mut [&mut App]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(apps) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        for app in apps.iter_mut() {
+            app.update();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn model(app: &App) -> &AppModel {
+    app.world().resource::<AppModel>()
+}
+
+fn command(app: &mut App, command: AppCommand) {
+    app.world_mut().write_message(command);
+}
+
+fn call_state(app: &App) -> Option<CallState> {
+    let call = app.world().resource::<ActiveCall>().0?;
+    app.world().get::<CallState>(call).cloned()
+}
+
+/// Ada logs in from the login screen and sees bob, already online, as a contact and the
+/// lobby among her groups; carol logging in later shows up online. Ringing bob from the
+/// contact list (audio) rings him; he answers and the default UI joins ada into the call;
+/// after she hangs up the history lists the call (audio, ended, with bob), and filtering on
+/// video calls empties it.
+#[test]
+fn login_contacts_call_and_history() {
+    let server = Server::start();
+    let mut bob = server.answering("bob");
+    pump(&mut [&mut bob], "bob online", |apps| {
+        apps[0]
+            .world_mut()
+            .query::<&ConnectionStatus>()
+            .iter(apps[0].world())
+            .any(|s| matches!(s, ConnectionStatus::Online { .. }))
+    });
+    let mut ada = server.app_user();
+    command(
+        &mut ada,
+        AppCommand::LogIn {
+            uid: "ada".into(),
+            name: "Ada".into(),
+        },
+    );
+    pump(&mut [&mut ada, &mut bob], "ada's contacts", |apps| {
+        model(apps[0]).me.is_some() && !model(apps[0]).contacts.is_empty()
+    });
+    let contacts: Vec<(String, bool)> = model(&ada)
+        .contacts
+        .iter()
+        .map(|c| (c.user.uid.clone(), c.online))
+        .collect();
+    assert_eq!(contacts, vec![("bob".to_owned(), true)]);
+    assert_eq!(model(&ada).groups.len(), 1);
+    assert_eq!(model(&ada).groups[0].guid, LOBBY);
+    let mut carol = server.answering("carol");
+    pump(
+        &mut [&mut ada, &mut bob, &mut carol],
+        "carol online",
+        |apps| {
+            model(apps[0])
+                .contacts
+                .iter()
+                .any(|c| c.user.uid == "carol" && c.online)
+        },
+    );
+
+    command(
+        &mut ada,
+        AppCommand::Call {
+            receiver_id: "bob".into(),
+            receiver_type: ReceiverType::User,
+            call_type: CallType::Audio,
+        },
+    );
+    pump(&mut [&mut ada, &mut bob], "ada in the call", |apps| {
+        call_state(apps[0]) == Some(CallState::InCall)
+    });
+    ada.world_mut().write_message(CallAction::EndSession);
+    pump(
+        &mut [&mut ada, &mut bob],
+        "the call in the history",
+        |apps| {
+            model(apps[0])
+                .history
+                .iter()
+                .any(|log| log.status == CallStatus::Ended)
+        },
+    );
+    let log = &model(&ada).history[0];
+    assert_eq!(
+        (log.call_type, log.initiator.as_str(), log.receiver.as_str()),
+        (CallType::Audio, "ada", "bob")
+    );
+    assert_eq!(model(&ada).history_total, 1);
+
+    ada.world_mut().resource_mut::<AppModel>().filter.call_type = Some(CallType::Video);
+    command(&mut ada, AppCommand::RefreshHistory);
+    pump(&mut [&mut ada], "the filtered history", |apps| {
+        model(apps[0]).history.is_empty()
+    });
+    assert_eq!(model(&ada).history_total, 0);
+}
+
+/// Joining by session id: an empty id is refused on the screen (a notice, no request); a
+/// real id gets a call token and joins that session, where bob (who joined it directly)
+/// already is. An empty uid on the login screen is refused and opens no connection.
+#[test]
+fn join_by_session_id_and_bad_input() {
+    let server = Server::start();
+    let mut ada = server.app_user();
+    command(
+        &mut ada,
+        AppCommand::LogIn {
+            uid: "  ".into(),
+            name: "x".into(),
+        },
+    );
+    ada.update();
+    assert!(model(&ada).notice.is_some(), "empty uid refused");
+    let connections = ada
+        .world_mut()
+        .query::<&ServerConnection>()
+        .iter(ada.world())
+        .count();
+    assert_eq!(connections, 0);
+
+    let mut bob = server.headless();
+    bob.insert_resource(JoinOnLogin {
+        session_id: "room-7".into(),
+        settings: CallSettings::default(),
+        target: None,
+    })
+    .add_systems(Update, join_on_login);
+    bob.world_mut()
+        .spawn(ServerConnection::dev(server.url.clone(), "bob"));
+    bob.finish();
+    command(
+        &mut ada,
+        AppCommand::LogIn {
+            uid: "ada".into(),
+            name: String::new(),
+        },
+    );
+    pump(
+        &mut [&mut ada, &mut bob],
+        "both logged in, bob in room-7",
+        |apps| model(apps[0]).me.is_some() && call_state(apps[1]) == Some(CallState::InCall),
+    );
+    assert_eq!(
+        model(&ada).me.as_ref().map(|u| u.name.as_str()),
+        Some("ada")
+    );
+    command(&mut ada, AppCommand::JoinSession(" ".into()));
+    ada.update();
+    assert!(
+        model(&ada)
+            .notice
+            .as_deref()
+            .is_some_and(|n| n.contains("session id"))
+    );
+    assert_eq!(call_state(&ada), None, "nothing joined");
+    command(&mut ada, AppCommand::JoinSession("room-7".into()));
+    pump(
+        &mut [&mut ada, &mut bob],
+        "ada in room-7 with bob",
+        |apps| {
+            let world = apps[0].world_mut();
+            let mut people = world.query::<&Participant>();
+            call_state(apps[0]) == Some(CallState::InCall)
+                && people.iter(apps[0].world()).any(|p| p.uid == "bob")
+        },
+    );
+    let call = ada.world().resource::<ActiveCall>().0.expect("call");
+    assert_eq!(
+        ada.world().get::<Call>(call).map(|c| c.session_id.clone()),
+        Some("room-7".to_owned())
+    );
+}
