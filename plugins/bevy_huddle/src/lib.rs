@@ -274,6 +274,7 @@ impl Plugin for TileLayoutPlugin {
                 tiles::attach_tile_nodes,
                 tiles::apply_tile_layouts,
                 tiles::show_video_or_avatar,
+                tiles::show_quality_and_speaking,
                 surfaces::update_video_surfaces,
             )
                 .chain()

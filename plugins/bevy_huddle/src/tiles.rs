@@ -6,10 +6,14 @@
 //! - [`TileAvatar`]: the initials placeholder (circle, square or fullscreen per
 //!   `avatar_mode`), shown until video arrives and whenever the participant pauses video;
 //! - [`TileNameLabel`]: the participant's name in the corner, colour and visibility set by
-//!   `main_video_container.name_label`.
+//!   `main_video_container.name_label`;
+//! - [`TileNetworkLabel`]: their network quality (Excellent / Good / Poor / Bad, coloured) in
+//!   the corner and with the visibility of `main_video_container.network_label`.
 //!
 //! [`attach_tile_nodes`] builds them once; [`apply_tile_layouts`] copies each changed
-//! [`TileLayout`] into the nodes; [`show_video_or_avatar`] switches between picture and avatar.
+//! [`TileLayout`] into the nodes; [`show_video_or_avatar`] switches between picture and avatar;
+//! [`show_quality_and_speaking`] keeps the network label current and outlines the tile of
+//! whoever is speaking.
 
 use bevy::prelude::*;
 
@@ -27,6 +31,24 @@ pub struct TileAvatar;
 /// The child node of a tile that shows the participant's name.
 #[derive(Component, Clone, Copy, Debug, Default)]
 pub struct TileNameLabel;
+
+/// The child node of a tile that shows the participant's network quality.
+#[derive(Component, Clone, Copy, Debug, Default)]
+pub struct TileNetworkLabel;
+
+/// Colour of the outline around a speaking participant's tile.
+pub const SPEAKING_OUTLINE: Color = Color::srgb(0.25, 0.85, 0.45);
+
+/// What the network label says for a quality, and its colour (empty until measured).
+pub fn quality_label(quality: ConnectionQuality) -> (&'static str, Color) {
+    match quality {
+        ConnectionQuality::Unknown => ("", Color::WHITE),
+        ConnectionQuality::Excellent => ("Excellent", Color::srgb(0.3, 0.9, 0.4)),
+        ConnectionQuality::Good => ("Good", Color::srgb(0.7, 0.9, 0.3)),
+        ConnectionQuality::Poor => ("Poor", Color::srgb(1.0, 0.7, 0.2)),
+        ConnectionQuality::Bad => ("Bad", Color::srgb(1.0, 0.3, 0.3)),
+    }
+}
 
 /// A stable, pleasant background colour for a participant's avatar.
 pub fn avatar_color(uid: &str) -> Color {
@@ -53,6 +75,7 @@ pub(crate) fn attach_tile_nodes(
         let avatar_mode = call.settings.avatar_mode;
         let container = &call.settings.main_video_container;
         let name_label = container.name_label;
+        let network_label = container.network_label;
         let label_color = container
             .name_label_color()
             .unwrap_or(Color::srgb(0.2, 0.2, 0.2));
@@ -131,6 +154,26 @@ pub(crate) fn attach_tile_nodes(
                     BackgroundColor(label_color.with_alpha(0.8)),
                     ZIndex(1),
                     children![(Text::new(name), TextFont::from_font_size(14.0))],
+                ));
+            }
+            if network_label.visible && !screen {
+                let (top, bottom, left, right) = corner_offsets(network_label.position);
+                tile.spawn((
+                    TileNetworkLabel,
+                    Node {
+                        position_type: PositionType::Absolute,
+                        top,
+                        bottom,
+                        left,
+                        right,
+                        padding: UiRect::axes(Val::Px(6.0), Val::Px(2.0)),
+                        ..default()
+                    },
+                    BackgroundColor(Color::srgba(0.0, 0.0, 0.0, 0.55)),
+                    ZIndex(1),
+                    Text::new(""),
+                    TextFont::from_font_size(12.0),
+                    TextColor(Color::WHITE),
                 ));
             }
         });
@@ -214,6 +257,54 @@ pub(crate) fn show_video_or_avatar(
                 };
                 if node.display != display {
                     node.display = display;
+                }
+            }
+        }
+    }
+}
+
+/// Writes each participant's network quality into their tile's network label, and outlines
+/// the tile of whoever is speaking (only for participants whose state changed).
+pub(crate) fn show_quality_and_speaking(
+    changed: Query<(&ParticipantState, &ParticipantTiles), Changed<ParticipantState>>,
+    mut tiles: Query<(
+        Option<&Children>,
+        Has<ScreenShareTile>,
+        Option<&mut Outline>,
+    )>,
+    mut labels: Query<(&mut Text, &mut TextColor), With<TileNetworkLabel>>,
+    mut commands: Commands,
+) {
+    for (state, owned) in &changed {
+        let (text, color) = quality_label(state.connection_quality);
+        for tile in owned.iter() {
+            let Ok((children, screen, outline)) = tiles.get_mut(tile) else {
+                continue;
+            };
+            if screen {
+                continue;
+            }
+            for child in children.into_iter().flat_map(|c| c.iter()) {
+                if let Ok((mut label, mut label_color)) = labels.get_mut(child) {
+                    if label.0 != text {
+                        label.0 = text.to_owned();
+                    }
+                    label_color.set_if_neq(TextColor(color));
+                }
+            }
+            let wanted = if state.speaking {
+                Outline::new(Val::Px(3.0), Val::ZERO, SPEAKING_OUTLINE)
+            } else {
+                Outline::new(Val::ZERO, Val::ZERO, Color::NONE)
+            };
+            match outline {
+                Some(mut outline) => {
+                    if *outline != wanted {
+                        *outline = wanted;
+                    }
+                }
+                None => {
+                    commands.entity(tile).insert(wanted);
                 }
             }
         }

@@ -397,3 +397,91 @@ fn tile_nodes_switch_between_avatar_and_video() {
         (Display::None, Display::Flex)
     );
 }
+
+/// The network label in bob's tile says his connection quality (empty until measured,
+/// then e.g. "Poor" in its colour), in the corner `main_video_container.network_label` sets;
+/// his tile is outlined while he speaks and not after; a hidden network label is not built.
+#[test]
+fn tiles_show_network_quality_and_who_speaks() {
+    use bevy_huddle::model::ConnectionQuality;
+    use bevy_huddle::settings::TileCorner;
+    use bevy_huddle::tiles::{SPEAKING_OUTLINE, TileNetworkLabel, quality_label};
+    let mut app = app();
+    let mut settings = CallSettings::default();
+    settings.main_video_container.network_label.position = TileCorner::TopRight;
+    let call = joined_call(&mut app, Call::new("s", settings), &["bob"]);
+    run(&mut app, 2);
+    let tile = tile_of(&mut app, "bob");
+    let label = app
+        .world()
+        .get::<Children>(tile)
+        .expect("children")
+        .iter()
+        .find(|c| app.world().get::<TileNetworkLabel>(*c).is_some())
+        .expect("network label");
+    let text = |app: &App| app.world().get::<Text>(label).expect("text").0.clone();
+    assert_eq!(text(&app), "");
+    let node = app.world().get::<Node>(label).expect("node");
+    assert_eq!(
+        (node.top, node.bottom),
+        (Val::Px(6.0), Val::Auto),
+        "top corner"
+    );
+    assert_eq!(
+        (node.right, node.left),
+        (Val::Px(6.0), Val::Auto),
+        "right corner"
+    );
+
+    session(
+        &mut app,
+        call,
+        SessionChange::ConnectionQuality {
+            uid: "bob".into(),
+            quality: ConnectionQuality::Poor,
+        },
+    );
+    app.update();
+    assert_eq!(text(&app), "Poor");
+    assert_eq!(
+        app.world().get::<TextColor>(label).expect("colour").0,
+        quality_label(ConnectionQuality::Poor).1
+    );
+
+    let outline = |app: &App| app.world().get::<Outline>(tile).copied();
+    session(
+        &mut app,
+        call,
+        SessionChange::Speaking {
+            uid: "bob".into(),
+            speaking: true,
+        },
+    );
+    app.update();
+    assert_eq!(
+        outline(&app).map(|o| (o.width, o.color)),
+        Some((Val::Px(3.0), SPEAKING_OUTLINE))
+    );
+    session(
+        &mut app,
+        call,
+        SessionChange::Speaking {
+            uid: "bob".into(),
+            speaking: false,
+        },
+    );
+    app.update();
+    assert_eq!(outline(&app).map(|o| o.width), Some(Val::ZERO));
+
+    let mut hidden = CallSettings::default();
+    hidden.main_video_container.network_label.visible = false;
+    let mut other = crate::harness::app();
+    joined_call(&mut other, Call::new("t", hidden), &["bob"]);
+    run(&mut other, 2);
+    let labels = other
+        .world_mut()
+        .query::<&TileNetworkLabel>()
+        .iter(other.world())
+        .count();
+    assert_eq!(labels, 0);
+}
