@@ -23,6 +23,7 @@ pub mod devices;
 pub mod mixer;
 pub mod peer;
 pub mod recording;
+pub mod ringtone;
 pub mod screen;
 pub mod session;
 pub mod synthetic;

@@ -10,7 +10,8 @@
 //!    [`RingingScreens`] (the incoming and outgoing call being shown, and toasts for outcomes:
 //!    rejected, busy, unanswered, cancelled). A [`RingingChoice`] (Accept / Reject / Busy /
 //!    Cancel) becomes the matching [`RingingAction`]; an accepted call is joined
-//!    (token → [`StartSession`]) when [`CallUiConfig::join_accepted_calls`] is on.
+//!    (token → [`StartSession`]) when [`CallUiConfig::join_accepted_calls`] is on. While an
+//!    incoming call shows, [`ringtone`] plays the ringtone.
 //! 2. [`bar`]: which [`CallButton`]s the bar shows for the call's settings
 //!    ([`bar_buttons`]) and which [`CallAction`] each press sends ([`CallButton::action`]).
 //! 3. [`devices`]: the microphone, speaker and camera pickers ([`device_pickers`]) and the
@@ -35,6 +36,7 @@ pub mod devices;
 #[cfg(feature = "egui")]
 mod draw;
 pub mod ringing;
+pub mod ringtone;
 pub mod shortcuts;
 
 pub use bar::{BarState, CallButton, bar_buttons};
@@ -43,6 +45,7 @@ pub use bar::{BarState, CallButton, bar_buttons};
 pub use bevy_egui;
 pub use devices::{DeviceOption, DevicePicker, choose_device, device_pickers};
 pub use ringing::{CallUiConfig, RingingChoice, RingingScreens, Toast};
+pub use ringtone::{RingtonePlayer, RingtoneSettings};
 pub use shortcuts::CallShortcuts;
 
 /// The UI's state, ringing flow and shortcuts, without drawing (works under `MinimalPlugins`).
@@ -54,12 +57,18 @@ impl Plugin for HuddleUiStatePlugin {
         app.init_resource::<RingingScreens>()
             .init_resource::<CallUiConfig>()
             .init_resource::<CallShortcuts>()
+            .init_resource::<RingtoneSettings>()
+            .init_resource::<RingtonePlayer>()
             .add_message::<RingingChoice>()
             .add_systems(
                 Update,
                 (
                     shortcuts::apply_shortcuts.before(HuddleSystems::Apply),
-                    (ringing::follow_ringing, ringing::apply_ringing_choices)
+                    (
+                        ringing::follow_ringing,
+                        ringing::apply_ringing_choices,
+                        ringtone::ring_while_incoming,
+                    )
                         .chain()
                         .after(HuddleSystems::Apply),
                 ),

@@ -438,3 +438,50 @@ fn device_pickers_list_devices_and_a_pick_selects_one() {
         CallAction::SetAudioInputDevice("y".into())
     );
 }
+
+/// An incoming call rings: the ringtone (the default clip from assets/) plays on the null
+/// output (no speaker here) with sound in it; it stops when the call is cancelled; with the
+/// ringtone turned off an incoming call shows but nothing rings.
+#[test]
+fn incoming_calls_ring_until_they_go() {
+    let mut app = app();
+    assert!(!app.world().resource::<RingtonePlayer>().is_playing());
+    ringing_event(
+        &mut app,
+        RingingEvent::IncomingCallReceived {
+            call: wire_call("in-9", CallType::Audio, CallStatus::Initiated),
+        },
+    );
+    assert!(app.world().resource::<RingtonePlayer>().is_playing());
+    std::thread::sleep(Duration::from_millis(300));
+    let player = app.world().resource::<RingtonePlayer>();
+    let ringtone = player.ringtone().expect("ringing");
+    assert!(
+        !ringtone.on_device(),
+        "no speaker on this machine: null output"
+    );
+    assert!(
+        ringtone.frames_played() >= 5,
+        "{}",
+        ringtone.frames_played()
+    );
+    assert!(ringtone.level().0 > 0.01, "the clip is audible");
+    ringing_event(
+        &mut app,
+        RingingEvent::IncomingCallCancelled {
+            call: wire_call("in-9", CallType::Audio, CallStatus::Cancelled),
+        },
+    );
+    assert!(app.world().resource::<RingingScreens>().incoming.is_none());
+    assert!(!app.world().resource::<RingtonePlayer>().is_playing());
+
+    app.world_mut().resource_mut::<RingtoneSettings>().enabled = false;
+    ringing_event(
+        &mut app,
+        RingingEvent::IncomingCallReceived {
+            call: wire_call("in-10", CallType::Video, CallStatus::Initiated),
+        },
+    );
+    assert!(app.world().resource::<RingingScreens>().incoming.is_some());
+    assert!(!app.world().resource::<RingtonePlayer>().is_playing());
+}
