@@ -61,6 +61,9 @@ pub struct DemoArgs {
     /// Save a screenshot of the window here once video is flowing, then quit.
     #[arg(long)]
     pub screenshot: Option<PathBuf>,
+    /// With --screenshot: a second screenshot here, about a second of video later.
+    #[arg(long, requires = "screenshot")]
+    pub second_screenshot: Option<PathBuf>,
     /// Quit after this many seconds (with --screenshot: fail if none was saved by then).
     #[arg(long)]
     pub exit_after: Option<f32>,

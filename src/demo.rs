@@ -128,6 +128,7 @@ struct DemoConfig {
     video: UVec2,
     frame_stats: bool,
     screenshot: Option<PathBuf>,
+    second_screenshot: Option<PathBuf>,
     exit_after: Option<Duration>,
 }
 
@@ -140,6 +141,7 @@ impl From<&DemoArgs> for DemoConfig {
             video: UVec2::new((args.video_height * 16 / 9) & !1, args.video_height & !1),
             frame_stats: args.frame_stats,
             screenshot: args.screenshot.clone(),
+            second_screenshot: args.second_screenshot.clone(),
             exit_after: args
                 .exit_after
                 .and_then(|s| Duration::try_from_secs_f32(s).ok()),
@@ -147,13 +149,20 @@ impl From<&DemoArgs> for DemoConfig {
     }
 }
 
-/// Whether the screenshot was asked for and written.
+/// Whether the screenshots were asked for and written.
 #[derive(Resource, Default)]
 struct ScreenshotState {
     requested: bool,
     saved: bool,
     warm_frames: u32,
+    /// Frames since the first screenshot was saved (for the second one).
+    frames_after_first: u32,
+    second_requested: bool,
+    second_saved: bool,
 }
+
+/// Frames between the first and the second screenshot (about a second of video).
+const SECOND_SCREENSHOT_AFTER_FRAMES: u32 = 30;
 
 /// Marks the status line.
 #[derive(Component)]
@@ -444,6 +453,25 @@ fn take_screenshot(
     let Some(path) = &config.screenshot else {
         return;
     };
+    if state.saved && !state.second_requested {
+        let Some(second) = &config.second_screenshot else {
+            return;
+        };
+        state.frames_after_first += 1;
+        if state.frames_after_first >= SECOND_SCREENSHOT_AFTER_FRAMES {
+            state.second_requested = true;
+            info!("taking a second screenshot to {}", second.display());
+            commands
+                .spawn(Screenshot::primary_window())
+                .observe(save_to_disk(second.clone()))
+                .observe(
+                    |_: On<ScreenshotCaptured>, mut state: ResMut<ScreenshotState>| {
+                        state.second_saved = true;
+                    },
+                );
+        }
+        return;
+    }
     if state.requested {
         return;
     }
@@ -475,7 +503,8 @@ fn exit_when_done(
     state: Res<ScreenshotState>,
     mut exit: MessageWriter<AppExit>,
 ) {
-    if config.screenshot.is_some() && state.saved {
+    let all_saved = state.saved && (config.second_screenshot.is_none() || state.second_saved);
+    if config.screenshot.is_some() && all_saved {
         exit.write(AppExit::Success);
         return;
     }

@@ -49,20 +49,103 @@ fn bar_fill_share(image: &image::RgbaImage) -> f32 {
     matching as f32 / total as f32
 }
 
-/// Runs the demo and returns its screenshot.
-fn demo_screenshot(name: &str, args: &[&str]) -> image::RgbaImage {
+/// Runs the demo and returns its screenshot, and a second one about a second later.
+fn demo_screenshots(name: &str, args: &[&str]) -> (image::RgbaImage, image::RgbaImage) {
     let dir = std::env::temp_dir().join(format!("huddle-demo-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let shot = dir.join(format!("{name}.png"));
-    let shot_arg = shot.to_str().expect("utf-8 path");
+    let shots = [
+        dir.join(format!("{name}.png")),
+        dir.join(format!("{name}-2.png")),
+    ];
     let mut all = args.to_vec();
-    all.extend(["--screenshot", shot_arg, "--exit-after", "60"]);
+    all.extend([
+        "--screenshot",
+        shots[0].to_str().expect("utf-8 path"),
+        "--second-screenshot",
+        shots[1].to_str().expect("utf-8 path"),
+        "--exit-after",
+        "60",
+    ]);
     run_demo(&all);
-    assert!(Path::new(&shot).exists(), "no screenshot written");
-    let image = image::open(&shot).expect("decodes").to_rgba8();
-    std::fs::remove_file(&shot).ok();
-    assert_eq!((image.width(), image.height()), (WIDTH, HEIGHT));
-    image
+    let [first, second] = shots.map(|shot| {
+        assert!(Path::new(&shot).exists(), "no screenshot {shot:?} written");
+        let image = image::open(&shot).expect("decodes").to_rgba8();
+        std::fs::remove_file(&shot).ok();
+        assert_eq!((image.width(), image.height()), (WIDTH, HEIGHT));
+        image
+    });
+    (first, second)
+}
+
+/// Whether two pixels differ visibly.
+fn differs(a: &image::Rgba<u8>, b: &image::Rgba<u8>) -> bool {
+    a.0.iter()
+        .zip(b.0)
+        .take(3)
+        .any(|(x, y)| (i32::from(*x) - i32::from(y)).abs() > 24)
+}
+
+/// Share of pixels inside `rect` that differ between the two shots.
+fn changed_share(a: &image::RgbaImage, b: &image::RgbaImage, rect: &Rect) -> f32 {
+    let (x0, y0) = (rect.min.x.ceil() as u32, rect.min.y.ceil() as u32);
+    let (x1, y1) = (rect.max.x.floor() as u32, rect.max.y.floor() as u32);
+    let total = (x1 - x0) * (y1 - y0);
+    let changed = (y0..y1)
+        .flat_map(|y| (x0..x1).map(move |x| (x, y)))
+        .filter(|&(x, y)| differs(a.get_pixel(x, y), b.get_pixel(x, y)))
+        .count();
+    changed as f32 / total.max(1) as f32
+}
+
+/// Moving video: inside every tile's picture the two shots differ (the pattern scrolls and
+/// its stamp counts up), and the frame number read from the second shot is larger; outside
+/// every picture (gaps, background, the bar and panels, below the status line) they are
+/// the same.
+fn assert_moving_video(first: &image::RgbaImage, second: &image::RgbaImage, rects: &[Rect]) {
+    for (i, rect) in rects.iter().enumerate() {
+        let share = changed_share(first, second, rect);
+        assert!(
+            share > 0.02,
+            "tile {i} at {rect:?} did not move: {share:.4} changed"
+        );
+        let stamp = |image: &image::RgbaImage| {
+            let (x, y) = (rect.min.x.ceil() as u32 + 1, rect.min.y.ceil() as u32 + 1);
+            let (w, h) = (rect.width() as u32 - 3, rect.height() as u32 - 3);
+            let crop = image::imageops::crop_imm(image, x, y, w, h).to_image();
+            read_stamp(crop.as_raw(), w, h).map(|s| s.frame)
+        };
+        let (before, after) = (stamp(first), stamp(second));
+        assert!(
+            matches!((before, after), (Some(b), Some(a)) if a > b),
+            "tile {i}: frame numbers {before:?} then {after:?}"
+        );
+    }
+    let inside = |x: u32, y: u32| {
+        let p = Vec2::new(x as f32, y as f32);
+        // A pixel of margin: edges are filtered.
+        rects.iter().any(|r| r.inflate(2.0).contains(p))
+    };
+    let mut outside = 0u32;
+    let mut changed = 0u32;
+    for y in STATUS_HEIGHT as u32..HEIGHT {
+        for x in 0..WIDTH {
+            if inside(x, y) {
+                continue;
+            }
+            outside += 1;
+            if differs(first.get_pixel(x, y), second.get_pixel(x, y)) {
+                changed += 1;
+            }
+        }
+    }
+    assert!(
+        outside > 10_000,
+        "the layout leaves background: {outside} px"
+    );
+    assert!(
+        changed as f32 / (outside as f32) < 0.001,
+        "{changed} of {outside} pixels outside the tiles changed"
+    );
 }
 
 /// Asserts that each rect shows a test-pattern frame with a plausible frame number.
@@ -109,14 +192,17 @@ fn content_rects(mode: LayoutMode, tiles: usize) -> Vec<Rect> {
     .collect()
 }
 
-/// The demo with three bots in a grid: exits 0, writes a 1280×720 screenshot, and every one
-/// of the four tiles shows a test-pattern frame whose stamp reads back with a frame number
-/// above zero; the gaps between tiles show the background, not video; the button bar is drawn.
+/// The demo with three bots in a grid (it rings the bots' group; they answer): exits 0,
+/// writes two 1280×720 screenshots about a second apart; every one of the four tiles shows a
+/// test-pattern frame whose stamp reads back with a frame number above zero, and moves
+/// between the shots while nothing outside the tiles does; the gaps between tiles show the
+/// background, not video; the button bar is drawn.
 #[test]
 fn demo_grid_screenshot_shows_video_in_every_tile() {
-    let image = demo_screenshot("grid", &["--bots", "3", "--mode", "grid"]);
+    let (image, later) = demo_screenshots("grid", &["--bots", "3", "--mode", "grid"]);
     let rects = content_rects(LayoutMode::Default, 4);
     assert_video_in(&image, &rects);
+    assert_moving_video(&image, &later, &rects);
     // Between the first two tiles of the top row lies background, not video.
     let gap_x = ((rects[0].max.x + rects[1].min.x) / 2.0) as u32;
     let gap_y = rects[0].center().y as u32;
@@ -133,14 +219,17 @@ fn demo_grid_screenshot_shows_video_in_every_tile() {
 }
 
 /// The demo in spotlight with `--no-bar`: the main tile, the strip and the floating local
-/// preview all show video where the spotlight layout puts them, and no button bar is drawn.
+/// preview all show moving video where the spotlight layout puts them (two shots differ
+/// inside them only), and no button bar is drawn.
 #[test]
 fn demo_spotlight_without_bar_shows_only_tiles() {
-    let image = demo_screenshot(
+    let (image, later) = demo_screenshots(
         "spotlight",
         &["--bots", "3", "--mode", "spotlight", "--no-bar"],
     );
-    assert_video_in(&image, &content_rects(LayoutMode::Spotlight, 4));
+    let rects = content_rects(LayoutMode::Spotlight, 4);
+    assert_video_in(&image, &rects);
+    assert_moving_video(&image, &later, &rects);
     let bar = bar_fill_share(&image);
     assert!(
         bar < 0.02,
