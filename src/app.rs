@@ -298,16 +298,43 @@ pub fn refresh_after_calls(
     }
 }
 
-/// Runs the app; returns the process exit code.
-pub fn run(args: AppArgs) -> ExitCode {
+/// A windowed Huddle app: Bevy's default plugins with one `title` window of `size`, Huddle's
+/// plugins, device watching, the default call UI and PIP. `Err` (exit code 2, after saying
+/// how to run it under xvfb-run) where there is no display to open a window on.
+pub fn windowed_app(title: &str, size: UVec2, command: &str) -> Result<App, ExitCode> {
     if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
         eprintln!(
-            "huddle needs a display, and none was found (DISPLAY and WAYLAND_DISPLAY are unset).\n\
+            "{command} needs a display, and none was found (DISPLAY and WAYLAND_DISPLAY are unset).\n\
              On a machine without one, run it in a virtual X server:\n\n    \
-             xvfb-run -a -s '-screen 0 1280x720x24' huddle\n"
+             xvfb-run -a -s '-screen 0 1280x720x24' {command}\n\n\
+             (Debian: apt-get install xvfb mesa-vulkan-drivers; scripts/demo does this for you.)"
         );
-        return ExitCode::from(2);
+        return Err(ExitCode::from(2));
     }
+    let mut app = App::new();
+    app.add_plugins(DefaultPlugins.set(WindowPlugin {
+        primary_window: Some(Window {
+            title: title.into(),
+            resolution: WindowResolution::new(size.x, size.y),
+            ..default()
+        }),
+        ..default()
+    }))
+    .add_plugins((
+        HuddlePlugins,
+        bevy_huddle::DeviceWatcherPlugin::default(),
+        HuddleUiPlugin,
+        crate::pip::PipPlugin,
+    ));
+    Ok(app)
+}
+
+/// Runs the app; returns the process exit code.
+pub fn run(args: AppArgs) -> ExitCode {
+    let mut app = match windowed_app("Huddle", UVec2::new(1280, 720), "huddle") {
+        Ok(app) => app,
+        Err(code) => return code,
+    };
     let runtime = HuddleRuntime::default();
     let url = match &args.server {
         Some(url) => url.clone(),
@@ -331,54 +358,39 @@ pub fn run(args: AppArgs) -> ExitCode {
             }
         },
     };
-    let mut app = App::new();
-    app.add_plugins(DefaultPlugins.set(WindowPlugin {
-        primary_window: Some(Window {
-            title: "Huddle".into(),
-            resolution: WindowResolution::new(1280, 720),
-            ..default()
-        }),
-        ..default()
-    }))
-    .add_plugins((
-        HuddlePlugins,
-        bevy_huddle::DeviceWatcherPlugin::default(),
-        HuddleUiPlugin,
-        AppModelPlugin,
-        crate::pip::PipPlugin,
-    ))
-    .insert_resource(runtime)
-    .insert_resource(crate::demo::demo_media_settings())
-    .insert_resource(AppServer { url })
-    .insert_resource(AppModel {
-        login_uid: args.uid.clone().unwrap_or_default(),
-        login_name: args.name.clone().unwrap_or_default(),
-        ..AppModel::default()
-    })
-    .add_systems(Startup, move |mut commands: Commands| {
-        commands.spawn(Camera2d);
-        let root = commands
-            .spawn((
-                Node {
-                    position_type: PositionType::Absolute,
-                    left: Val::Px(0.0),
-                    right: Val::Px(0.0),
-                    top: Val::Px(0.0),
-                    bottom: Val::Px(0.0),
-                    ..default()
-                },
-                BackgroundColor(Color::srgb(0.08, 0.09, 0.11)),
-            ))
-            .id();
-        commands.insert_resource(CallUiConfig {
-            target: Some(root),
-            ..CallUiConfig::default()
-        });
-    })
-    .add_systems(
-        bevy_huddle_ui::bevy_egui::EguiPrimaryContextPass,
-        draw::draw_app,
-    );
+    app.add_plugins(AppModelPlugin)
+        .insert_resource(runtime)
+        .insert_resource(crate::demo::demo_media_settings())
+        .insert_resource(AppServer { url })
+        .insert_resource(AppModel {
+            login_uid: args.uid.clone().unwrap_or_default(),
+            login_name: args.name.clone().unwrap_or_default(),
+            ..AppModel::default()
+        })
+        .add_systems(Startup, move |mut commands: Commands| {
+            commands.spawn(Camera2d);
+            let root = commands
+                .spawn((
+                    Node {
+                        position_type: PositionType::Absolute,
+                        left: Val::Px(0.0),
+                        right: Val::Px(0.0),
+                        top: Val::Px(0.0),
+                        bottom: Val::Px(0.0),
+                        ..default()
+                    },
+                    BackgroundColor(Color::srgb(0.08, 0.09, 0.11)),
+                ))
+                .id();
+            commands.insert_resource(CallUiConfig {
+                target: Some(root),
+                ..CallUiConfig::default()
+            });
+        })
+        .add_systems(
+            bevy_huddle_ui::bevy_egui::EguiPrimaryContextPass,
+            draw::draw_app,
+        );
     if let Some(path) = args.screenshot.clone() {
         let bots = usize::from(if args.server.is_some() { 0 } else { args.bots });
         app.add_systems(Last, screenshot_when_ready(path, bots));

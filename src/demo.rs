@@ -24,11 +24,9 @@ use bevy::image::ToExtents;
 use bevy::prelude::*;
 use bevy::render::render_resource::{TextureDimension, TextureFormat};
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured, save_to_disk};
-use bevy::window::WindowResolution;
 use bevy_huddle::connection::HuddleRuntime;
 use bevy_huddle::prelude::*;
 use bevy_huddle_ui::CallUiConfig;
-use bevy_huddle_ui::HuddleUiPlugin;
 use huddle_media::synthetic::{FrameStamp, TestPattern};
 use huddle_protocol::{CallType, GroupInfo, ReceiverType};
 
@@ -69,50 +67,31 @@ const SCREENSHOT_WARMUP_FRAMES: u32 = 90;
 
 /// Runs the demo; returns the process exit code.
 pub fn run(args: DemoArgs) -> ExitCode {
-    if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
-        eprintln!(
-            "huddle demo needs a display, and none was found (DISPLAY and WAYLAND_DISPLAY are unset).\n\
-             On a machine without one, run it in a virtual X server:\n\n    \
-             xvfb-run -a -s '-screen 0 1280x720x24' huddle demo\n\n\
-             (Debian: apt-get install xvfb mesa-vulkan-drivers; scripts/demo does this for you.)"
+    let size = UVec2::new(args.width, args.height);
+    let mut app = match crate::app::windowed_app("Huddle demo", size, "huddle demo") {
+        Ok(app) => app,
+        Err(code) => return code,
+    };
+    app.insert_resource(DemoConfig::from(&args))
+        .insert_resource(demo_media_settings_at(DemoConfig::from(&args).video))
+        .init_resource::<ScreenshotState>()
+        .init_resource::<FrameStats>()
+        .add_systems(Last, (record_frame_times, print_frame_stats).chain())
+        .add_systems(Startup, open_call)
+        .add_systems(Update, ring_the_bots.before(HuddleSystems::Apply))
+        .add_systems(
+            Update,
+            (
+                attach_synthetic_sources,
+                render_synthetic_video,
+                rotate_dominant_speaker,
+                handle_keys,
+                show_status,
+                take_screenshot,
+                exit_when_done,
+            )
+                .after(HuddleSystems::Apply),
         );
-        return ExitCode::from(2);
-    }
-    let mut app = App::new();
-    app.add_plugins(DefaultPlugins.set(WindowPlugin {
-        primary_window: Some(Window {
-            title: "Huddle demo".into(),
-            resolution: WindowResolution::new(args.width, args.height),
-            ..default()
-        }),
-        ..default()
-    }))
-    .add_plugins((
-        HuddlePlugins,
-        bevy_huddle::DeviceWatcherPlugin::default(),
-        HuddleUiPlugin,
-        crate::pip::PipPlugin,
-    ))
-    .insert_resource(DemoConfig::from(&args))
-    .insert_resource(demo_media_settings_at(DemoConfig::from(&args).video))
-    .init_resource::<ScreenshotState>()
-    .init_resource::<FrameStats>()
-    .add_systems(Last, (record_frame_times, print_frame_stats).chain())
-    .add_systems(Startup, open_call)
-    .add_systems(Update, ring_the_bots.before(HuddleSystems::Apply))
-    .add_systems(
-        Update,
-        (
-            attach_synthetic_sources,
-            render_synthetic_video,
-            rotate_dominant_speaker,
-            handle_keys,
-            show_status,
-            take_screenshot,
-            exit_when_done,
-        )
-            .after(HuddleSystems::Apply),
-    );
     match app.run() {
         AppExit::Success => ExitCode::SUCCESS,
         AppExit::Error(code) => ExitCode::from(code.get()),

@@ -139,36 +139,18 @@ pub(crate) fn attach_tile_nodes(
                 children![Text::new(initials)],
             ));
             if name_label.visible {
-                let (top, bottom, left, right) = corner_offsets(name_label.position);
                 tile.spawn((
                     TileNameLabel,
-                    Node {
-                        position_type: PositionType::Absolute,
-                        top,
-                        bottom,
-                        left,
-                        right,
-                        padding: UiRect::axes(Val::Px(6.0), Val::Px(2.0)),
-                        ..default()
-                    },
+                    corner_label_node(name_label.position),
                     BackgroundColor(label_color.with_alpha(0.8)),
                     ZIndex(1),
                     children![(Text::new(name), TextFont::from_font_size(14.0))],
                 ));
             }
             if network_label.visible && !screen {
-                let (top, bottom, left, right) = corner_offsets(network_label.position);
                 tile.spawn((
                     TileNetworkLabel,
-                    Node {
-                        position_type: PositionType::Absolute,
-                        top,
-                        bottom,
-                        left,
-                        right,
-                        padding: UiRect::axes(Val::Px(6.0), Val::Px(2.0)),
-                        ..default()
-                    },
+                    corner_label_node(network_label.position),
                     BackgroundColor(Color::srgba(0.0, 0.0, 0.0, 0.55)),
                     ZIndex(1),
                     Text::new(""),
@@ -177,6 +159,20 @@ pub(crate) fn attach_tile_nodes(
                 ));
             }
         });
+    }
+}
+
+/// The node of a label pinned into a corner of its tile.
+fn corner_label_node(corner: TileCorner) -> Node {
+    let (top, bottom, left, right) = corner_offsets(corner);
+    Node {
+        position_type: PositionType::Absolute,
+        top,
+        bottom,
+        left,
+        right,
+        padding: UiRect::axes(Val::Px(6.0), Val::Px(2.0)),
+        ..default()
     }
 }
 

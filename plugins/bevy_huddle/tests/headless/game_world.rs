@@ -273,15 +273,7 @@ fn mesh_surface_shows_video_and_a_click_on_it_pins() {
     );
     assert_eq!(base_texture(&app), None);
 
-    session(
-        &mut app,
-        call,
-        SessionChange::VideoFormat {
-            uid: "bob".into(),
-            size: UVec2::new(640, 360),
-        },
-    );
-    app.update();
+    video_arrives(&mut app, call, "bob", UVec2::new(640, 360));
     let tile = tile_of(&mut app, "bob");
     let image = app
         .world()
@@ -290,15 +282,7 @@ fn mesh_surface_shows_video_and_a_click_on_it_pins() {
         .image
         .clone();
     assert_eq!(base_texture(&app), Some(image));
-    session(
-        &mut app,
-        call,
-        SessionChange::VideoPaused {
-            uid: "bob".into(),
-            paused: true,
-        },
-    );
-    app.update();
+    video_paused(&mut app, call, "bob", true);
     assert_eq!(
         app.world().get::<SurfaceContent>(screen),
         Some(&SurfaceContent::Avatar)

@@ -160,3 +160,29 @@ pub fn layout_of(app: &mut App, uid: &str) -> TileLayout {
 pub fn error_codes(events: &[CallEvent]) -> Vec<ErrorCode> {
     events.iter().filter_map(CallEvent::error_code).collect()
 }
+
+/// `uid`'s video starts arriving at `size` (one frame run).
+pub fn video_arrives(app: &mut App, call: Entity, uid: &str, size: UVec2) {
+    session(
+        app,
+        call,
+        SessionChange::VideoFormat {
+            uid: uid.into(),
+            size,
+        },
+    );
+    app.update();
+}
+
+/// `uid` pauses or resumes their video (one frame run).
+pub fn video_paused(app: &mut App, call: Entity, uid: &str, paused: bool) {
+    session(
+        app,
+        call,
+        SessionChange::VideoPaused {
+            uid: uid.into(),
+            paused,
+        },
+    );
+    app.update();
+}

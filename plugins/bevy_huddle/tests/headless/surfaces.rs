@@ -79,15 +79,7 @@ fn surface_shows_video_or_avatar() {
         app.world().get::<SurfaceContent>(screen),
         Some(&SurfaceContent::Avatar)
     );
-    session(
-        &mut app,
-        call,
-        SessionChange::VideoFormat {
-            uid: "bob".into(),
-            size: UVec2::new(640, 360),
-        },
-    );
-    app.update();
+    video_arrives(&mut app, call, "bob", UVec2::new(640, 360));
     let tile = tile_of(&mut app, "bob");
     let image = app
         .world()
@@ -104,15 +96,7 @@ fn surface_shows_video_or_avatar() {
         image,
         "same Image as the tile"
     );
-    session(
-        &mut app,
-        call,
-        SessionChange::VideoPaused {
-            uid: "bob".into(),
-            paused: true,
-        },
-    );
-    app.update();
+    video_paused(&mut app, call, "bob", true);
     assert_eq!(
         app.world().get::<SurfaceContent>(screen),
         Some(&SurfaceContent::Avatar)
