@@ -329,6 +329,25 @@ pub fn windowed_app(title: &str, size: UVec2, command: &str) -> Result<App, Exit
     Ok(app)
 }
 
+/// The window's camera and the UI node calls render in: the whole window below `top`
+/// logical pixels.
+pub fn spawn_call_area(commands: &mut Commands, top: f32) -> Entity {
+    commands.spawn(Camera2d);
+    commands
+        .spawn((
+            Node {
+                position_type: PositionType::Absolute,
+                left: Val::Px(0.0),
+                right: Val::Px(0.0),
+                top: Val::Px(top),
+                bottom: Val::Px(0.0),
+                ..default()
+            },
+            BackgroundColor(Color::srgb(0.08, 0.09, 0.11)),
+        ))
+        .id()
+}
+
 /// Runs the app; returns the process exit code.
 pub fn run(args: AppArgs) -> ExitCode {
     let mut app = match windowed_app("Huddle", UVec2::new(1280, 720), "huddle") {
@@ -368,20 +387,7 @@ pub fn run(args: AppArgs) -> ExitCode {
             ..AppModel::default()
         })
         .add_systems(Startup, move |mut commands: Commands| {
-            commands.spawn(Camera2d);
-            let root = commands
-                .spawn((
-                    Node {
-                        position_type: PositionType::Absolute,
-                        left: Val::Px(0.0),
-                        right: Val::Px(0.0),
-                        top: Val::Px(0.0),
-                        bottom: Val::Px(0.0),
-                        ..default()
-                    },
-                    BackgroundColor(Color::srgb(0.08, 0.09, 0.11)),
-                ))
-                .id();
+            let root = spawn_call_area(&mut commands, 0.0);
             commands.insert_resource(CallUiConfig {
                 target: Some(root),
                 ..CallUiConfig::default()

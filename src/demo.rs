@@ -155,21 +155,8 @@ struct SyntheticCamera {
 }
 
 fn open_call(mut commands: Commands, config: Res<DemoConfig>, mut exit: MessageWriter<AppExit>) {
-    commands.spawn(Camera2d);
     // The call fills the window below a status line.
-    let root = commands
-        .spawn((
-            Node {
-                position_type: PositionType::Absolute,
-                left: Val::Px(0.0),
-                right: Val::Px(0.0),
-                top: Val::Px(STATUS_HEIGHT),
-                bottom: Val::Px(0.0),
-                ..default()
-            },
-            BackgroundColor(Color::srgb(0.08, 0.09, 0.11)),
-        ))
-        .id();
+    let root = crate::app::spawn_call_area(&mut commands, STATUS_HEIGHT);
     commands.spawn((
         StatusText,
         Text::new("Huddle demo"),
