@@ -16,8 +16,17 @@ pub(crate) fn build(app: &mut App) {
     }
     app.add_systems(
         EguiPrimaryContextPass,
-        (draw_ringing, draw_call_controls).chain(),
+        (draw_ringing, draw_call_controls, note_typing).chain(),
     );
+}
+
+/// Shortcuts pause while an egui text field has the keyboard.
+fn note_typing(mut contexts: EguiContexts, mut shortcuts: ResMut<crate::CallShortcuts>) -> Result {
+    let typing = contexts.ctx_mut()?.egui_wants_keyboard_input();
+    if shortcuts.typing != typing {
+        shortcuts.typing = typing;
+    }
+    Ok(())
 }
 
 fn draw_ringing(

@@ -18,6 +18,9 @@ pub struct CallShortcuts {
     pub hand: KeyCode,
     /// Leaves the call.
     pub leave: KeyCode,
+    /// Someone is typing (a text field has keyboard focus): keys are text, not shortcuts.
+    /// The egui layer sets it every frame; a game with its own text input can set it too.
+    pub typing: bool,
 }
 
 impl Default for CallShortcuts {
@@ -28,6 +31,7 @@ impl Default for CallShortcuts {
             video: KeyCode::KeyV,
             hand: KeyCode::KeyH,
             leave: KeyCode::Escape,
+            typing: false,
         }
     }
 }
@@ -42,7 +46,7 @@ pub(crate) fn apply_shortcuts(
     mut actions: MessageWriter<CallAction>,
 ) {
     let Some(keys) = keys else { return };
-    if !shortcuts.enabled || keys.get_just_pressed().next().is_none() {
+    if !shortcuts.enabled || shortcuts.typing || keys.get_just_pressed().next().is_none() {
         return;
     }
     let Some((state, media, layout, participants)) = active.0.and_then(|c| calls.get(c).ok())

@@ -229,7 +229,8 @@ fn pressing_mute_in_a_joined_call_mutes_and_unmutes() {
 }
 
 /// M mutes, H raises the hand and Esc ends the call while shortcuts are on; with
-/// `CallShortcuts::enabled = false` the same keys change nothing.
+/// `CallShortcuts::enabled = false`, or while someone types in a text field, the same keys
+/// change nothing.
 #[test]
 fn shortcuts_drive_the_call_and_can_be_turned_off() {
     let mut app = app();
@@ -249,6 +250,11 @@ fn shortcuts_drive_the_call_and_can_be_turned_off() {
     assert!(!local_state(&mut app).audio_muted, "disabled shortcuts");
 
     app.world_mut().resource_mut::<CallShortcuts>().enabled = true;
+    app.world_mut().resource_mut::<CallShortcuts>().typing = true;
+    press(&mut app, KeyCode::KeyM);
+    assert!(!local_state(&mut app).audio_muted, "typing, not a shortcut");
+
+    app.world_mut().resource_mut::<CallShortcuts>().typing = false;
     press(&mut app, KeyCode::KeyM);
     assert!(local_state(&mut app).audio_muted);
     press(&mut app, KeyCode::KeyH);
