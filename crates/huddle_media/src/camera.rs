@@ -13,13 +13,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use nokhwa::utils::{
-    ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType,
-    Resolution,
-};
 use yuv::{YuvBiPlanarImage, YuvConversionMode, YuvPackedImage, YuvRange, YuvStandardMatrix};
 
-use crate::{DeviceInfo, DeviceKind};
+use crate::DeviceInfo;
 
 /// Prefix of camera device ids (`camera:0` is the first V4L2 camera).
 pub const CAMERA_PREFIX: &str = "camera:";
@@ -34,21 +30,40 @@ pub struct CameraError {
     pub reason: String,
 }
 
-/// Every camera on this machine (empty where there is none).
+/// How a camera frame is encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PixelFormat {
+    /// Motion JPEG: each frame a JPEG picture.
+    Mjpeg,
+    /// Packed 4:2:2, Y0 U Y1 V.
+    Yuyv,
+    /// Planar Y, then interleaved U/V at half resolution.
+    Nv12,
+    /// Anything else (named), which we do not convert.
+    Unsupported(String),
+}
+
+impl std::fmt::Display for PixelFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PixelFormat::Mjpeg => write!(f, "MJPEG"),
+            PixelFormat::Yuyv => write!(f, "YUYV"),
+            PixelFormat::Nv12 => write!(f, "NV12"),
+            PixelFormat::Unsupported(name) => write!(f, "{name}"),
+        }
+    }
+}
+
+/// Every camera on this machine (empty where there is none, or no camera support).
 pub fn list_cameras() -> Vec<DeviceInfo> {
-    nokhwa::query(ApiBackend::Auto)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|info| match info.index() {
-            CameraIndex::Index(index) => Some(DeviceInfo {
-                id: format!("{CAMERA_PREFIX}{index}"),
-                label: info.human_name(),
-                kind: DeviceKind::VideoInput,
-                synthetic: false,
-            }),
-            CameraIndex::String(_) => None,
-        })
-        .collect()
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
+    {
+        native::list()
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "windows")))]
+    {
+        Vec::new()
+    }
 }
 
 /// One converted camera frame.
@@ -82,66 +97,21 @@ impl CameraCapture {
             .strip_prefix(CAMERA_PREFIX)
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| error(format!("not a camera id (expected `{CAMERA_PREFIX}<n>`)")))?;
-        let newest = Arc::new(Mutex::new(None));
-        let failure = Arc::new(Mutex::new(None));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-        let (thread_newest, thread_failure, thread_stop) =
-            (newest.clone(), failure.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name(format!("huddle-camera-{index}"))
-            .spawn(move || {
-                let wanted =
-                    CameraFormat::new(Resolution::new(width, height), FrameFormat::MJPEG, fps);
-                let formats = [FrameFormat::MJPEG, FrameFormat::YUYV, FrameFormat::NV12];
-                let request =
-                    RequestedFormat::with_formats(RequestedFormatType::Closest(wanted), &formats);
-                let mut camera = match nokhwa::Camera::new(CameraIndex::Index(index), request)
-                    .and_then(|mut camera| camera.open_stream().map(|()| camera))
-                {
-                    Ok(camera) => camera,
-                    Err(err) => {
-                        let _ = ready_tx.send(Err(err.to_string()));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                while !thread_stop.load(Ordering::Relaxed) {
-                    let converted = camera
-                        .frame()
-                        .map_err(|e| e.to_string())
-                        .and_then(|buffer| {
-                            let size = buffer.resolution();
-                            to_rgba(
-                                buffer.source_frame_format(),
-                                size.width(),
-                                size.height(),
-                                buffer.buffer(),
-                            )
-                        });
-                    match converted {
-                        Ok(frame) => {
-                            *thread_newest.lock().unwrap_or_else(|p| p.into_inner()) = Some(frame)
-                        }
-                        Err(reason) => {
-                            *thread_failure.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some(reason);
-                            break;
-                        }
-                    }
-                }
-                let _ = camera.stop_stream();
-            })
-            .map_err(|e| error(format!("cannot start its thread: {e}")))?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self {
-                id: id.to_owned(),
-                newest,
-                failure,
-                stop,
-            }),
-            Ok(Err(reason)) => Err(error(reason)),
-            Err(_) => Err(error("its thread ended before opening it".into())),
+        let capture = Self {
+            id: id.to_owned(),
+            newest: Arc::new(Mutex::new(None)),
+            failure: Arc::new(Mutex::new(None)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        #[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
+        {
+            native::run(&capture, index, (width, height, fps)).map_err(error)?;
+            Ok(capture)
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "windows")))]
+        {
+            let _ = (index, width, height, fps, capture);
+            Err(error("cameras are not supported on this platform".into()))
         }
     }
 
@@ -172,7 +142,7 @@ impl Drop for CameraCapture {
 
 /// Converts one camera frame (MJPEG, YUYV or NV12) to RGBA.
 pub fn to_rgba(
-    format: FrameFormat,
+    format: &PixelFormat,
     width: u32,
     height: u32,
     data: &[u8],
@@ -186,7 +156,7 @@ pub fn to_rgba(
         )
     };
     match format {
-        FrameFormat::MJPEG => {
+        PixelFormat::Mjpeg => {
             use zune_jpeg::zune_core::bytestream::ZCursor;
             use zune_jpeg::zune_core::colorspace::ColorSpace;
             use zune_jpeg::zune_core::options::DecoderOptions;
@@ -204,7 +174,7 @@ pub fn to_rgba(
                 rgba: decoded,
             });
         }
-        FrameFormat::YUYV => {
+        PixelFormat::Yuyv => {
             if data.len() < pixels * 2 {
                 return Err(short(pixels * 2));
             }
@@ -223,7 +193,7 @@ pub fn to_rgba(
             )
             .map_err(|e| format!("YUYV frame: {e}"))?;
         }
-        FrameFormat::NV12 => {
+        PixelFormat::Nv12 => {
             let needed = pixels + pixels / 2;
             if data.len() < needed {
                 return Err(short(needed));
@@ -247,13 +217,117 @@ pub fn to_rgba(
             )
             .map_err(|e| format!("NV12 frame: {e}"))?;
         }
-        other => return Err(format!("unsupported camera format {other}")),
+        PixelFormat::Unsupported(name) => {
+            return Err(format!("unsupported camera format {name}"));
+        }
     }
     Ok(CameraFrame {
         width,
         height,
         rgba,
     })
+}
+
+/// nokhwa (V4L2 on Linux, AVFoundation on macOS, Media Foundation on Windows).
+#[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
+mod native {
+    use std::sync::atomic::Ordering;
+
+    use nokhwa::utils::{
+        ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType,
+        Resolution,
+    };
+
+    use super::{CAMERA_PREFIX, CameraCapture, PixelFormat, to_rgba};
+    use crate::{DeviceInfo, DeviceKind};
+
+    pub(super) fn list() -> Vec<DeviceInfo> {
+        nokhwa::query(ApiBackend::Auto)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|info| match info.index() {
+                CameraIndex::Index(index) => Some(DeviceInfo {
+                    id: format!("{CAMERA_PREFIX}{index}"),
+                    label: info.human_name(),
+                    kind: DeviceKind::VideoInput,
+                    synthetic: false,
+                }),
+                CameraIndex::String(_) => None,
+            })
+            .collect()
+    }
+
+    fn pixel_format(format: FrameFormat) -> PixelFormat {
+        match format {
+            FrameFormat::MJPEG => PixelFormat::Mjpeg,
+            FrameFormat::YUYV => PixelFormat::Yuyv,
+            FrameFormat::NV12 => PixelFormat::Nv12,
+            other => PixelFormat::Unsupported(other.to_string()),
+        }
+    }
+
+    /// Opens the camera on its own thread and keeps its newest converted frame in
+    /// `capture`; returns once the stream runs, or why it cannot.
+    pub(super) fn run(
+        capture: &CameraCapture,
+        index: u32,
+        (width, height, fps): (u32, u32, u32),
+    ) -> Result<(), String> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (newest, failure, stop) = (
+            capture.newest.clone(),
+            capture.failure.clone(),
+            capture.stop.clone(),
+        );
+        std::thread::Builder::new()
+            .name(format!("huddle-camera-{index}"))
+            .spawn(move || {
+                let wanted =
+                    CameraFormat::new(Resolution::new(width, height), FrameFormat::MJPEG, fps);
+                let formats = [FrameFormat::MJPEG, FrameFormat::YUYV, FrameFormat::NV12];
+                let request =
+                    RequestedFormat::with_formats(RequestedFormatType::Closest(wanted), &formats);
+                let mut camera = match nokhwa::Camera::new(CameraIndex::Index(index), request)
+                    .and_then(|mut camera| camera.open_stream().map(|()| camera))
+                {
+                    Ok(camera) => camera,
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                while !stop.load(Ordering::Relaxed) {
+                    let converted = camera
+                        .frame()
+                        .map_err(|e| e.to_string())
+                        .and_then(|buffer| {
+                            let size = buffer.resolution();
+                            to_rgba(
+                                &pixel_format(buffer.source_frame_format()),
+                                size.width(),
+                                size.height(),
+                                buffer.buffer(),
+                            )
+                        });
+                    match converted {
+                        Ok(frame) => {
+                            *newest.lock().unwrap_or_else(|p| p.into_inner()) = Some(frame)
+                        }
+                        Err(reason) => {
+                            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                            break;
+                        }
+                    }
+                }
+                let _ = camera.stop_stream();
+            })
+            .map_err(|e| format!("cannot start its thread: {e}"))?;
+        match ready_rx.recv() {
+            Ok(result) => result,
+            Err(_) => Err("its thread ended before opening it".into()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -279,7 +353,7 @@ mod tests {
     /// MJPEG frames decode to RGBA with their own size and colours.
     #[test]
     fn mjpeg_frames_decode() {
-        let frame = to_rgba(FrameFormat::MJPEG, 0, 0, RED_BLUE_JPEG).expect("decodes");
+        let frame = to_rgba(&PixelFormat::Mjpeg, 0, 0, RED_BLUE_JPEG).expect("decodes");
         assert_eq!((frame.width, frame.height), (16, 8));
         assert!(
             near(pixel(&frame, 2, 4), [255, 0, 0]),
@@ -291,7 +365,7 @@ mod tests {
             "{:?}",
             pixel(&frame, 13, 4)
         );
-        assert!(to_rgba(FrameFormat::MJPEG, 0, 0, &RED_BLUE_JPEG[..40]).is_err());
+        assert!(to_rgba(&PixelFormat::Mjpeg, 0, 0, &RED_BLUE_JPEG[..40]).is_err());
     }
 
     /// YUYV and NV12 of a known colour convert to it (BT.601 limited range: mid grey and a
@@ -300,7 +374,7 @@ mod tests {
     fn yuyv_and_nv12_convert() {
         // Red in BT.601 limited range: Y 81, U 90, V 240.
         let yuyv: Vec<u8> = [81u8, 90, 81, 240].repeat(4 * 2);
-        let frame = to_rgba(FrameFormat::YUYV, 4, 4, &yuyv).expect("converts");
+        let frame = to_rgba(&PixelFormat::Yuyv, 4, 4, &yuyv).expect("converts");
         assert!(
             near(pixel(&frame, 1, 1), [255, 0, 0]),
             "{:?}",
@@ -308,15 +382,15 @@ mod tests {
         );
         let mut nv12 = vec![126u8; 16];
         nv12.extend([128u8, 128].repeat(4));
-        let frame = to_rgba(FrameFormat::NV12, 4, 4, &nv12).expect("converts");
+        let frame = to_rgba(&PixelFormat::Nv12, 4, 4, &nv12).expect("converts");
         assert!(
             near(pixel(&frame, 2, 3), [128, 128, 128]),
             "{:?}",
             pixel(&frame, 2, 3)
         );
-        assert!(to_rgba(FrameFormat::YUYV, 4, 4, &yuyv[..10]).is_err());
-        assert!(to_rgba(FrameFormat::NV12, 4, 4, &nv12[..10]).is_err());
-        assert!(to_rgba(FrameFormat::GRAY, 4, 4, &nv12).is_err());
+        assert!(to_rgba(&PixelFormat::Yuyv, 4, 4, &yuyv[..10]).is_err());
+        assert!(to_rgba(&PixelFormat::Nv12, 4, 4, &nv12[..10]).is_err());
+        assert!(to_rgba(&PixelFormat::Unsupported("GRAY".into()), 4, 4, &nv12).is_err());
     }
 
     /// Opening a camera that is not there is a typed error naming it; a malformed id too.

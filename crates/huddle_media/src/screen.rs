@@ -10,9 +10,6 @@
 //! encoder and bitrate) and writes them to every peer's screen track.
 
 use crossbeam_channel::{Receiver, Sender};
-use x11rb::connection::Connection;
-use x11rb::protocol::xproto::{ConnectionExt, ImageFormat, Window};
-use x11rb::rust_connection::RustConnection;
 
 /// Screen capture is not possible (no display, unsupported pixel format, window gone).
 #[derive(Debug, thiserror::Error)]
@@ -32,96 +29,160 @@ pub trait ScreenSource: Send + 'static {
     fn describe(&self) -> String;
 }
 
-/// The desktop of an X11 display (its root window) or one of its windows.
+#[cfg(all(
+    unix,
+    not(any(target_os = "android", target_os = "ios", target_os = "macos"))
+))]
+pub use x11::X11Screen;
+
+/// X11 capture (X11 systems: Linux and other Unix desktops).
+#[cfg(all(
+    unix,
+    not(any(target_os = "android", target_os = "ios", target_os = "macos"))
+))]
+mod x11 {
+    use x11rb::connection::Connection;
+    use x11rb::protocol::xproto::{ConnectionExt, ImageFormat, Window};
+    use x11rb::rust_connection::RustConnection;
+
+    use super::{ScreenError, ScreenSource};
+
+    /// The desktop of an X11 display (its root window) or one of its windows.
+    pub struct X11Screen {
+        connection: RustConnection,
+        window: Window,
+        display: String,
+        fps: f32,
+    }
+
+    impl X11Screen {
+        /// Connects to `display` (`None`: `$DISPLAY`) to capture its whole screen at `fps`.
+        pub fn open(display: Option<&str>, fps: f32) -> Result<Self, ScreenError> {
+            let name = display
+                .map(str::to_owned)
+                .or_else(|| std::env::var("DISPLAY").ok())
+                .ok_or_else(|| ScreenError("no X11 display ($DISPLAY is not set)".into()))?;
+            let (connection, screen) = x11rb::connect(Some(&name))
+                .map_err(|err| ScreenError(format!("cannot open display {name}: {err}")))?;
+            let setup = connection.setup();
+            let root = setup
+                .roots
+                .get(screen)
+                .ok_or_else(|| ScreenError(format!("display {name} has no screen {screen}")))?;
+            let depth = root.root_depth;
+            let bits = setup
+                .pixmap_formats
+                .iter()
+                .find(|f| f.depth == depth)
+                .map(|f| f.bits_per_pixel);
+            if depth < 24 || bits != Some(32) {
+                return Err(ScreenError(format!(
+                    "display {name}: {depth}-bit colour at {bits:?} bits per pixel is not supported (24/32 is)"
+                )));
+            }
+            let window = root.root;
+            Ok(Self {
+                connection,
+                window,
+                display: name,
+                fps,
+            })
+        }
+
+        /// Captures one window instead of the whole screen.
+        pub fn window(mut self, window: u32) -> Self {
+            self.window = window;
+            self
+        }
+    }
+
+    impl ScreenSource for X11Screen {
+        fn next_frame(&mut self, rgba: &mut Vec<u8>) -> Result<(u32, u32), ScreenError> {
+            let failed = |err: String| ScreenError(format!("display {}: {err}", self.display));
+            let geometry = self
+                .connection
+                .get_geometry(self.window)
+                .map_err(|e| failed(e.to_string()))?
+                .reply()
+                .map_err(|e| failed(e.to_string()))?;
+            // The encoder needs even sizes.
+            let (width, height) = (geometry.width & !1, geometry.height & !1);
+            if width == 0 || height == 0 {
+                return Err(failed("the window has no area".into()));
+            }
+            let image = self
+                .connection
+                .get_image(
+                    ImageFormat::Z_PIXMAP,
+                    self.window,
+                    0,
+                    0,
+                    width,
+                    height,
+                    u32::MAX,
+                )
+                .map_err(|e| failed(e.to_string()))?
+                .reply()
+                .map_err(|e| failed(e.to_string()))?;
+            let pixels = usize::from(width) * usize::from(height);
+            if image.data.len() < pixels * 4 {
+                return Err(failed(format!(
+                    "short image: {} bytes for {width}×{height}",
+                    image.data.len()
+                )));
+            }
+            // Z-pixmap at 32 bits per pixel, little-endian: B, G, R, X.
+            rgba.resize(pixels * 4, 0);
+            for (out, bgrx) in rgba.chunks_exact_mut(4).zip(image.data.chunks_exact(4)) {
+                out.copy_from_slice(&[bgrx[2], bgrx[1], bgrx[0], 255]);
+            }
+            Ok((u32::from(width), u32::from(height)))
+        }
+
+        fn fps(&self) -> f32 {
+            self.fps
+        }
+
+        fn describe(&self) -> String {
+            format!("X11 display {} window {:#x}", self.display, self.window)
+        }
+    }
+}
+
+/// Where there is no X11 (macOS, Windows, mobile): opening the desktop is a typed error.
+#[cfg(not(all(
+    unix,
+    not(any(target_os = "android", target_os = "ios", target_os = "macos"))
+)))]
 pub struct X11Screen {
-    connection: RustConnection,
-    window: Window,
-    display: String,
     fps: f32,
 }
 
+#[cfg(not(all(
+    unix,
+    not(any(target_os = "android", target_os = "ios", target_os = "macos"))
+)))]
 impl X11Screen {
-    /// Connects to `display` (`None`: `$DISPLAY`) to capture its whole screen at `fps`.
-    pub fn open(display: Option<&str>, fps: f32) -> Result<Self, ScreenError> {
-        let name = display
-            .map(str::to_owned)
-            .or_else(|| std::env::var("DISPLAY").ok())
-            .ok_or_else(|| ScreenError("no X11 display ($DISPLAY is not set)".into()))?;
-        let (connection, screen) = x11rb::connect(Some(&name))
-            .map_err(|err| ScreenError(format!("cannot open display {name}: {err}")))?;
-        let setup = connection.setup();
-        let root = setup
-            .roots
-            .get(screen)
-            .ok_or_else(|| ScreenError(format!("display {name} has no screen {screen}")))?;
-        let depth = root.root_depth;
-        let bits = setup
-            .pixmap_formats
-            .iter()
-            .find(|f| f.depth == depth)
-            .map(|f| f.bits_per_pixel);
-        if depth < 24 || bits != Some(32) {
-            return Err(ScreenError(format!(
-                "display {name}: {depth}-bit colour at {bits:?} bits per pixel is not supported (24/32 is)"
-            )));
-        }
-        let window = root.root;
-        Ok(Self {
-            connection,
-            window,
-            display: name,
-            fps,
-        })
+    /// Always an error here: desktop capture is X11 only.
+    pub fn open(_display: Option<&str>, _fps: f32) -> Result<Self, ScreenError> {
+        Err(ScreenError(
+            "desktop capture needs X11, which this platform does not have".into(),
+        ))
     }
 
     /// Captures one window instead of the whole screen.
-    pub fn window(mut self, window: u32) -> Self {
-        self.window = window;
+    pub fn window(self, _window: u32) -> Self {
         self
     }
 }
 
+#[cfg(not(all(
+    unix,
+    not(any(target_os = "android", target_os = "ios", target_os = "macos"))
+)))]
 impl ScreenSource for X11Screen {
-    fn next_frame(&mut self, rgba: &mut Vec<u8>) -> Result<(u32, u32), ScreenError> {
-        let failed = |err: String| ScreenError(format!("display {}: {err}", self.display));
-        let geometry = self
-            .connection
-            .get_geometry(self.window)
-            .map_err(|e| failed(e.to_string()))?
-            .reply()
-            .map_err(|e| failed(e.to_string()))?;
-        // The encoder needs even sizes.
-        let (width, height) = (geometry.width & !1, geometry.height & !1);
-        if width == 0 || height == 0 {
-            return Err(failed("the window has no area".into()));
-        }
-        let image = self
-            .connection
-            .get_image(
-                ImageFormat::Z_PIXMAP,
-                self.window,
-                0,
-                0,
-                width,
-                height,
-                u32::MAX,
-            )
-            .map_err(|e| failed(e.to_string()))?
-            .reply()
-            .map_err(|e| failed(e.to_string()))?;
-        let pixels = usize::from(width) * usize::from(height);
-        if image.data.len() < pixels * 4 {
-            return Err(failed(format!(
-                "short image: {} bytes for {width}×{height}",
-                image.data.len()
-            )));
-        }
-        // Z-pixmap at 32 bits per pixel, little-endian: B, G, R, X.
-        rgba.resize(pixels * 4, 0);
-        for (out, bgrx) in rgba.chunks_exact_mut(4).zip(image.data.chunks_exact(4)) {
-            out.copy_from_slice(&[bgrx[2], bgrx[1], bgrx[0], 255]);
-        }
-        Ok((u32::from(width), u32::from(height)))
+    fn next_frame(&mut self, _rgba: &mut Vec<u8>) -> Result<(u32, u32), ScreenError> {
+        Err(ScreenError("desktop capture needs X11".into()))
     }
 
     fn fps(&self) -> f32 {
@@ -129,7 +190,7 @@ impl ScreenSource for X11Screen {
     }
 
     fn describe(&self) -> String {
-        format!("X11 display {} window {:#x}", self.display, self.window)
+        "no X11 desktop".into()
     }
 }
 
@@ -224,6 +285,7 @@ impl ScreenSource for PushedFrames {
 
 /// A private virtual X server (Xvfb) with a known picture, for tests and demos of the
 /// desktop share. Panics where Xvfb is missing (`scripts/setup` installs it).
+#[cfg(target_os = "linux")]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub mod test_display {
     use std::time::{Duration, Instant};
