@@ -34,7 +34,7 @@ use crate::embedded::{BotJoin, spawn_bot, start_embedded_server_with};
 pub const LOBBY: &str = "lobby";
 
 /// Options of `huddle app` (and of `huddle` alone).
-#[derive(Clone, Debug, Default, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct AppArgs {
     /// A Huddle server's WebSocket URL (`ws://HOST:PORT/ws`); without it the app starts its
     /// own embedded server.
@@ -52,6 +52,19 @@ pub struct AppArgs {
     /// Save a screenshot here once logged in with every bot online (or after 60 s), then quit.
     #[arg(long)]
     pub screenshot: Option<std::path::PathBuf>,
+}
+
+impl Default for AppArgs {
+    /// What `huddle` alone runs: the embedded server with two bots, the login screen.
+    fn default() -> Self {
+        Self {
+            server: None,
+            uid: None,
+            name: None,
+            bots: 2,
+            screenshot: None,
+        }
+    }
 }
 
 /// The server the app logs in to.
@@ -318,6 +331,8 @@ pub fn windowed_app(title: &str, size: UVec2, command: &str) -> Result<App, Exit
             resolution: WindowResolution::new(size.x, size.y),
             ..default()
         }),
+        // The PIP window alone does not keep the app running.
+        exit_condition: bevy::window::ExitCondition::OnPrimaryClosed,
         ..default()
     }))
     .add_plugins((

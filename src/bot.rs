@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
-use bevy_huddle::DeviceListRefreshed;
 use bevy_huddle::media::{CallMediaSession, MediaSettings, MediaStats, RecordingSettings};
 use bevy_huddle::prelude::*;
 use clap::ValueEnum;
@@ -235,8 +234,8 @@ pub fn run(args: BotArgs) -> ExitCode {
     let mut missing_devices = Vec::new();
     if args.media == MediaArg::Devices {
         let lists = huddle_media::devices::enumerate();
-        app.world_mut()
-            .write_message(DeviceListRefreshed(lists.clone()));
+        // The lists first (so the choices below find the real devices), then the choices.
+        app.insert_resource(MediaDevices::new(lists.clone()));
         for (kind, list) in [
             (DeviceKind::AudioInput, &lists.audio_inputs),
             (DeviceKind::AudioOutput, &lists.audio_outputs),

@@ -769,8 +769,10 @@ pub struct Peer {
     senders: Mutex<Option<[Arc<dyn RtpSender>; 2]>>,
     /// The camera's sender, once attached (from the start, or by a renegotiation).
     video_sender: Mutex<Option<Arc<dyn RtpSender>>>,
-    /// Negotiate the camera from the start.
-    video_from_start: bool,
+    /// The camera's sender exists (readable without waiting).
+    video_attached: AtomicBool,
+    /// We want our camera on this connection (a video call, or switched to video).
+    wants_video: AtomicBool,
     /// An offer is out and another renegotiation was asked for meanwhile.
     renegotiate_after_answer: AtomicBool,
     /// Negotiated payload types: video, audio, screen.
@@ -930,7 +932,8 @@ impl Peer {
             screen_ssrc,
             senders: Mutex::new(None),
             video_sender: Mutex::new(None),
-            video_from_start: setup.video,
+            video_attached: AtomicBool::new(false),
+            wants_video: AtomicBool::new(setup.video),
             renegotiate_after_answer: AtomicBool::new(false),
             payload_types: Mutex::new(None),
             screen_frames_written: AtomicU64::new(0),
@@ -998,6 +1001,7 @@ impl Peer {
                 .add_track(self.video.clone() as Arc<dyn TrackLocal>)
                 .await?,
         );
+        self.video_attached.store(true, Ordering::Release);
         forward_keyframe_requests(
             self.video.clone(),
             self.keyframe_wanted.clone(),
@@ -1011,17 +1015,16 @@ impl Peer {
         self.video_sender.lock().await.is_some()
     }
 
-    /// [`Self::has_video_track`] without waiting (false while the track is being added).
+    /// [`Self::has_video_track`] without waiting.
     pub fn video_attached(&self) -> bool {
-        self.video_sender
-            .try_lock()
-            .is_ok_and(|sender| sender.is_some())
+        self.video_attached.load(Ordering::Acquire)
     }
 
     /// The call switched to video: the camera track joins the connection. The offerer adds
     /// it and re-offers; the answerer asks the offerer to (its track is added when that
-    /// offer arrives).
+    /// offer arrives). Runs in the session's actor, serialised with the signals.
     pub async fn enable_video(&self) -> Result<(), PeerError> {
+        self.wants_video.store(true, Ordering::Relaxed);
         if self.has_video_track().await {
             return Ok(());
         }
@@ -1079,7 +1082,8 @@ impl Peer {
         if !self.offerer {
             return Ok(());
         }
-        self.add_tracks(self.video_from_start).await?;
+        self.add_tracks(self.wants_video.load(Ordering::Relaxed))
+            .await?;
         let offer = self.pc.create_offer(None).await?;
         self.pc.set_local_description(offer).await?;
         let sdp = self.wait_gathered().await?;
@@ -1105,19 +1109,24 @@ impl Peer {
                 let offer =
                     RTCSessionDescription::offer(sdp).map_err(|e| PeerError(e.to_string()))?;
                 self.pc.set_remote_description(offer).await?;
+                // Our camera goes only on the offer's camera line: a camera track added to
+                // an offer without one would take the screen share's line.
                 if renegotiation {
                     if offers_camera {
                         self.attach_video().await?;
                     }
                 } else {
-                    self.add_tracks(self.video_from_start || offers_camera)
-                        .await?;
+                    self.add_tracks(offers_camera).await?;
                 }
                 let answer = self.pc.create_answer(None).await?;
                 self.pc.set_local_description(answer).await?;
                 let sdp = self.wait_gathered().await?;
                 self.send_signal(PeerSignal::Answer { sdp });
                 self.learn_payload_types().await;
+                if self.wants_video.load(Ordering::Relaxed) && !self.video_attached() {
+                    // We send video but the offer had no camera line: ask for one.
+                    self.send_signal(PeerSignal::RenegotiationWanted);
+                }
             }
             PeerSignal::Answer { sdp } => {
                 let answer =
@@ -1129,8 +1138,9 @@ impl Peer {
                 }
             }
             PeerSignal::RenegotiationWanted => {
-                if self.offerer {
-                    self.attach_video().await?;
+                // Once our camera is on the connection, the offer that carried it (sent or
+                // still out) also carries the answerer's camera line: nothing more to do.
+                if self.offerer && self.attach_video().await? {
                     self.renegotiate().await?;
                 }
             }

@@ -92,7 +92,13 @@ struct SendSwitches {
 enum Command {
     AddPeer(String),
     RemovePeer(String),
-    Signal { from: String, signal: PeerSignal },
+    Signal {
+        from: String,
+        signal: PeerSignal,
+    },
+    /// The call switched to video: every connection gets the camera track (renegotiated
+    /// here, one at a time with the signals, so offers never cross).
+    EnableVideo,
     Close,
 }
 
@@ -507,29 +513,18 @@ impl MediaSession {
             self.switches.keyframe_wanted.store(true, Ordering::Relaxed);
         }
         if enabled && !was {
-            let (peers, events) = (self.peers.clone(), self.signals_out.clone());
-            self.runtime.spawn(async move {
-                let targets: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
-                for peer in targets {
-                    if let Err(err) = peer.enable_video().await {
-                        let _ = events.send(PeerEvent::Error {
-                            uid: peer.remote_uid().to_owned(),
-                            reason: format!("adding video: {err}"),
-                        });
-                    }
-                }
-            });
+            let _ = self.commands.send(Command::EnableVideo);
         }
     }
 
     /// Whether our camera track is negotiated with `uid` (false in an audio-only call until
     /// it switches to video and the renegotiation is done).
+    /// Not for async contexts (it waits for the peer table).
     pub fn has_video_track_to(&self, uid: &str) -> bool {
         self.peers
-            .try_lock()
-            .ok()
-            .and_then(|peers| peers.get(uid).map(|p| p.video_attached()))
-            .unwrap_or(false)
+            .blocking_lock()
+            .get(uid)
+            .is_some_and(|p| p.video_attached())
     }
 
     /// Counters of what was sent.
@@ -734,6 +729,14 @@ async fn run_actor(
                 };
                 if let Err(err) = peer.handle_signal(signal).await {
                     report(&from, format!("bad signal: {err}"));
+                }
+            }
+            Command::EnableVideo => {
+                let targets: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
+                for peer in targets {
+                    if let Err(err) = peer.enable_video().await {
+                        report(peer.remote_uid(), format!("adding video: {err}"));
+                    }
                 }
             }
             Command::Close => break,

@@ -46,7 +46,8 @@ pub enum CallAction {
     StopScreenShare,
     /// Share this Bevy camera's picture (its window or image render target) as the screen
     /// share: sets [`ScreenShareSettings::camera`](crate::media::ScreenShareSettings) and
-    /// starts sharing (a share already running switches to the camera).
+    /// starts sharing (a share already running switches to the camera). When the share
+    /// stops, the setting is cleared: the next `StartScreenShare` shares the desktop.
     ShareCamera(Entity),
     /// Change the layout mode.
     SetMode(LayoutMode),
@@ -428,6 +429,7 @@ impl CallWorld<'_, '_> {
             }
             CallAction::ShareCamera(camera) => {
                 let call = self.live_call()?;
+                let local = self.local_participant(call)?;
                 let settings = self
                     .screen_share
                     .as_mut()
@@ -436,7 +438,6 @@ impl CallWorld<'_, '_> {
                         reason: "sharing a camera needs the media plugin (CallMediaPlugin)".into(),
                     })?;
                 let switched = settings.camera.replace(*camera) != Some(*camera);
-                let local = self.local_participant(call)?;
                 let sharing = self
                     .participants
                     .get(local)

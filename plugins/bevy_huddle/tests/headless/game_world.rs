@@ -18,6 +18,7 @@ use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat, T
 use bevy::window::{ExitCondition, PrimaryWindow};
 use bevy::winit::WinitPlugin;
 use bevy_huddle::game_view::CameraShare;
+use bevy_huddle::media::ScreenShareSettings;
 use bevy_huddle::prelude::*;
 use bevy_huddle::surfaces::{SurfaceContent, VideoSurface};
 use huddle_client::Backoff;
@@ -117,7 +118,7 @@ fn near(actual: [u8; 3], expected: [u8; 3]) -> bool {
 /// `share_camera` in a real call: alice's renderer draws the game view, its pictures go out
 /// on her screen-share track, and bob gets `ScreenShareStarted` and a 320×180 screen tile
 /// whose left half is the clear colour (red) and right half the sprite (blue). Stopping
-/// removes bob's tile and alice's capture; a shared camera that is despawned gives a typed
+/// removes bob's tile and alice's capture, and the next share is the desktop again; a shared camera that is despawned gives a typed
 /// `ScreenShare` error and turns the share off, with the call going on.
 #[test]
 fn game_camera_is_shared_as_screen_video() {
@@ -171,6 +172,11 @@ fn game_camera_is_shared_as_screen_video() {
     });
     assert!(alice.world().get::<CameraShare>(call).is_none());
     assert!(!session_of(&alice).is_screen_sharing());
+    assert_eq!(
+        alice.world().resource::<ScreenShareSettings>().camera,
+        None,
+        "the next share is the desktop again"
+    );
 
     act(&mut alice, CallAction::ShareCamera(camera));
     alice.update();
