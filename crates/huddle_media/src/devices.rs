@@ -83,20 +83,21 @@ pub fn enumerate() -> DeviceLists {
 }
 
 /// Builds a cpal stream on its own thread (streams are not `Send` everywhere) and keeps it
-/// playing until `stop` is set; returns once it is playing, or why it could not start.
+/// playing until `stop` is set; returns once it is playing (with the thread, which ends
+/// within 20 ms of `stop` and releases the device), or why it could not start.
 fn run_stream(
     thread_name: String,
     stop: Arc<AtomicBool>,
     build: impl FnOnce() -> Result<cpal::Stream, String> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<std::thread::JoinHandle<()>, String> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(thread_name)
         .spawn(move || match build() {
             Ok(stream) => {
                 let _ = ready_tx.send(Ok(()));
                 while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(100));
+                    std::thread::sleep(Duration::from_millis(20));
                 }
                 drop(stream);
             }
@@ -107,7 +108,8 @@ fn run_stream(
         .map_err(|e| e.to_string())?;
     ready_rx
         .recv_timeout(Duration::from_secs(3))
-        .map_err(|_| "the audio device did not start in time".to_owned())?
+        .map_err(|_| "the audio device did not start in time".to_owned())??;
+    Ok(thread)
 }
 
 /// The device called `name` among `devices` (cpal's input or output list).
@@ -123,7 +125,11 @@ fn find_device<I: Iterator<Item = cpal::Device>>(
 }
 
 /// Plays the mix on the output device named `name` until `stop` is set.
-pub fn start_output(name: &str, mixer: SharedMixer, stop: Arc<AtomicBool>) -> Result<(), String> {
+pub fn start_output(
+    name: &str,
+    mixer: SharedMixer,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, String> {
     let name = name.to_owned();
     run_stream(format!("audio out {name}"), stop, move || {
         let host = cpal::default_host();
@@ -159,7 +165,7 @@ pub fn start_input(
     frames: crossbeam_channel::Sender<Vec<i16>>,
     stop: Arc<AtomicBool>,
     stereo: bool,
-) -> Result<(), String> {
+) -> Result<std::thread::JoinHandle<()>, String> {
     let name = name.to_owned();
     run_stream(format!("audio in {name}"), stop, move || {
         let host = cpal::default_host();

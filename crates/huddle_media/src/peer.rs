@@ -87,6 +87,16 @@ pub struct DecodedVideo {
 /// What peers report.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PeerEvent {
+    /// A device chosen for the call could not be opened or stopped working; its synthetic
+    /// stand-in is used instead.
+    DeviceFailed {
+        /// Which kind.
+        kind: crate::DeviceKind,
+        /// Its id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
     /// A signal to send to `to` through the signaling server.
     Signal {
         /// Recipient uid.

@@ -32,11 +32,13 @@ pub fn parse_wav(bytes: &[u8]) -> Result<Vec<i16>, RingtoneError> {
         let id = &bytes[at..at + 4];
         let size = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]])
             as usize;
-        let body = bytes
-            .get(at + 8..at + 8 + size)
+        let body = (at + 8)
+            .checked_add(size)
+            .and_then(|end| bytes.get(at + 8..end))
             .ok_or_else(|| bad("a chunk runs past the end of the file"))?;
         match id {
-            b"fmt " if size >= 16 => {
+            b"fmt " if size < 16 => return Err(bad("the format chunk is too short")),
+            b"fmt " => {
                 let u16_at = |i: usize| u16::from_le_bytes([body[i], body[i + 1]]);
                 let rate = u32::from_le_bytes([body[4], body[5], body[6], body[7]]);
                 format = Some((u16_at(0), u16_at(2), rate, u16_at(14)));
@@ -75,7 +77,7 @@ pub fn parse_wav(bytes: &[u8]) -> Result<Vec<i16>, RingtoneError> {
             _ => {}
         }
         // Chunks are padded to an even size.
-        at += 8 + size + (size & 1);
+        at = at.saturating_add(8 + size + (size & 1));
     }
     Err(bad("no data chunk"))
 }
@@ -86,20 +88,30 @@ pub struct Ringtone {
     mixer: SharedMixer,
     pushed: Arc<AtomicU64>,
     on_device: bool,
+    /// The feeder and the device's thread, joined on drop (the speaker is free after).
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Ringtone {
     /// Loops `clip` (48 kHz mono) on output device `output` (`None`, a synthetic id or a
-    /// device that does not open: a paced null output).
+    /// device that does not open: a paced null output). An empty clip plays nothing.
     pub fn start(clip: Arc<[i16]>, output: Option<&str>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let mixer: SharedMixer = Arc::new(std::sync::Mutex::new(Mixer::default()));
         let pushed = Arc::new(AtomicU64::new(0));
-        let on_device = output
-            .filter(|id| !crate::devices::is_synthetic(id))
-            .is_some_and(|device| {
-                crate::devices::start_output(device, mixer.clone(), stop.clone()).is_ok()
+        let mut threads = Vec::new();
+        if clip.is_empty() {
+            // Nothing to play.
+            stop.store(true, Ordering::Relaxed);
+        }
+        let device = output
+            .filter(|id| !crate::devices::is_synthetic(id) && !clip.is_empty())
+            .and_then(|device| {
+                crate::devices::start_output(device, mixer.clone(), stop.clone()).ok()
             });
+        let on_device = device.is_some();
+        threads.extend(device);
+        let clip_is_empty = clip.is_empty();
         let feeder = {
             let (stop, mixer, pushed) = (stop.clone(), mixer.clone(), pushed.clone());
             move || {
@@ -130,18 +142,21 @@ impl Ringtone {
                 }
             }
         };
-        if std::thread::Builder::new()
-            .name("huddle-ringtone".into())
-            .spawn(feeder)
-            .is_err()
-        {
-            stop.store(true, Ordering::Relaxed);
+        if !clip_is_empty {
+            match std::thread::Builder::new()
+                .name("huddle-ringtone".into())
+                .spawn(feeder)
+            {
+                Ok(thread) => threads.push(thread),
+                Err(_) => stop.store(true, Ordering::Relaxed),
+            }
         }
         Self {
             stop,
             mixer,
             pushed,
             on_device,
+            threads,
         }
     }
 
@@ -169,6 +184,9 @@ impl Ringtone {
 impl Drop for Ringtone {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -197,7 +215,8 @@ mod tests {
     }
 
     /// Mono clips read back as written; stereo folds to mono; other rates, sample sizes,
-    /// truncated files and non-WAV bytes are typed errors.
+    /// truncated files, short format chunks, chunk sizes past the end and non-WAV bytes are
+    /// typed errors; an empty clip plays nothing.
     #[test]
     fn wav_clips_parse_or_are_refused() {
         assert_eq!(
@@ -219,6 +238,14 @@ mod tests {
         assert!(parse_wav(&whole[..whole.len() - 3]).is_err());
         assert!(parse_wav(b"not a wav at all").is_err());
         assert!(parse_wav(&wav(1, 48_000, 16, &[])).is_err());
+        let mut short_format = wav(1, 48_000, 16, &[1]);
+        short_format[16] = 8; // the format chunk says it is 8 bytes long
+        assert!(parse_wav(&short_format).is_err());
+        let mut huge_chunk = wav(1, 48_000, 16, &[1]);
+        huge_chunk[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(parse_wav(&huge_chunk).is_err(), "a chunk size past the end");
+        let silent = Ringtone::start(Arc::from([]), None);
+        assert_eq!(silent.frames_fed(), 0, "an empty clip plays nothing");
     }
 
     /// With no device the ringtone plays on the paced null output: frames are fed and mixed

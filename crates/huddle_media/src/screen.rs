@@ -18,9 +18,10 @@ pub struct ScreenError(pub String);
 
 /// Something that produces frames to share.
 pub trait ScreenSource: Send + 'static {
-    /// Waits for (or captures) the next frame into `rgba`; returns its size. An error ends
-    /// the share.
-    fn next_frame(&mut self, rgba: &mut Vec<u8>) -> Result<(u32, u32), ScreenError>;
+    /// Waits (briefly) for, or captures, the next frame into `rgba`; returns its size, or
+    /// `None` when nothing new came (the share goes on, and can notice it was stopped). An
+    /// error ends the share.
+    fn next_frame(&mut self, rgba: &mut Vec<u8>) -> Result<Option<(u32, u32)>, ScreenError>;
 
     /// Frames per second to capture at.
     fn fps(&self) -> f32;
@@ -97,7 +98,7 @@ mod x11 {
     }
 
     impl ScreenSource for X11Screen {
-        fn next_frame(&mut self, rgba: &mut Vec<u8>) -> Result<(u32, u32), ScreenError> {
+        fn next_frame(&mut self, rgba: &mut Vec<u8>) -> Result<Option<(u32, u32)>, ScreenError> {
             let failed = |err: String| ScreenError(format!("display {}: {err}", self.display));
             let geometry = self
                 .connection
@@ -136,7 +137,7 @@ mod x11 {
             for (out, bgrx) in rgba.chunks_exact_mut(4).zip(image.data.chunks_exact(4)) {
                 out.copy_from_slice(&[bgrx[2], bgrx[1], bgrx[0], 255]);
             }
-            Ok((u32::from(width), u32::from(height)))
+            Ok(Some((u32::from(width), u32::from(height))))
         }
 
         fn fps(&self) -> f32 {
@@ -181,7 +182,7 @@ impl X11Screen {
     not(any(target_os = "android", target_os = "ios", target_os = "macos"))
 )))]
 impl ScreenSource for X11Screen {
-    fn next_frame(&mut self, _rgba: &mut Vec<u8>) -> Result<(u32, u32), ScreenError> {
+    fn next_frame(&mut self, _rgba: &mut Vec<u8>) -> Result<Option<(u32, u32)>, ScreenError> {
         Err(ScreenError("desktop capture needs X11".into()))
     }
 
@@ -244,34 +245,53 @@ impl PushedFrames {
     }
 }
 
+/// Moves an RGBA picture into `out`, cropped to even width and height (the encoder's 4:2:0
+/// needs them); `None` if it is empty or shorter than its size says.
+pub fn crop_to_even(
+    width: u32,
+    height: u32,
+    rgba: Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Option<(u32, u32)> {
+    let (even_width, even_height) = (width & !1, height & !1);
+    if even_width == 0 || even_height == 0 || rgba.len() < (width * height * 4) as usize {
+        return None;
+    }
+    if (even_width, even_height) == (width, height) {
+        *out = rgba;
+    } else {
+        out.clear();
+        let stride = width as usize * 4;
+        for row in rgba.chunks_exact(stride).take(even_height as usize) {
+            out.extend_from_slice(&row[..even_width as usize * 4]);
+        }
+    }
+    Some((even_width, even_height))
+}
+
 impl ScreenSource for PushedFrames {
-    fn next_frame(&mut self, rgba: &mut Vec<u8>) -> Result<(u32, u32), ScreenError> {
-        let frame = self
+    fn next_frame(&mut self, rgba: &mut Vec<u8>) -> Result<Option<(u32, u32)>, ScreenError> {
+        // Never wait for long: a game that stops rendering (a minimised window) must not keep
+        // the share thread from seeing that the share was stopped.
+        let frame = match self
             .frames
-            .recv()
-            .map_err(|_| ScreenError(format!("{}: no more frames", self.name)))?;
-        let (width, height) = (frame.width & !1, frame.height & !1);
-        if width == 0 || height == 0 || frame.rgba.len() < (frame.width * frame.height * 4) as usize
+            .recv_timeout(std::time::Duration::from_millis(250))
         {
-            return Err(ScreenError(format!(
-                "{}: bad frame {}×{} with {} bytes",
-                self.name,
-                frame.width,
-                frame.height,
-                frame.rgba.len()
-            )));
-        }
-        if (width, height) == (frame.width, frame.height) {
-            *rgba = frame.rgba;
-        } else {
-            // Crop odd sizes to even.
-            rgba.clear();
-            let stride = frame.width as usize * 4;
-            for row in frame.rgba.chunks_exact(stride).take(height as usize) {
-                rgba.extend_from_slice(&row[..width as usize * 4]);
+            Ok(frame) => frame,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Ok(None),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                return Err(ScreenError(format!("{}: no more frames", self.name)));
             }
-        }
-        Ok((width, height))
+        };
+        let (width, height, bytes) = (frame.width, frame.height, frame.rgba.len());
+        crop_to_even(width, height, frame.rgba, rgba)
+            .map(Some)
+            .ok_or_else(|| {
+                ScreenError(format!(
+                    "{}: bad frame {width}×{height} with {bytes} bytes",
+                    self.name
+                ))
+            })
     }
 
     fn fps(&self) -> f32 {
@@ -413,8 +433,8 @@ mod tests {
         assert!(err.to_string().contains(":4242"), "{err}");
     }
 
-    /// Pushed frames come out as pushed; odd sizes are cropped to even; a closed pusher
-    /// ends the source.
+    /// Pushed frames come out as pushed; odd sizes are cropped to even; no new frame is
+    /// `None` (not a wait forever); a closed pusher ends the source.
     #[test]
     fn pushed_frames_are_cropped_to_even_sizes() {
         let (mut source, pusher) = PushedFrames::new("game view", 30.0);
@@ -425,7 +445,12 @@ mod tests {
             rgba,
         }));
         let mut out = Vec::new();
-        assert_eq!(source.next_frame(&mut out).expect("frame"), (4, 2));
+        assert_eq!(source.next_frame(&mut out).expect("frame"), Some((4, 2)));
+        assert_eq!(
+            source.next_frame(&mut out).expect("no frame yet"),
+            None,
+            "nothing pushed: the share goes on"
+        );
         let reds: Vec<u8> = out.chunks(4).map(|p| p[0]).collect();
         assert_eq!(reds, vec![0, 1, 2, 3, 5, 6, 7, 8]);
         drop(pusher);

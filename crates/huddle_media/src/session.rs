@@ -126,23 +126,111 @@ pub struct MediaSession {
     io: DeviceIo,
 }
 
-/// The session's devices: each runs until its own stop flag is set, so one can be replaced
-/// during the call while the others go on.
+/// The session's devices. Each runs until its own stop flag is set, so one can be replaced
+/// during the call while the others go on; the old one is stopped (and its thread joined, so
+/// an exclusive device is free again) before the new one opens, and choosing the device in
+/// use again changes nothing.
 struct DeviceIo {
-    video: EncoderSettings,
     stereo_audio: bool,
     runtime: tokio::runtime::Handle,
     mixer: SharedMixer,
-    output_stop: std::sync::Mutex<Arc<AtomicBool>>,
-    input_stop: std::sync::Mutex<Arc<AtomicBool>>,
+    output: std::sync::Mutex<RunningDevice>,
+    input: std::sync::Mutex<RunningDevice>,
     /// The microphone's 20 ms frames; `None` sends the tone.
     microphone: SharedMicrophone,
-    /// The camera; `None` sends the test pattern.
+    /// The chosen camera, opened by the video sender only while video is on.
     camera: SharedCamera,
 }
 
 type SharedMicrophone = Arc<std::sync::Mutex<Option<Receiver<Vec<i16>>>>>;
-type SharedCamera = Arc<std::sync::Mutex<Option<CameraCapture>>>;
+type SharedCamera = Arc<std::sync::Mutex<CameraState>>;
+
+/// An audio device in use: its id, and how to stop it.
+#[derive(Default)]
+struct RunningDevice {
+    started: bool,
+    id: Option<String>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningDevice {
+    /// Whether `id` is what already runs.
+    fn is(&self, id: Option<&str>) -> bool {
+        self.started && self.id.as_deref() == id
+    }
+
+    /// Stops it and waits until its thread has let the device go.
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The camera: which one is chosen, and its capture while video is on.
+#[derive(Default)]
+struct CameraState {
+    /// The chosen camera (`None`: the test pattern).
+    selected: Option<String>,
+    /// Its capture, while video is on.
+    capture: Option<CameraCapture>,
+    /// An open under way (on its own thread).
+    opening: Option<Receiver<Result<CameraCapture, CameraError>>>,
+    /// The chosen camera failed to open: not retried until chosen again.
+    failed: bool,
+}
+
+impl CameraState {
+    /// Opens the chosen camera while `video_on`, closes it otherwise (the camera light goes
+    /// off with the video). Opening happens on its own thread; a failure is reported once.
+    fn sync(&mut self, video_on: bool, video: EncoderSettings, failed: impl FnOnce(CameraError)) {
+        let Some(id) = self.selected.clone().filter(|_| video_on) else {
+            self.capture = None;
+            self.opening = None;
+            return;
+        };
+        if self.capture.is_some() || self.failed {
+            return;
+        }
+        if let Some(opening) = &self.opening {
+            match opening.try_recv() {
+                Ok(Ok(capture)) => {
+                    self.capture = Some(capture);
+                    self.opening = None;
+                }
+                Ok(Err(err)) => {
+                    self.failed = true;
+                    self.opening = None;
+                    failed(err);
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => {}
+                Err(crossbeam_channel::TryRecvError::Disconnected) => self.opening = None,
+            }
+            return;
+        }
+        let (done, opening) = crossbeam_channel::bounded(1);
+        let fps = video.fps.round() as u32;
+        let spawned = std::thread::Builder::new()
+            .name("huddle-camera-open".into())
+            .spawn(move || {
+                // A camera just closed (a switch) may need a moment to be free again.
+                let mut result = CameraCapture::open(&id, video.width, video.height, fps);
+                for _ in 0..3 {
+                    if result.is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    result = CameraCapture::open(&id, video.width, video.height, fps);
+                }
+                let _ = done.send(result);
+            });
+        if spawned.is_ok() {
+            self.opening = Some(opening);
+        }
+    }
+}
 
 /// A real (not synthetic) device id.
 fn real_device(id: Option<&str>) -> Option<&str> {
@@ -153,78 +241,92 @@ impl DeviceIo {
     /// Plays the mix on `id` (`None`/synthetic: the timer-paced null sink). A device that
     /// fails to open leaves the null sink playing and says why.
     fn set_output(&self, id: Option<&str>) -> Result<(), String> {
+        let mut running = self.output.lock().unwrap_or_else(|p| p.into_inner());
+        if running.is(id) {
+            return Ok(());
+        }
+        running.stop();
         let stop = Arc::new(AtomicBool::new(false));
-        let opened = match real_device(id) {
-            Some(device) => devices::start_output(device, self.mixer.clone(), stop.clone()),
-            None => Ok(()),
+        let (thread, opened) = match real_device(id) {
+            Some(device) => match devices::start_output(device, self.mixer.clone(), stop.clone()) {
+                Ok(thread) => (Some(thread), Ok(())),
+                Err(err) => (None, Err(err)),
+            },
+            None => (None, Ok(())),
         };
-        if real_device(id).is_none() || opened.is_err() {
+        if thread.is_none() {
             NullSink::start(&self.runtime, self.mixer.clone(), stop.clone());
         }
-        let previous = std::mem::replace(
-            &mut *self.output_stop.lock().unwrap_or_else(|p| p.into_inner()),
+        *running = RunningDevice {
+            started: true,
+            id: id.map(str::to_owned),
             stop,
-        );
-        previous.store(true, Ordering::Relaxed);
+            thread,
+        };
         opened
     }
 
     /// Sends microphone `id` (`None`/synthetic: the tone). A device that fails to open
     /// leaves the tone and says why.
     fn set_input(&self, id: Option<&str>) -> Result<(), String> {
+        let mut running = self.input.lock().unwrap_or_else(|p| p.into_inner());
+        if running.is(id) {
+            return Ok(());
+        }
+        running.stop();
         let stop = Arc::new(AtomicBool::new(false));
-        let (microphone, opened) = match real_device(id) {
+        let (microphone, thread, opened) = match real_device(id) {
             Some(device) => {
                 let (tx, rx) = crossbeam_channel::bounded(16);
                 match devices::start_input(device, tx, stop.clone(), self.stereo_audio) {
-                    Ok(()) => (Some(rx), Ok(())),
-                    Err(err) => (None, Err(err)),
+                    Ok(thread) => (Some(rx), Some(thread), Ok(())),
+                    Err(err) => (None, None, Err(err)),
                 }
             }
-            None => (None, Ok(())),
+            None => (None, None, Ok(())),
         };
         *self.microphone.lock().unwrap_or_else(|p| p.into_inner()) = microphone;
-        let previous = std::mem::replace(
-            &mut *self.input_stop.lock().unwrap_or_else(|p| p.into_inner()),
+        *running = RunningDevice {
+            started: true,
+            id: id.map(str::to_owned),
             stop,
-        );
-        previous.store(true, Ordering::Relaxed);
+            thread,
+        };
         opened
     }
 
-    /// Sends camera `id` (`None`/synthetic: the test pattern). A camera that fails to open
-    /// leaves the pattern and says why.
+    /// Sends camera `id` from now on (`None`/synthetic: the test pattern). It opens when
+    /// video is on (a failure arrives as `PeerEvent::DeviceFailed`); a malformed id is an
+    /// error at once.
     fn set_camera(&self, id: Option<&str>) -> Result<(), CameraError> {
-        let opened = match real_device(id) {
-            Some(device) => CameraCapture::open(
-                device,
-                self.video.width,
-                self.video.height,
-                self.video.fps.round() as u32,
-            )
-            .map(Some),
-            None => Ok(None),
-        };
-        let mut camera = self.camera.lock().unwrap_or_else(|p| p.into_inner());
-        match opened {
-            Ok(capture) => {
-                *camera = capture;
-                Ok(())
-            }
-            Err(err) => {
-                *camera = None;
-                Err(err)
-            }
+        let id = real_device(id);
+        if let Some(id) = id
+            && !id.starts_with(crate::camera::CAMERA_PREFIX)
+        {
+            return Err(CameraError {
+                id: id.to_owned(),
+                reason: format!(
+                    "not a camera id (expected `{}<n>`)",
+                    crate::camera::CAMERA_PREFIX
+                ),
+            });
         }
+        let mut camera = self.camera.lock().unwrap_or_else(|p| p.into_inner());
+        if camera.selected.as_deref() == id {
+            return Ok(());
+        }
+        *camera = CameraState {
+            selected: id.map(str::to_owned),
+            ..CameraState::default()
+        };
+        Ok(())
     }
 
     fn close(&self) {
-        for stop in [&self.output_stop, &self.input_stop] {
-            stop.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .store(true, Ordering::Relaxed);
+        for device in [&self.output, &self.input] {
+            device.lock().unwrap_or_else(|p| p.into_inner()).stop();
         }
-        *self.camera.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.camera.lock().unwrap_or_else(|p| p.into_inner()) = CameraState::default();
     }
 }
 
@@ -251,14 +353,13 @@ impl MediaSession {
         let mixer: SharedMixer = Arc::new(std::sync::Mutex::new(Mixer::default()));
         let recording_tap: RecordingTap = Arc::new(std::sync::Mutex::new(None));
         let io = DeviceIo {
-            video: config.video,
             stereo_audio: config.stereo_audio,
             runtime: runtime.clone(),
             mixer: mixer.clone(),
-            output_stop: std::sync::Mutex::new(Arc::new(AtomicBool::new(false))),
-            input_stop: std::sync::Mutex::new(Arc::new(AtomicBool::new(false))),
+            output: std::sync::Mutex::new(RunningDevice::default()),
+            input: std::sync::Mutex::new(RunningDevice::default()),
             microphone: Arc::new(std::sync::Mutex::new(None)),
-            camera: Arc::new(std::sync::Mutex::new(None)),
+            camera: Arc::new(std::sync::Mutex::new(CameraState::default())),
         };
         let report_device = |reason: String| {
             let _ = events_tx.send(PeerEvent::Error {
@@ -341,8 +442,10 @@ impl MediaSession {
         self.io.set_input(device)
     }
 
-    /// Sends this camera from now on (`None` or a synthetic id: the test pattern). If it
-    /// cannot be opened the pattern is sent and the error says why.
+    /// Sends this camera from now on (`None` or a synthetic id: the test pattern). It is
+    /// opened only while video is on (an audio-only or paused call keeps it off); if it cannot
+    /// be opened the pattern is sent and `PeerEvent::DeviceFailed` says why. A malformed id
+    /// is an error at once.
     pub fn set_video_input(&self, device: Option<&str>) -> Result<(), CameraError> {
         self.io.set_camera(device)
     }
@@ -356,12 +459,13 @@ impl MediaSession {
             .is_some()
     }
 
-    /// The camera being sent, if any (else the test pattern).
+    /// The camera being sent, if one is open (else the test pattern).
     pub fn camera_id(&self) -> Option<String> {
         self.io
             .camera
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .capture
             .as_ref()
             .map(|c| c.id().to_owned())
     }
@@ -821,11 +925,24 @@ async fn send_video(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut rgba = Vec::new();
     let mut number = 0u32;
+    // RTP time advances by the real time between frames sent (a camera slower than the
+    // ticker, or frames skipped, must not slow the receiver's clock).
+    let mut last_sent: Option<std::time::Instant> = None;
     while !switches.closed.load(Ordering::Relaxed) {
         ticker.tick().await;
-        if switches.video_paused.load(Ordering::Relaxed)
-            || !switches.video_enabled.load(Ordering::Relaxed)
-        {
+        let video_on = !switches.video_paused.load(Ordering::Relaxed)
+            && switches.video_enabled.load(Ordering::Relaxed);
+        camera
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sync(video_on, settings, |err| {
+                let _ = events.send(PeerEvent::DeviceFailed {
+                    kind: crate::DeviceKind::VideoInput,
+                    id: err.id,
+                    reason: err.reason,
+                });
+            });
+        if !video_on {
             continue;
         }
         let targets: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
@@ -847,21 +964,31 @@ async fn send_video(
             .unwrap_or(settings.bitrate_bps);
         let (width, height) = {
             let mut camera = camera.lock().unwrap_or_else(|p| p.into_inner());
-            match camera.as_ref() {
+            match camera.capture.as_ref() {
                 Some(capture) => match (capture.take_newest(), capture.failure()) {
-                    (Some(picture), _) if picture.width % 2 == 0 && picture.height % 2 == 0 => {
-                        rgba = picture.rgba;
-                        (picture.width, picture.height)
+                    (Some(picture), _) => {
+                        let size = crate::screen::crop_to_even(
+                            picture.width,
+                            picture.height,
+                            picture.rgba,
+                            &mut rgba,
+                        );
+                        match size {
+                            Some(size) => size,
+                            None => continue,
+                        }
                     }
-                    (_, Some(failure)) => {
-                        report(format!(
-                            "camera `{}` stopped ({failure}); sending the test pattern",
-                            capture.id()
-                        ));
-                        *camera = None;
+                    (None, Some(failure)) => {
+                        let _ = events.send(PeerEvent::DeviceFailed {
+                            kind: crate::DeviceKind::VideoInput,
+                            id: capture.id().to_owned(),
+                            reason: format!("stopped ({failure}); sending the test pattern"),
+                        });
+                        camera.capture = None;
+                        camera.failed = true;
                         continue;
                     }
-                    _ => continue,
+                    (None, None) => continue,
                 },
                 None => {
                     number += 1;
@@ -918,9 +1045,15 @@ async fn send_video(
         if let Some(recorder) = &recorder {
             recorder.video(&config.local_uid, &encoded.data, width, height);
         }
+        let now = std::time::Instant::now();
+        let duration = last_sent.map_or(period, |at| {
+            now.duration_since(at)
+                .clamp(Duration::from_millis(1), Duration::from_secs(1))
+        });
+        last_sent = Some(now);
         let mut sent = false;
         for peer in &targets {
-            sent |= peer.write_video(&encoded, period).await;
+            sent |= peer.write_video(&encoded, duration).await;
         }
         if sent {
             counters.video_frames_sent.fetch_add(1, Ordering::Relaxed);
@@ -1025,7 +1158,8 @@ impl ScreenShareLoop {
             || !self.stop.load(Ordering::Relaxed) && !self.switches.closed.load(Ordering::Relaxed);
         while running() {
             let (width, height) = match source.next_frame(&mut rgba) {
-                Ok(size) => size,
+                Ok(Some(size)) => size,
+                Ok(None) => continue,
                 Err(err) => {
                     if running() {
                         ended(err.to_string());

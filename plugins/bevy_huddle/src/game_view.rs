@@ -13,9 +13,10 @@
 //!    pushes them; the share thread encodes the newest frame as H.264 and sends it to every
 //!    peer exactly like a desktop share, so the others get `ScreenShareStarted` and a
 //!    `ScreenShareTile` with the game's view.
-//! 4. A camera that is despawned, or renders to something that cannot be read back, gives a
-//!    `ScreenShare` error and turns the share off. Stopping the share removes the
-//!    [`CameraShare`]; dropping its pusher ends the source.
+//! 4. A camera that is despawned, renders to something that cannot be read back, or never
+//!    delivers a first picture (no renderer) gives a `ScreenShare` error and turns the share
+//!    off; a window that stops rendering for a while (minimised) only pauses the share.
+//!    Stopping the share removes the [`CameraShare`]; dropping its pusher ends the source.
 //!
 //! Without the `game_view` feature (no `bevy_render`), sharing a camera is refused with a
 //! typed error.
@@ -62,8 +63,9 @@ mod enabled {
     use crate::error::HuddleError;
     use crate::events::CallEvent;
 
-    /// How long one capture may take before the share is given up (shader compilation on a
-    /// CPU renderer can hold the first frames for a while).
+    /// How long the first capture may take before the share is given up (no renderer, or
+    /// shader compilation on a CPU renderer holding the first frames for a while); once
+    /// pictures have come, a capture that takes this long is simply asked for again.
     const CAPTURE_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// A running game-view share, on the call entity.
@@ -145,7 +147,12 @@ mod enabled {
                 continue;
             }
             if share.in_flight.load(Ordering::Acquire) {
-                if now.duration_since(share.requested_at) > CAPTURE_TIMEOUT {
+                let stuck = now.duration_since(share.requested_at) > CAPTURE_TIMEOUT;
+                if stuck && share.frames_captured() > 0 {
+                    // It rendered before (a minimised window renders nothing): ask again,
+                    // the share goes on.
+                    share.in_flight.store(false, Ordering::Release);
+                } else if stuck {
                     fail(
                         &mut commands,
                         &mut events,

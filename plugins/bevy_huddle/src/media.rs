@@ -446,6 +446,12 @@ pub(crate) fn drain_call_media(
                         stats.first_remote_media.get_or_insert(now);
                     }
                 }
+                PeerEvent::DeviceFailed { kind, id, reason } => {
+                    errors.write(CallEvent::Error {
+                        call: Some(call),
+                        error: HuddleError::DeviceUnavailable { kind, id, reason },
+                    });
+                }
                 PeerEvent::Error { uid, reason } => {
                     errors.write(CallEvent::Error {
                         call: Some(call),
@@ -785,7 +791,8 @@ pub(crate) fn follow_screen_shares(
 
 /// A device chosen during the call (`set_audio_input_device`, `set_audio_output_device`,
 /// `set_video_input_device`, `switch_camera`) is switched to live in every running media
-/// session; one that cannot be opened gives a `DeviceUnavailable` error, and the synthetic
+/// session; one that cannot be opened gives a `DeviceUnavailable` error (for cameras a moment
+/// later: they open off the main thread, and only while video is on), and the synthetic
 /// stand-in (tone, null sink, test pattern) takes its place until another is chosen.
 pub(crate) fn follow_device_selection(
     mut events: ParamSet<(MessageReader<CallEvent>, MessageWriter<CallEvent>)>,

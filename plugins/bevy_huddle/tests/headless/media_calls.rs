@@ -535,10 +535,13 @@ fn recording_saves_a_file_and_an_unwritable_folder_is_an_error() {
     let started = Instant::now();
     run_for(&mut [&mut alice, &mut bob], Duration::from_secs(2));
     act(&mut alice, CallAction::StopRecording);
-    pump(&mut [&mut alice, &mut bob], "saved", |apps| {
+    pump(&mut [&mut alice, &mut bob], "saved, and bob told", |apps| {
         recording_events(apps[0])
             .iter()
             .any(|e| matches!(e, CallEvent::RecordingSaved { .. }))
+            && recording_events(apps[1]).iter().any(|e| {
+                matches!(e, CallEvent::RecordingToggled { started: false, by, .. } if by == "alice")
+            })
     });
     let lasted = started.elapsed().as_secs_f64();
     let saved = recording_events(&alice)
@@ -762,6 +765,30 @@ fn devices_switch_live_and_a_broken_one_falls_back() {
         CallAction::SetVideoInputDevice("camera:57".into()),
     );
     alice.update();
+    // Cameras open off the main thread: the failure arrives a moment later.
+    pump(
+        &mut [&mut alice, &mut bob],
+        "the camera's failure",
+        |apps| {
+            apps[0]
+                .world()
+                .resource::<ObservedEvents>()
+                .0
+                .iter()
+                .any(|e| {
+                    matches!(
+                        e,
+                        CallEvent::Error {
+                            error: HuddleError::DeviceUnavailable {
+                                kind: DeviceKind::VideoInput,
+                                ..
+                            },
+                            ..
+                        }
+                    )
+                })
+        },
+    );
     let unavailable: Vec<(DeviceKind, String)> = take_events(&mut alice)
         .into_iter()
         .filter_map(|e| match e {
