@@ -427,14 +427,9 @@ fn take_screenshot(
         if state.frames_after_first >= SECOND_SCREENSHOT_AFTER_FRAMES {
             state.second_requested = true;
             info!("taking a second screenshot to {}", second.display());
-            commands
-                .spawn(Screenshot::primary_window())
-                .observe(save_to_disk(second.clone()))
-                .observe(
-                    |_: On<ScreenshotCaptured>, mut state: ResMut<ScreenshotState>| {
-                        state.second_saved = true;
-                    },
-                );
+            save_screenshot(&mut commands, second.clone(), |state| {
+                state.second_saved = true
+            });
         }
         return;
     }
@@ -451,13 +446,16 @@ fn take_screenshot(
     }
     state.requested = true;
     info!("taking a screenshot to {}", path.display());
+    save_screenshot(&mut commands, path.clone(), |state| state.saved = true);
+}
+
+/// Saves a screenshot of the window to `path`; `saved` marks it done in the state.
+fn save_screenshot(commands: &mut Commands, path: PathBuf, saved: fn(&mut ScreenshotState)) {
     commands
         .spawn(Screenshot::primary_window())
-        .observe(save_to_disk(path.clone()))
+        .observe(save_to_disk(path))
         .observe(
-            |_: On<ScreenshotCaptured>, mut state: ResMut<ScreenshotState>| {
-                state.saved = true;
-            },
+            move |_: On<ScreenshotCaptured>, mut state: ResMut<ScreenshotState>| saved(&mut state),
         );
 }
 

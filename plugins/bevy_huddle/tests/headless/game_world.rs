@@ -227,16 +227,7 @@ fn mesh_surface_shows_video_and_a_click_on_it_pins() {
     let mut app = rendering_app(|app| {
         app.add_plugins(MeshPickingPlugin);
     });
-    let settings = CallSettings::builder()
-        .mode(LayoutMode::Spotlight)
-        .build()
-        .expect("valid");
-    let call = joined_call(
-        &mut app,
-        Call::new("s", settings).group(),
-        &["bob", "carol"],
-    );
-    let bob = participant(&mut app, "bob");
+    let (call, bob) = spotlight_with_bob_and_carol(&mut app);
     let mesh = app
         .world_mut()
         .resource_mut::<Assets<Mesh>>()

@@ -186,3 +186,13 @@ pub fn video_paused(app: &mut App, call: Entity, uid: &str, paused: bool) {
     );
     app.update();
 }
+
+/// A joined Spotlight group call "s" with bob and carol; returns the call and bob.
+pub fn spotlight_with_bob_and_carol(app: &mut App) -> (Entity, Entity) {
+    let settings = CallSettings::builder()
+        .mode(LayoutMode::Spotlight)
+        .build()
+        .expect("valid");
+    let call = joined_call(app, Call::new("s", settings).group(), &["bob", "carol"]);
+    (call, participant(app, "bob"))
+}

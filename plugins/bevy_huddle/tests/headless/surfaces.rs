@@ -39,16 +39,7 @@ fn surface_app() -> (App, Entity, Entity) {
             .add_systems(PreUpdate, surface_backend.in_set(PickingSystems::Backend));
     });
     app.world_mut().spawn(PointerId::Mouse);
-    let settings = CallSettings::builder()
-        .mode(LayoutMode::Spotlight)
-        .build()
-        .expect("valid");
-    let call = joined_call(
-        &mut app,
-        Call::new("s", settings).group(),
-        &["bob", "carol"],
-    );
-    let bob = participant(&mut app, "bob");
+    let (call, bob) = spotlight_with_bob_and_carol(&mut app);
     let screen = app
         .world_mut()
         .spawn((Sprite::default(), VideoSurface(bob), Transform::default()))
