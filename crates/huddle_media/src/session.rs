@@ -131,15 +131,32 @@ pub struct MediaSession {
 /// an exclusive device is free again) before the new one opens, and choosing the device in
 /// use again changes nothing.
 struct DeviceIo {
-    stereo_audio: bool,
-    runtime: tokio::runtime::Handle,
-    mixer: SharedMixer,
-    output: std::sync::Mutex<RunningDevice>,
-    input: std::sync::Mutex<RunningDevice>,
+    /// Audio device changes, applied in order by the audio worker thread (opening a device
+    /// can take a while; the caller — often the Bevy main thread — never waits for it).
+    audio: Sender<AudioCommand>,
+    audio_worker: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The microphone's 20 ms frames; `None` sends the tone.
     microphone: SharedMicrophone,
     /// The chosen camera, opened by the video sender only while video is on.
     camera: SharedCamera,
+}
+
+/// A change for the audio worker.
+enum AudioCommand {
+    Output(Option<String>),
+    Input(Option<String>),
+    Close,
+}
+
+/// The audio worker's side: the running output and input, replaced on request.
+struct AudioWorker {
+    stereo_audio: bool,
+    runtime: tokio::runtime::Handle,
+    mixer: SharedMixer,
+    microphone: SharedMicrophone,
+    events: Sender<PeerEvent>,
+    output: RunningDevice,
+    input: RunningDevice,
 }
 
 type SharedMicrophone = Arc<std::sync::Mutex<Option<Receiver<Vec<i16>>>>>;
@@ -237,62 +254,130 @@ fn real_device(id: Option<&str>) -> Option<&str> {
     id.filter(|id| !devices::is_synthetic(id))
 }
 
-impl DeviceIo {
-    /// Plays the mix on `id` (`None`/synthetic: the timer-paced null sink). A device that
-    /// fails to open leaves the null sink playing and says why.
-    fn set_output(&self, id: Option<&str>) -> Result<(), String> {
-        let mut running = self.output.lock().unwrap_or_else(|p| p.into_inner());
-        if running.is(id) {
-            return Ok(());
+impl AudioWorker {
+    /// Applies changes in order until told to close (or the session is gone), then stops
+    /// both devices.
+    fn run(mut self, commands: Receiver<AudioCommand>) {
+        while let Ok(command) = commands.recv() {
+            match command {
+                AudioCommand::Output(id) => self.set_output(id.as_deref()),
+                AudioCommand::Input(id) => self.set_input(id.as_deref()),
+                AudioCommand::Close => break,
+            }
         }
-        running.stop();
+        self.output.stop();
+        self.input.stop();
+    }
+
+    fn failed(&self, kind: crate::DeviceKind, id: Option<&str>, reason: String) {
+        let _ = self.events.send(PeerEvent::DeviceFailed {
+            kind,
+            id: id.unwrap_or_default().to_owned(),
+            reason,
+        });
+    }
+
+    /// Plays the mix on `id` (`None`/synthetic: the timer-paced null sink). A device that
+    /// fails to open leaves the null sink playing and is reported.
+    fn set_output(&mut self, id: Option<&str>) {
+        if self.output.is(id) {
+            return;
+        }
+        self.output.stop();
         let stop = Arc::new(AtomicBool::new(false));
-        let (thread, opened) = match real_device(id) {
+        let thread = match real_device(id) {
             Some(device) => match devices::start_output(device, self.mixer.clone(), stop.clone()) {
-                Ok(thread) => (Some(thread), Ok(())),
-                Err(err) => (None, Err(err)),
+                Ok(thread) => Some(thread),
+                Err(err) => {
+                    let reason = format!("{err}; playing on the null sink");
+                    self.failed(crate::DeviceKind::AudioOutput, id, reason);
+                    None
+                }
             },
-            None => (None, Ok(())),
+            None => None,
         };
         if thread.is_none() {
             NullSink::start(&self.runtime, self.mixer.clone(), stop.clone());
         }
-        *running = RunningDevice {
+        self.output = RunningDevice {
             started: true,
             id: id.map(str::to_owned),
             stop,
             thread,
         };
-        opened
     }
 
     /// Sends microphone `id` (`None`/synthetic: the tone). A device that fails to open
-    /// leaves the tone and says why.
-    fn set_input(&self, id: Option<&str>) -> Result<(), String> {
-        let mut running = self.input.lock().unwrap_or_else(|p| p.into_inner());
-        if running.is(id) {
-            return Ok(());
+    /// leaves the tone and is reported.
+    fn set_input(&mut self, id: Option<&str>) {
+        if self.input.is(id) {
+            return;
         }
-        running.stop();
+        self.input.stop();
         let stop = Arc::new(AtomicBool::new(false));
-        let (microphone, thread, opened) = match real_device(id) {
+        let (microphone, thread) = match real_device(id) {
             Some(device) => {
                 let (tx, rx) = crossbeam_channel::bounded(16);
                 match devices::start_input(device, tx, stop.clone(), self.stereo_audio) {
-                    Ok(thread) => (Some(rx), Some(thread), Ok(())),
-                    Err(err) => (None, None, Err(err)),
+                    Ok(thread) => (Some(rx), Some(thread)),
+                    Err(err) => {
+                        let reason = format!("{err}; sending the synthetic tone");
+                        self.failed(crate::DeviceKind::AudioInput, id, reason);
+                        (None, None)
+                    }
                 }
             }
-            None => (None, None, Ok(())),
+            None => (None, None),
         };
         *self.microphone.lock().unwrap_or_else(|p| p.into_inner()) = microphone;
-        *running = RunningDevice {
+        self.input = RunningDevice {
             started: true,
             id: id.map(str::to_owned),
             stop,
             thread,
         };
-        opened
+    }
+}
+
+impl DeviceIo {
+    /// Starts the audio worker with the null sink and the tone.
+    fn start(
+        runtime: &tokio::runtime::Handle,
+        mixer: SharedMixer,
+        stereo_audio: bool,
+        events: Sender<PeerEvent>,
+    ) -> Self {
+        let microphone: SharedMicrophone = Arc::new(std::sync::Mutex::new(None));
+        let (audio, commands) = crossbeam_channel::unbounded();
+        let worker = AudioWorker {
+            stereo_audio,
+            runtime: runtime.clone(),
+            mixer,
+            microphone: microphone.clone(),
+            events,
+            output: RunningDevice::default(),
+            input: RunningDevice::default(),
+        };
+        let audio_worker = std::thread::Builder::new()
+            .name("huddle-audio-devices".into())
+            .spawn(move || worker.run(commands))
+            .ok();
+        Self {
+            audio,
+            audio_worker: std::sync::Mutex::new(audio_worker),
+            microphone,
+            camera: Arc::new(std::sync::Mutex::new(CameraState::default())),
+        }
+    }
+
+    /// Plays the mix on `id` from now on (applied by the audio worker).
+    fn set_output(&self, id: Option<&str>) {
+        let _ = self.audio.send(AudioCommand::Output(id.map(str::to_owned)));
+    }
+
+    /// Sends microphone `id` from now on (applied by the audio worker).
+    fn set_input(&self, id: Option<&str>) {
+        let _ = self.audio.send(AudioCommand::Input(id.map(str::to_owned)));
     }
 
     /// Sends camera `id` from now on (`None`/synthetic: the test pattern). It opens when
@@ -323,8 +408,14 @@ impl DeviceIo {
     }
 
     fn close(&self) {
-        for device in [&self.output, &self.input] {
-            device.lock().unwrap_or_else(|p| p.into_inner()).stop();
+        let _ = self.audio.send(AudioCommand::Close);
+        if let Some(worker) = self
+            .audio_worker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = worker.join();
         }
         *self.camera.lock().unwrap_or_else(|p| p.into_inner()) = CameraState::default();
     }
@@ -352,33 +443,20 @@ impl MediaSession {
         let events_tx_signals = events_tx.clone();
         let mixer: SharedMixer = Arc::new(std::sync::Mutex::new(Mixer::default()));
         let recording_tap: RecordingTap = Arc::new(std::sync::Mutex::new(None));
-        let io = DeviceIo {
-            stereo_audio: config.stereo_audio,
-            runtime: runtime.clone(),
-            mixer: mixer.clone(),
-            output: std::sync::Mutex::new(RunningDevice::default()),
-            input: std::sync::Mutex::new(RunningDevice::default()),
-            microphone: Arc::new(std::sync::Mutex::new(None)),
-            camera: Arc::new(std::sync::Mutex::new(CameraState::default())),
-        };
-        let report_device = |reason: String| {
-            let _ = events_tx.send(PeerEvent::Error {
-                uid: config.local_uid.clone(),
-                reason,
-            });
-        };
-        if let Err(err) = io.set_output(config.audio_output.as_deref()) {
-            report_device(format!(
-                "audio output unavailable, using the null sink: {err}"
-            ));
-        }
-        if let Err(err) = io.set_input(config.audio_input.as_deref()) {
-            report_device(format!(
-                "microphone unavailable, sending the synthetic tone: {err}"
-            ));
-        }
+        let io = DeviceIo::start(
+            runtime,
+            mixer.clone(),
+            config.stereo_audio,
+            events_tx.clone(),
+        );
+        io.set_output(config.audio_output.as_deref());
+        io.set_input(config.audio_input.as_deref());
         if let Err(err) = io.set_camera(config.video_input.as_deref()) {
-            report_device(format!("{err}; sending the test pattern"));
+            let _ = events_tx.send(PeerEvent::DeviceFailed {
+                kind: crate::DeviceKind::VideoInput,
+                id: err.id,
+                reason: format!("{}; sending the test pattern", err.reason),
+            });
         }
         let tone_hz = tone_frequency_for(&config.local_uid);
         runtime.spawn(run_actor(
@@ -431,15 +509,17 @@ impl MediaSession {
     }
 
     /// Plays the call on this output device from now on (`None` or a synthetic id: the
-    /// null sink). If it cannot be opened the null sink plays and the error says why.
-    pub fn set_audio_output(&self, device: Option<&str>) -> Result<(), String> {
-        self.io.set_output(device)
+    /// null sink). The device opens on the session's audio worker, so this never waits; if
+    /// it cannot be opened the null sink plays and `PeerEvent::DeviceFailed` says why.
+    pub fn set_audio_output(&self, device: Option<&str>) {
+        self.io.set_output(device);
     }
 
-    /// Sends this microphone from now on (`None` or a synthetic id: the tone). If it cannot
-    /// be opened the tone is sent and the error says why.
-    pub fn set_audio_input(&self, device: Option<&str>) -> Result<(), String> {
-        self.io.set_input(device)
+    /// Sends this microphone from now on (`None` or a synthetic id: the tone). The device
+    /// opens on the session's audio worker, so this never waits; if it cannot be opened the
+    /// tone is sent and `PeerEvent::DeviceFailed` says why.
+    pub fn set_audio_input(&self, device: Option<&str>) {
+        self.io.set_input(device);
     }
 
     /// Sends this camera from now on (`None` or a synthetic id: the test pattern). It is

@@ -791,8 +791,8 @@ pub(crate) fn follow_screen_shares(
 
 /// A device chosen during the call (`set_audio_input_device`, `set_audio_output_device`,
 /// `set_video_input_device`, `switch_camera`) is switched to live in every running media
-/// session; one that cannot be opened gives a `DeviceUnavailable` error (for cameras a moment
-/// later: they open off the main thread, and only while video is on), and the synthetic
+/// session; one that cannot be opened gives a `DeviceUnavailable` error a moment later
+/// (devices open off the main thread; cameras only while video is on), and the synthetic
 /// stand-in (tone, null sink, test pattern) takes its place until another is chosen.
 pub(crate) fn follow_device_selection(
     mut events: ParamSet<(MessageReader<CallEvent>, MessageWriter<CallEvent>)>,
@@ -809,9 +809,16 @@ pub(crate) fn follow_device_selection(
     for device in chosen {
         for (call, media) in &sessions {
             let id = Some(device.id.as_str());
+            // Devices open off the main thread: failures come back as `DeviceFailed`.
             let switched = match device.kind {
-                crate::devices::DeviceKind::AudioInput => media.session.set_audio_input(id),
-                crate::devices::DeviceKind::AudioOutput => media.session.set_audio_output(id),
+                crate::devices::DeviceKind::AudioInput => {
+                    media.session.set_audio_input(id);
+                    Ok(())
+                }
+                crate::devices::DeviceKind::AudioOutput => {
+                    media.session.set_audio_output(id);
+                    Ok(())
+                }
                 crate::devices::DeviceKind::VideoInput => {
                     media.session.set_video_input(id).map_err(|err| err.reason)
                 }
