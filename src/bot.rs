@@ -217,6 +217,8 @@ pub fn run(args: BotArgs) -> ExitCode {
             keyframe_interval: (args.fps * 4.0) as u32,
         },
         stereo_audio: args.stereo,
+        // Headless: nobody looks at our own tile.
+        local_preview: false,
         ..MediaSettings::default()
     })
     .add_systems(

@@ -73,7 +73,11 @@ pub fn run(args: DemoArgs) -> ExitCode {
         Err(code) => return code,
     };
     app.insert_resource(DemoConfig::from(&args))
-        .insert_resource(demo_media_settings_at(DemoConfig::from(&args).video))
+        .insert_resource(bevy_huddle::media::MediaSettings {
+            // The demo draws its own preview of the pattern (SyntheticCamera).
+            local_preview: false,
+            ..demo_media_settings_at(DemoConfig::from(&args).video)
+        })
         .init_resource::<ScreenshotState>()
         .init_resource::<FrameStats>()
         .add_systems(Last, (record_frame_times, print_frame_stats).chain())

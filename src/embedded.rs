@@ -153,7 +153,11 @@ pub fn spawn_bot(
                 HuddlePlugins,
             ))
             .insert_resource(runtime)
-            .insert_resource(media);
+            // Headless: nobody looks at the bot's own tile.
+            .insert_resource(bevy_huddle::media::MediaSettings {
+                local_preview: false,
+                ..media
+            });
             match join {
                 BotJoin::Session(session_id) => {
                     app.insert_resource(JoinOnLogin {

@@ -124,6 +124,8 @@ pub struct MediaSession {
     screen_share: std::sync::Mutex<Option<Arc<AtomicBool>>>,
     /// The devices in use (switchable during the call).
     io: DeviceIo,
+    /// Our own picture for the self-view.
+    preview: SharedPreview,
 }
 
 /// The session's devices. Each runs until its own stop flag is set, so one can be replaced
@@ -246,6 +248,38 @@ impl CameraState {
         if spawned.is_ok() {
             self.opening = Some(opening);
         }
+    }
+}
+
+/// What we send, for our own tile (self-view): the newest picture, at most 15 a second.
+#[derive(Clone, Default)]
+struct SharedPreview {
+    wanted: Arc<AtomicBool>,
+    newest: Arc<std::sync::Mutex<Option<crate::peer::DecodedVideo>>>,
+    last: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+}
+
+impl SharedPreview {
+    /// Keeps a copy of this picture unless one was kept less than 66 ms ago.
+    fn offer(&self, width: u32, height: u32, rgba: &[u8]) {
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|at| now.duration_since(at) < Duration::from_millis(66)) {
+            return;
+        }
+        *last = Some(now);
+        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        // Reuse the buffer the reader has not taken yet.
+        let mut pixels = newest.take().map(|f| f.rgba).unwrap_or_default();
+        pixels.clear();
+        pixels.extend_from_slice(rgba);
+        *newest = Some(crate::peer::DecodedVideo {
+            width,
+            height,
+            rgba: pixels,
+            stamp: None,
+            encoded: bytes::Bytes::new(),
+        });
     }
 }
 
@@ -470,9 +504,11 @@ impl MediaSession {
             mixer.clone(),
             recording_tap.clone(),
         ));
+        let preview = SharedPreview::default();
         runtime.spawn(send_video(
             config.clone(),
             io.camera.clone(),
+            preview.clone(),
             peers.clone(),
             switches.clone(),
             counters.clone(),
@@ -505,7 +541,23 @@ impl MediaSession {
             runtime: runtime.clone(),
             screen_share: std::sync::Mutex::new(None),
             io,
+            preview,
         }
+    }
+
+    /// Keep copies of what we send for a self-view (off by default: a copy of each picture,
+    /// at most 15 a second); take them with [`Self::take_local_preview`].
+    pub fn set_local_preview(&self, on: bool) {
+        self.preview.wanted.store(on, Ordering::Relaxed);
+    }
+
+    /// The newest picture we sent (camera or pattern) since the last call, for the self-view.
+    pub fn take_local_preview(&self) -> Option<crate::peer::DecodedVideo> {
+        self.preview
+            .newest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Plays the call on this output device from now on (`None` or a synthetic id: the
@@ -985,6 +1037,7 @@ fn wall_clock_ms() -> u32 {
 async fn send_video(
     config: SessionConfig,
     camera: SharedCamera,
+    preview: SharedPreview,
     peers: Peers,
     switches: Arc<SendSwitches>,
     counters: Arc<MediaCounters>,
@@ -1034,7 +1087,8 @@ async fn send_video(
             .map(|(_, cap)| if cap == 0 { settings.bitrate_bps } else { cap })
             .collect();
         let recorder = recorder_of(&recording);
-        if watching.is_empty() && recorder.is_none() {
+        let show_preview = preview.wanted.load(Ordering::Relaxed);
+        if watching.is_empty() && recorder.is_none() && !show_preview {
             continue;
         }
         let wanted_bitrate = watching
@@ -1083,6 +1137,12 @@ async fn send_video(
                 }
             }
         };
+        if show_preview {
+            preview.offer(width, height, &rgba);
+        }
+        if watching.is_empty() && recorder.is_none() {
+            continue;
+        }
         if coder
             .as_ref()
             .is_none_or(|(_, frame)| (frame.width(), frame.height()) != (width, height))

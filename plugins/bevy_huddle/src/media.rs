@@ -8,7 +8,8 @@
 //! - The local participant's state drives the senders: muted → no audio packets, video
 //!   paused (or an audio-only call) → no video packets; `CallSwitchedToVideo` turns video on.
 //! - [`drain_call_media`] (in `Receive`) takes what the peers decoded: the newest video frame
-//!   of each participant goes into their tile's `Image` (the bytes are moved, not copied; the
+//!   of each participant — and our own sent picture, for the self-view
+//!   ([`MediaSettings::local_preview`]) — goes into their tile's `Image` (the bytes are moved, not copied; the
 //!   image is render-world only), its size into the layout; stats accumulate in
 //!   [`MediaStats`]; each link's loss and round-trip time (measured every second) set the
 //!   participant's connection quality (`ConnectionQualityChanged` when it changes).
@@ -58,6 +59,8 @@ pub struct MediaSettings {
     pub udp_addrs: Vec<String>,
     /// Send stereo Opus (music, game audio) instead of mono voice.
     pub stereo_audio: bool,
+    /// Show what we send (camera or pattern) in our own tile, up to 15 pictures a second.
+    pub local_preview: bool,
 }
 
 impl Default for MediaSettings {
@@ -66,6 +69,7 @@ impl Default for MediaSettings {
             video: EncoderSettings::hd(),
             udp_addrs: vec!["127.0.0.1:0".to_owned()],
             stereo_audio: false,
+            local_preview: true,
         }
     }
 }
@@ -298,6 +302,7 @@ pub(crate) fn start_call_media(
                 stereo_audio: settings.stereo_audio,
             },
         );
+        session.set_local_preview(settings.local_preview);
         session.set_audio_muted(local_state.audio_muted);
         session.set_video_paused(local_state.video_paused);
         session.set_video_enabled(!media.audio_only);
@@ -400,6 +405,10 @@ pub(crate) fn drain_call_media(
     let now = Instant::now();
     for (call, media, mut stats, members, call_media) in &mut calls {
         let mut newest: HashMap<String, huddle_media::peer::DecodedVideo> = HashMap::new();
+        // Our own picture goes into our tile like anyone's (the self-view).
+        if let Some(frame) = media.session.take_local_preview() {
+            newest.insert(media.local_uid.clone(), frame);
+        }
         while let Ok(event) = media.session.events().try_recv() {
             match event {
                 PeerEvent::Signal { to, signal } => {

@@ -74,8 +74,9 @@ pub(crate) fn run_for(apps: &mut [&mut App], duration: Duration) {
 }
 
 /// Video with increasing frame numbers and the other side's tone arrive in both apps; the
-/// remote tile's `Image` holds the decoded 320×180 picture. Mute stops the audio packets
-/// (sent counter and received frames stall) and unmute resumes them; pausing video stops
+/// remote tile's `Image` holds the decoded 320×180 picture, and one's own tile the picture
+/// one sends (self-view). Mute stops the audio packets (sent counter and received frames
+/// stall) and unmute resumes them; pausing video stops
 /// video frames and the other side sees the pause.
 #[test]
 fn two_apps_exchange_media_and_mute_and_pause_stop_packets() {
@@ -91,6 +92,20 @@ fn two_apps_exchange_media_and_mute_and_pause_stop_packets() {
             && a.audio_tone_hz.is_some()
             && b.audio_tone_hz.is_some()
     });
+    // The self-view: alice's own tile shows what she sends (the pattern, with its stamp).
+    let own = tile_of(&mut alice, "alice");
+    let own_tile = alice.world().get::<VideoTile>(own).expect("tile").clone();
+    assert_eq!(own_tile.frame_size, UVec2::new(320, 180));
+    let pixels = alice
+        .world()
+        .resource::<Assets<Image>>()
+        .get(&own_tile.image)
+        .and_then(|image| image.data.clone())
+        .expect("own picture");
+    assert!(
+        huddle_media::synthetic::read_stamp(&pixels, 320, 180).is_some(),
+        "the self-view is the sent pattern"
+    );
     for (app, other) in [(&alice, "bob"), (&bob, "alice")] {
         let stats = remote(app, other);
         assert_eq!(stats.video_size, UVec2::new(320, 180));
