@@ -150,7 +150,10 @@ pub(crate) fn attach_tile_nodes(
             if network_label.visible && !screen {
                 tile.spawn((
                     TileNetworkLabel,
-                    corner_label_node(network_label.position),
+                    Node {
+                        display: Display::None,
+                        ..corner_label_node(network_label.position)
+                    },
                     BackgroundColor(Color::srgba(0.0, 0.0, 0.0, 0.55)),
                     ZIndex(1),
                     Text::new(""),
@@ -268,7 +271,7 @@ pub(crate) fn show_quality_and_speaking(
         Has<ScreenShareTile>,
         Option<&mut Outline>,
     )>,
-    mut labels: Query<(&mut Text, &mut TextColor), With<TileNetworkLabel>>,
+    mut labels: Query<(&mut Text, &mut TextColor, &mut Node), With<TileNetworkLabel>>,
     mut commands: Commands,
 ) {
     for (state, owned) in &changed {
@@ -281,11 +284,20 @@ pub(crate) fn show_quality_and_speaking(
                 continue;
             }
             for child in children.into_iter().flat_map(|c| c.iter()) {
-                if let Ok((mut label, mut label_color)) = labels.get_mut(child) {
+                if let Ok((mut label, mut label_color, mut node)) = labels.get_mut(child) {
                     if label.0 != text {
                         label.0 = text.to_owned();
                     }
                     label_color.set_if_neq(TextColor(color));
+                    // Nothing measured (yet, or ever for ourselves): no empty box.
+                    let display = if text.is_empty() {
+                        Display::None
+                    } else {
+                        Display::Flex
+                    };
+                    if node.display != display {
+                        node.display = display;
+                    }
                 }
             }
             let wanted = if state.speaking {

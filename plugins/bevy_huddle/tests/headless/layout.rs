@@ -398,7 +398,7 @@ fn tile_nodes_switch_between_avatar_and_video() {
     );
 }
 
-/// The network label in bob's tile says his connection quality (empty until measured,
+/// The network label in bob's tile says his connection quality (hidden until measured,
 /// then e.g. "Poor" in its colour), in the corner `main_video_container.network_label` sets;
 /// his tile is outlined while he speaks and not after; a hidden network label is not built.
 #[test]
@@ -420,7 +420,9 @@ fn tiles_show_network_quality_and_who_speaks() {
         .find(|c| app.world().get::<TileNetworkLabel>(*c).is_some())
         .expect("network label");
     let text = |app: &App| app.world().get::<Text>(label).expect("text").0.clone();
+    let shown = |app: &App| app.world().get::<Node>(label).expect("node").display;
     assert_eq!(text(&app), "");
+    assert_eq!(shown(&app), Display::None, "nothing measured: no empty box");
     let node = app.world().get::<Node>(label).expect("node");
     assert_eq!(
         (node.top, node.bottom),
@@ -443,6 +445,7 @@ fn tiles_show_network_quality_and_who_speaks() {
     );
     app.update();
     assert_eq!(text(&app), "Poor");
+    assert_eq!(shown(&app), Display::Flex);
     assert_eq!(
         app.world().get::<TextColor>(label).expect("colour").0,
         quality_label(ConnectionQuality::Poor).1
