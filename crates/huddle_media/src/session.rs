@@ -129,14 +129,17 @@ pub struct MediaSession {
 }
 
 /// The session's devices. Each runs until its own stop flag is set, so one can be replaced
-/// during the call while the others go on; the old one is stopped (and its thread joined, so
-/// an exclusive device is free again) before the new one opens, and choosing the device in
-/// use again changes nothing.
+/// during the call while the others go on. Audio devices: the old one is stopped and its
+/// thread joined (so an exclusive device is free again) before the new one opens, on the
+/// audio worker. Cameras: the old capture is told to stop and the new open retries for a
+/// moment while the device is released. Choosing the device in use again changes nothing
+/// (unless it had failed: then it is tried again).
 struct DeviceIo {
     /// Audio device changes, applied in order by the audio worker thread (opening a device
     /// can take a while; the caller — often the Bevy main thread — never waits for it).
     audio: Sender<AudioCommand>,
-    audio_worker: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set on close: the worker skips whatever is still queued.
+    closing: Arc<AtomicBool>,
     /// The microphone's 20 ms frames; `None` sends the tone.
     microphone: SharedMicrophone,
     /// The chosen camera, opened by the video sender only while video is on.
@@ -197,36 +200,49 @@ struct CameraState {
     capture: Option<CameraCapture>,
     /// An open under way (on its own thread).
     opening: Option<Receiver<Result<CameraCapture, CameraError>>>,
-    /// The chosen camera failed to open: not retried until chosen again.
+    /// The chosen camera failed to open: not retried until chosen again or video comes
+    /// back on.
     failed: bool,
+    /// Video was on at the last sync.
+    was_on: bool,
 }
 
 impl CameraState {
     /// Opens the chosen camera while `video_on`, closes it otherwise (the camera light goes
-    /// off with the video). Opening happens on its own thread; a failure is reported once.
+    /// off with the video). Opening happens on its own thread; a failure is reported once,
+    /// and tried again when video comes back on or the camera is chosen again.
     fn sync(&mut self, video_on: bool, video: EncoderSettings, failed: impl FnOnce(CameraError)) {
-        let Some(id) = self.selected.clone().filter(|_| video_on) else {
-            self.capture = None;
-            self.opening = None;
-            return;
-        };
-        if self.capture.is_some() || self.failed {
-            return;
+        let turned_on = video_on && !self.was_on;
+        self.was_on = video_on;
+        if turned_on {
+            self.failed = false;
         }
+        // An open under way finishes even while video is off (it may hold the device):
+        // its result is kept only if video is on.
         if let Some(opening) = &self.opening {
             match opening.try_recv() {
                 Ok(Ok(capture)) => {
-                    self.capture = Some(capture);
                     self.opening = None;
+                    if video_on {
+                        self.capture = Some(capture);
+                    }
                 }
                 Ok(Err(err)) => {
-                    self.failed = true;
                     self.opening = None;
-                    failed(err);
+                    if video_on {
+                        self.failed = true;
+                        failed(err);
+                    }
                 }
                 Err(crossbeam_channel::TryRecvError::Empty) => {}
                 Err(crossbeam_channel::TryRecvError::Disconnected) => self.opening = None,
             }
+        }
+        let Some(id) = self.selected.clone().filter(|_| video_on) else {
+            self.capture = None;
+            return;
+        };
+        if self.capture.is_some() || self.failed || self.opening.is_some() {
             return;
         }
         let (done, opening) = crossbeam_channel::bounded(1);
@@ -248,6 +264,12 @@ impl CameraState {
         if spawned.is_ok() {
             self.opening = Some(opening);
         }
+    }
+
+    /// A camera is chosen and may still come (opening, or not yet opened): send nothing
+    /// rather than the test pattern meanwhile.
+    fn awaiting_camera(&self) -> bool {
+        self.selected.is_some() && !self.failed && self.capture.is_none()
     }
 }
 
@@ -291,8 +313,11 @@ fn real_device(id: Option<&str>) -> Option<&str> {
 impl AudioWorker {
     /// Applies changes in order until told to close (or the session is gone), then stops
     /// both devices.
-    fn run(mut self, commands: Receiver<AudioCommand>) {
+    fn run(mut self, commands: Receiver<AudioCommand>, closing: Arc<AtomicBool>) {
         while let Ok(command) = commands.recv() {
+            if closing.load(Ordering::Relaxed) {
+                break;
+            }
             match command {
                 AudioCommand::Output(id) => self.set_output(id.as_deref()),
                 AudioCommand::Input(id) => self.set_input(id.as_deref()),
@@ -319,23 +344,24 @@ impl AudioWorker {
         }
         self.output.stop();
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = match real_device(id) {
+        let (thread, running) = match real_device(id) {
             Some(device) => match devices::start_output(device, self.mixer.clone(), stop.clone()) {
-                Ok(thread) => Some(thread),
+                Ok(thread) => (Some(thread), id),
                 Err(err) => {
                     let reason = format!("{err}; playing on the null sink");
                     self.failed(crate::DeviceKind::AudioOutput, id, reason);
-                    None
+                    // What runs is the null sink: choosing the device again retries it.
+                    (None, None)
                 }
             },
-            None => None,
+            None => (None, id),
         };
         if thread.is_none() {
             NullSink::start(&self.runtime, self.mixer.clone(), stop.clone());
         }
         self.output = RunningDevice {
             started: true,
-            id: id.map(str::to_owned),
+            id: running.map(str::to_owned),
             stop,
             thread,
         };
@@ -349,24 +375,25 @@ impl AudioWorker {
         }
         self.input.stop();
         let stop = Arc::new(AtomicBool::new(false));
-        let (microphone, thread) = match real_device(id) {
+        let (microphone, thread, running) = match real_device(id) {
             Some(device) => {
                 let (tx, rx) = crossbeam_channel::bounded(16);
                 match devices::start_input(device, tx, stop.clone(), self.stereo_audio) {
-                    Ok(thread) => (Some(rx), Some(thread)),
+                    Ok(thread) => (Some(rx), Some(thread), id),
                     Err(err) => {
                         let reason = format!("{err}; sending the synthetic tone");
                         self.failed(crate::DeviceKind::AudioInput, id, reason);
-                        (None, None)
+                        // What runs is the tone: choosing the device again retries it.
+                        (None, None, None)
                     }
                 }
             }
-            None => (None, None),
+            None => (None, None, id),
         };
         *self.microphone.lock().unwrap_or_else(|p| p.into_inner()) = microphone;
         self.input = RunningDevice {
             started: true,
-            id: id.map(str::to_owned),
+            id: running.map(str::to_owned),
             stop,
             thread,
         };
@@ -392,13 +419,15 @@ impl DeviceIo {
             output: RunningDevice::default(),
             input: RunningDevice::default(),
         };
-        let audio_worker = std::thread::Builder::new()
+        let closing = Arc::new(AtomicBool::new(false));
+        let worker_closing = closing.clone();
+        // Detached: it ends by itself on close (or when the session is gone).
+        let _ = std::thread::Builder::new()
             .name("huddle-audio-devices".into())
-            .spawn(move || worker.run(commands))
-            .ok();
+            .spawn(move || worker.run(commands, worker_closing));
         Self {
             audio,
-            audio_worker: std::sync::Mutex::new(audio_worker),
+            closing,
             microphone,
             camera: Arc::new(std::sync::Mutex::new(CameraState::default())),
         }
@@ -431,26 +460,25 @@ impl DeviceIo {
             });
         }
         let mut camera = self.camera.lock().unwrap_or_else(|p| p.into_inner());
-        if camera.selected.as_deref() == id {
+        if camera.selected.as_deref() == id && !camera.failed {
             return Ok(());
         }
-        *camera = CameraState {
-            selected: id.map(str::to_owned),
-            ..CameraState::default()
-        };
+        if camera.selected.as_deref() != id {
+            // An open of the previous camera is of no use any more.
+            camera.opening = None;
+        }
+        camera.selected = id.map(str::to_owned);
+        camera.capture = None;
+        camera.failed = false;
         Ok(())
     }
 
+    /// Stops every device without waiting: the audio worker skips changes still queued and
+    /// stops the running devices on its own thread (an open in progress may take it up to
+    /// 3 s; the caller does not wait for that).
     fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
         let _ = self.audio.send(AudioCommand::Close);
-        if let Some(worker) = self
-            .audio_worker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            let _ = worker.join();
-        }
         *self.camera.lock().unwrap_or_else(|p| p.into_inner()) = CameraState::default();
     }
 }
@@ -576,8 +604,8 @@ impl MediaSession {
 
     /// Sends this camera from now on (`None` or a synthetic id: the test pattern). It is
     /// opened only while video is on (an audio-only or paused call keeps it off); if it cannot
-    /// be opened the pattern is sent and `PeerEvent::DeviceFailed` says why. A malformed id
-    /// is an error at once.
+    /// be opened the pattern is sent and `PeerEvent::DeviceFailed` says why. An id without
+    /// the `camera:` prefix is an error at once; other bad ids fail when opened.
     pub fn set_video_input(&self, device: Option<&str>) -> Result<(), CameraError> {
         self.io.set_camera(device)
     }
@@ -755,7 +783,8 @@ impl MediaSession {
 
     /// Whether our camera track is negotiated with `uid` (false in an audio-only call until
     /// it switches to video and the renegotiation is done).
-    /// Not for async contexts (it waits for the peer table).
+    /// Not for async contexts: it waits for the peer table with tokio's `blocking_lock`,
+    /// which panics inside a runtime.
     pub fn has_video_track_to(&self, uid: &str) -> bool {
         self.peers
             .blocking_lock()
@@ -1124,6 +1153,7 @@ async fn send_video(
                     }
                     (None, None) => continue,
                 },
+                None if camera.awaiting_camera() => continue,
                 None => {
                     number += 1;
                     pattern.render_rgba(

@@ -425,7 +425,12 @@ impl CallWorld<'_, '_> {
             }
             CallAction::StartScreenShare | CallAction::StopScreenShare => {
                 let call = self.live_call()?;
-                self.set_screen_share(call, *action == CallAction::StartScreenShare)?;
+                let start = *action == CallAction::StartScreenShare;
+                if !start && let Some(settings) = self.screen_share.as_mut() {
+                    // A camera share is one share: the next one is the desktop again.
+                    settings.camera = None;
+                }
+                self.set_screen_share(call, start)?;
             }
             CallAction::ShareCamera(camera) => {
                 let call = self.live_call()?;

@@ -78,6 +78,10 @@ mod enabled {
         next_capture: Instant,
         requested_at: Instant,
         in_flight: Arc<AtomicBool>,
+        /// The screenshot asked for last, and its number (an answer to an older one that
+        /// comes late is ignored).
+        pending: Option<Entity>,
+        generation: Arc<AtomicU64>,
         captured: Arc<AtomicU64>,
     }
 
@@ -104,6 +108,8 @@ mod enabled {
             next_capture: Instant::now(),
             requested_at: Instant::now(),
             in_flight: Arc::new(AtomicBool::new(false)),
+            pending: None,
+            generation: Arc::new(AtomicU64::new(0)),
             captured: Arc::new(AtomicU64::new(0)),
         });
         Ok(Box::new(source))
@@ -149,8 +155,13 @@ mod enabled {
             if share.in_flight.load(Ordering::Acquire) {
                 let stuck = now.duration_since(share.requested_at) > CAPTURE_TIMEOUT;
                 if stuck && share.frames_captured() > 0 {
-                    // It rendered before (a minimised window renders nothing): ask again,
-                    // the share goes on.
+                    // It rendered before (a minimised window renders nothing): drop the
+                    // stuck request and ask again; the share goes on.
+                    if let Some(stuck) = share.pending.take()
+                        && let Ok(mut stuck) = commands.get_entity(stuck)
+                    {
+                        stuck.despawn();
+                    }
                     share.in_flight.store(false, Ordering::Release);
                 } else if stuck {
                     fail(
@@ -178,10 +189,17 @@ mod enabled {
             let pusher = share.pusher.clone();
             let in_flight = share.in_flight.clone();
             let captured = share.captured.clone();
-            commands.spawn(Screenshot(target.clone())).observe(
+            let generation = share.generation.clone();
+            let this_request = generation.fetch_add(1, Ordering::AcqRel) + 1;
+            let mut request = commands.spawn(Screenshot(target.clone()));
+            request.observe(
                 move |mut shot: On<ScreenshotCaptured>,
                       mut events: MessageWriter<CallEvent>,
                       mut actions: MessageWriter<CallAction>| {
+                    if generation.load(Ordering::Acquire) != this_request {
+                        // A request given up on; a newer one is out.
+                        return;
+                    }
                     in_flight.store(false, Ordering::Release);
                     match to_pushed_frame(&mut shot.event_mut().image) {
                         Ok(frame) => {
@@ -199,6 +217,7 @@ mod enabled {
                     }
                 },
             );
+            share.pending = Some(request.id());
         }
     }
 

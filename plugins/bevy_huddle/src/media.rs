@@ -719,7 +719,7 @@ pub(crate) fn follow_screen_shares(
     calls: Query<&CallParticipants>,
     participants: Query<(&Participant, &ParticipantTiles)>,
     screen_tiles: Query<(), With<ScreenShareTile>>,
-    mut settings: Option<ResMut<ScreenShareSettings>>,
+    settings: Option<Res<ScreenShareSettings>>,
     mut actions: MessageWriter<crate::actions::CallAction>,
     mut commands: Commands,
 ) {
@@ -774,10 +774,6 @@ pub(crate) fn follow_screen_shares(
                 // Stop first: the capture thread then ends quietly when its frames stop.
                 media.session.stop_screen_share();
                 crate::game_view::close_camera_share(&mut commands, call);
-                // A camera share is one share: the next one is the desktop again.
-                if let Some(settings) = settings.as_deref_mut() {
-                    settings.camera = None;
-                }
             }
             (None, true) => {}
             (None, false) => {

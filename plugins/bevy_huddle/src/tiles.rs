@@ -8,7 +8,8 @@
 //! - [`TileNameLabel`]: the participant's name in the corner, colour and visibility set by
 //!   `main_video_container.name_label`;
 //! - [`TileNetworkLabel`]: their network quality (Excellent / Good / Poor / Bad, coloured) in
-//!   the corner and with the visibility of `main_video_container.network_label`.
+//!   the corner and with the visibility of `main_video_container.network_label`; hidden until
+//!   a quality is measured.
 //!
 //! [`attach_tile_nodes`] builds them once; [`apply_tile_layouts`] copies each changed
 //! [`TileLayout`] into the nodes; [`show_video_or_avatar`] switches between picture and avatar;

@@ -117,8 +117,9 @@ fn near(actual: [u8; 3], expected: [u8; 3]) -> bool {
 
 /// `share_camera` in a real call: alice's renderer draws the game view, its pictures go out
 /// on her screen-share track, and bob gets `ScreenShareStarted` and a 320×180 screen tile
-/// whose left half is the clear colour (red) and right half the sprite (blue). Stopping
-/// removes bob's tile and alice's capture, and the next share is the desktop again; a shared camera that is despawned gives a typed
+/// whose left half is the clear colour (red) and right half the sprite (blue). Sharing another
+/// camera while sharing switches to it; stopping removes bob's tile and alice's capture, and
+/// the next share is the desktop again; a shared camera that is despawned gives a typed
 /// `ScreenShare` error and turns the share off, with the call going on.
 #[test]
 fn game_camera_is_shared_as_screen_video() {
@@ -164,6 +165,25 @@ fn game_camera_is_shared_as_screen_video() {
     assert!(
         near(right, [0, 0, 255]),
         "right half is the sprite: {right:?}"
+    );
+
+    // Switching the running share to another camera shares that camera (not the desktop).
+    let other = spawn_game_view(&mut alice);
+    act(&mut alice, CallAction::ShareCamera(other));
+    pump_for(
+        &mut [&mut alice, &mut bob],
+        "the other camera shared",
+        Duration::from_secs(30),
+        |apps| {
+            apps[0]
+                .world()
+                .get::<CameraShare>(call)
+                .is_some_and(|share| share.camera == other && share.frames_captured() >= 3)
+        },
+    );
+    assert_eq!(
+        alice.world().resource::<ScreenShareSettings>().camera,
+        Some(other)
     );
 
     act(&mut alice, CallAction::StopScreenShare);

@@ -734,7 +734,8 @@ fn desktop_screen_share_becomes_a_spotlighted_tile() {
 /// Devices switch during the call: a listed microphone, speaker and camera that cannot be
 /// opened (unplugged since the last refresh) each give a typed `DeviceUnavailable` error
 /// naming them, while the synthetic stand-ins take over — bob keeps receiving alice's tone
-/// and test pattern, and the call stays up. Switching back to the synthetic camera is quiet.
+/// and test pattern, and the call stays up. Choosing a failed device again tries it again.
+/// Switching back to the synthetic camera is quiet.
 #[test]
 fn devices_switch_live_and_a_broken_one_falls_back() {
     use bevy_huddle::devices::DeviceInfo;
@@ -835,6 +836,29 @@ fn devices_switch_live_and_a_broken_one_falls_back() {
         (tone - tone_frequency_for("alice")).abs() < 3.0,
         "alice's tone, heard {tone} Hz"
     );
+    // A device that failed is tried again when chosen again (it may have been plugged back).
+    take_events(&mut alice);
+    act(
+        &mut alice,
+        CallAction::SetAudioInputDevice("hw:CARD=Gone,DEV=0".into()),
+    );
+    pump(&mut [&mut alice, &mut bob], "a second try", |apps| {
+        apps[0]
+            .world()
+            .resource::<ObservedEvents>()
+            .0
+            .iter()
+            .any(|e| {
+                matches!(
+                    e,
+                    CallEvent::Error {
+                        error: HuddleError::DeviceUnavailable { id, .. },
+                        ..
+                    } if id == "hw:CARD=Gone,DEV=0"
+                )
+            })
+    });
+    take_events(&mut alice);
     let synthetic_camera = lists.video_inputs[1].id.clone();
     act(
         &mut alice,
