@@ -82,18 +82,29 @@ pub fn enumerate() -> DeviceLists {
     }
 }
 
-/// Builds a cpal stream on its own thread (streams are not `Send` everywhere) and keeps it
-/// playing until `stop` is set; returns once it is playing (with the thread, which ends
-/// within 20 ms of `stop` and releases the device), or why it could not start.
+/// Builds a cpal stream for device `name` on its own thread (streams are not `Send`
+/// everywhere), starts it and keeps it playing until `stop` is set; returns once it is
+/// playing (with the thread, which ends within 20 ms of `stop` and releases the device), or
+/// why it could not open or start.
 fn run_stream(
     thread_name: String,
+    name: String,
     stop: Arc<AtomicBool>,
-    build: impl FnOnce() -> Result<cpal::Stream, String> + Send + 'static,
+    build: impl FnOnce() -> Result<Result<cpal::Stream, cpal::BuildStreamError>, String>
+    + Send
+    + 'static,
 ) -> Result<std::thread::JoinHandle<()>, String> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let started = move || -> Result<cpal::Stream, String> {
+        let stream = build()?.map_err(|e| format!("cannot open `{name}`: {e}"))?;
+        stream
+            .play()
+            .map_err(|e| format!("cannot start `{name}`: {e}"))?;
+        Ok(stream)
+    };
     let thread = std::thread::Builder::new()
         .name(thread_name)
-        .spawn(move || match build() {
+        .spawn(move || match started() {
             Ok(stream) => {
                 let _ = ready_tx.send(Ok(()));
                 while !stop.load(Ordering::Relaxed) {
@@ -131,7 +142,7 @@ pub fn start_output(
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>, String> {
     let name = name.to_owned();
-    run_stream(format!("audio out {name}"), stop, move || {
+    run_stream(format!("audio out {name}"), name.clone(), stop, move || {
         let host = cpal::default_host();
         let device = find_device(host.output_devices(), "output", &name)?;
         let config = cpal::StreamConfig {
@@ -139,22 +150,16 @@ pub fn start_output(
             sample_rate: cpal::SampleRate(SAMPLE_RATE),
             buffer_size: cpal::BufferSize::Default,
         };
-        let stream = device
-            .build_output_stream(
-                &config,
-                // Mixed straight into the device's buffer (interleaved stereo).
-                move |data: &mut [f32], _| match mixer.try_lock() {
-                    Ok(mut mixer) => mixer.mix(data, data.len() / 2),
-                    Err(_) => data.fill(0.0),
-                },
-                |err| tracing::warn!("audio output: {err}"),
-                None,
-            )
-            .map_err(|e| format!("cannot open `{name}`: {e}"))?;
-        stream
-            .play()
-            .map_err(|e| format!("cannot start `{name}`: {e}"))?;
-        Ok(stream)
+        Ok(device.build_output_stream(
+            &config,
+            // Mixed straight into the device's buffer (interleaved stereo).
+            move |data: &mut [f32], _| match mixer.try_lock() {
+                Ok(mut mixer) => mixer.mix(data, data.len() / 2),
+                Err(_) => data.fill(0.0),
+            },
+            |err| tracing::warn!("audio output: {err}"),
+            None,
+        ))
     })
 }
 
@@ -167,7 +172,7 @@ pub fn start_input(
     stereo: bool,
 ) -> Result<std::thread::JoinHandle<()>, String> {
     let name = name.to_owned();
-    run_stream(format!("audio in {name}"), stop, move || {
+    run_stream(format!("audio in {name}"), name.clone(), stop, move || {
         let host = cpal::default_host();
         let device = find_device(host.input_devices(), "input", &name)?;
         let channels = device
@@ -188,31 +193,25 @@ pub fn start_input(
         };
         let frame_len = FRAME_SAMPLES * picked.len();
         let mut pending: Vec<i16> = Vec::with_capacity(frame_len);
-        let stream = device
-            .build_input_stream(
-                &config,
-                move |data: &[f32], _| {
-                    for frame in data.chunks_exact(usize::from(channels)) {
-                        for &channel in picked {
-                            let sample = frame[channel].clamp(-1.0, 1.0) * f32::from(i16::MAX);
-                            pending.push(sample as i16);
-                        }
-                        if pending.len() == frame_len {
-                            let _ = frames.try_send(std::mem::replace(
-                                &mut pending,
-                                Vec::with_capacity(frame_len),
-                            ));
-                        }
+        Ok(device.build_input_stream(
+            &config,
+            move |data: &[f32], _| {
+                for frame in data.chunks_exact(usize::from(channels)) {
+                    for &channel in picked {
+                        let sample = frame[channel].clamp(-1.0, 1.0) * f32::from(i16::MAX);
+                        pending.push(sample as i16);
                     }
-                },
-                |err| tracing::warn!("audio input: {err}"),
-                None,
-            )
-            .map_err(|e| format!("cannot open `{name}`: {e}"))?;
-        stream
-            .play()
-            .map_err(|e| format!("cannot start `{name}`: {e}"))?;
-        Ok(stream)
+                    if pending.len() == frame_len {
+                        let _ = frames.try_send(std::mem::replace(
+                            &mut pending,
+                            Vec::with_capacity(frame_len),
+                        ));
+                    }
+                }
+            },
+            |err| tracing::warn!("audio input: {err}"),
+            None,
+        ))
     })
 }
 

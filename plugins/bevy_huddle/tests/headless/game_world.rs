@@ -291,13 +291,7 @@ fn mesh_surface_shows_video_and_a_click_on_it_pins() {
     assert_eq!(base_texture(&app), None);
 
     video_arrives(&mut app, call, "bob", UVec2::new(640, 360));
-    let tile = tile_of(&mut app, "bob");
-    let image = app
-        .world()
-        .get::<VideoTile>(tile)
-        .expect("tile")
-        .image
-        .clone();
+    let image = tile_image(&mut app, "bob");
     assert_eq!(base_texture(&app), Some(image));
     video_paused(&mut app, call, "bob", true);
     assert_eq!(

@@ -196,3 +196,13 @@ pub fn spotlight_with_bob_and_carol(app: &mut App) -> (Entity, Entity) {
     let call = joined_call(app, Call::new("s", settings).group(), &["bob", "carol"]);
     (call, participant(app, "bob"))
 }
+
+/// The `Image` of `uid`'s video tile.
+pub fn tile_image(app: &mut App, uid: &str) -> Handle<Image> {
+    let tile = tile_of(app, uid);
+    app.world()
+        .get::<VideoTile>(tile)
+        .expect("tile")
+        .image
+        .clone()
+}

@@ -322,12 +322,7 @@ fn tile_nodes_switch_between_avatar_and_video() {
     let mut app = app();
     let call = one_to_one(&mut app);
     let tile = tile_of(&mut app, "bob");
-    let image = app
-        .world()
-        .get::<VideoTile>(tile)
-        .expect("tile")
-        .image
-        .clone();
+    let image = tile_image(&mut app, "bob");
     assert!(
         app.world()
             .resource::<Assets<Image>>()

@@ -71,13 +71,7 @@ fn surface_shows_video_or_avatar() {
         Some(&SurfaceContent::Avatar)
     );
     video_arrives(&mut app, call, "bob", UVec2::new(640, 360));
-    let tile = tile_of(&mut app, "bob");
-    let image = app
-        .world()
-        .get::<VideoTile>(tile)
-        .expect("tile")
-        .image
-        .clone();
+    let image = tile_image(&mut app, "bob");
     assert_eq!(
         app.world().get::<SurfaceContent>(screen),
         Some(&SurfaceContent::Video)
