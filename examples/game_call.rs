@@ -12,10 +12,10 @@ use std::time::Duration;
 use bevy::core_pipeline::tonemapping::Tonemapping;
 use bevy::prelude::*;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured, save_to_disk};
-use bevy_huddle::connection::HuddleRuntime;
+use bevy_huddle::HuddleRuntime;
 use bevy_huddle::prelude::*;
 use bevy_huddle::spatial::{VoiceEmitter, VoiceListener};
-use bevy_huddle::surfaces::{SurfaceContent, VideoSurface};
+use bevy_huddle::view::surfaces::{SurfaceContent, VideoSurface};
 use bevy_huddle_ui::HuddleUiPlugin;
 use huddle::embedded::{BotJoin, JoinOnLogin, join_on_login, spawn_bot, start_embedded_server};
 
@@ -29,7 +29,7 @@ fn main() {
             HuddleUiPlugin,
             MeshPickingPlugin,
         ))
-        .insert_resource(huddle::demo::demo_media_settings())
+        .insert_resource(huddle::desktop::demo_media_settings())
         .add_systems(Startup, (build_room, start_call))
         .add_systems(
             Update,
@@ -108,7 +108,7 @@ fn start_call(mut commands: Commands) {
             format!("bot-{i}"),
             format!("Bot {i}"),
             BotJoin::Session("room".into()),
-            huddle::demo::demo_media_settings(),
+            huddle::desktop::demo_media_settings(),
         );
     }
     commands.insert_resource(runtime);

@@ -19,15 +19,15 @@
 use std::process::ExitCode;
 
 use bevy::prelude::*;
-use bevy::window::WindowResolution;
-use bevy_huddle::connection::HuddleRuntime;
+use bevy_huddle::HuddleRuntime;
 use bevy_huddle::prelude::*;
-use bevy_huddle_ui::{CallUiConfig, HuddleUiPlugin};
+use bevy_huddle_ui::CallUiConfig;
 use huddle_protocol::{
     CallDirection, CallLog, CallLogQuery, CallStatus, CallType, GroupInfo, Presence, ReceiverType,
     User,
 };
 
+use crate::desktop::{spawn_call_area, windowed_app};
 use crate::embedded::{BotJoin, spawn_bot, start_embedded_server_with};
 
 /// The group every user of the embedded server is in (so everyone is everyone's contact).
@@ -311,58 +311,6 @@ pub fn refresh_after_calls(
     }
 }
 
-/// A windowed Huddle app: Bevy's default plugins with one `title` window of `size`, Huddle's
-/// plugins, device watching, the default call UI and PIP. `Err` (exit code 2, after saying
-/// how to run it under xvfb-run) where there is no display to open a window on.
-pub fn windowed_app(title: &str, size: UVec2, command: &str) -> Result<App, ExitCode> {
-    if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
-        eprintln!(
-            "{command} needs a display, and none was found (DISPLAY and WAYLAND_DISPLAY are unset).\n\
-             On a machine without one, run it in a virtual X server:\n\n    \
-             xvfb-run -a -s '-screen 0 1280x720x24' {command}\n\n\
-             (Debian: apt-get install xvfb mesa-vulkan-drivers; scripts/demo does this for you.)"
-        );
-        return Err(ExitCode::from(2));
-    }
-    let mut app = App::new();
-    app.add_plugins(DefaultPlugins.set(WindowPlugin {
-        primary_window: Some(Window {
-            title: title.into(),
-            resolution: WindowResolution::new(size.x, size.y),
-            ..default()
-        }),
-        // The PIP window alone does not keep the app running.
-        exit_condition: bevy::window::ExitCondition::OnPrimaryClosed,
-        ..default()
-    }))
-    .add_plugins((
-        HuddlePlugins,
-        bevy_huddle::DeviceWatcherPlugin::default(),
-        HuddleUiPlugin,
-        crate::pip::PipPlugin,
-    ));
-    Ok(app)
-}
-
-/// The window's camera and the UI node calls render in: the whole window below `top`
-/// logical pixels.
-pub fn spawn_call_area(commands: &mut Commands, top: f32) -> Entity {
-    commands.spawn(Camera2d);
-    commands
-        .spawn((
-            Node {
-                position_type: PositionType::Absolute,
-                left: Val::Px(0.0),
-                right: Val::Px(0.0),
-                top: Val::Px(top),
-                bottom: Val::Px(0.0),
-                ..default()
-            },
-            BackgroundColor(Color::srgb(0.08, 0.09, 0.11)),
-        ))
-        .id()
-}
-
 /// Runs the app; returns the process exit code.
 pub fn run(args: AppArgs) -> ExitCode {
     let mut app = match windowed_app("Huddle", UVec2::new(1280, 720), "huddle") {
@@ -381,7 +329,7 @@ pub fn run(args: AppArgs) -> ExitCode {
                         format!("bot-{i}"),
                         format!("Bot {i}"),
                         BotJoin::AnswerCalls,
-                        crate::demo::demo_media_settings(),
+                        crate::desktop::demo_media_settings(),
                     );
                 }
                 url
@@ -394,7 +342,7 @@ pub fn run(args: AppArgs) -> ExitCode {
     };
     app.add_plugins(AppModelPlugin)
         .insert_resource(runtime)
-        .insert_resource(crate::demo::demo_media_settings())
+        .insert_resource(crate::desktop::demo_media_settings())
         .insert_resource(AppServer { url })
         .insert_resource(AppModel {
             login_uid: args.uid.clone().unwrap_or_default(),

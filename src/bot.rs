@@ -219,6 +219,8 @@ pub fn run(args: BotArgs) -> ExitCode {
         stereo_audio: args.stereo,
         // Headless: nobody looks at our own tile.
         local_preview: false,
+        // The bot reports latency and tones.
+        measure: true,
         ..MediaSettings::default()
     })
     .add_systems(
@@ -507,7 +509,7 @@ fn collect_stats(
             audio_frames: counters
                 .audio_frames_sent
                 .load(std::sync::atomic::Ordering::Relaxed),
-            audio_tone_hz: media.session().tone_hz(),
+            audio_tone_hz: huddle_media::audio::tone_frequency_for(&bot.args.uid),
             video_target_bps: media.session().target_bitrate_bps(),
         };
     }

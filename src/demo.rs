@@ -19,18 +19,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bevy::asset::RenderAssetUsages;
-use bevy::image::ToExtents;
 use bevy::prelude::*;
-use bevy::render::render_resource::{TextureDimension, TextureFormat};
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured, save_to_disk};
-use bevy_huddle::connection::HuddleRuntime;
+use bevy_huddle::HuddleRuntime;
 use bevy_huddle::prelude::*;
 use bevy_huddle_ui::CallUiConfig;
+use clap::ValueEnum;
 use huddle_media::synthetic::{FrameStamp, TestPattern};
 use huddle_protocol::{CallType, GroupInfo, ReceiverType};
 
-use crate::cli::DemoArgs;
+use crate::desktop::{demo_media_settings_at, spawn_call_area, windowed_app};
 use crate::embedded::{BotJoin, spawn_bot, start_embedded_server};
 
 /// The group of the demo's bots (and the local user), which the demo rings.
@@ -38,28 +36,6 @@ const DEMO_GROUP: &str = "bots";
 /// The local user of the demo.
 const LOCAL_UID: &str = "you";
 
-/// Size of the synthetic video everyone in the demo sends.
-pub const BOT_VIDEO: UVec2 = UVec2::new(320, 180);
-
-/// What the demo's participants send: small, so a mesh of bots fits on two cores.
-pub fn demo_media_settings() -> bevy_huddle::media::MediaSettings {
-    demo_media_settings_at(BOT_VIDEO)
-}
-
-/// The demo's media settings with video of `size` (bitrate scaled from 300 kbps at 320×180).
-pub fn demo_media_settings_at(size: UVec2) -> bevy_huddle::media::MediaSettings {
-    let pixels = (size.x * size.y) as f32 / (BOT_VIDEO.x * BOT_VIDEO.y) as f32;
-    bevy_huddle::media::MediaSettings {
-        video: huddle_media::video::EncoderSettings {
-            width: size.x,
-            height: size.y,
-            fps: 30.0,
-            bitrate_bps: (300_000.0 * pixels.sqrt()) as u32,
-            keyframe_interval: 60,
-        },
-        ..Default::default()
-    }
-}
 /// Height of the status line above the call, in logical pixels.
 pub const STATUS_HEIGHT: f32 = 30.0;
 /// Frames to let the software renderer warm up before a screenshot.
@@ -68,7 +44,7 @@ const SCREENSHOT_WARMUP_FRAMES: u32 = 90;
 /// Runs the demo; returns the process exit code.
 pub fn run(args: DemoArgs) -> ExitCode {
     let size = UVec2::new(args.width, args.height);
-    let mut app = match crate::app::windowed_app("Huddle demo", size, "huddle demo") {
+    let mut app = match windowed_app("Huddle demo", size, "huddle demo") {
         Ok(app) => app,
         Err(code) => return code,
     };
@@ -160,7 +136,7 @@ struct SyntheticCamera {
 
 fn open_call(mut commands: Commands, config: Res<DemoConfig>, mut exit: MessageWriter<AppExit>) {
     // The call fills the window below a status line.
-    let root = crate::app::spawn_call_area(&mut commands, STATUS_HEIGHT);
+    let root = spawn_call_area(&mut commands, STATUS_HEIGHT);
     commands.spawn((
         StatusText,
         Text::new("Huddle demo"),
@@ -287,17 +263,7 @@ fn render_synthetic_video(
             let Some(mut image) = images.get_mut(&tile.image) else {
                 continue;
             };
-            if image.size() == size {
-                image.data = Some(rgba.clone());
-            } else {
-                *image = Image::new(
-                    size.to_extents(),
-                    TextureDimension::D2,
-                    rgba.clone(),
-                    TextureFormat::Rgba8UnormSrgb,
-                    RenderAssetUsages::RENDER_WORLD,
-                );
-            }
+            bevy_huddle::call::video_image::show_video_frame(&mut image, size, rgba.clone());
             if tile.frame_size != size {
                 updates.write(SessionUpdate {
                     call: call.0,
@@ -568,4 +534,61 @@ fn print_frame_stats(
         percentile(0.95),
         sorted.len() as f64 / wall,
     );
+}
+
+/// Layout mode names on the command line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Every tile in an even grid.
+    #[default]
+    Grid,
+    /// One main tile, a strip, and a floating local preview.
+    Spotlight,
+    /// Only the main tile.
+    Single,
+}
+
+impl From<ModeArg> for LayoutMode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Grid => LayoutMode::Default,
+            ModeArg::Spotlight => LayoutMode::Spotlight,
+            ModeArg::Single => LayoutMode::Single,
+        }
+    }
+}
+
+/// Options of `huddle demo`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DemoArgs {
+    /// How many synthetic participants join (0..=48).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(0..=48))]
+    pub bots: u16,
+    /// Layout mode to start in.
+    #[arg(long, value_enum, default_value_t = ModeArg::Grid)]
+    pub mode: ModeArg,
+    /// Save a screenshot of the window here once video is flowing, then quit.
+    #[arg(long)]
+    pub screenshot: Option<PathBuf>,
+    /// With --screenshot: a second screenshot here, about a second of video later.
+    #[arg(long, requires = "screenshot")]
+    pub second_screenshot: Option<PathBuf>,
+    /// Quit after this many seconds (with --screenshot: fail if none was saved by then).
+    #[arg(long)]
+    pub exit_after: Option<f32>,
+    /// Window width in logical pixels.
+    #[arg(long, default_value_t = 1280)]
+    pub width: u32,
+    /// Window height in logical pixels.
+    #[arg(long, default_value_t = 720)]
+    pub height: u32,
+    /// Height of the video everyone sends (16:9), e.g. 360 for 640×360.
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u32).range(90..=1080))]
+    pub video_height: u32,
+    /// On exit, print frame-time percentiles and CPU use of the steady state (after 5 s).
+    #[arg(long)]
+    pub frame_stats: bool,
+    /// Hide the button bar and show only the tiles (`default_layout = false`).
+    #[arg(long)]
+    pub no_bar: bool,
 }

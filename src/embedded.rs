@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
-use bevy_huddle::connection::HuddleRuntime;
+use bevy_huddle::HuddleRuntime;
 use bevy_huddle::prelude::*;
 use huddle_protocol::GroupInfo;
 use huddle_server::{HubConfig, ServerConfig};

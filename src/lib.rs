@@ -6,6 +6,8 @@
 //! - [`cli`]: the command line (`huddle demo …`).
 //! - [`demo`]: a windowed call on the embedded server with headless bots, laid out and
 //!   rendered by `bevy_huddle`, with real WebRTC media between everyone.
+//! - [`desktop`]: what the app and the demo share (the window, the call area, media
+//!   settings); neither imports the other.
 //! - [`embedded`]: the embedded server and the demo's bots.
 //! - [`bot`]: `huddle bot`, a headless participant that prints its statistics.
 
@@ -13,5 +15,6 @@ pub mod app;
 pub mod bot;
 pub mod cli;
 pub mod demo;
+pub mod desktop;
 pub mod embedded;
 pub mod pip;

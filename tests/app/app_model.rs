@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
-use bevy_huddle::connection::HuddleRuntime;
+use bevy_huddle::HuddleRuntime;
 use bevy_huddle::prelude::*;
 use bevy_huddle_ui::HuddleUiStatePlugin;
 use huddle::app::{AppCommand, AppModel, AppModelPlugin, AppServer, LOBBY};
@@ -39,7 +39,7 @@ impl Server {
         let mut app = App::new();
         app.add_plugins((MinimalPlugins, AssetPlugin::default(), HuddlePlugins))
             .insert_resource(HuddleRuntime::from(self.runtime.handle().clone()))
-            .insert_resource(huddle::demo::demo_media_settings());
+            .insert_resource(huddle::desktop::demo_media_settings());
         app
     }
 

@@ -10,9 +10,10 @@ use std::path::Path;
 use std::process::Command;
 
 use bevy::math::{Rect, Vec2};
-use bevy_huddle::layout::{LayoutRequest, LayoutTile, compute_layout};
-use bevy_huddle::settings::{AspectFit, LayoutMode};
-use huddle::demo::{BOT_VIDEO, STATUS_HEIGHT};
+use bevy_huddle::call::settings::{AspectFit, LayoutMode};
+use bevy_huddle::view::layout::{LayoutRequest, LayoutTile, compute_layout};
+use huddle::demo::STATUS_HEIGHT;
+use huddle::desktop::BOT_VIDEO;
 use huddle_media::synthetic::read_stamp;
 
 const WIDTH: u32 = 1280;

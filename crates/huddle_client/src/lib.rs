@@ -109,7 +109,7 @@ pub enum ClientEvent {
     /// The socket dropped; reconnecting.
     Disconnected {
         /// Why.
-        reason: String,
+        reason: DropReason,
     },
     /// No connection for too long (or login refused): the client stopped.
     GaveUp {
@@ -175,9 +175,47 @@ pub fn session_id_of_token(call_token: &str) -> Option<String> {
     claims.get("sid")?.as_str().map(str::to_owned)
 }
 
+/// Why the connection to the server dropped (or could not be made).
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DropReason {
+    /// Connecting failed (refused, unreachable, a failed handshake): the transport's error.
+    #[error("cannot connect: {0}")]
+    ConnectFailed(String),
+    /// Connecting took too long.
+    #[error("connect timed out")]
+    ConnectTimedOut,
+    /// The server did not answer the login in time.
+    #[error("login timed out")]
+    LoginTimedOut,
+    /// The socket closed before the login was answered.
+    #[error("closed during login")]
+    ClosedDuringLogin,
+    /// Nothing came from the server for too long (a half-open socket).
+    #[error("the server stopped answering")]
+    ServerSilent,
+    /// The server closed the socket.
+    #[error("closed by server ({code}): {reason}")]
+    ClosedByServer {
+        /// The WebSocket close code (0 when the close frame had none).
+        code: u16,
+        /// The close frame's reason.
+        reason: String,
+    },
+    /// Reading or writing the socket failed: the transport's error.
+    #[error("socket error: {0}")]
+    Transport(String),
+    /// The socket ended without a close frame.
+    #[error("connection closed")]
+    Closed,
+    /// The application asked to drop it (a test hook).
+    #[error("dropped on request")]
+    OnRequest,
+}
+
 enum SessionEnd {
     /// The socket dropped or could not connect; try again.
-    Dropped(String),
+    Dropped(DropReason),
     /// The server refused the login: stop.
     Refused(ErrorBody),
     /// Asked to stop.
@@ -276,8 +314,13 @@ async fn connect_once(
     .await
     {
         Ok(Ok((ws, _))) => ws,
-        Ok(Err(err)) => return (SessionEnd::Dropped(err.to_string()), false),
-        Err(_) => return (SessionEnd::Dropped("connect timed out".into()), false),
+        Ok(Err(err)) => {
+            return (
+                SessionEnd::Dropped(DropReason::ConnectFailed(err.to_string())),
+                false,
+            );
+        }
+        Err(_) => return (SessionEnd::Dropped(DropReason::ConnectTimedOut), false),
     };
     let (mut sink, mut stream) = ws.split();
     const LOGIN_ID: u64 = u64::MAX;
@@ -294,7 +337,10 @@ async fn connect_once(
         return (SessionEnd::Shutdown, false);
     };
     if let Err(err) = sink.send(Message::Text(text.into())).await {
-        return (SessionEnd::Dropped(err.to_string()), false);
+        return (
+            SessionEnd::Dropped(DropReason::Transport(err.to_string())),
+            false,
+        );
     }
     // Wait for the login answer.
     let logged_in = loop {
@@ -303,10 +349,10 @@ async fn connect_once(
                 serde_json::from_str::<ServerFrame>(text.as_str()).ok()
             }
             Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
-                return (SessionEnd::Dropped("closed during login".into()), false);
+                return (SessionEnd::Dropped(DropReason::ClosedDuringLogin), false);
             }
             Ok(Some(Ok(_))) => None,
-            Err(_) => return (SessionEnd::Dropped("login timed out".into()), false),
+            Err(_) => return (SessionEnd::Dropped(DropReason::LoginTimedOut), false),
         };
         match frame {
             Some(ServerFrame {
@@ -361,7 +407,7 @@ async fn connect_once(
         tokio::select! {
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > HEARTBEAT * 8 / 3 {
-                    return (SessionEnd::Dropped("the server stopped answering".into()), true);
+                    return (SessionEnd::Dropped(DropReason::ServerSilent), true);
                 }
                 if let Err(reason) = send_request(&mut sink, HEARTBEAT_ID, Request::Ping).await {
                     return (SessionEnd::Dropped(reason), true);
@@ -372,13 +418,15 @@ async fn connect_once(
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Close(frame))) => {
-                        let reason = frame.map(|f| format!("closed by server ({}): {}", u16::from(f.code), f.reason))
-                            .unwrap_or_else(|| "closed by server".into());
+                        let reason = frame.map_or(
+                            DropReason::ClosedByServer { code: 0, reason: String::new() },
+                            |f| DropReason::ClosedByServer { code: u16::from(f.code), reason: f.reason.to_string() },
+                        );
                         return (SessionEnd::Dropped(reason), true);
                     }
                     Some(Ok(_)) => continue,
-                    Some(Err(err)) => return (SessionEnd::Dropped(err.to_string()), true),
-                    None => return (SessionEnd::Dropped("connection closed".into()), true),
+                    Some(Err(err)) => return (SessionEnd::Dropped(DropReason::Transport(err.to_string())), true),
+                    None => return (SessionEnd::Dropped(DropReason::Closed), true),
                 };
                 let Ok(frame) = serde_json::from_str::<ServerFrame>(text.as_str()) else {
                     tracing::warn!("unparsable frame from server: {text}");
@@ -416,7 +464,7 @@ async fn connect_once(
                     in_flight.insert(id);
                 }
                 Some(ClientCommand::DropConnection) => {
-                    return (SessionEnd::Dropped("dropped on request".into()), true);
+                    return (SessionEnd::Dropped(DropReason::OnRequest), true);
                 }
                 Some(ClientCommand::Shutdown) | None => {
                     let _ = sink.send(Message::Close(None)).await;
@@ -427,7 +475,7 @@ async fn connect_once(
     }
 }
 
-async fn send_request<S>(sink: &mut S, id: u64, request: Request) -> Result<(), String>
+async fn send_request<S>(sink: &mut S, id: u64, request: Request) -> Result<(), DropReason>
 where
     S: futures_util::Sink<Message> + Unpin,
     S::Error: std::fmt::Display,
@@ -437,8 +485,8 @@ where
         id: Some(id),
         request,
     };
-    let text = serde_json::to_string(&frame).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string(&frame).map_err(|e| DropReason::Transport(e.to_string()))?;
     sink.send(Message::Text(text.into()))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| DropReason::Transport(e.to_string()))
 }

@@ -1,17 +1,23 @@
 //! Huddle's media layer, independent of Bevy.
 //!
 //! ```text
-//! synthetic pattern / tone / microphone ─▶ video (H.264) / audio (Opus) encoders ─┐
-//!                                                   session: encode once, send to every peer
-//! peer (WebRTC: DTLS-SRTP, NACK, GCC, PLI) ◀─────────────────────────────────────┘
-//!   └─ remote tracks ─▶ frame reassembly ─▶ H.264 decode ─▶ RGBA ─▶ PeerEvent::Video
-//!                   └─▶ Opus decode (concealment) ─▶ mixer (per-voice gains) ─▶ cpal / null sink
+//! camera / pattern ─▶ H.264 (video thread) ─┐
+//! microphone / tone ─▶ Opus (audio task) ───┴─▶ session: encode once, send to every peer
+//! peer (WebRTC: DTLS-SRTP, NACK, GCC, PLI) ◀─────┘
+//!   └─ remote video track ─▶ (bounded packet queue) ─▶ decode thread: reassembly ─▶ H.264
+//!        ─▶ RGBA ─▶ newest-wins slot (frames) ─▶ MediaSession::take_video_frames
+//!   └─ remote audio track ─▶ Opus decode (concealment) ─▶ mixer (per-voice gains) ─▶ cpal / null sink
+//!   both ─▶ probe (counts; stamps and tones when measuring, on its own thread) ─▶ stats()
 //!   encoded frames sent and received (as they are) ─▶ recording ─▶ Matroska file
 //! ```
+//!
+//! The async runtime only does IO and timers; codec work has its own threads. Test hooks
+//! (induced loss, the recording reader, ffprobe) exist only with the `test-utils` feature.
 //!
 //! - [`synthetic`]: the test pattern carrying its frame number and capture time.
 //! - [`video`], [`audio`]: codecs, colour conversion, the tone and its detector.
 //! - [`peer`]: one WebRTC connection per remote participant; [`session`]: a call's media.
+//! - [`frames`]: newest-wins slots of decoded pictures; [`probe`]: receive statistics.
 //! - [`mixer`]: jitter buffers, gains, outputs; [`devices`]: cpal microphones and speakers.
 //! - [`recording`]: the call recorded as received into one Matroska file.
 //! - [`screen`]: screen-share sources (the X11 desktop, frames pushed by the app).
@@ -20,8 +26,10 @@
 pub mod audio;
 pub mod camera;
 pub mod devices;
+pub mod frames;
 pub mod mixer;
 pub mod peer;
+pub mod probe;
 pub mod recording;
 pub mod ringtone;
 pub mod screen;

@@ -9,9 +9,13 @@
 //!   forwarder that hands PLI/FIR to the sender so the encoder makes a keyframe.
 //! - **Sending**: [`Peer::write_video`] / [`Peer::write_audio`] write encoded frames as samples
 //!   (the [`crate::session`] encodes once for all peers).
-//! - **Receiving**: each remote track is read by a task: video goes through a sample builder
-//!   (H.264 depacketizer) and the decoder to RGBA, audio through the Opus decoder; results go
-//!   out as [`PeerEvent`]s on a channel the caller drains without blocking.
+//! - **Receiving**: each remote track is read by a task on the async runtime, which only does
+//!   IO. Video packets cross a bounded queue to the track's own decode thread (reassembly →
+//!   H.264 → RGBA), which puts each picture into the track's newest-wins slot
+//!   ([`crate::frames`]) and counts it ([`crate::probe`]); the task sends keyframe requests
+//!   when the decoder asks. Audio is decoded by its task (Opus is cheap) straight into the
+//!   mixer, and counted. Control news (signals, connection state, errors) go out as
+//!   [`PeerEvent`]s on a channel the caller drains without blocking.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -49,7 +53,8 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::audio::{FRAME_SAMPLES, OpusDecoder, detect_tone};
+use crate::audio::{FRAME_SAMPLES, OpusDecoder};
+use crate::frames::VideoTrackKind;
 use crate::synthetic::{FrameStamp, read_stamp};
 use crate::video::{EncodedFrame, H264Decoder};
 
@@ -116,31 +121,6 @@ pub enum PeerEvent {
         /// Why.
         reason: String,
     },
-    /// A video frame from `uid`.
-    Video {
-        /// Whose.
-        uid: String,
-        /// The frame.
-        frame: DecodedVideo,
-    },
-    /// A frame of `uid`'s screen share (their second video track).
-    ScreenVideo {
-        /// Whose.
-        uid: String,
-        /// The frame.
-        frame: DecodedVideo,
-    },
-    /// 20 ms of audio from `uid` (decoded, or concealed).
-    Audio {
-        /// Whose.
-        uid: String,
-        /// Samples at 48 kHz: the stream's only channel, or the left one of a stereo stream.
-        samples: Vec<i16>,
-        /// The right channel, when the stream is stereo.
-        right: Option<Vec<i16>>,
-        /// Whether this frame was concealed (lost).
-        concealed: bool,
-    },
     /// Link measurements of the connection to `uid`, every second.
     Quality {
         /// Whose link.
@@ -182,7 +162,8 @@ pub struct MediaCounters {
     pub screen_frames_sent: AtomicU64,
 }
 
-/// Test hook: the share of incoming video RTP packets to drop (0..=1000 per mille).
+/// Test hook (feature `test-utils`): the share of incoming video RTP packets to drop
+/// (0..=1000 per mille).
 #[derive(Debug, Default)]
 pub struct LossInjection {
     /// Per mille of RTP packets dropped before depacketizing.
@@ -279,15 +260,35 @@ impl Interceptor for KeyframeRequestForwarder {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// What every peer of a session shares: where news, pictures, voices, figures and recorded
+/// media go, and what the senders are told.
+pub struct PeerContext {
+    /// Control news for the application.
+    pub events: Sender<PeerEvent>,
+    /// Newest-wins slots of decoded pictures.
+    pub frames: crate::frames::VideoSlots,
+    /// Receive statistics.
+    pub probe: Arc<crate::probe::MediaProbe>,
+    /// The mix of received voices.
+    pub mixer: crate::mixer::SharedMixer,
+    /// The running recording, if any.
+    pub recording: RecordingTap,
+    /// Send-side counters.
+    pub counters: Arc<MediaCounters>,
+    /// Set by a receiver's keyframe request (PLI/FIR) for the camera encoder.
+    pub keyframe_wanted: Arc<AtomicBool>,
+    /// The same for the screen-share encoder.
+    pub screen_keyframe_wanted: Arc<AtomicBool>,
+    /// Test hook: induced loss of received video.
+    pub loss: Arc<LossInjection>,
+}
+
 /// Everything the event handler needs.
 struct Handler {
     remote_uid: String,
     connected: Arc<AtomicBool>,
-    events: Sender<PeerEvent>,
     gathered: tokio::sync::watch::Sender<bool>,
-    loss: Arc<LossInjection>,
-    mixer: crate::mixer::SharedMixer,
-    recording: RecordingTap,
+    context: Arc<PeerContext>,
 }
 
 /// Where a running recording takes the media as it arrives (`None` while not recording).
@@ -322,25 +323,27 @@ impl PeerConnectionEventHandler for Handler {
             }
             _ => return,
         };
-        let _ = self.events.send(event);
+        let _ = self.context.events.send(event);
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let uid = self.remote_uid.clone();
-        let events = self.events.clone();
-        let loss = self.loss.clone();
-        let mixer = self.mixer.clone();
-        let recording = self.recording.clone();
+        let context = self.context.clone();
         tokio::spawn(async move {
             let kind = track.kind().await;
             let result = if kind == RtpCodecKind::Video {
                 let screen = track.stream_id().await == SCREEN_STREAM;
-                receive_video(track, (&uid, screen), &events, &loss, &recording).await
+                let kind = if screen {
+                    VideoTrackKind::Screen
+                } else {
+                    VideoTrackKind::Camera
+                };
+                receive_video(track, (&uid, kind), &context).await
             } else {
-                receive_audio(track, &uid, &events, &mixer, &recording).await
+                receive_audio(track, &uid, &context).await
             };
             if let Err(reason) = result {
-                let _ = events.send(PeerEvent::Error { uid, reason });
+                let _ = context.events.send(PeerEvent::Error { uid, reason });
             }
         });
     }
@@ -570,15 +573,18 @@ pub struct VideoReceiver {
     assembler: FrameAssembler,
     decoder: H264Decoder,
     waiting_for_keyframe: bool,
+    read_stamps: bool,
 }
 
 impl VideoReceiver {
-    /// A receiver for one H.264 track.
-    pub fn new() -> Result<Self, String> {
+    /// A receiver for one H.264 track; with `read_stamps`, each picture's synthetic stamp is
+    /// read back (measuring), else it is `None`.
+    pub fn new(read_stamps: bool) -> Result<Self, String> {
         Ok(Self {
             assembler: FrameAssembler::new(),
             decoder: H264Decoder::new().map_err(|e| e.to_string())?,
             waiting_for_keyframe: true,
+            read_stamps,
         })
     }
 
@@ -597,7 +603,11 @@ impl VideoReceiver {
             match self.decoder.decode_rgba(&access_unit, &mut rgba) {
                 Ok(Some((width, height))) => {
                     self.waiting_for_keyframe = false;
-                    let stamp = read_stamp(&rgba, width, height);
+                    let stamp = if self.read_stamps {
+                        read_stamp(&rgba, width, height)
+                    } else {
+                        None
+                    };
                     frames.push(DecodedVideo {
                         width,
                         height,
@@ -627,52 +637,49 @@ pub fn screen_track_name(uid: &str) -> String {
     format!("{uid} (screen)")
 }
 
+/// RTP packets of one video track that may wait for its decode thread; beyond, packets are
+/// dropped (the reassembler then asks for a keyframe) rather than queued without bound.
+pub const DECODE_QUEUE_PACKETS: usize = 1024;
+
+/// Reads one remote video track: packets go to the track's decode thread; keyframe requests
+/// go back to the sender when the decoder lost its reference.
 async fn receive_video(
     track: Arc<dyn TrackRemote>,
-    (uid, screen): (&str, bool),
-    events: &Sender<PeerEvent>,
-    loss: &LossInjection,
-    recording: &RecordingTap,
+    (uid, kind): (&str, VideoTrackKind),
+    context: &Arc<PeerContext>,
 ) -> Result<(), String> {
     let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
-    let mut receiver = VideoReceiver::new()?;
+    let needs_keyframe = Arc::new(AtomicBool::new(true));
+    let packets = spawn_video_decoder((uid, kind), context, needs_keyframe.clone())?;
     request_keyframe(&track, ssrc).await;
     let mut last_pli = Instant::now();
-    let mut dropped = 0u64;
+    #[cfg(feature = "test-utils")]
+    let mut received = 0u64;
     while let Some(event) = track.poll().await {
         let packet = match event {
             TrackRemoteEvent::OnRtpPacket(packet) => packet,
             TrackRemoteEvent::OnEnded => break,
             _ => continue,
         };
-        let drop_per_mille = loss.video_drop_per_mille.load(Ordering::Relaxed);
-        if drop_per_mille > 0 {
-            dropped += 1;
-            // Deterministic spread: drop `drop_per_mille` of every 1000 packets.
-            if (dropped * u64::from(drop_per_mille)) % 1000 < u64::from(drop_per_mille) {
-                continue;
+        #[cfg(feature = "test-utils")]
+        {
+            let drop_per_mille = context.loss.video_drop_per_mille.load(Ordering::Relaxed);
+            if drop_per_mille > 0 {
+                received += 1;
+                // Deterministic spread: drop `drop_per_mille` of every 1000 packets.
+                if (received * u64::from(drop_per_mille)) % 1000 < u64::from(drop_per_mille) {
+                    continue;
+                }
             }
         }
-        for frame in receiver.push(Instant::now(), packet) {
-            if let Some(recorder) = recorder_of(recording) {
-                let name = if screen {
-                    screen_track_name(uid)
-                } else {
-                    uid.to_owned()
-                };
-                recorder.video(&name, &frame.encoded, frame.width, frame.height);
-            }
-            let uid = uid.to_owned();
-            let event = if screen {
-                PeerEvent::ScreenVideo { uid, frame }
-            } else {
-                PeerEvent::Video { uid, frame }
-            };
-            if events.send(event).is_err() {
-                return Ok(());
+        match packets.try_send(packet) {
+            Ok(()) | Err(crossbeam_channel::TrySendError::Full(_)) => {}
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                return Err(format!("the video decoder of {uid} stopped"));
             }
         }
-        if receiver.needs_keyframe() && last_pli.elapsed() > Duration::from_millis(300) {
+        if needs_keyframe.load(Ordering::Relaxed) && last_pli.elapsed() > Duration::from_millis(300)
+        {
             request_keyframe(&track, ssrc).await;
             last_pli = Instant::now();
         }
@@ -680,31 +687,60 @@ async fn receive_video(
     Ok(())
 }
 
+/// Starts the decode thread of one video track: packets in (until the sender is dropped),
+/// pictures out into the track's slot, counted and recorded; `needs_keyframe` says when the
+/// decoder waits for one.
+fn spawn_video_decoder(
+    (uid, kind): (&str, VideoTrackKind),
+    context: &Arc<PeerContext>,
+    needs_keyframe: Arc<AtomicBool>,
+) -> Result<Sender<rtc::rtp::packet::Packet>, String> {
+    let mut receiver = VideoReceiver::new(context.probe.measuring())?;
+    let (packets, queue) = crossbeam_channel::bounded(DECODE_QUEUE_PACKETS);
+    let slot = context.frames.slot(uid, kind);
+    let context = context.clone();
+    let uid = uid.to_owned();
+    let name = match kind {
+        VideoTrackKind::Screen => screen_track_name(&uid),
+        VideoTrackKind::Camera => uid.clone(),
+    };
+    std::thread::Builder::new()
+        .name(format!("huddle-decode-{uid}"))
+        .spawn(move || {
+            for packet in queue {
+                for frame in receiver.push(Instant::now(), packet) {
+                    if let Some(recorder) = recorder_of(&context.recording) {
+                        recorder.video(&name, &frame.encoded, frame.width, frame.height);
+                    }
+                    if kind == VideoTrackKind::Camera {
+                        context.probe.video(&uid, &frame);
+                    }
+                    slot.put(frame);
+                }
+                needs_keyframe.store(receiver.needs_keyframe(), Ordering::Relaxed);
+            }
+        })
+        .map_err(|err| format!("cannot start a video decoder: {err}"))?;
+    Ok(packets)
+}
+
+/// Reads one remote audio track: Opus decode (with concealment of short gaps) into the mixer,
+/// counted by the probe; voices out of earshot are not decoded.
 async fn receive_audio(
     track: Arc<dyn TrackRemote>,
     uid: &str,
-    events: &Sender<PeerEvent>,
-    mixer: &crate::mixer::SharedMixer,
-    recording: &RecordingTap,
+    context: &Arc<PeerContext>,
 ) -> Result<(), String> {
     // Stereo output whatever the stream: a mono stream comes out on both channels.
     let mut decoder = OpusDecoder::stereo().map_err(|e| e.to_string())?;
     let mut out = vec![0i16; FRAME_SAMPLES * 6 * 2];
     let mut last_seq: Option<u16> = None;
     let mut stereo = false;
-    // Hands one decoded frame (`n` samples per channel) to the mixer and the application.
+    // Hands one decoded frame (`n` samples per channel) to the mixer and the probe.
     let deliver = |out: &[i16], n: usize, stereo: bool, concealed: bool| {
         let interleaved = &out[..n * 2];
-        crate::mixer::lock(mixer).push_stereo(uid, interleaved);
-        let (left, right) = crate::audio::deinterleave(interleaved);
-        events
-            .send(PeerEvent::Audio {
-                uid: uid.to_owned(),
-                samples: left,
-                right: stereo.then_some(right),
-                concealed,
-            })
-            .is_ok()
+        crate::mixer::lock(&context.mixer).push_stereo(uid, interleaved);
+        context.probe.audio(uid, interleaved, stereo, concealed);
     };
     while let Some(event) = track.poll().await {
         let packet = match event {
@@ -713,10 +749,10 @@ async fn receive_audio(
             _ => continue,
         };
         let seq = packet.header.sequence_number;
-        if let Some(recorder) = recorder_of(recording) {
+        if let Some(recorder) = recorder_of(&context.recording) {
             recorder.audio(uid, &packet.payload);
         }
-        if !crate::mixer::lock(mixer).wants(uid) {
+        if !crate::mixer::lock(&context.mixer).wants(uid) {
             // Out of earshot: not decoded at all (the saving of proximity culling).
             last_seq = Some(seq);
             continue;
@@ -736,13 +772,9 @@ async fn receive_audio(
         last_seq = Some(seq);
         stereo = crate::audio::is_stereo_packet(&packet.payload);
         match decoder.decode(&packet.payload, &mut out) {
-            Ok(n) => {
-                if !deliver(&out, n, stereo, false) {
-                    return Ok(());
-                }
-            }
+            Ok(n) => deliver(&out, n, stereo, false),
             Err(err) => {
-                let _ = events.send(PeerEvent::Error {
+                let _ = context.events.send(PeerEvent::Error {
                     uid: uid.to_owned(),
                     reason: err.to_string(),
                 });
@@ -750,11 +782,6 @@ async fn receive_audio(
         }
     }
     Ok(())
-}
-
-/// Tone detection over the last second of a participant's decoded audio.
-pub fn tone_of(samples: &[i16]) -> Option<f32> {
-    detect_tone(samples)
 }
 
 /// One WebRTC connection to one remote participant.
@@ -790,16 +817,16 @@ pub struct Peer {
     /// Screen frames written to this peer.
     screen_frames_written: AtomicU64,
     gathered: tokio::sync::watch::Receiver<bool>,
-    events: Sender<PeerEvent>,
-    keyframe_wanted: Arc<AtomicBool>,
-    screen_keyframe_wanted: Arc<AtomicBool>,
-    counters: Arc<MediaCounters>,
+    context: Arc<PeerContext>,
 }
 
-fn random_u32() -> u32 {
+/// A random non-zero SSRC; the operating system's randomness failing is an error, never a
+/// predictable value.
+fn random_u32() -> Result<u32, PeerError> {
     let mut buf = [0u8; 4];
-    let _ = getrandom::fill(&mut buf);
-    u32::from_le_bytes(buf) | 1
+    getrandom::fill(&mut buf)
+        .map_err(|err| PeerError(format!("no randomness for an SSRC: {err}")))?;
+    Ok(u32::from_le_bytes(buf) | 1)
 }
 
 fn local_track(
@@ -869,12 +896,7 @@ impl Peer {
     /// Builds the connection (no negotiation yet). Must run inside a tokio runtime.
     pub async fn create(
         setup: &PeerSetup,
-        events: Sender<PeerEvent>,
-        (keyframe_wanted, screen_keyframe_wanted): (Arc<AtomicBool>, Arc<AtomicBool>),
-        counters: Arc<MediaCounters>,
-        loss: Arc<LossInjection>,
-        mixer: crate::mixer::SharedMixer,
-        recording: RecordingTap,
+        context: Arc<PeerContext>,
     ) -> Result<Arc<Self>, PeerError> {
         let mut media = MediaEngine::default();
         media.register_codec(
@@ -912,11 +934,8 @@ impl Peer {
         let handler = Handler {
             remote_uid: setup.remote_uid.clone(),
             connected: connected.clone(),
-            events: events.clone(),
             gathered: gathered_tx,
-            loss,
-            mixer,
-            recording,
+            context: context.clone(),
         };
         let pc = PeerConnectionBuilder::new()
             .with_media_engine(media)
@@ -925,7 +944,7 @@ impl Peer {
             .with_udp_addrs(setup.udp_addrs.clone())
             .build()
             .await?;
-        let (video_ssrc, audio_ssrc, screen_ssrc) = (random_u32(), random_u32(), random_u32());
+        let (video_ssrc, audio_ssrc, screen_ssrc) = (random_u32()?, random_u32()?, random_u32()?);
         let peer = Arc::new(Self {
             remote_uid: setup.remote_uid.clone(),
             wanted_paused: AtomicBool::new(false),
@@ -948,10 +967,7 @@ impl Peer {
             payload_types: Mutex::new(None),
             screen_frames_written: AtomicU64::new(0),
             gathered,
-            events,
-            keyframe_wanted,
-            screen_keyframe_wanted,
-            counters,
+            context,
         });
         Ok(peer)
     }
@@ -993,8 +1009,8 @@ impl Peer {
         *senders = Some([audio, screen]);
         forward_keyframe_requests(
             self.screen.clone(),
-            self.screen_keyframe_wanted.clone(),
-            self.counters.clone(),
+            self.context.screen_keyframe_wanted.clone(),
+            self.context.counters.clone(),
         );
         Ok(())
     }
@@ -1014,8 +1030,8 @@ impl Peer {
         self.video_attached.store(true, Ordering::Release);
         forward_keyframe_requests(
             self.video.clone(),
-            self.keyframe_wanted.clone(),
-            self.counters.clone(),
+            self.context.keyframe_wanted.clone(),
+            self.context.counters.clone(),
         );
         Ok(true)
     }
@@ -1102,7 +1118,7 @@ impl Peer {
     }
 
     fn send_signal(&self, signal: PeerSignal) {
-        let _ = self.events.send(PeerEvent::Signal {
+        let _ = self.context.events.send(PeerEvent::Signal {
             to: self.remote_uid.clone(),
             signal,
         });
@@ -1371,7 +1387,7 @@ mod tests {
     fn reassembles_every_frame_in_order() {
         let stream = packetized(20);
         let count = stream.len();
-        let mut receiver = VideoReceiver::new().expect("receiver");
+        let mut receiver = VideoReceiver::new(true).expect("receiver");
         let mut numbers = Vec::new();
         for (i, frame) in stream.into_iter().enumerate() {
             let before = numbers.len();
@@ -1397,7 +1413,7 @@ mod tests {
     #[test]
     fn reordered_packets_reassemble() {
         let stream = packetized(6);
-        let mut receiver = VideoReceiver::new().expect("receiver");
+        let mut receiver = VideoReceiver::new(true).expect("receiver");
         let mut numbers = Vec::new();
         for mut frame in stream {
             frame.reverse();
@@ -1411,7 +1427,7 @@ mod tests {
     #[test]
     fn loss_skips_to_the_next_keyframe() {
         let stream = packetized(25);
-        let mut receiver = VideoReceiver::new().expect("receiver");
+        let mut receiver = VideoReceiver::new(true).expect("receiver");
         let mut numbers = Vec::new();
         let mut wanted_keyframe = false;
         for (i, mut frame) in stream.into_iter().enumerate() {

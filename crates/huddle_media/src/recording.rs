@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -848,242 +848,257 @@ fn write_loop(
     muxer.finish()
 }
 
-// --- Reading ---------------------------------------------------------------------------
+// --- Reading (test hooks: feature `test-utils`) ----------------------------------------
 
-/// What [`read_recording`] found.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RecordingInfo {
-    /// The Info's Duration, in milliseconds.
-    pub duration_ms: f64,
-    /// Tracks with what the clusters hold for each.
-    pub tracks: Vec<TrackInfo>,
-    /// Complete clusters.
-    pub clusters: usize,
-    /// Whether the file ends inside an element (the writer was killed).
-    pub truncated: bool,
-    /// Whether the segment's size was written (the recording was finished).
-    pub finished: bool,
-}
+#[cfg(test)]
+use reading::read_vint;
+#[cfg(any(test, feature = "test-utils"))]
+pub use reading::{RecordingInfo, TrackInfo, ffprobe, read_recording};
 
-/// One track as read back.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TrackInfo {
-    /// Track number.
-    pub number: u64,
-    /// Name (the participant).
-    pub name: String,
-    /// `V_MPEG4/ISO/AVC` or `A_OPUS`.
-    pub codec: String,
-    /// Blocks in complete clusters.
-    pub blocks: u64,
-    /// Keyframes among them.
-    pub keyframes: u64,
-    /// First and last block timestamps, in milliseconds.
-    pub first_ms: Option<u64>,
-    /// Last block timestamp.
-    pub last_ms: Option<u64>,
-    /// Pixel size (video).
-    pub pixel_size: Option<(u64, u64)>,
-}
+/// Reading recordings back, for tests and tools (feature `test-utils`).
+#[cfg(any(test, feature = "test-utils"))]
+mod reading {
+    use std::io::Read;
 
-fn read_vint(data: &[u8], pos: &mut usize, keep_marker: bool) -> Option<u64> {
-    let first = *data.get(*pos)?;
-    let len = first.leading_zeros() as usize + 1;
-    if len > 8 || *pos + len > data.len() {
-        return None;
+    use super::*;
+
+    /// What [`read_recording`] found.
+    #[derive(Clone, Debug, Default, PartialEq)]
+    pub struct RecordingInfo {
+        /// The Info's Duration, in milliseconds.
+        pub duration_ms: f64,
+        /// Tracks with what the clusters hold for each.
+        pub tracks: Vec<TrackInfo>,
+        /// Complete clusters.
+        pub clusters: usize,
+        /// Whether the file ends inside an element (the writer was killed).
+        pub truncated: bool,
+        /// Whether the segment's size was written (the recording was finished).
+        pub finished: bool,
     }
-    let mut value = if keep_marker {
-        u64::from(first)
-    } else {
-        u64::from(first) & ((1u64 << (8 - len)) - 1)
-    };
-    let all_ones = !keep_marker && value == (1u64 << (8 - len)) - 1;
-    let mut unknown = all_ones;
-    for byte in &data[*pos + 1..*pos + len] {
-        value = (value << 8) | u64::from(*byte);
-        unknown &= *byte == 0xFF;
-    }
-    *pos += len;
-    Some(if unknown { u64::MAX } else { value })
-}
 
-fn read_uint(payload: &[u8]) -> u64 {
-    payload.iter().fold(0, |v, b| (v << 8) | u64::from(*b))
-}
+    /// One track as read back.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct TrackInfo {
+        /// Track number.
+        pub number: u64,
+        /// Name (the participant).
+        pub name: String,
+        /// `V_MPEG4/ISO/AVC` or `A_OPUS`.
+        pub codec: String,
+        /// Blocks in complete clusters.
+        pub blocks: u64,
+        /// Keyframes among them.
+        pub keyframes: u64,
+        /// First and last block timestamps, in milliseconds.
+        pub first_ms: Option<u64>,
+        /// Last block timestamp.
+        pub last_ms: Option<u64>,
+        /// Pixel size (video).
+        pub pixel_size: Option<(u64, u64)>,
+    }
 
-/// The children of a master element's payload: (id, payload), and whether it ended early.
-fn children(data: &[u8]) -> (Vec<(u32, &[u8])>, bool) {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < data.len() {
-        let (Some(id), Some(size)) = (
-            read_vint(data, &mut pos, true),
-            read_vint(data, &mut pos, false),
-        ) else {
-            return (out, true);
-        };
-        let size = if size == u64::MAX {
-            (data.len() - pos) as u64
-        } else {
-            size
-        };
-        let Some(end) = pos
-            .checked_add(size as usize)
-            .filter(|end| *end <= data.len())
-        else {
-            return (out, true);
-        };
-        out.push((id as u32, &data[pos..end]));
-        pos = end;
-    }
-    (out, false)
-}
-
-/// Reads a recording back: its tracks and, from every complete cluster, each track's blocks.
-pub fn read_recording(path: &Path) -> io::Result<RecordingInfo> {
-    let mut data = Vec::new();
-    File::open(path)?.read_to_end(&mut data)?;
-    let (top, _) = children(&data);
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
-    if top.first().map(|(id, _)| *id) != Some(id::EBML) {
-        return Err(bad("not an EBML file"));
-    }
-    let segment_at = {
-        let mut pos = 0;
-        let _ = read_vint(&data, &mut pos, true);
-        let size = read_vint(&data, &mut pos, false).ok_or_else(|| bad("bad header"))?;
-        pos + size as usize
-    };
-    let mut pos = segment_at;
-    if read_vint(&data, &mut pos, true) != Some(u64::from(id::SEGMENT)) {
-        return Err(bad("no segment"));
-    }
-    let size_at = pos;
-    let size = read_vint(&data, &mut pos, false).ok_or_else(|| bad("bad segment"))?;
-    let mut info = RecordingInfo {
-        finished: data[size_at..pos] != UNKNOWN_SIZE,
-        ..RecordingInfo::default()
-    };
-    let end = if size == u64::MAX {
-        data.len()
-    } else {
-        (pos + size as usize).min(data.len())
-    };
-    let (elements, truncated) = children(&data[pos..end]);
-    info.truncated = truncated;
-    for (element, payload) in elements {
-        match element {
-            id::INFO => {
-                for (child, value) in children(payload).0 {
-                    if child == id::DURATION && value.len() == 8 {
-                        let mut bytes = [0u8; 8];
-                        bytes.copy_from_slice(value);
-                        info.duration_ms = f64::from_be_bytes(bytes);
-                    }
-                }
-            }
-            id::TRACKS => {
-                for (_, entry) in children(payload).0 {
-                    let mut track = TrackInfo::default();
-                    for (child, value) in children(entry).0 {
-                        match child {
-                            id::TRACK_NUMBER => track.number = read_uint(value),
-                            id::NAME => track.name = String::from_utf8_lossy(value).into(),
-                            id::CODEC_ID => track.codec = String::from_utf8_lossy(value).into(),
-                            id::VIDEO => {
-                                let fields = children(value).0;
-                                let get = |want| {
-                                    fields
-                                        .iter()
-                                        .find(|(id, _)| *id == want)
-                                        .map(|(_, v)| read_uint(v))
-                                };
-                                track.pixel_size = get(id::PIXEL_WIDTH).zip(get(id::PIXEL_HEIGHT));
-                            }
-                            _ => {}
-                        }
-                    }
-                    info.tracks.push(track);
-                }
-            }
-            id::CLUSTER => {
-                let mut cluster_ms = 0;
-                for (child, value) in children(payload).0 {
-                    if child == id::TIMESTAMP {
-                        cluster_ms = read_uint(value);
-                    } else if child == id::SIMPLE_BLOCK {
-                        let mut at = 0;
-                        let Some(number) = read_vint(value, &mut at, false) else {
-                            continue;
-                        };
-                        let Some(header) = value.get(at..at + 3) else {
-                            continue;
-                        };
-                        let relative = i16::from_be_bytes([header[0], header[1]]);
-                        let time = cluster_ms.saturating_add_signed(i64::from(relative));
-                        if let Some(track) = info.tracks.iter_mut().find(|t| t.number == number) {
-                            track.blocks += 1;
-                            track.keyframes += u64::from(header[2] & 0x80 != 0);
-                            track.first_ms.get_or_insert(time);
-                            track.last_ms = Some(time);
-                        }
-                    }
-                }
-                info.clusters += 1;
-            }
-            _ => {}
+    pub(super) fn read_vint(data: &[u8], pos: &mut usize, keep_marker: bool) -> Option<u64> {
+        let first = *data.get(*pos)?;
+        let len = first.leading_zeros() as usize + 1;
+        if len > 8 || *pos + len > data.len() {
+            return None;
         }
+        let mut value = if keep_marker {
+            u64::from(first)
+        } else {
+            u64::from(first) & ((1u64 << (8 - len)) - 1)
+        };
+        let all_ones = !keep_marker && value == (1u64 << (8 - len)) - 1;
+        let mut unknown = all_ones;
+        for byte in &data[*pos + 1..*pos + len] {
+            value = (value << 8) | u64::from(*byte);
+            unknown &= *byte == 0xFF;
+        }
+        *pos += len;
+        Some(if unknown { u64::MAX } else { value })
     }
-    Ok(info)
-}
 
-/// What `ffprobe` (from ffmpeg) sees in a media file: each stream as (title, codec, frames
-/// it decoded), sorted, and the duration in seconds. An independent check of our files for
-/// tests and tools; needs `ffprobe` on the `PATH`.
-pub fn ffprobe(path: &Path) -> Result<(Vec<(String, String, u64)>, f64), String> {
-    let output = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_streams",
-            "-show_format",
-        ])
-        .args(["-of", "json"])
-        .arg(path)
-        .output()
-        .map_err(|err| format!("cannot run ffprobe (Debian: apt install ffmpeg): {err}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "ffprobe {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&output.stderr)
-        ));
+    fn read_uint(payload: &[u8]) -> u64 {
+        payload.iter().fold(0, |v, b| (v << 8) | u64::from(*b))
     }
-    let json: serde_json::Value =
-        serde_json::from_slice(&output.stdout).map_err(|err| format!("ffprobe output: {err}"))?;
-    let mut streams: Vec<(String, String, u64)> = json["streams"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|s| {
-            (
-                s["tags"]["title"].as_str().unwrap_or("").to_owned(),
-                s["codec_name"].as_str().unwrap_or("").to_owned(),
-                s["nb_read_frames"]
-                    .as_str()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0),
-            )
-        })
-        .collect();
-    streams.sort();
-    let duration = json["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0.0);
-    Ok((streams, duration))
+
+    /// The children of a master element's payload: (id, payload), and whether it ended early.
+    fn children(data: &[u8]) -> (Vec<(u32, &[u8])>, bool) {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < data.len() {
+            let (Some(id), Some(size)) = (
+                read_vint(data, &mut pos, true),
+                read_vint(data, &mut pos, false),
+            ) else {
+                return (out, true);
+            };
+            let size = if size == u64::MAX {
+                (data.len() - pos) as u64
+            } else {
+                size
+            };
+            let Some(end) = pos
+                .checked_add(size as usize)
+                .filter(|end| *end <= data.len())
+            else {
+                return (out, true);
+            };
+            out.push((id as u32, &data[pos..end]));
+            pos = end;
+        }
+        (out, false)
+    }
+
+    /// Reads a recording back: its tracks and, from every complete cluster, each track's blocks.
+    pub fn read_recording(path: &Path) -> io::Result<RecordingInfo> {
+        let mut data = Vec::new();
+        File::open(path)?.read_to_end(&mut data)?;
+        let (top, _) = children(&data);
+        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+        if top.first().map(|(id, _)| *id) != Some(id::EBML) {
+            return Err(bad("not an EBML file"));
+        }
+        let segment_at = {
+            let mut pos = 0;
+            let _ = read_vint(&data, &mut pos, true);
+            let size = read_vint(&data, &mut pos, false).ok_or_else(|| bad("bad header"))?;
+            pos + size as usize
+        };
+        let mut pos = segment_at;
+        if read_vint(&data, &mut pos, true) != Some(u64::from(id::SEGMENT)) {
+            return Err(bad("no segment"));
+        }
+        let size_at = pos;
+        let size = read_vint(&data, &mut pos, false).ok_or_else(|| bad("bad segment"))?;
+        let mut info = RecordingInfo {
+            finished: data[size_at..pos] != UNKNOWN_SIZE,
+            ..RecordingInfo::default()
+        };
+        let end = if size == u64::MAX {
+            data.len()
+        } else {
+            (pos + size as usize).min(data.len())
+        };
+        let (elements, truncated) = children(&data[pos..end]);
+        info.truncated = truncated;
+        for (element, payload) in elements {
+            match element {
+                id::INFO => {
+                    for (child, value) in children(payload).0 {
+                        if child == id::DURATION && value.len() == 8 {
+                            let mut bytes = [0u8; 8];
+                            bytes.copy_from_slice(value);
+                            info.duration_ms = f64::from_be_bytes(bytes);
+                        }
+                    }
+                }
+                id::TRACKS => {
+                    for (_, entry) in children(payload).0 {
+                        let mut track = TrackInfo::default();
+                        for (child, value) in children(entry).0 {
+                            match child {
+                                id::TRACK_NUMBER => track.number = read_uint(value),
+                                id::NAME => track.name = String::from_utf8_lossy(value).into(),
+                                id::CODEC_ID => track.codec = String::from_utf8_lossy(value).into(),
+                                id::VIDEO => {
+                                    let fields = children(value).0;
+                                    let get = |want| {
+                                        fields
+                                            .iter()
+                                            .find(|(id, _)| *id == want)
+                                            .map(|(_, v)| read_uint(v))
+                                    };
+                                    track.pixel_size =
+                                        get(id::PIXEL_WIDTH).zip(get(id::PIXEL_HEIGHT));
+                                }
+                                _ => {}
+                            }
+                        }
+                        info.tracks.push(track);
+                    }
+                }
+                id::CLUSTER => {
+                    let mut cluster_ms = 0;
+                    for (child, value) in children(payload).0 {
+                        if child == id::TIMESTAMP {
+                            cluster_ms = read_uint(value);
+                        } else if child == id::SIMPLE_BLOCK {
+                            let mut at = 0;
+                            let Some(number) = read_vint(value, &mut at, false) else {
+                                continue;
+                            };
+                            let Some(header) = value.get(at..at + 3) else {
+                                continue;
+                            };
+                            let relative = i16::from_be_bytes([header[0], header[1]]);
+                            let time = cluster_ms.saturating_add_signed(i64::from(relative));
+                            if let Some(track) = info.tracks.iter_mut().find(|t| t.number == number)
+                            {
+                                track.blocks += 1;
+                                track.keyframes += u64::from(header[2] & 0x80 != 0);
+                                track.first_ms.get_or_insert(time);
+                                track.last_ms = Some(time);
+                            }
+                        }
+                    }
+                    info.clusters += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(info)
+    }
+
+    /// What `ffprobe` (from ffmpeg) sees in a media file: each stream as (title, codec, frames
+    /// it decoded), sorted, and the duration in seconds. An independent check of our files for
+    /// tests and tools; needs `ffprobe` on the `PATH`.
+    pub fn ffprobe(path: &Path) -> Result<(Vec<(String, String, u64)>, f64), String> {
+        let output = std::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-count_frames",
+                "-show_streams",
+                "-show_format",
+            ])
+            .args(["-of", "json"])
+            .arg(path)
+            .output()
+            .map_err(|err| format!("cannot run ffprobe (Debian: apt install ffmpeg): {err}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "ffprobe {}: {}",
+                path.display(),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .map_err(|err| format!("ffprobe output: {err}"))?;
+        let mut streams: Vec<(String, String, u64)> = json["streams"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| {
+                (
+                    s["tags"]["title"].as_str().unwrap_or("").to_owned(),
+                    s["codec_name"].as_str().unwrap_or("").to_owned(),
+                    s["nb_read_frames"]
+                        .as_str()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0),
+                )
+            })
+            .collect();
+        streams.sort();
+        let duration = json["format"]["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0.0);
+        Ok((streams, duration))
+    }
 }
 
 #[cfg(test)]

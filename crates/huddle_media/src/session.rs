@@ -2,12 +2,18 @@
 //! participant.
 //!
 //! ```text
-//!                 ┌─ video loop (fps): pattern → I420 → H.264 ─┐
-//! MediaSession ───┤                                            ├─▶ every Peer's tracks
-//!                 └─ audio loop (20 ms): tone → Opus ──────────┘
+//!                 ┌─ video thread (fps): camera/pattern → I420 → H.264 ─┐
+//! MediaSession ───┤                                                     ├─▶ every Peer's tracks
+//!                 └─ audio task (20 ms): microphone/tone → Opus ────────┘
 //!   commands (add/remove peer, signal) ─▶ actor task (in order) ─▶ Peer negotiation
-//!   PeerEvents (signals out, decoded video/audio, state) ─▶ crossbeam channel ─▶ caller
+//!   PeerEvents (signals out, state, errors) ─▶ crossbeam channel ─▶ caller
+//!   remote pictures ─▶ decode thread per track ─▶ newest-wins slot ─▶ take_video_frames()
+//!   remote voices ─▶ Opus ─▶ mixer ─▶ output;  figures ─▶ probe ─▶ stats()
 //! ```
+//!
+//! Codec work never runs on the async runtime's workers, which only do IO and timers: the
+//! camera encoder has its own thread (so has the screen share's), each remote video track its
+//! own decode thread. Opus (well under a millisecond per 20 ms frame) stays on the tasks.
 //!
 //! Muting stops sending audio packets (not only a flag in the UI); pausing stops video;
 //! `video_enabled` is off for audio-only calls until they switch to video. A keyframe request
@@ -27,15 +33,18 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use huddle_protocol::PeerSignal;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 
 use crate::audio::{FRAME_SAMPLES, OpusEncoder, ToneSource, tone_frequency_for};
 use crate::camera::{CameraCapture, CameraError};
 use crate::devices;
+use crate::frames::{VideoFrame, VideoSlots};
 use crate::mixer::{MixStats, Mixer, NullSink, SharedMixer, StereoGain};
 use crate::peer::{
-    LossInjection, MediaCounters, Peer, PeerEvent, PeerSetup, RecordingTap, recorder_of,
+    LossInjection, MediaCounters, Peer, PeerContext, PeerEvent, PeerSetup, RecordingTap,
+    recorder_of,
 };
+use crate::probe::{MediaProbe, ProbeSnapshot, wall_clock_ms};
 use crate::recording::{Recording, RecordingError, RecordingSummary, TrackSummary};
 use crate::screen::ScreenSource;
 use crate::synthetic::{FrameStamp, TestPattern};
@@ -59,6 +68,9 @@ pub struct SessionConfig {
     /// Send stereo Opus (the microphone's first two channels; the synthetic tone puts a
     /// second tone, 1.5 × the first, on the right). Receiving handles both always.
     pub stereo_audio: bool,
+    /// Measure what arrives (tests, bots, benchmarks): read synthetic stamps for latency and
+    /// find tones, off the caller's thread (see [`crate::probe`]). Counting is always on.
+    pub measure: bool,
 }
 
 impl SessionConfig {
@@ -72,6 +84,7 @@ impl SessionConfig {
             audio_output: None,
             video_input: None,
             stereo_audio: false,
+            measure: false,
         }
     }
 }
@@ -102,7 +115,25 @@ enum Command {
     Close,
 }
 
-type Peers = Arc<Mutex<HashMap<String, Arc<Peer>>>>;
+/// The session's connections by remote uid. A plain mutex: it is held only to look up,
+/// insert, remove or copy out peers, never across an `.await`.
+#[derive(Clone, Default)]
+struct Peers(Arc<std::sync::Mutex<HashMap<String, Arc<Peer>>>>);
+
+impl Peers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Peer>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every peer now.
+    fn all(&self) -> Vec<Arc<Peer>> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn get(&self, uid: &str) -> Option<Arc<Peer>> {
+        self.lock().get(uid).cloned()
+    }
+}
 
 /// The media of one call.
 pub struct MediaSession {
@@ -113,10 +144,7 @@ pub struct MediaSession {
     video_wanted_sent: std::sync::Mutex<HashMap<String, ((bool, u32), std::time::Instant)>>,
     events: Receiver<PeerEvent>,
     switches: Arc<SendSwitches>,
-    counters: Arc<MediaCounters>,
-    loss: Arc<LossInjection>,
-    tone_hz: f32,
-    recording_tap: RecordingTap,
+    context: Arc<PeerContext>,
     recording: std::sync::Mutex<Option<Recording>>,
     local_uid: String,
     runtime: tokio::runtime::Handle,
@@ -487,7 +515,6 @@ impl MediaSession {
     /// Starts the session's tasks on `runtime`.
     pub fn start(runtime: &tokio::runtime::Handle, config: SessionConfig) -> Self {
         let (events_tx, events) = crossbeam_channel::unbounded();
-        let events_tx_quality = events_tx.clone();
         let (commands, command_rx) = mpsc::unbounded_channel();
         let switches = Arc::new(SendSwitches {
             audio_muted: AtomicBool::new(false),
@@ -498,13 +525,19 @@ impl MediaSession {
             closed: Arc::new(AtomicBool::new(false)),
             target_bitrate: std::sync::atomic::AtomicU32::new(0),
         });
-        let counters = Arc::new(MediaCounters::default());
-        let loss = Arc::new(LossInjection::default());
-        let peers: Peers = Arc::new(Mutex::new(HashMap::new()));
-        let peers_for_session = peers.clone();
-        let events_tx_signals = events_tx.clone();
+        let peers = Peers::default();
         let mixer: SharedMixer = Arc::new(std::sync::Mutex::new(Mixer::default()));
-        let recording_tap: RecordingTap = Arc::new(std::sync::Mutex::new(None));
+        let context = Arc::new(PeerContext {
+            events: events_tx.clone(),
+            frames: VideoSlots::default(),
+            probe: MediaProbe::start(config.measure, switches.closed.clone()),
+            mixer: mixer.clone(),
+            recording: Arc::new(std::sync::Mutex::new(None)),
+            counters: Arc::new(MediaCounters::default()),
+            keyframe_wanted: switches.keyframe_wanted.clone(),
+            screen_keyframe_wanted: switches.screen_keyframe_wanted.clone(),
+            loss: Arc::new(LossInjection::default()),
+        });
         let io = DeviceIo::start(
             runtime,
             mixer.clone(),
@@ -525,45 +558,49 @@ impl MediaSession {
             config.clone(),
             command_rx,
             peers.clone(),
-            events_tx.clone(),
             switches.clone(),
-            counters.clone(),
-            loss.clone(),
-            mixer.clone(),
-            recording_tap.clone(),
+            context.clone(),
         ));
         let preview = SharedPreview::default();
-        runtime.spawn(send_video(
-            config.clone(),
-            io.camera.clone(),
-            preview.clone(),
-            peers.clone(),
-            switches.clone(),
-            counters.clone(),
-            events_tx,
-            recording_tap.clone(),
-        ));
+        let video = VideoSendLoop {
+            config: config.clone(),
+            runtime: runtime.clone(),
+            camera: io.camera.clone(),
+            preview: preview.clone(),
+            peers: peers.clone(),
+            switches: switches.clone(),
+            context: context.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("huddle-video-send".into())
+            .spawn(move || video.run());
+        if let Err(err) = spawned {
+            let _ = events_tx.send(PeerEvent::Error {
+                uid: config.local_uid.clone(),
+                reason: format!("cannot start the video sender: {err}"),
+            });
+        }
         runtime.spawn(send_audio(
             (config.local_uid.clone(), tone_hz, config.stereo_audio),
             io.microphone.clone(),
             peers.clone(),
             switches.clone(),
-            counters.clone(),
-            recording_tap.clone(),
+            context.clone(),
         ));
-        runtime.spawn(measure_links(peers, switches.clone(), events_tx_quality));
+        runtime.spawn(measure_links(
+            peers.clone(),
+            switches.clone(),
+            events_tx.clone(),
+        ));
         Self {
             commands,
             mixer,
-            peers: peers_for_session,
-            signals_out: events_tx_signals,
+            peers,
+            signals_out: events_tx,
             video_wanted_sent: std::sync::Mutex::new(HashMap::new()),
             events,
             switches,
-            counters,
-            loss,
-            tone_hz,
-            recording_tap,
+            context,
             recording: std::sync::Mutex::new(None),
             local_uid: config.local_uid,
             runtime: runtime.clone(),
@@ -648,9 +685,9 @@ impl MediaSession {
             runtime: self.runtime.clone(),
             peers: self.peers.clone(),
             switches: self.switches.clone(),
-            counters: self.counters.clone(),
+            counters: self.context.counters.clone(),
             events: self.signals_out.clone(),
-            recording: self.recording_tap.clone(),
+            recording: self.context.recording.clone(),
             stop,
             bitrate_bps,
         };
@@ -693,14 +730,18 @@ impl MediaSession {
             return Ok(());
         }
         let failures = self.signals_out.clone();
-        let tap = self.recording_tap.clone();
+        let tap = self.context.recording.clone();
         let recording = Recording::start(path, &self.local_uid, move |err| {
             if let Ok(mut tap) = tap.lock() {
                 *tap = None;
             }
             let _ = failures.send(PeerEvent::RecordingFailed { reason: err });
         })?;
-        *self.recording_tap.lock().unwrap_or_else(|p| p.into_inner()) = Some(recording.recorder());
+        *self
+            .context
+            .recording
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(recording.recorder());
         // The next frame we send must be decodable on its own: the file starts with it.
         self.switches.keyframe_wanted.store(true, Ordering::Relaxed);
         *slot = Some(recording);
@@ -709,7 +750,11 @@ impl MediaSession {
 
     /// Stops recording and finishes the file (`None` if not recording).
     pub fn stop_recording(&self) -> Option<Result<RecordingSummary, RecordingError>> {
-        *self.recording_tap.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self
+            .context
+            .recording
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         let recording = self
             .recording
             .lock()
@@ -730,7 +775,7 @@ impl MediaSession {
 
     /// Whether a recording is running.
     pub fn is_recording(&self) -> bool {
-        recorder_of(&self.recording_tap).is_some()
+        recorder_of(&self.context.recording).is_some()
     }
 
     /// Connects to a remote participant (the smaller uid offers).
@@ -782,19 +827,33 @@ impl MediaSession {
     }
 
     /// Whether our camera track is negotiated with `uid` (false in an audio-only call until
-    /// it switches to video and the renegotiation is done).
-    /// Not for async contexts: it waits for the peer table with tokio's `blocking_lock`,
-    /// which panics inside a runtime.
+    /// it switches to video and the renegotiation is done). Never waits on the runtime.
     pub fn has_video_track_to(&self, uid: &str) -> bool {
-        self.peers
-            .blocking_lock()
-            .get(uid)
-            .is_some_and(|p| p.video_attached())
+        self.peers.get(uid).is_some_and(|p| p.video_attached())
     }
 
     /// Counters of what was sent.
     pub fn counters(&self) -> &MediaCounters {
-        &self.counters
+        &self.context.counters
+    }
+
+    /// The newest decoded picture of every remote video track (camera and screen) since the
+    /// last call; pictures that a newer one replaced meanwhile are only counted.
+    pub fn take_video_frames(&self) -> Vec<VideoFrame> {
+        self.context.frames.take_all()
+    }
+
+    /// Pictures of `uid`'s camera replaced before they were taken (the reader was slower than
+    /// their video).
+    pub fn video_frames_replaced(&self, uid: &str) -> u64 {
+        self.context
+            .frames
+            .replaced(uid, crate::frames::VideoTrackKind::Camera)
+    }
+
+    /// Receive statistics per remote participant (see [`crate::probe`]).
+    pub fn stats(&self) -> ProbeSnapshot {
+        self.context.probe.snapshot()
     }
 
     /// Sets the gains of `uid`'s voice in the mix (volume, local mute, spatial pan).
@@ -827,16 +886,14 @@ impl MediaSession {
         });
     }
 
-    /// Video frames sent to `uid` so far (`None` if there is no such peer, or it is busy).
+    /// Video frames sent to `uid` so far (`None` if there is no such peer).
     pub fn video_frames_sent_to(&self, uid: &str) -> Option<u64> {
-        let peers = self.peers.try_lock().ok()?;
-        peers.get(uid).map(|p| p.video_frames_written())
+        self.peers.get(uid).map(|p| p.video_frames_written())
     }
 
-    /// What `uid` asked of our video: (paused, bitrate cap).
+    /// What `uid` asked of our video: (paused, bitrate cap); `None` if there is no such peer.
     pub fn video_wanted_by(&self, uid: &str) -> Option<(bool, u32)> {
-        let peers = self.peers.try_lock().ok()?;
-        peers.get(uid).map(|p| p.video_wanted())
+        self.peers.get(uid).map(|p| p.video_wanted())
     }
 
     /// Decode `uid`'s voice or not (proximity culling: a voice out of earshot costs nothing).
@@ -850,8 +907,10 @@ impl MediaSession {
     }
 
     /// Test hook: drop this share (per mille) of incoming video RTP packets.
+    #[cfg(feature = "test-utils")]
     pub fn inject_video_loss(&self, per_mille: u32) {
-        self.loss
+        self.context
+            .loss
             .video_drop_per_mille
             .store(per_mille.min(1000), Ordering::Relaxed);
     }
@@ -860,11 +919,6 @@ impl MediaSession {
     /// all peers; 0 until measured). The encoder follows it, capped at the configured bitrate.
     pub fn target_bitrate_bps(&self) -> u32 {
         self.switches.target_bitrate.load(Ordering::Relaxed)
-    }
-
-    /// The tone our synthetic microphone plays.
-    pub fn tone_hz(&self) -> f32 {
-        self.tone_hz
     }
 
     /// Stops sending and closes every peer connection.
@@ -883,17 +937,15 @@ impl Drop for MediaSession {
     }
 }
 
+/// The session's actor: peer commands and signals, applied one at a time, in order.
 async fn run_actor(
     config: SessionConfig,
     mut commands: mpsc::UnboundedReceiver<Command>,
     peers: Peers,
-    events: Sender<PeerEvent>,
     switches: Arc<SendSwitches>,
-    counters: Arc<MediaCounters>,
-    loss: Arc<LossInjection>,
-    mixer: SharedMixer,
-    recording: RecordingTap,
+    context: Arc<PeerContext>,
 ) {
+    let events = &context.events;
     let setup = |remote: &str| PeerSetup {
         local_uid: config.local_uid.clone(),
         remote_uid: remote.to_owned(),
@@ -908,38 +960,17 @@ async fn run_actor(
     };
     // Builds the connection to `remote` and registers it.
     let create = |remote: &str| {
-        let (setup, peers) = (setup(remote), peers.clone());
-        let (events, keyframe_wanted) = (
-            events.clone(),
-            (
-                switches.keyframe_wanted.clone(),
-                switches.screen_keyframe_wanted.clone(),
-            ),
-        );
-        let (counters, loss, mixer) = (counters.clone(), loss.clone(), mixer.clone());
-        let recording = recording.clone();
+        let (setup, peers, context) = (setup(remote), peers.clone(), context.clone());
         async move {
-            let peer = Peer::create(
-                &setup,
-                events,
-                keyframe_wanted,
-                counters,
-                loss,
-                mixer,
-                recording,
-            )
-            .await?;
-            peers
-                .lock()
-                .await
-                .insert(setup.remote_uid.clone(), peer.clone());
+            let peer = Peer::create(&setup, context).await?;
+            peers.lock().insert(setup.remote_uid.clone(), peer.clone());
             Ok::<_, crate::peer::PeerError>(peer)
         }
     };
     while let Some(command) = commands.recv().await {
         match command {
             Command::AddPeer(uid) => {
-                if uid == config.local_uid || peers.lock().await.contains_key(&uid) {
+                if uid == config.local_uid || peers.lock().contains_key(&uid) {
                     continue;
                 }
                 match create(&uid).await {
@@ -952,14 +983,16 @@ async fn run_actor(
                 }
             }
             Command::RemovePeer(uid) => {
-                let removed = peers.lock().await.remove(&uid);
-                crate::mixer::lock(&mixer).remove(&uid);
+                let removed = peers.lock().remove(&uid);
+                crate::mixer::lock(&context.mixer).remove(&uid);
+                context.frames.remove(&uid);
+                context.probe.remove(&uid);
                 if let Some(peer) = removed {
                     peer.close().await;
                 }
             }
             Command::Signal { from, signal } => {
-                let existing = peers.lock().await.get(&from).cloned();
+                let existing = peers.get(&from);
                 // A fresh offer for a peer we already have means they started over (their
                 // app restarted, or the link was rebuilt): replace the old connection.
                 let existing = match existing {
@@ -968,7 +1001,7 @@ async fn run_actor(
                             && !old.is_offerer()
                             && old.has_remote_description().await =>
                     {
-                        peers.lock().await.remove(&from);
+                        peers.lock().remove(&from);
                         old.close().await;
                         None
                     }
@@ -997,7 +1030,7 @@ async fn run_actor(
                 }
             }
             Command::EnableVideo => {
-                let targets: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
+                let targets: Vec<Arc<Peer>> = peers.all();
                 for peer in targets {
                     if let Err(err) = peer.enable_video().await {
                         report(peer.remote_uid(), format!("adding video: {err}"));
@@ -1007,7 +1040,7 @@ async fn run_actor(
             Command::Close => break,
         }
     }
-    let all: Vec<Arc<Peer>> = peers.lock().await.drain().map(|(_, p)| p).collect();
+    let all: Vec<Arc<Peer>> = peers.lock().drain().map(|(_, p)| p).collect();
     for peer in all {
         peer.close().await;
     }
@@ -1019,7 +1052,7 @@ async fn measure_links(peers: Peers, switches: Arc<SendSwitches>, events: Sender
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     while !switches.closed.load(Ordering::Relaxed) {
         ticker.tick().await;
-        let current: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
+        let current: Vec<Arc<Peer>> = peers.all();
         let mut lowest_target: Option<f64> = None;
         for peer in current {
             let (rtt_ms, received, lost, target) = peer.link_totals().await;
@@ -1053,180 +1086,198 @@ async fn measure_links(peers: Peers, switches: Arc<SendSwitches>, events: Sender
     }
 }
 
-fn wall_clock_ms() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u32)
-        .unwrap_or(0)
-}
-
 /// Sends our video every frame period: the camera's newest frame when a camera is in use
 /// (nothing new → nothing sent), else the test pattern. The encoder is rebuilt when the
 /// picture's size changes (a camera with another resolution).
-async fn send_video(
+///
+/// It runs on its own thread (`huddle-video-send`): capture conversion and H.264 encoding
+/// never occupy the async runtime; writing the encoded frame to the peers' tracks is handed to
+/// the runtime.
+struct VideoSendLoop {
     config: SessionConfig,
+    runtime: tokio::runtime::Handle,
     camera: SharedCamera,
     preview: SharedPreview,
     peers: Peers,
     switches: Arc<SendSwitches>,
-    counters: Arc<MediaCounters>,
-    events: Sender<PeerEvent>,
-    recording: RecordingTap,
-) {
-    let settings = config.video;
-    let pattern = TestPattern::new(settings.width, settings.height, &config.local_uid);
-    let report = |reason: String| {
-        let _ = events.send(PeerEvent::Error {
-            uid: config.local_uid.clone(),
-            reason,
-        });
-    };
-    let mut coder: Option<(H264Encoder, I420Frame)> = None;
-    let period = Duration::from_secs_f32(1.0 / settings.fps.max(1.0));
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut rgba = Vec::new();
-    let mut number = 0u32;
-    // RTP time advances by the real time between frames sent (a camera slower than the
-    // ticker, or frames skipped, must not slow the receiver's clock).
-    let mut last_sent: Option<std::time::Instant> = None;
-    while !switches.closed.load(Ordering::Relaxed) {
-        ticker.tick().await;
-        let video_on = !switches.video_paused.load(Ordering::Relaxed)
-            && switches.video_enabled.load(Ordering::Relaxed);
-        camera
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .sync(video_on, settings, |err| {
-                let _ = events.send(PeerEvent::DeviceFailed {
-                    kind: crate::DeviceKind::VideoInput,
-                    id: err.id,
-                    reason: err.reason,
-                });
+    context: Arc<PeerContext>,
+}
+
+impl VideoSendLoop {
+    fn run(self) {
+        let Self {
+            config,
+            runtime,
+            camera,
+            preview,
+            peers,
+            switches,
+            context,
+        } = self;
+        let (events, recording, counters) =
+            (&context.events, &context.recording, &context.counters);
+        let settings = config.video;
+        let pattern = TestPattern::new(settings.width, settings.height, &config.local_uid);
+        let report = |reason: String| {
+            let _ = events.send(PeerEvent::Error {
+                uid: config.local_uid.clone(),
+                reason,
             });
-        if !video_on {
-            continue;
-        }
-        let targets: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
-        // Adaptive receive: encode for those who watch, at the most any of them wants.
-        let watching: Vec<u32> = targets
-            .iter()
-            .map(|p| p.video_wanted())
-            .filter(|(paused, _)| !paused)
-            .map(|(_, cap)| if cap == 0 { settings.bitrate_bps } else { cap })
-            .collect();
-        let recorder = recorder_of(&recording);
-        let show_preview = preview.wanted.load(Ordering::Relaxed);
-        if watching.is_empty() && recorder.is_none() && !show_preview {
-            continue;
-        }
-        let wanted_bitrate = watching
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(settings.bitrate_bps);
-        let (width, height) = {
-            let mut camera = camera.lock().unwrap_or_else(|p| p.into_inner());
-            match camera.capture.as_ref() {
-                Some(capture) => match (capture.take_newest(), capture.failure()) {
-                    (Some(picture), _) => {
-                        let size = crate::screen::crop_to_even(
-                            picture.width,
-                            picture.height,
-                            picture.rgba,
+        };
+        let mut coder: Option<(H264Encoder, I420Frame)> = None;
+        let period = Duration::from_secs_f32(1.0 / settings.fps.max(1.0));
+        let mut next_tick = std::time::Instant::now();
+        let mut rgba = Vec::new();
+        let mut number = 0u32;
+        // RTP time advances by the real time between frames sent (a camera slower than the
+        // ticker, or frames skipped, must not slow the receiver's clock).
+        let mut last_sent: Option<std::time::Instant> = None;
+        while !switches.closed.load(Ordering::Relaxed) {
+            // One frame period per turn; a late turn skips the missed ticks (no burst).
+            let now = std::time::Instant::now();
+            if next_tick > now {
+                std::thread::sleep(next_tick - now);
+            }
+            next_tick = (next_tick + period).max(std::time::Instant::now());
+            let video_on = !switches.video_paused.load(Ordering::Relaxed)
+                && switches.video_enabled.load(Ordering::Relaxed);
+            camera
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .sync(video_on, settings, |err| {
+                    let _ = events.send(PeerEvent::DeviceFailed {
+                        kind: crate::DeviceKind::VideoInput,
+                        id: err.id,
+                        reason: err.reason,
+                    });
+                });
+            if !video_on {
+                continue;
+            }
+            let targets: Vec<Arc<Peer>> = peers.all();
+            // Adaptive receive: encode for those who watch, at the most any of them wants.
+            let watching: Vec<u32> = targets
+                .iter()
+                .map(|p| p.video_wanted())
+                .filter(|(paused, _)| !paused)
+                .map(|(_, cap)| if cap == 0 { settings.bitrate_bps } else { cap })
+                .collect();
+            let recorder = recorder_of(recording);
+            let show_preview = preview.wanted.load(Ordering::Relaxed);
+            if watching.is_empty() && recorder.is_none() && !show_preview {
+                continue;
+            }
+            let wanted_bitrate = watching
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(settings.bitrate_bps);
+            let (width, height) = {
+                let mut camera = camera.lock().unwrap_or_else(|p| p.into_inner());
+                match camera.capture.as_ref() {
+                    Some(capture) => match (capture.take_newest(), capture.failure()) {
+                        (Some(picture), _) => {
+                            let size = crate::screen::crop_to_even(
+                                picture.width,
+                                picture.height,
+                                picture.rgba,
+                                &mut rgba,
+                            );
+                            match size {
+                                Some(size) => size,
+                                None => continue,
+                            }
+                        }
+                        (None, Some(failure)) => {
+                            let _ = events.send(PeerEvent::DeviceFailed {
+                                kind: crate::DeviceKind::VideoInput,
+                                id: capture.id().to_owned(),
+                                reason: format!("stopped ({failure}); sending the test pattern"),
+                            });
+                            camera.capture = None;
+                            camera.failed = true;
+                            continue;
+                        }
+                        (None, None) => continue,
+                    },
+                    None if camera.awaiting_camera() => continue,
+                    None => {
+                        number += 1;
+                        pattern.render_rgba(
+                            FrameStamp {
+                                frame: number,
+                                capture_ms: wall_clock_ms(),
+                            },
                             &mut rgba,
                         );
-                        match size {
-                            Some(size) => size,
-                            None => continue,
-                        }
+                        (settings.width, settings.height)
                     }
-                    (None, Some(failure)) => {
-                        let _ = events.send(PeerEvent::DeviceFailed {
-                            kind: crate::DeviceKind::VideoInput,
-                            id: capture.id().to_owned(),
-                            reason: format!("stopped ({failure}); sending the test pattern"),
-                        });
-                        camera.capture = None;
-                        camera.failed = true;
+                }
+            };
+            if show_preview {
+                preview.offer(width, height, &rgba);
+            }
+            if watching.is_empty() && recorder.is_none() {
+                continue;
+            }
+            if coder
+                .as_ref()
+                .is_none_or(|(_, frame)| (frame.width(), frame.height()) != (width, height))
+            {
+                let sized = EncoderSettings {
+                    width,
+                    height,
+                    ..settings
+                };
+                match (H264Encoder::new(sized), I420Frame::new(width, height)) {
+                    (Ok(encoder), Ok(frame)) => coder = Some((encoder, frame)),
+                    (Err(err), _) | (_, Err(err)) => {
+                        report(format!("video encoder at {width}×{height}: {err}"));
+                        coder = None;
                         continue;
                     }
-                    (None, None) => continue,
-                },
-                None if camera.awaiting_camera() => continue,
-                None => {
-                    number += 1;
-                    pattern.render_rgba(
-                        FrameStamp {
-                            frame: number,
-                            capture_ms: wall_clock_ms(),
-                        },
-                        &mut rgba,
-                    );
-                    (settings.width, settings.height)
                 }
             }
-        };
-        if show_preview {
-            preview.offer(width, height, &rgba);
-        }
-        if watching.is_empty() && recorder.is_none() {
-            continue;
-        }
-        if coder
-            .as_ref()
-            .is_none_or(|(_, frame)| (frame.width(), frame.height()) != (width, height))
-        {
-            let sized = EncoderSettings {
-                width,
-                height,
-                ..settings
+            let Some((encoder, frame)) = coder.as_mut() else {
+                continue;
             };
-            match (H264Encoder::new(sized), I420Frame::new(width, height)) {
-                (Ok(encoder), Ok(frame)) => coder = Some((encoder, frame)),
-                (Err(err), _) | (_, Err(err)) => {
-                    report(format!("video encoder at {width}×{height}: {err}"));
-                    coder = None;
-                    continue;
-                }
+            if frame.fill_from_rgba(&rgba).is_err() {
+                continue;
             }
-        }
-        let Some((encoder, frame)) = coder.as_mut() else {
-            continue;
-        };
-        if frame.fill_from_rgba(&rgba).is_err() {
-            continue;
-        }
-        if switches.keyframe_wanted.swap(false, Ordering::Relaxed) {
-            encoder.request_keyframe();
-        }
-        let congestion = switches.target_bitrate.load(Ordering::Relaxed);
-        let congestion = if congestion > 0 {
-            congestion
-        } else {
-            settings.bitrate_bps
-        };
-        // Never above what we were configured for, what the link carries, or what the
-        // receivers want; the encoder rebuilds only on big moves.
-        let _ = encoder.set_bitrate(congestion.min(settings.bitrate_bps).min(wanted_bitrate));
-        let Ok(Some(encoded)) = encoder.encode(frame) else {
-            continue;
-        };
-        if let Some(recorder) = &recorder {
-            recorder.video(&config.local_uid, &encoded.data, width, height);
-        }
-        let now = std::time::Instant::now();
-        let duration = last_sent.map_or(period, |at| {
-            now.duration_since(at)
-                .clamp(Duration::from_millis(1), Duration::from_secs(1))
-        });
-        last_sent = Some(now);
-        let mut sent = false;
-        for peer in &targets {
-            sent |= peer.write_video(&encoded, duration).await;
-        }
-        if sent {
-            counters.video_frames_sent.fetch_add(1, Ordering::Relaxed);
+            if switches.keyframe_wanted.swap(false, Ordering::Relaxed) {
+                encoder.request_keyframe();
+            }
+            let congestion = switches.target_bitrate.load(Ordering::Relaxed);
+            let congestion = if congestion > 0 {
+                congestion
+            } else {
+                settings.bitrate_bps
+            };
+            // Never above what we were configured for, what the link carries, or what the
+            // receivers want; the encoder rebuilds only on big moves.
+            let _ = encoder.set_bitrate(congestion.min(settings.bitrate_bps).min(wanted_bitrate));
+            let Ok(Some(encoded)) = encoder.encode(frame) else {
+                continue;
+            };
+            if let Some(recorder) = &recorder {
+                recorder.video(&config.local_uid, &encoded.data, width, height);
+            }
+            let now = std::time::Instant::now();
+            let duration = last_sent.map_or(period, |at| {
+                now.duration_since(at)
+                    .clamp(Duration::from_millis(1), Duration::from_secs(1))
+            });
+            last_sent = Some(now);
+            let sent = runtime.block_on(async {
+                let mut sent = false;
+                for peer in &targets {
+                    sent |= peer.write_video(&encoded, duration).await;
+                }
+                sent
+            });
+            if sent {
+                counters.video_frames_sent.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -1237,9 +1288,9 @@ async fn send_audio(
     microphone: SharedMicrophone,
     peers: Peers,
     switches: Arc<SendSwitches>,
-    counters: Arc<MediaCounters>,
-    recording: RecordingTap,
+    context: Arc<PeerContext>,
 ) {
+    let (counters, recording) = (&context.counters, &context.recording);
     let (bitrate, channels) = if stereo { (64_000, 2) } else { (32_000, 1) };
     let Ok(mut encoder) = OpusEncoder::with_channels(bitrate, stereo) else {
         return;
@@ -1279,8 +1330,8 @@ async fn send_audio(
         if switches.audio_muted.load(Ordering::Relaxed) {
             continue;
         }
-        let targets: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
-        let recorder = recorder_of(&recording);
+        let targets: Vec<Arc<Peer>> = peers.all();
+        let recorder = recorder_of(recording);
         if targets.is_empty() && recorder.is_none() {
             continue;
         }
@@ -1379,7 +1430,7 @@ impl ScreenShareLoop {
                 }
                 let peers = self.peers.clone();
                 let sent = self.runtime.block_on(async move {
-                    let targets: Vec<Arc<Peer>> = peers.lock().await.values().cloned().collect();
+                    let targets: Vec<Arc<Peer>> = peers.all();
                     let mut sent = false;
                     for peer in targets {
                         sent |= peer.write_screen(&encoded, period).await;

@@ -1,12 +1,15 @@
 //! Synthetic video: a moving test pattern that carries its frame number and capture time in
 //! the picture, in blocks large enough to survive lossy compression, so a receiver can read
-//! them back ([`read_stamp`]) and measure frame loss and latency end to end.
+//! them back ([`read_stamp`]) and measure frame loss and latency end to end. The band's lower
+//! half repeats every cell inverted, so a picture that is not the pattern (a camera, a
+//! browser's video, a screen share) reads as "no stamp" rather than as a made-up number.
 //!
 //! Layout of a frame (RGBA, row-major):
 //!
 //! ```text
 //! ┌──────────────────────────────────────────────┐
-//! │ ■□■■□ … 64 stamp cells (32 bits frame, 32 ms) │  top band: black/white cells
+//! │ ■□■■□ … 64 stamp cells (32 bits frame, 32 ms) │  top band: black/white cells,
+//! │ □■□□■ … the same cells inverted (check row)   │  then the same inverted
 //! │                                               │
 //! │   colour bars that scroll one step per frame  │
 //! │             ▇ a square bouncing around        │
@@ -104,7 +107,8 @@ impl TestPattern {
                 let px = &mut row[x * 4..x * 4 + 4];
                 let colour = if y < band {
                     let bit = (x * STAMP_BITS as usize) / w;
-                    if stamp_bit(stamp, bit as u32) {
+                    // Upper half: the bit; lower half: its inverse (the check row).
+                    if stamp_bit(stamp, bit as u32) != (y >= band / 2) {
                         [255, 255, 255]
                     } else {
                         [0, 0, 0]
@@ -127,20 +131,30 @@ fn stamp_bit(stamp: FrameStamp, bit: u32) -> bool {
 }
 
 /// Reads the stamp back from an RGBA frame of `width`×`height` by sampling the centre of each
-/// cell of the top band (tolerant of compression noise). `None` if the buffer is too small.
+/// cell of the top band and of its inverted check row (tolerant of compression noise).
+/// `None` if the buffer is too small or the picture does not carry a stamp (some cell and its
+/// check cell are not clearly opposite).
 pub fn read_stamp(rgba: &[u8], width: u32, height: u32) -> Option<FrameStamp> {
     let (w, h) = (width as usize, height as usize);
     if w < STAMP_BITS as usize || rgba.len() < w * h * 4 {
         return None;
     }
     let band = (height / 8).max(8) as usize;
-    let y = band / 2;
+    let (bit_row, check_row) = (band / 4, band * 3 / 4);
+    let luma = |x: usize, y: usize| {
+        let i = (y * w + x) * 4;
+        (u32::from(rgba[i]) + u32::from(rgba[i + 1]) + u32::from(rgba[i + 2])) / 3
+    };
     let mut value = 0u64;
     for bit in 0..STAMP_BITS as usize {
         let x = (bit * w + w / 2) / STAMP_BITS as usize;
-        let i = (y * w + x) * 4;
-        let luma = (u32::from(rgba[i]) + u32::from(rgba[i + 1]) + u32::from(rgba[i + 2])) / 3;
-        value = (value << 1) | u64::from(luma > 127);
+        let (cell, check) = (luma(x, bit_row), luma(x, check_row));
+        let one = cell > 160 && check < 96;
+        let zero = cell < 96 && check > 160;
+        if !one && !zero {
+            return None;
+        }
+        value = (value << 1) | u64::from(one);
     }
     Some(FrameStamp {
         frame: (value >> 32) as u32,
@@ -201,5 +215,37 @@ mod tests {
         let band = 180 / 8 * 320 * 4;
         assert_ne!(a[band..], b[band..], "the picture below the stamp moves");
         assert_eq!(read_stamp(&a[..10], 320, 180), None);
+    }
+
+    /// Pictures that are not the pattern read as "no stamp": black, white, grey, and
+    /// smooth gradients like a camera's.
+    #[test]
+    fn pictures_without_a_stamp_read_as_none() {
+        let (w, h) = (320u32, 180u32);
+        let fill = |f: &dyn Fn(u32, u32) -> [u8; 3]| -> Vec<u8> {
+            let mut rgba = Vec::with_capacity((w * h * 4) as usize);
+            for y in 0..h {
+                for x in 0..w {
+                    rgba.extend_from_slice(&f(x, y));
+                    rgba.push(255);
+                }
+            }
+            rgba
+        };
+        for (name, picture) in [
+            ("black", fill(&|_, _| [0, 0, 0])),
+            ("white", fill(&|_, _| [255, 255, 255])),
+            ("grey", fill(&|_, _| [128, 128, 128])),
+            (
+                "gradient",
+                fill(&|x, y| [(x % 256) as u8, (y % 256) as u8, 90]),
+            ),
+            (
+                "stripes",
+                fill(&|x, _| if (x / 5) % 2 == 0 { [0; 3] } else { [255; 3] }),
+            ),
+        ] {
+            assert_eq!(read_stamp(&picture, w, h), None, "{name}");
+        }
     }
 }

@@ -16,8 +16,8 @@ use std::hint::black_box;
 
 use bevy::ecs::schedule::SingleThreadedExecutor;
 use bevy::prelude::*;
-use bevy_huddle::layout::{LayoutRequest, LayoutTile, compute_layout};
 use bevy_huddle::prelude::*;
+use bevy_huddle::view::layout::{LayoutRequest, LayoutTile, compute_layout};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 const SIZES: [usize; 5] = [2, 9, 25, 49, 100];

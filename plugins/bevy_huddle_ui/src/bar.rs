@@ -108,7 +108,7 @@ pub fn next_mode(mode: LayoutMode) -> LayoutMode {
 
 impl CallButton {
     /// The action a press sends, given the call's state; `None` for the audio-mode button,
-    /// which opens a menu of [`AvailableAudioModes`](bevy_huddle::actions::AvailableAudioModes)
+    /// which opens a menu of [`AvailableAudioModes`](bevy_huddle::call::actions::AvailableAudioModes)
     /// instead.
     pub fn action(self, state: &BarState) -> Option<CallAction> {
         Some(match self {

@@ -6,7 +6,7 @@
 //! cannot be opened, reports `DeviceUnavailable` and falls back to the stand-in).
 
 use bevy_huddle::CallAction;
-use bevy_huddle::devices::{DeviceKind, MediaDevices};
+use bevy_huddle::call::devices::{DeviceKind, MediaDevices};
 
 /// One device in a picker.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,8 +3,8 @@
 
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
-use bevy_huddle::actions::AvailableAudioModes;
-use bevy_huddle::model::ParticipantRoutes;
+use bevy_huddle::call::actions::AvailableAudioModes;
+use bevy_huddle::call::model::ParticipantRoutes;
 use bevy_huddle::prelude::*;
 
 use crate::bar::{BarState, CallButton, bar_buttons};

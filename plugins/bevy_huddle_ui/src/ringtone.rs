@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use bevy::prelude::*;
-use bevy_huddle::devices::{DeviceKind, MediaDevices};
+use bevy_huddle::call::devices::{DeviceKind, MediaDevices};
 use huddle_media::ringtone::{Ringtone, RingtoneError, parse_wav};
 
 use crate::ringing::RingingScreens;

@@ -358,7 +358,7 @@ fn pin_and_local_audio_controls() {
     assert_eq!(call_layout(&app, call).pinned, Some(bob));
     let mut routes = app
         .world_mut()
-        .query::<(&bevy_huddle::model::RouteOf, &AudioRoute)>();
+        .query::<(&bevy_huddle::call::model::RouteOf, &AudioRoute)>();
     let routes: Vec<(Entity, AudioRoute)> = routes
         .iter(app.world())
         .map(|(of, r)| (of.0, r.clone()))

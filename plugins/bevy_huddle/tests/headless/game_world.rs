@@ -17,10 +17,9 @@ use bevy::render::pipelined_rendering::PipelinedRenderingPlugin;
 use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat, TextureUsages};
 use bevy::window::{ExitCondition, PrimaryWindow};
 use bevy::winit::WinitPlugin;
-use bevy_huddle::game_view::CameraShare;
-use bevy_huddle::media::ScreenShareSettings;
+use bevy_huddle::media::game_view::CameraShare;
 use bevy_huddle::prelude::*;
-use bevy_huddle::surfaces::{SurfaceContent, VideoSurface};
+use bevy_huddle::view::surfaces::{SurfaceContent, VideoSurface};
 use huddle_client::Backoff;
 
 use crate::harness::*;
@@ -182,7 +181,11 @@ fn game_camera_is_shared_as_screen_video() {
         },
     );
     assert_eq!(
-        alice.world().resource::<ScreenShareSettings>().camera,
+        alice
+            .world()
+            .get::<CallMedia>(call)
+            .expect("call")
+            .shared_camera,
         Some(other)
     );
 
@@ -193,7 +196,11 @@ fn game_camera_is_shared_as_screen_video() {
     assert!(alice.world().get::<CameraShare>(call).is_none());
     assert!(!session_of(&alice).is_screen_sharing());
     assert_eq!(
-        alice.world().resource::<ScreenShareSettings>().camera,
+        alice
+            .world()
+            .get::<CallMedia>(call)
+            .expect("call")
+            .shared_camera,
         None,
         "the next share is the desktop again"
     );

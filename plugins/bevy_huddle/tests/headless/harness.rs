@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
-use bevy_huddle::actions::OutboundSignal;
+use bevy_huddle::call::actions::OutboundSignal;
 use bevy_huddle::prelude::*;
 
 /// Every `CallEvent` an observer saw, in order.

@@ -3,9 +3,9 @@
 
 use bevy::prelude::*;
 use bevy::ui::Display;
-use bevy_huddle::layout::*;
 use bevy_huddle::prelude::*;
-use bevy_huddle::tiles::{TileAvatar, TileVideo};
+use bevy_huddle::view::layout::*;
+use bevy_huddle::view::tiles::{TileAvatar, TileVideo};
 
 use crate::harness::*;
 
@@ -398,9 +398,9 @@ fn tile_nodes_switch_between_avatar_and_video() {
 /// his tile is outlined while he speaks and not after; a hidden network label is not built.
 #[test]
 fn tiles_show_network_quality_and_who_speaks() {
-    use bevy_huddle::model::ConnectionQuality;
-    use bevy_huddle::settings::TileCorner;
-    use bevy_huddle::tiles::{SPEAKING_OUTLINE, TileNetworkLabel, quality_label};
+    use bevy_huddle::call::model::ConnectionQuality;
+    use bevy_huddle::call::settings::TileCorner;
+    use bevy_huddle::view::tiles::{SPEAKING_OUTLINE, TileNetworkLabel, quality_label};
     let mut app = app();
     let mut settings = CallSettings::default();
     settings.main_video_container.network_label.position = TileCorner::TopRight;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
-use bevy_huddle::connection::PeerSignalReceived;
+use bevy_huddle::call::signal::PeerSignalReceived;
 use bevy_huddle::media::{
     CallMediaSession, MediaSettings, MediaStats, RecordingSettings, RemoteMediaStats,
     ScreenShareSettings,
@@ -38,6 +38,8 @@ pub(crate) fn small_video(app: &mut App) {
             bitrate_bps: 300_000,
             keyframe_interval: 60,
         },
+        // The tests read stamps and tones back.
+        measure: true,
         ..MediaSettings::default()
     });
 }
@@ -129,11 +131,11 @@ fn two_apps_exchange_media_and_mute_and_pause_stop_packets() {
     // Link quality is measured: loopback is excellent.
     pump(&mut [&mut alice, &mut bob], "a link measurement", |apps| {
         state_of(apps[0], "bob").connection_quality
-            != bevy_huddle::model::ConnectionQuality::Unknown
+            != bevy_huddle::call::model::ConnectionQuality::Unknown
     });
     assert_eq!(
         state_of(&mut alice, "bob").connection_quality,
-        bevy_huddle::model::ConnectionQuality::Excellent
+        bevy_huddle::call::model::ConnectionQuality::Excellent
     );
     assert!(take_events(&mut alice).iter().any(
         |e| matches!(e, CallEvent::ConnectionQualityChanged { user, .. } if user.uid == "bob")
@@ -488,7 +490,7 @@ fn adaptive_receive_pauses_hidden_and_caps_small_tiles() {
     act(refs[1], CallAction::SetMode(LayoutMode::Default));
     pump(&mut refs, "a capped wish", |apps| {
         session_of(apps[0]).video_wanted_by("bob")
-            == Some((false, bevy_huddle::media::SMALL_TILE_BITRATE))
+            == Some((false, bevy_huddle::view::demand::SMALL_TILE_BITRATE))
     });
     pump(&mut refs, "video to bob again", |apps| {
         session_of(apps[0])
@@ -738,8 +740,8 @@ fn desktop_screen_share_becomes_a_spotlighted_tile() {
 /// Switching back to the synthetic camera is quiet.
 #[test]
 fn devices_switch_live_and_a_broken_one_falls_back() {
-    use bevy_huddle::devices::DeviceInfo;
-    use bevy_huddle::session::DeviceListRefreshed;
+    use bevy_huddle::call::devices::DeviceInfo;
+    use bevy_huddle::call::session::DeviceListRefreshed;
     let stack = Stack::start();
     let mut alice = media_user(&stack, "alice");
     let mut bob = media_user(&stack, "bob");
@@ -871,4 +873,71 @@ fn devices_switch_live_and_a_broken_one_falls_back() {
         "the synthetic camera opens"
     );
     assert_eq!(call_state(&alice), Some(CallState::InCall));
+}
+
+/// Volume and local mute reach the mixer without spatial voice: in a real call where bob's
+/// app runs `HuddlePlugins` with `SpatialVoicePlugin` disabled, turning alice's volume down
+/// lowers her level in bob's mix by that factor, and a local mute silences her; the plain
+/// gain the call model computes is what the mixer applies.
+#[test]
+fn volume_and_local_mute_work_without_spatial_voice() {
+    let stack = Stack::start();
+    let mut alice = media_user(&stack, "alice");
+    let mut bob = App::new();
+    bob.add_plugins((
+        MinimalPlugins,
+        AssetPlugin::default(),
+        HuddlePlugins
+            .build()
+            .disable::<bevy_huddle::SpatialVoicePlugin>(),
+    ));
+    let mut bob = finish_test_app(bob);
+    stack.connect(&mut bob, "bob", Backoff::default());
+    small_video(&mut bob);
+    assert!(
+        !bob.world()
+            .contains_resource::<bevy_huddle::spatial::SpatialAudioSettings>(),
+        "spatial voice is off"
+    );
+    call_and_join(&mut alice, &mut bob);
+    let level = |app: &App| {
+        let stats = active_call(app)
+            .and_then(|c| app.world().get::<MediaStats>(c))
+            .expect("stats");
+        stats.output_rms.0.max(stats.output_rms.1)
+    };
+    pump(&mut [&mut alice, &mut bob], "alice in bob's mix", |apps| {
+        level(apps[1]) > 0.1
+    });
+    run_for(&mut [&mut alice, &mut bob], Duration::from_millis(300));
+    let full = level(&bob);
+
+    act(
+        &mut bob,
+        CallAction::SetParticipantVolume {
+            uid: "alice".into(),
+            volume: 0.25,
+        },
+    );
+    pump(&mut [&mut alice, &mut bob], "alice quieter", |apps| {
+        level(apps[1]) < full * 0.4
+    });
+    run_for(&mut [&mut alice, &mut bob], Duration::from_millis(300));
+    let quarter = level(&bob);
+    assert!(
+        (quarter / full - 0.25).abs() < 0.05,
+        "a quarter of the volume gives a quarter of the level: {quarter} of {full}"
+    );
+
+    act(
+        &mut bob,
+        CallAction::SetParticipantLocalMute {
+            uid: "alice".into(),
+            muted: true,
+        },
+    );
+    pump(&mut [&mut alice, &mut bob], "alice muted locally", |apps| {
+        level(apps[1]) < 1e-4
+    });
+    assert_eq!(call_state(&bob), Some(CallState::InCall));
 }

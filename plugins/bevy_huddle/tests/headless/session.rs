@@ -212,7 +212,7 @@ fn remote_state_changes() {
         call,
         SessionChange::ConnectionQuality {
             uid: "carol".into(),
-            quality: bevy_huddle::model::ConnectionQuality::Poor,
+            quality: bevy_huddle::call::model::ConnectionQuality::Poor,
         },
     );
     session(
@@ -239,7 +239,7 @@ fn remote_state_changes() {
     assert!(carol.video_paused && carol.hand_raised);
     assert_eq!(
         carol.connection_quality,
-        bevy_huddle::model::ConnectionQuality::Poor
+        bevy_huddle::call::model::ConnectionQuality::Poor
     );
     let bob_entity = participant(&mut app, "bob");
     assert_eq!(
@@ -372,7 +372,7 @@ fn calls_that_cannot_start() {
     let refused = spawn_call(&mut app, Call::new("s", bad));
     assert!(matches!(
         app.world().get::<CallState>(refused),
-        Some(CallState::Ended { reason: EndReason::Failed(code) }) if code == "INVALID_PROP_EXCEPTION"
+        Some(CallState::Ended { reason: EndReason::Failed { code, .. } }) if *code == ErrorCode::InvalidProp
     ));
     assert_eq!(app.world().resource::<ActiveCall>().0, None);
     let empty = spawn_call(&mut app, Call::new("  ", CallSettings::default()));

@@ -1,8 +1,8 @@
 //! `CallSettings`: reference defaults, serde round trips, and `INVALID_PROP_EXCEPTION` for what
 //! cannot work.
 
+use bevy_huddle::call::settings::{ButtonSettings, TileCorner};
 use bevy_huddle::prelude::*;
-use bevy_huddle::settings::{ButtonSettings, TileCorner};
 
 /// Every default equals the reference SDK's documented default.
 #[test]

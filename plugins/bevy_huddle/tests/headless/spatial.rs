@@ -10,7 +10,7 @@ fn gain_of(app: &mut App, uid: &str) -> RouteGain {
     let owner = participant(app, uid);
     let mut routes = app
         .world_mut()
-        .query::<(&bevy_huddle::model::RouteOf, &RouteGain)>();
+        .query::<(&bevy_huddle::call::model::RouteOf, &RouteGain)>();
     routes
         .iter(app.world())
         .find(|(of, _)| of.0 == owner)
@@ -168,4 +168,38 @@ fn attenuation_models_and_pan_law() {
     }
     let (l, r) = equal_power_pan(Vec3::NEG_Z);
     assert!((l - r).abs() < 1e-5, "straight ahead is centred");
+}
+
+/// Without `SpatialVoicePlugin`, every route still has a `RouteGain`, computed by the call
+/// model from the volume and local mute (the same in both ears), and it follows changes.
+#[test]
+fn plain_gains_follow_volume_and_mute_without_spatial_voice() {
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins,
+        AssetPlugin::default(),
+        HuddlePlugins.build().disable::<SpatialVoicePlugin>(),
+    ));
+    let mut app = finish_test_app(app);
+    joined_call(&mut app, Call::new("s", CallSettings::default()), &["bob"]);
+    run(&mut app, 2);
+    assert_eq!(gain_of(&mut app, "bob"), RouteGain::plain(1.0));
+    act(
+        &mut app,
+        CallAction::SetParticipantVolume {
+            uid: "bob".into(),
+            volume: 0.4,
+        },
+    );
+    run(&mut app, 2);
+    assert_eq!(gain_of(&mut app, "bob"), RouteGain::plain(0.4));
+    act(
+        &mut app,
+        CallAction::SetParticipantLocalMute {
+            uid: "bob".into(),
+            muted: true,
+        },
+    );
+    run(&mut app, 2);
+    assert_eq!(gain_of(&mut app, "bob"), RouteGain::plain(0.0));
 }

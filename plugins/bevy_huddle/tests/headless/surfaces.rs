@@ -9,7 +9,7 @@ use bevy::picking::pointer::{
 use bevy::picking::{InteractionPlugin, PickingPlugin, PickingSystems};
 use bevy::prelude::*;
 use bevy_huddle::prelude::*;
-use bevy_huddle::surfaces::{SurfaceContent, VideoSurface};
+use bevy_huddle::view::surfaces::{SurfaceContent, VideoSurface};
 
 use crate::harness::*;
 

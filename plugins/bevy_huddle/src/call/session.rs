@@ -11,17 +11,14 @@
 
 use std::time::Duration;
 
-use bevy::asset::RenderAssetUsages;
 use bevy::ecs::system::SystemParam;
-use bevy::image::ToExtents;
 use bevy::prelude::*;
-use wgpu_types::{TextureDimension, TextureFormat};
 
-use crate::actions::{CallWorld, Signal};
-use crate::devices::DeviceLists;
-use crate::error::HuddleError;
-use crate::events::CallEvent;
-use crate::model::*;
+use crate::call::actions::{CallWorld, Signal};
+use crate::call::devices::DeviceLists;
+use crate::call::error::HuddleError;
+use crate::call::events::CallEvent;
+use crate::call::model::*;
 
 /// One participant as the transport describes them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -191,7 +188,7 @@ pub(crate) fn start_new_calls(
         };
         if let Some(error) = refusal {
             *state = CallState::Ended {
-                reason: EndReason::Failed(error.code().as_str().to_owned()),
+                reason: EndReason::failed(&error),
             };
             world.emit(CallEvent::Error {
                 call: Some(call),
@@ -246,7 +243,7 @@ impl SessionWorld<'_, '_> {
         let image = self
             .images
             .as_mut()
-            .map(|images| images.add(blank_video_image()))
+            .map(|images| images.add(super::video_image::blank_video_image()))
             .unwrap_or_default();
         commands.spawn((
             TileOf(id),
@@ -493,7 +490,7 @@ impl SessionWorld<'_, '_> {
         uid: &str,
         value: bool,
         flag: fn(&mut ParticipantState) -> &mut bool,
-    ) -> Result<Option<crate::events::CallUser>, HuddleError> {
+    ) -> Result<Option<crate::call::events::CallUser>, HuddleError> {
         let participant = self.known(call, uid)?;
         let (_, who, mut state, _) = self
             .world
@@ -608,16 +605,4 @@ pub(crate) fn refresh_device_lists(
             });
         }
     }
-}
-
-/// A 1×1 black image, ready for video frames (render-world only, so that setting its data
-/// later moves the bytes to the GPU without a copy kept in the main world).
-fn blank_video_image() -> Image {
-    Image::new_fill(
-        UVec2::ONE.to_extents(),
-        TextureDimension::D2,
-        &[0, 0, 0, 255],
-        TextureFormat::Rgba8UnormSrgb,
-        RenderAssetUsages::RENDER_WORLD,
-    )
 }

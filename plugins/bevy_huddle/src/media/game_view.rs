@@ -1,7 +1,7 @@
 //! Game-view share: a Bevy camera's picture as the outgoing screen-share track.
 //!
-//! 1. [`CallAction::ShareCamera`](crate::actions::CallAction::ShareCamera) (or
-//!    [`ScreenShareSettings::camera`](crate::media::ScreenShareSettings) and
+//! 1. [`CallAction::ShareCamera`](crate::call::actions::CallAction::ShareCamera) (or
+//!    [`CallMedia::shared_camera`](crate::call::model::CallMedia::shared_camera) and
 //!    `start_screen_share`) starts the local share. The media bridge calls
 //!    [`open_camera_share`]: it makes a `huddle_media::screen::PushedFrames` source for the
 //!    session's screen-share encoder and puts a [`CameraShare`] (the pushing end) on the call.
@@ -59,9 +59,9 @@ mod enabled {
     use huddle_media::screen::{FramePusher, PushedFrame, PushedFrames, ScreenError, ScreenSource};
     use wgpu_types::TextureFormat;
 
-    use crate::actions::CallAction;
-    use crate::error::HuddleError;
-    use crate::events::CallEvent;
+    use crate::call::actions::CallAction;
+    use crate::call::error::HuddleError;
+    use crate::call::events::CallEvent;
 
     /// How long the first capture may take before the share is given up (no renderer, or
     /// shader compilation on a CPU renderer holding the first frames for a while); once

@@ -18,10 +18,10 @@ use bevy::picking::hover::Hovered;
 use bevy::picking::pointer::{PointerButton, PointerId, PointerLocation};
 use bevy::prelude::*;
 
-use crate::actions::CallAction;
-use crate::layout::clamp_into_viewport;
-use crate::model::*;
-use crate::settings::LayoutMode;
+use crate::call::actions::CallAction;
+use crate::call::model::*;
+use crate::call::settings::LayoutMode;
+use crate::view::layout::clamp_into_viewport;
 
 /// Looks up the call a tile belongs to: (participant uid, call entity).
 fn tile_owner<'a>(

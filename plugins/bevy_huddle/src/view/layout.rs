@@ -19,8 +19,8 @@
 
 use bevy::prelude::*;
 
-use crate::model::*;
-use crate::settings::{AspectFit, LayoutMode};
+use crate::call::model::*;
+use crate::call::settings::{AspectFit, LayoutMode};
 
 /// Space between tiles and around the edges, in logical pixels.
 pub const TILE_GAP: f32 = 8.0;

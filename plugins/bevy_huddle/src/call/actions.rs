@@ -10,11 +10,11 @@
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 
-use crate::devices::{DeviceKind, MediaDevices};
-use crate::error::HuddleError;
-use crate::events::{CallEvent, CallUser};
-use crate::model::*;
-use crate::settings::{AudioMode, LayoutMode};
+use crate::call::devices::{DeviceKind, MediaDevices};
+use crate::call::error::HuddleError;
+use crate::call::events::{CallEvent, CallUser};
+use crate::call::model::*;
+use crate::call::settings::{AudioMode, LayoutMode};
 
 /// A request to change the active call (or the devices).
 #[non_exhaustive]
@@ -45,8 +45,7 @@ pub enum CallAction {
     /// Stop sharing the screen.
     StopScreenShare,
     /// Share this Bevy camera's picture (its window or image render target) as the screen
-    /// share: sets [`ScreenShareSettings::camera`](crate::media::ScreenShareSettings) and
-    /// starts sharing (a share already running switches to the camera). When the share
+    /// share: sets [`CallMedia::shared_camera`] and starts sharing (a share already running switches to the camera). When the share
     /// stops, the setting is cleared: the next `StartScreenShare` shares the desktop.
     ShareCamera(Entity),
     /// Change the layout mode.
@@ -225,7 +224,6 @@ pub(crate) struct CallWorld<'w, 's> {
     pub audio_modes: Res<'w, AvailableAudioModes>,
     pub events: MessageWriter<'w, CallEvent>,
     pub signals: MessageWriter<'w, OutboundSignal>,
-    pub screen_share: Option<ResMut<'w, crate::media::ScreenShareSettings>>,
 }
 
 impl CallWorld<'_, '_> {
@@ -426,23 +424,20 @@ impl CallWorld<'_, '_> {
             CallAction::StartScreenShare | CallAction::StopScreenShare => {
                 let call = self.live_call()?;
                 let start = *action == CallAction::StartScreenShare;
-                if !start && let Some(settings) = self.screen_share.as_mut() {
+                if !start && let Ok((_, _, _, mut media, _)) = self.calls.get_mut(call) {
                     // A camera share is one share: the next one is the desktop again.
-                    settings.camera = None;
+                    media.shared_camera = None;
                 }
                 self.set_screen_share(call, start)?;
             }
             CallAction::ShareCamera(camera) => {
                 let call = self.live_call()?;
                 let local = self.local_participant(call)?;
-                let settings = self
-                    .screen_share
-                    .as_mut()
-                    .ok_or(HuddleError::InvalidArgument {
-                        argument: "camera",
-                        reason: "sharing a camera needs the media plugin (CallMediaPlugin)".into(),
-                    })?;
-                let switched = settings.camera.replace(*camera) != Some(*camera);
+                let (_, _, _, mut media, _) = self
+                    .calls
+                    .get_mut(call)
+                    .map_err(|_| HuddleError::NoActiveCall)?;
+                let switched = media.shared_camera.replace(*camera) != Some(*camera);
                 let sharing = self
                     .participants
                     .get(local)

@@ -1,11 +1,11 @@
 //! Typed errors of the client plugin. Every variant maps to a stable reference code
 //! ([`ErrorCode`]) through [`HuddleError::code`], and reaches users as a
-//! [`CallEvent::Error`](crate::events::CallEvent::Error) without disturbing the call state.
+//! [`CallEvent::Error`](crate::call::events::CallEvent::Error) without disturbing the call state.
 
 use huddle_protocol::ErrorCode;
 use thiserror::Error;
 
-use crate::devices::DeviceKind;
+use crate::call::devices::DeviceKind;
 
 /// What went wrong in a call operation.
 #[non_exhaustive]

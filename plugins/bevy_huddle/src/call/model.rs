@@ -20,8 +20,9 @@ use bevy::picking::hover::Hovered;
 use bevy::prelude::*;
 use huddle_protocol::CallType;
 
-use crate::session::AloneFor;
-use crate::settings::{AudioMode, CallSettings, LayoutMode};
+use crate::call::route::RouteGain;
+use crate::call::session::AloneFor;
+use crate::call::settings::{AudioMode, CallSettings, LayoutMode};
 
 /// The request component of a call: spawn it (with a session id and settings) and the plugin
 /// validates the settings, marks it the active call and attaches the rest.
@@ -69,17 +70,11 @@ impl Call {
     }
 }
 
-/// Which way a ringing call goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Reflect)]
-pub enum CallDirection {
-    /// We placed it.
-    Outgoing,
-    /// Someone is calling us.
-    Incoming,
-}
+/// Which way a ringing call goes (the wire's type: outgoing = we placed it).
+pub use huddle_protocol::CallDirection;
 
 /// Why a call ended.
-#[derive(Clone, Debug, PartialEq, Eq, Reflect)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EndReason {
     /// The local user ended it.
     LocalHangUp,
@@ -99,12 +94,28 @@ pub enum EndReason {
     ConnectionLost,
     /// The server shut down.
     ServerShutdown,
-    /// The call could not start (e.g. invalid settings); the string is the reference error code.
-    Failed(String),
+    /// The call could not start or went on no further (invalid settings, a refused token,
+    /// no connection).
+    Failed {
+        /// The reference error code.
+        code: huddle_protocol::ErrorCode,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl EndReason {
+    /// A call that failed with this error.
+    pub fn failed(error: &super::error::HuddleError) -> Self {
+        EndReason::Failed {
+            code: error.code(),
+            message: error.to_string(),
+        }
+    }
 }
 
 /// Where a call is in its life.
-#[derive(Component, Clone, Debug, Default, PartialEq, Eq, Reflect)]
+#[derive(Component, Clone, Debug, Default, PartialEq, Eq)]
 pub enum CallState {
     /// Spawned, nothing sent yet.
     #[default]
@@ -156,6 +167,9 @@ pub struct CallMedia {
     pub pip: bool,
     /// The call carries no video (until switched to video).
     pub audio_only: bool,
+    /// The Bevy camera whose picture our screen share sends instead of the desktop
+    /// (`share_camera`); cleared when the share stops.
+    pub shared_camera: Option<Entity>,
 }
 
 /// The size of the area the call's tiles are laid out in, in logical pixels.
@@ -354,8 +368,10 @@ pub struct RouteOf(pub Entity);
 #[relationship_target(relationship = RouteOf, linked_spawn)]
 pub struct ParticipantRoutes(Vec<Entity>);
 
-/// How one participant's voice reaches an output device.
+/// How one participant's voice reaches an output device; its [`RouteGain`] is what the mixer
+/// applies.
 #[derive(Component, Clone, Debug, PartialEq)]
+#[require(RouteGain)]
 pub struct AudioRoute {
     /// Output device id; `None` follows the selected output device.
     pub output_device: Option<String>,

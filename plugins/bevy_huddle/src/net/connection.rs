@@ -1,7 +1,7 @@
 //! The server connection: login, the ringing flow, call tokens and sessions, bridged into ECS.
 //!
-//! - [`HuddleRuntime`]: the tokio runtime the network tasks run on (built by default, or the
-//!   game's own `Handle`). Never Bevy's task pools.
+//! - [`HuddleRuntime`](crate::HuddleRuntime): the tokio runtime the network tasks run on
+//!   (built by default, or the game's own `Handle`). Never Bevy's task pools.
 //! - [`ServerConnection`] (request component): spawn it with a URL and a uid; the plugin
 //!   starts a `huddle_client` task and attaches its channel ends ([`ConnectionLink`]);
 //!   [`ConnectionStatus`] follows it (connecting, online, reconnecting, offline).
@@ -10,7 +10,9 @@
 //!   with a [`CallToken`], joined through the connection).
 //! - Out: [`RingingEvent`] messages and observer events (incoming call, accepted, rejected,
 //!   cancelled, ended, token generated, call logs, presence, failures); session news become
-//!   [`SessionUpdate`]s, so the call model applies them like any transport's.
+//!   [`SessionUpdate`]s, so the call model applies them like any transport's; peer signals
+//!   travel as the call model's [`OutboundPeerSignal`] / [`PeerSignalReceived`], and a joined
+//!   call is marked [`RelayedBy`] this connection.
 //! - [`drain_connections`] runs in [`HuddleSystems::Receive`](crate::HuddleSystems::Receive)
 //!   and only `try_recv`s; [`send_requests`] runs in
 //!   [`HuddleSystems::Send`](crate::HuddleSystems::Send) and only `try_send`s.
@@ -20,62 +22,24 @@
 //!   [`EndReason::ConnectionLost`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use bevy::prelude::*;
+pub use huddle_client::DropReason;
 use huddle_client::{Backoff, ClientCommand, ClientConfig, ClientEvent, ClientHandle};
 use huddle_protocol::{
-    Call as WireCall, CallLog, CallLogQuery, CallStatus, CallType, ErrorBody, PeerSignal, Presence,
+    Call as WireCall, CallLog, CallLogQuery, CallStatus, CallType, ErrorBody, Presence,
     ReceiverType, Reply, Request, ServerEvent, SessionEndReason, SessionParticipant, StateChange,
     User,
 };
 
-use crate::actions::{OutboundSignal, Signal};
-use crate::error::HuddleError;
-use crate::events::CallEvent;
-use crate::model::*;
-use crate::session::{ParticipantInfo, SessionChange, SessionUpdate};
-use crate::settings::CallSettings;
-
-/// The tokio runtime Huddle's network tasks run on.
-#[derive(Resource, Clone)]
-pub struct HuddleRuntime {
-    handle: tokio::runtime::Handle,
-    _owned: Option<Arc<tokio::runtime::Runtime>>,
-}
-
-impl HuddleRuntime {
-    /// The runtime's handle.
-    pub fn handle(&self) -> &tokio::runtime::Handle {
-        &self.handle
-    }
-}
-
-impl Default for HuddleRuntime {
-    /// A small multi-threaded runtime of Huddle's own.
-    fn default() -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("huddle-io")
-            .enable_all()
-            .build()
-            .unwrap_or_else(|err| panic!("cannot start Huddle's tokio runtime: {err}"));
-        Self {
-            handle: runtime.handle().clone(),
-            _owned: Some(Arc::new(runtime)),
-        }
-    }
-}
-
-impl From<tokio::runtime::Handle> for HuddleRuntime {
-    /// Runs on the game's own runtime.
-    fn from(handle: tokio::runtime::Handle) -> Self {
-        Self {
-            handle,
-            _owned: None,
-        }
-    }
-}
+use crate::HuddleRuntime;
+use crate::call::actions::{OutboundSignal, Signal};
+use crate::call::error::HuddleError;
+use crate::call::events::CallEvent;
+use crate::call::model::*;
+use crate::call::session::{ParticipantInfo, SessionChange, SessionUpdate};
+use crate::call::settings::CallSettings;
+use crate::call::signal::{OutboundPeerSignal, PeerSignalReceived, RelayedBy};
 
 /// A connection to a Huddle server (request component).
 #[derive(Component, Clone, Debug)]
@@ -140,7 +104,7 @@ pub enum ConnectionStatus {
     /// The socket dropped; reconnecting.
     Reconnecting {
         /// Why it dropped.
-        reason: String,
+        reason: DropReason,
     },
     /// Stopped for good.
     Offline {
@@ -177,7 +141,9 @@ impl ConnectionLink {
         sent
     }
 
-    /// Drops the socket as a network failure would (the client reconnects). For tests.
+    /// Drops the socket as a network failure would (the client reconnects). A test hook
+    /// (feature `test-utils`).
+    #[cfg(feature = "test-utils")]
     pub fn drop_connection(&self) {
         self.client.send(ClientCommand::DropConnection);
     }
@@ -241,21 +207,6 @@ pub struct StartSession {
 /// The call token a [`Call`] joins its session with; the connection sends it.
 #[derive(Component, Clone, Debug)]
 pub struct CallToken(pub String);
-
-/// The connection a call goes through (attached when it joins).
-#[derive(Component, Clone, Copy, Debug)]
-pub struct ViaConnection(pub Entity);
-
-/// A WebRTC signal from a peer, for the media layer.
-#[derive(Message, Clone, Debug, PartialEq)]
-pub struct PeerSignalReceived {
-    /// The call.
-    pub call: Entity,
-    /// From whom.
-    pub from: String,
-    /// The signal.
-    pub signal: PeerSignal,
-}
 
 /// Notifications of the ringing flow and the connection.
 #[non_exhaustive]
@@ -338,7 +289,7 @@ pub enum RingingEvent {
     /// The connection dropped; reconnecting.
     ConnectionLost {
         /// Why.
-        reason: String,
+        reason: DropReason,
     },
 }
 
@@ -398,7 +349,7 @@ pub(crate) struct Bridge<'w, 's> {
             Entity,
             &'static mut Call,
             &'static CallState,
-            Option<&'static ViaConnection>,
+            Option<&'static RelayedBy>,
             Option<&'static CallToken>,
         ),
     >,
@@ -632,14 +583,9 @@ fn route_answer(
             if error.code == huddle_protocol::ErrorCode::UnknownApiError => {}
         (Pending::Join { call, .. }, Err(error)) => {
             let error = server_error(error);
-            let code = error.code().as_str().to_owned();
+            let reason = EndReason::failed(&error);
             bridge.update(call, SessionChange::Failed(error));
-            bridge.update(
-                call,
-                SessionChange::Ended {
-                    reason: EndReason::Failed(code),
-                },
-            );
+            bridge.update(call, SessionChange::Ended { reason });
         }
         (Pending::Join { .. } | Pending::Session { .. }, Ok(_)) => {}
         (Pending::Session { call }, Err(error)) => {
@@ -806,11 +752,11 @@ fn pick_connection<'a>(
 /// Sends what ECS asked for: joins of new calls, ringing actions, outbound signals.
 pub(crate) fn send_requests(
     mut connections: Query<(Entity, &mut ConnectionLink, &ConnectionStatus)>,
-    new_calls: Query<(Entity, &Call, &CallState, &CallToken), Without<ViaConnection>>,
-    via: Query<(&Call, &ViaConnection)>,
+    new_calls: Query<(Entity, &Call, &CallState, &CallToken), Without<RelayedBy>>,
+    via: Query<(&Call, &RelayedBy)>,
     mut ringing: MessageReader<RingingAction>,
     mut signals: MessageReader<OutboundSignal>,
-    mut peer_signals: MessageReader<crate::media::OutboundPeerSignal>,
+    mut peer_signals: MessageReader<OutboundPeerSignal>,
     mut failures: MessageWriter<RingingEvent>,
     mut updates: MessageWriter<SessionUpdate>,
     mut commands: Commands,
@@ -827,12 +773,10 @@ pub(crate) fn send_requests(
             updates.write(SessionUpdate {
                 call,
                 change: SessionChange::Ended {
-                    reason: EndReason::Failed(HuddleError::NotConnected.code().as_str().to_owned()),
+                    reason: EndReason::failed(&HuddleError::NotConnected),
                 },
             });
-            commands
-                .entity(call)
-                .insert(ViaConnection(Entity::PLACEHOLDER));
+            commands.entity(call).insert(RelayedBy(Entity::PLACEHOLDER));
             continue;
         };
         let settings = &info.settings;
@@ -850,7 +794,6 @@ pub(crate) fn send_requests(
             },
         );
         if !sent {
-            let code = HuddleError::NotConnected.code().as_str().to_owned();
             updates.write(SessionUpdate {
                 call,
                 change: SessionChange::Failed(HuddleError::NotConnected),
@@ -858,11 +801,11 @@ pub(crate) fn send_requests(
             updates.write(SessionUpdate {
                 call,
                 change: SessionChange::Ended {
-                    reason: EndReason::Failed(code),
+                    reason: EndReason::failed(&HuddleError::NotConnected),
                 },
             });
         }
-        commands.entity(call).insert(ViaConnection(connection));
+        commands.entity(call).insert(RelayedBy(connection));
     }
     let actions: Vec<RingingAction> = ringing.read().cloned().collect();
     if !actions.is_empty() {
@@ -910,7 +853,7 @@ pub(crate) fn send_requests(
         };
         link.request(request, Pending::Session { call: *call });
     }
-    for crate::media::OutboundPeerSignal { call, to, signal } in peer_signals.read() {
+    for OutboundPeerSignal { call, to, signal } in peer_signals.read() {
         let Ok((info, via)) = via.get(*call) else {
             continue;
         };

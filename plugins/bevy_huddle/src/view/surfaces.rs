@@ -7,10 +7,10 @@
 
 use bevy::prelude::*;
 
-use crate::actions::CallAction;
-use crate::model::*;
-use crate::settings::LayoutMode;
-use crate::tiles::avatar_color;
+use crate::call::actions::CallAction;
+use crate::call::model::*;
+use crate::call::settings::LayoutMode;
+use crate::view::tiles::avatar_color;
 
 /// Shows a participant's video on this entity's `Sprite`.
 #[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]

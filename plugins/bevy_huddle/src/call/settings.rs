@@ -12,7 +12,7 @@ use std::time::Duration;
 use bevy::prelude::{Color, Srgba};
 use serde::{Deserialize, Serialize};
 
-use crate::error::HuddleError;
+use crate::call::error::HuddleError;
 
 /// How tiles are arranged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 //! 2. observers (`app.add_observer(|event: On<CallEvent>| ..)`), and
 //! 3. plain Rust listeners registered with
 //!    [`add_call_event_listener`](CallEventListenerAppExt::add_call_event_listener)
-//!    (ringing events: [`add_ringing_listener`](CallEventListenerAppExt::add_ringing_listener)).
+//!    (ringing events: `RingingListenerAppExt::add_ringing_listener` in `net`).
 //!
 //! All three see the same events in the same order. A listener that panics is caught and
 //! logged; the app and the other listeners carry on.
@@ -17,10 +17,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use bevy::prelude::*;
 use huddle_protocol::ErrorCode;
 
-use crate::devices::{DeviceInfo, DeviceKind, DeviceLists};
-use crate::error::HuddleError;
-use crate::model::{ConnectionQuality, EndReason};
-use crate::settings::{AudioMode, LayoutMode};
+use crate::call::devices::{DeviceInfo, DeviceKind, DeviceLists};
+use crate::call::error::HuddleError;
+use crate::call::model::{ConnectionQuality, EndReason};
+use crate::call::settings::{AudioMode, LayoutMode};
 
 /// A participant as events name them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -324,8 +324,8 @@ impl<E: std::fmt::Debug + 'static> Listeners<E> {
     }
 }
 
-/// `add_call_event_listener` / `remove_call_event_listener` (and the same for ringing events)
-/// on an `App` or `World`.
+/// `add_call_event_listener` / `remove_call_event_listener` on an `App` or `World` (ringing
+/// listeners: `RingingListenerAppExt` in `net`).
 pub trait CallEventListenerAppExt {
     /// Registers a [`CallEvent`] listener under `id` (replacing one with the same id).
     fn add_call_event_listener(
@@ -335,14 +335,6 @@ pub trait CallEventListenerAppExt {
     ) -> &mut Self;
     /// Removes the [`CallEvent`] listener registered under `id`.
     fn remove_call_event_listener(&mut self, id: &str) -> &mut Self;
-    /// Registers a [`RingingEvent`](crate::connection::RingingEvent) listener under `id`.
-    fn add_ringing_listener(
-        &mut self,
-        id: impl Into<String>,
-        listener: impl EventListener<crate::connection::RingingEvent>,
-    ) -> &mut Self;
-    /// Removes the ringing listener registered under `id`.
-    fn remove_ringing_listener(&mut self, id: &str) -> &mut Self;
 }
 
 impl CallEventListenerAppExt for World {
@@ -362,25 +354,6 @@ impl CallEventListenerAppExt for World {
         }
         self
     }
-
-    fn add_ringing_listener(
-        &mut self,
-        id: impl Into<String>,
-        listener: impl EventListener<crate::connection::RingingEvent>,
-    ) -> &mut Self {
-        self.get_resource_or_init::<Listeners<crate::connection::RingingEvent>>()
-            .add(id, listener);
-        self
-    }
-
-    fn remove_ringing_listener(&mut self, id: &str) -> &mut Self {
-        if let Some(mut listeners) =
-            self.get_resource_mut::<Listeners<crate::connection::RingingEvent>>()
-        {
-            listeners.remove(id);
-        }
-        self
-    }
 }
 
 impl CallEventListenerAppExt for App {
@@ -395,20 +368,6 @@ impl CallEventListenerAppExt for App {
 
     fn remove_call_event_listener(&mut self, id: &str) -> &mut Self {
         self.world_mut().remove_call_event_listener(id);
-        self
-    }
-
-    fn add_ringing_listener(
-        &mut self,
-        id: impl Into<String>,
-        listener: impl EventListener<crate::connection::RingingEvent>,
-    ) -> &mut Self {
-        self.world_mut().add_ringing_listener(id, listener);
-        self
-    }
-
-    fn remove_ringing_listener(&mut self, id: &str) -> &mut Self {
-        self.world_mut().remove_ringing_listener(id);
         self
     }
 }

@@ -1,18 +1,16 @@
 //! Media devices as the ECS sees them: the [`MediaDevices`] resource holds the current lists
 //! and the selected device of each kind (synthetic stand-ins by default). Selecting goes
-//! through [`CallAction`](crate::actions::CallAction)s so that it is validated and announced
+//! through [`CallAction`](crate::call::actions::CallAction)s so that it is validated and announced
 //! like every other action; a call's media uses the selection when it starts.
 //!
-//! [`DeviceWatcherPlugin`] (not in [`HuddlePlugins`](crate::HuddlePlugins): add it where real
-//! devices should be used) lists the real devices at start and re-lists them every few
-//! seconds on a background thread; a change arrives as
-//! [`DeviceListRefreshed`](crate::session::DeviceListRefreshed) and is announced as
+//! A change of the lists arrives as [`DeviceListRefreshed`](crate::call::session::DeviceListRefreshed)
+//! (from `media`'s `DeviceWatcherPlugin`, or a game's own source) and is announced as
 //! `MediaDeviceListUpdated`.
 
 use bevy::prelude::*;
 pub use huddle_media::{DeviceInfo, DeviceKind, DeviceLists};
 
-use crate::error::HuddleError;
+use crate::call::error::HuddleError;
 
 /// The device lists and the current selection of each kind.
 #[derive(Resource, Clone, Debug)]
@@ -146,61 +144,5 @@ impl MediaDevices {
                 *self.selected_slot_mut(kind) = first;
             }
         }
-    }
-}
-
-/// Lists real devices (cpal) at start and on hot-plug, every `interval`.
-pub struct DeviceWatcherPlugin {
-    /// How often to re-list.
-    pub interval: std::time::Duration,
-}
-
-impl Default for DeviceWatcherPlugin {
-    fn default() -> Self {
-        Self {
-            interval: std::time::Duration::from_secs(3),
-        }
-    }
-}
-
-/// The watcher thread's channel end.
-#[derive(Resource)]
-struct DeviceWatch(crossbeam_channel::Receiver<DeviceLists>);
-
-impl Plugin for DeviceWatcherPlugin {
-    fn build(&self, app: &mut App) {
-        let (tx, rx) = crossbeam_channel::bounded(2);
-        let interval = self.interval;
-        let spawned = std::thread::Builder::new()
-            .name("huddle devices".into())
-            .spawn(move || {
-                let mut last: Option<DeviceLists> = None;
-                loop {
-                    let lists = huddle_media::devices::enumerate();
-                    if last.as_ref() != Some(&lists) {
-                        if tx.send(lists.clone()).is_err() {
-                            return;
-                        }
-                        last = Some(lists);
-                    }
-                    std::thread::sleep(interval);
-                }
-            });
-        if let Err(err) = spawned {
-            error!("cannot start the device watcher: {err}");
-        }
-        app.insert_resource(DeviceWatch(rx)).add_systems(
-            PreUpdate,
-            forward_device_lists.in_set(crate::HuddleSystems::Receive),
-        );
-    }
-}
-
-fn forward_device_lists(
-    watch: Res<DeviceWatch>,
-    mut refreshed: MessageWriter<crate::session::DeviceListRefreshed>,
-) {
-    while let Ok(lists) = watch.0.try_recv() {
-        refreshed.write(crate::session::DeviceListRefreshed(lists));
     }
 }

@@ -4,7 +4,7 @@
 //! participant, and [`VoiceListener`] on the camera or the player. Every frame
 //! [`update_spatial_gains`] computes, for each emitter, the direction and distance in the
 //! listener's frame and from them the left/right gains of that participant's audio route
-//! ([`RouteGain`]):
+//! ([`RouteGain`], which it marks [`RefinedRouteGain`]):
 //!
 //! - **Panning**: equal-power, by azimuth (a voice straight left is only in the left ear).
 //! - **Attenuation**: [`DistanceModel::Inverse`] or [`DistanceModel::Linear`] between
@@ -19,7 +19,23 @@
 
 use bevy::prelude::*;
 
-use crate::model::*;
+use crate::HuddleSystems;
+use crate::call::model::*;
+use crate::call::route::{RefinedRouteGain, RouteGain};
+
+/// Spatial voice: gains of each audio route from emitters and the listener.
+pub struct SpatialVoicePlugin;
+
+impl Plugin for SpatialVoicePlugin {
+    fn build(&self, app: &mut App) {
+        app.init_resource::<SpatialAudioSettings>().add_systems(
+            PostUpdate,
+            update_spatial_gains
+                .after(TransformSystems::Propagate)
+                .before(HuddleSystems::Send),
+        );
+    }
+}
 
 /// Marks the entity whose ears the spatial mix uses (the camera or the player).
 #[derive(Component, Clone, Copy, Debug, Default)]
@@ -73,27 +89,6 @@ impl Default for SpatialAudioSettings {
     }
 }
 
-/// The left/right gains of a route, as the mixer gets them.
-#[derive(Component, Clone, Copy, Debug, PartialEq)]
-pub struct RouteGain {
-    /// Left ear.
-    pub left: f32,
-    /// Right ear.
-    pub right: f32,
-    /// Beyond `max_distance` (and culling is on): not worth decoding.
-    pub culled: bool,
-}
-
-impl Default for RouteGain {
-    fn default() -> Self {
-        Self {
-            left: 1.0,
-            right: 1.0,
-            culled: false,
-        }
-    }
-}
-
 /// Distance attenuation, 0..=1, per the settings.
 pub fn attenuation(settings: &SpatialAudioSettings, distance: f32) -> f32 {
     let reference = settings.reference_distance.max(1e-3);
@@ -125,17 +120,24 @@ pub fn equal_power_pan(direction_in_listener: Vec3) -> (f32, f32) {
     (angle.cos(), angle.sin())
 }
 
-/// Computes every route's left/right gains from emitters, the listener and the settings.
+/// Computes every route's left/right gains from emitters, the listener and the settings, and
+/// marks the route as refined (the call model's plain default then leaves it alone).
 pub(crate) fn update_spatial_gains(
     settings: Res<SpatialAudioSettings>,
     listener: Query<&GlobalTransform, With<VoiceListener>>,
     emitters: Query<(&VoiceEmitter, &GlobalTransform, Option<&VoiceOcclusion>)>,
-    mut routes: Query<(Entity, &AudioRoute, &RouteOf, Option<&mut RouteGain>)>,
+    mut routes: Query<(
+        Entity,
+        &AudioRoute,
+        &RouteOf,
+        &mut RouteGain,
+        Has<RefinedRouteGain>,
+    )>,
     mut commands: Commands,
 ) {
     let listener = listener.iter().next().map(|t| t.compute_transform());
-    for (route_entity, route, route_of, gain) in &mut routes {
-        let volume = if route.local_mute { 0.0 } else { route.volume };
+    for (route_entity, route, route_of, mut gain, refined) in &mut routes {
+        let volume = RouteGain::of_route(route).left;
         let emitter = emitters.iter().find(|(e, ..)| e.0 == route_of.0);
         let (target, culled) = match (emitter, listener) {
             (Some((_, place, occlusion)), Some(ears)) => {
@@ -153,25 +155,22 @@ pub(crate) fn update_spatial_gains(
             }
             _ => ((volume, volume), false),
         };
-        match gain {
-            Some(mut gain) => {
-                let step = settings.max_step_per_frame.max(1e-3);
-                let next = RouteGain {
-                    left: gain.left + (target.0 - gain.left).clamp(-step, step),
-                    right: gain.right + (target.1 - gain.right).clamp(-step, step),
-                    culled,
-                };
-                if *gain != next {
-                    *gain = next;
-                }
+        let next = if refined {
+            let step = settings.max_step_per_frame.max(1e-3);
+            RouteGain {
+                left: gain.left + (target.0 - gain.left).clamp(-step, step),
+                right: gain.right + (target.1 - gain.right).clamp(-step, step),
+                culled,
             }
-            None => {
-                commands.entity(route_entity).insert(RouteGain {
-                    left: target.0,
-                    right: target.1,
-                    culled,
-                });
+        } else {
+            // First sight of this route: start where the spatial mix puts it.
+            commands.entity(route_entity).insert(RefinedRouteGain);
+            RouteGain {
+                left: target.0,
+                right: target.1,
+                culled,
             }
-        }
+        };
+        gain.set_if_neq(next);
     }
 }

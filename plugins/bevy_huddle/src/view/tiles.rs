@@ -18,8 +18,8 @@
 
 use bevy::prelude::*;
 
-use crate::model::*;
-use crate::settings::{AvatarMode, TileCorner};
+use crate::call::model::*;
+use crate::call::settings::{AvatarMode, TileCorner};
 
 /// The child node of a tile that shows the video.
 #[derive(Component, Clone, Copy, Debug, Default)]

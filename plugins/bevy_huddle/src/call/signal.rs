@@ -1,0 +1,37 @@
+//! Peer signals (WebRTC offers, answers, candidates, …) as transport-neutral messages.
+//!
+//! A media backend writes [`OutboundPeerSignal`]s; whatever relays the call (the server
+//! connection in `net/`, or a game's own transport) sends them and writes what arrives as
+//! [`PeerSignalReceived`]. The relaying transport marks each call it carries with
+//! [`RelayedBy`]: media starts only for calls that someone relays, so a call with no
+//! transport stays pure data.
+
+use bevy::prelude::*;
+use huddle_protocol::PeerSignal;
+
+/// The entity (a server connection, a game's transport) that relays this call's signals;
+/// attached by that transport when the call joins its session.
+#[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayedBy(pub Entity);
+
+/// A signal for one peer of a call, to be relayed by the call's transport.
+#[derive(Message, Clone, Debug, PartialEq)]
+pub struct OutboundPeerSignal {
+    /// The call.
+    pub call: Entity,
+    /// Recipient uid.
+    pub to: String,
+    /// The signal.
+    pub signal: PeerSignal,
+}
+
+/// A signal from one peer of a call, delivered by the call's transport.
+#[derive(Message, Clone, Debug, PartialEq)]
+pub struct PeerSignalReceived {
+    /// The call.
+    pub call: Entity,
+    /// From whom.
+    pub from: String,
+    /// The signal.
+    pub signal: PeerSignal,
+}
