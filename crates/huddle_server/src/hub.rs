@@ -1331,3 +1331,6 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
