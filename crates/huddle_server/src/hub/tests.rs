@@ -12,8 +12,8 @@ use huddle_protocol::{
     SessionEndReason, StateChange,
 };
 
-use super::{ConnId, Hub, HubConfig, Out};
-use crate::store::Store;
+use super::{ConnId, Hub, HubConfig, InternalError, Out, RandomnessError};
+use crate::store::{Store, StoreError};
 
 /// A made-up "now" (2023-11-14T22:13:20Z) in ms since the epoch: a whole second, so that
 /// call tokens (which count whole seconds) expire exactly on a millisecond boundary.
@@ -663,4 +663,47 @@ fn call_token_expires_after_its_lifetime() {
     let error = refused.expect_err("expired");
     assert_eq!(error.code, ErrorCode::ApiError);
     assert!(error.message.contains("expired"), "{}", error.message);
+}
+
+/// Without randomness from the operating system, a hub on a store with no token-signing
+/// secret yet refuses to start (no weaker secret is made); a store that already has a secret
+/// starts without needing randomness, and keeps that secret.
+#[test]
+fn no_randomness_no_new_secret() {
+    let no_randomness = || Err(RandomnessError(getrandom::Error::UNSUPPORTED));
+    let fresh = Store::in_memory().expect("store");
+    let refused = Hub::with_fresh_secret(fresh, HubConfig::default(), no_randomness);
+    assert!(
+        matches!(refused, Err(InternalError::Randomness(_))),
+        "a first start needs randomness"
+    );
+
+    let store = Store::in_memory().expect("store");
+    let kept = store
+        .token_secret(|| Ok::<_, StoreError>(b"kept".to_vec()))
+        .expect("secret");
+    let hub = Hub::with_fresh_secret(store, HubConfig::default(), no_randomness)
+        .unwrap_or_else(|err| panic!("a later start needs none: {err}"));
+    assert_eq!(hub.secret, kept);
+}
+
+/// A store whose secret could not be made stores nothing: the next attempt makes and keeps
+/// one.
+#[test]
+fn failed_secret_is_not_stored() {
+    let store = Store::in_memory().expect("store");
+    let failed: Result<Vec<u8>, InternalError> = store.token_secret(|| {
+        Err(InternalError::Randomness(RandomnessError(
+            getrandom::Error::UNSUPPORTED,
+        )))
+    });
+    assert!(failed.is_err());
+    let made = store
+        .token_secret(|| Ok::<_, StoreError>(b"second".to_vec()))
+        .expect("secret");
+    assert_eq!(made, b"second");
+    let again = store
+        .token_secret(|| Ok::<_, StoreError>(b"third".to_vec()))
+        .expect("secret");
+    assert_eq!(again, b"second", "kept");
 }
