@@ -17,8 +17,6 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crossbeam_channel::Sender;
 use futures_util::{SinkExt, StreamExt};
 use huddle_protocol::{
@@ -167,12 +165,13 @@ pub fn spawn(runtime: &tokio::runtime::Handle, config: ClientConfig) -> ClientHa
     }
 }
 
-/// Reads the session id (`sid`) from a call token without verifying it (only the server can).
+/// Reads the session id (`sid`) from a call token without verifying it (only the server can);
+/// `None` if it is not a call token (see [`huddle_protocol::token::read_claims`], which says
+/// why and reads the other claims too).
 pub fn session_id_of_token(call_token: &str) -> Option<String> {
-    let body = call_token.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(body).ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("sid")?.as_str().map(str::to_owned)
+    huddle_protocol::token::read_claims(call_token)
+        .ok()
+        .map(|claims| claims.sid)
 }
 
 /// Why the connection to the server dropped (or could not be made).
@@ -489,4 +488,29 @@ where
     sink.send(Message::Text(text.into()))
         .await
         .map_err(|e| DropReason::Transport(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use huddle_protocol::token::{CallTokenClaims, signing_input, with_signature};
+
+    use super::session_id_of_token;
+
+    /// The session id is read from a call token's claims (the signature is not checked);
+    /// anything that is not a call token has none.
+    #[test]
+    fn session_id_is_read_from_a_token() {
+        let claims = CallTokenClaims {
+            iss: "huddle".into(),
+            sub: "alice".into(),
+            sid: "standup".into(),
+            iat: 100,
+            exp: 200,
+        };
+        let token = with_signature(&signing_input(&claims), b"unchecked");
+        assert_eq!(session_id_of_token(&token).as_deref(), Some("standup"));
+        for garbage in ["", "garbage", "a.b", "a.!!.c"] {
+            assert_eq!(session_id_of_token(garbage), None, "{garbage:?}");
+        }
+    }
 }

@@ -9,8 +9,11 @@
 //! - [`CallType`], [`ReceiverType`], [`CallStatus`]: the call vocabulary of the ringing flow.
 //! - [`messages`]: the WebSocket protocol's frames ([`ClientFrame`] with a [`Request`],
 //!   [`ServerFrame`] with a [`Reply`], an error, or a [`ServerEvent`]).
+//! - [`token`]: the layout of call tokens and their claims, read without verifying (the
+//!   server verifies; clients read which session a token is for).
 
 pub mod messages;
+pub mod token;
 
 pub use messages::{
     Call, CallDirection, CallLog, CallLogQuery, ClientFrame, ErrorBody, GroupInfo, MAX_FRAME_BYTES,

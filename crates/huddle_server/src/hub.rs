@@ -99,6 +99,44 @@ impl From<StoreError> for HubError {
     }
 }
 
+impl From<RandomnessError> for HubError {
+    fn from(err: RandomnessError) -> Self {
+        tracing::error!("{err}");
+        HubError::new(
+            ErrorCode::ApiError,
+            "the server has no randomness to make an unguessable id",
+        )
+    }
+}
+
+impl From<InternalError> for HubError {
+    fn from(err: InternalError) -> Self {
+        match err {
+            InternalError::Store(err) => err.into(),
+            InternalError::Randomness(err) => err.into(),
+        }
+    }
+}
+
+/// The operating system gave no random bytes. The hub never falls back on anything weaker
+/// (a clock, a counter) for its secret, auth tokens or session ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no randomness from the operating system: {0}")]
+pub struct RandomnessError(getrandom::Error);
+
+/// A failure of the server itself rather than a refused request: starting the hub
+/// ([`Hub::new`]) or issuing an auth token ([`Hub::issue_auth_token`]).
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum InternalError {
+    /// The store failed (reading or keeping the token secret, recording an auth token).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No randomness for a new secret or auth token.
+    #[error(transparent)]
+    Randomness(#[from] RandomnessError),
+}
+
 type HubResult<T> = Result<T, HubError>;
 
 struct LiveCall {
@@ -167,22 +205,13 @@ pub struct Hub {
     after_reply: Vec<Out>,
 }
 
-fn random_hex(bytes: usize) -> String {
+/// `bytes` random bytes from the operating system, as lowercase hex. There is no weaker
+/// fallback: what it makes (the token-signing secret, auth tokens, session ids) must not be
+/// guessable.
+fn random_hex(bytes: usize) -> Result<String, RandomnessError> {
     let mut buf = vec![0u8; bytes];
-    if getrandom::fill(&mut buf).is_err() {
-        // No OS randomness: fall back on the clock and a counter (still unique per process).
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(32);
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (seed >> ((i % 8) * 8)) as u8 ^ i as u8;
-        }
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    getrandom::fill(&mut buf).map_err(RandomnessError)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Both arguments present (`INVALID_ARGUMENT_EXCEPTION`) and the session id well formed
@@ -204,9 +233,26 @@ fn check_session_arguments(session_id: &str, token: &str, token_name: &str) -> H
 }
 
 impl Hub {
-    /// A hub over `store` (which also keeps the token secret).
-    pub fn new(store: Store, config: HubConfig) -> Result<Self, StoreError> {
-        let secret = store.token_secret(|| random_hex(32).into_bytes())?;
+    /// A hub over `store` (which also keeps the token-signing secret).
+    ///
+    /// The first start on a store makes the secret from the operating system's randomness;
+    /// without randomness it fails ([`InternalError::Randomness`]) rather than make a weaker
+    /// one. Later starts reuse the stored secret.
+    pub fn new(store: Store, config: HubConfig) -> Result<Self, InternalError> {
+        Self::with_fresh_secret(store, config, || random_hex(32))
+    }
+
+    /// [`Hub::new`], making a missing secret with `fresh_secret`.
+    fn with_fresh_secret(
+        store: Store,
+        config: HubConfig,
+        fresh_secret: impl FnOnce() -> Result<String, RandomnessError>,
+    ) -> Result<Self, InternalError> {
+        let secret = store.token_secret(|| {
+            fresh_secret()
+                .map(String::into_bytes)
+                .map_err(InternalError::from)
+        })?;
         Ok(Self {
             store,
             secret,
@@ -237,9 +283,9 @@ impl Hub {
         self.conns.len()
     }
 
-    /// Issues a new auth token for `uid` (admin API).
-    pub fn issue_auth_token(&mut self, uid: &str, now_ms: u64) -> Result<String, StoreError> {
-        let token = random_hex(24);
+    /// Issues a new auth token for `uid` (admin API, dev login).
+    pub fn issue_auth_token(&mut self, uid: &str, now_ms: u64) -> Result<String, InternalError> {
+        let token = random_hex(24)?;
         self.store.add_auth_token(&token, uid, now_ms)?;
         Ok(token)
     }
@@ -583,7 +629,7 @@ impl Hub {
             .store
             .user(me)?
             .ok_or_else(|| HubError::new(ErrorCode::UserNotLoggedIn, "unknown user"))?;
-        let session_id = format!("call-{}", random_hex(12));
+        let session_id = format!("call-{}", random_hex(12)?);
         let mut call = Call {
             session_id: session_id.clone(),
             status: CallStatus::Initiated,
@@ -1331,3 +1377,6 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

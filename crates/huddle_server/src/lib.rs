@@ -70,9 +70,22 @@ pub enum ServerError {
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The database has no token-signing secret yet, and the operating system gave no
+    /// randomness to make one.
+    #[error("cannot make the token-signing secret: {0}")]
+    Randomness(#[from] hub::RandomnessError),
     /// The address could not be bound, or serving failed.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<hub::InternalError> for ServerError {
+    fn from(err: hub::InternalError) -> Self {
+        match err {
+            hub::InternalError::Store(err) => Self::Store(err),
+            hub::InternalError::Randomness(err) => Self::Randomness(err),
+        }
+    }
 }
 
 /// A bound server, ready to serve.

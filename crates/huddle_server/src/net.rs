@@ -469,7 +469,7 @@ async fn post_auth_token(
     let result = shared.with_hub(|hub| match hub.store().user(&uid) {
         Ok(Some(_)) => hub.issue_auth_token(&uid, now_ms()).map(Some),
         Ok(None) => Ok(None),
-        Err(err) => Err(err),
+        Err(err) => Err(err.into()),
     });
     match result {
         Ok(Some(token)) => {

@@ -109,7 +109,8 @@ impl Store {
         Self::init(Connection::open(path)?)
     }
 
-    /// A private in-memory database (tests).
+    /// A private in-memory database: nothing survives the process (a server without `--db`,
+    /// the embedded demo, tests).
     pub fn in_memory() -> StoreResult<Self> {
         Self::init(Connection::open_in_memory()?)
     }
@@ -119,8 +120,12 @@ impl Store {
         Ok(Self { db })
     }
 
-    /// The token-signing secret, created on first use and kept across restarts.
-    pub fn token_secret(&self, fresh: impl FnOnce() -> Vec<u8>) -> StoreResult<Vec<u8>> {
+    /// The token-signing secret, kept across restarts. The first call stores the one `fresh`
+    /// makes; if `fresh` fails, its error is returned and nothing is stored.
+    pub fn token_secret<E: From<StoreError>>(
+        &self,
+        fresh: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Vec<u8>, E> {
         let existing: Option<Vec<u8>> = self
             .db
             .query_row(
@@ -128,15 +133,18 @@ impl Store {
                 [],
                 |r| r.get(0),
             )
-            .optional()?;
+            .optional()
+            .map_err(StoreError::from)?;
         if let Some(secret) = existing {
             return Ok(secret);
         }
-        let secret = fresh();
-        self.db.execute(
-            "INSERT INTO meta (key, value) VALUES ('token_secret', ?1)",
-            params![secret],
-        )?;
+        let secret = fresh()?;
+        self.db
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('token_secret', ?1)",
+                params![secret],
+            )
+            .map_err(StoreError::from)?;
         Ok(secret)
     }
 

@@ -1,32 +1,20 @@
 //! Call tokens: compact HS256 JWTs (`header.claims.signature`, base64url) signed with the
 //! server's secret, bound to a user (`sub`) and a session (`sid`), with an expiry (`exp`).
+//! The layout (splitting, base64url, the claims' JSON) is `huddle_protocol::token`, shared
+//! with clients; this module holds what needs the secret: the HMAC.
 //!
 //! [`verify`] tells apart a token whose signature does not verify (forged, tampered,
 //! malformed: `AUTH_ERR_TOKEN_INVALID_SIGNATURE`) from a genuine one that is expired
 //! (`API_ERROR`); binding to the session and user is checked by the caller.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
+use huddle_protocol::token::{self as layout, HEADER, TokenParts};
 use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
+/// The claims of a call token (`huddle_protocol::token::CallTokenClaims`).
+pub use huddle_protocol::token::CallTokenClaims as CallClaims;
 
-/// The claims of a call token.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallClaims {
-    /// Issuer, always `huddle`.
-    pub iss: String,
-    /// The user (uid).
-    pub sub: String,
-    /// The session id.
-    pub sid: String,
-    /// Issued at, seconds since the epoch.
-    pub iat: u64,
-    /// Expires at, seconds since the epoch.
-    pub exp: u64,
-}
+type HmacSha256 = Hmac<Sha256>;
 
 /// Why a call token was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -44,15 +32,10 @@ pub enum TokenError {
     },
 }
 
-const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
-
 /// Signs `claims` with `secret`.
 pub fn sign(claims: &CallClaims, secret: &[u8]) -> String {
-    let header = URL_SAFE_NO_PAD.encode(HEADER);
-    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
-    let signing_input = format!("{header}.{body}");
-    let signature = URL_SAFE_NO_PAD.encode(mac(secret, signing_input.as_bytes()));
-    format!("{signing_input}.{signature}")
+    let signing_input = layout::signing_input(claims);
+    layout::with_signature(&signing_input, &mac(secret, signing_input.as_bytes()))
 }
 
 fn mac(secret: &[u8], input: &[u8]) -> Vec<u8> {
@@ -64,35 +47,21 @@ fn mac(secret: &[u8], input: &[u8]) -> Vec<u8> {
 
 /// Verifies the signature (constant time) and the expiry, returning the claims.
 pub fn verify(token: &str, secret: &[u8], now_secs: u64) -> Result<CallClaims, TokenError> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(body), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::InvalidSignature);
-    };
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature)
+    let parts = TokenParts::split(token).map_err(|_| TokenError::InvalidSignature)?;
+    let signature = parts
+        .signature_bytes()
         .map_err(|_| TokenError::InvalidSignature)?;
     let mut verifier =
         HmacSha256::new_from_slice(secret).map_err(|_| TokenError::InvalidSignature)?;
-    verifier.update(header.as_bytes());
-    verifier.update(b".");
-    verifier.update(body.as_bytes());
+    verifier.update(parts.signing_input.as_bytes());
     verifier
         .verify_slice(&signature)
         .map_err(|_| TokenError::InvalidSignature)?;
     // Signed by us: the header and claims are ours, but check them anyway.
-    let header = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| TokenError::InvalidSignature)?;
-    if header != HEADER.as_bytes() {
+    if parts.header_bytes().ok().as_deref() != Some(HEADER.as_bytes()) {
         return Err(TokenError::InvalidSignature);
     }
-    let claims: CallClaims = URL_SAFE_NO_PAD
-        .decode(body)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or(TokenError::InvalidSignature)?;
+    let claims = parts.claims().map_err(|_| TokenError::InvalidSignature)?;
     if claims.exp <= now_secs {
         return Err(TokenError::Expired {
             exp: claims.exp,
@@ -104,6 +73,9 @@ pub fn verify(token: &str, secret: &[u8], now_secs: u64) -> Result<CallClaims, T
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     fn claims(exp: u64) -> CallClaims {

@@ -270,8 +270,12 @@ impl Client {
     /// Asserts that no event other than presence arrives for `ms`.
     pub async fn no_event_for(&mut self, ms: u64) {
         self.events
-            .retain(|e| matches!(e, ServerEvent::Presence(_)));
-        assert!(self.events.is_empty());
+            .retain(|e| !matches!(e, ServerEvent::Presence(_)));
+        assert!(
+            self.events.is_empty(),
+            "unexpected events already received: {:?}",
+            self.events
+        );
         let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
         loop {
             match tokio::time::timeout_at(deadline, self.ws.next()).await {

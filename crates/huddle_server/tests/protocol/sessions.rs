@@ -149,7 +149,9 @@ async fn one_to_one_ends_when_either_side_leaves() {
 }
 
 /// A direct session needs no ringing: any holders of tokens for the same session id meet.
-/// Joining twice is refused; someone left alone for the idle timeout is timed out.
+/// Joining twice is refused. Someone left alone is timed out once the server's timer passes
+/// the idle timeout (the shortest, 100 ms, so the test waits about one tick; the boundary
+/// itself is proved without sockets by the hub's unit tests).
 #[tokio::test]
 async fn direct_session_and_idle_timeout() {
     let server = TestServer::dev().await;
@@ -179,26 +181,34 @@ async fn direct_session_and_idle_timeout() {
         .await
         .expect("leave");
 
-    let call_token = alice.token("lonely").await;
-    alice
+    let impatient = TestServer::start(ServerConfig {
+        hub: HubConfig {
+            dev_login: true,
+            idle_timeout_ms: 100,
+            ..HubConfig::default()
+        },
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut carol = Client::login(&impatient, "carol").await;
+    let call_token = carol.token("lonely").await;
+    carol
         .request(Request::JoinSession {
             session_id: "lonely".into(),
             call_token,
-            idle_timeout_secs: Some(1),
+            idle_timeout_secs: None,
             audio_muted: true,
             video_paused: false,
         })
         .await
         .expect("join");
-    let started = std::time::Instant::now();
-    let ServerEvent::SessionEnded { session_id, reason } = alice.event().await else {
+    let ServerEvent::SessionEnded { session_id, reason } = carol.event().await else {
         panic!("timeout")
     };
     assert_eq!(
         (session_id.as_str(), reason),
         ("lonely", SessionEndReason::Timeout)
     );
-    assert!(started.elapsed().as_millis() >= 700);
 }
 
 /// A callee whose connection drops while the call rings is rung again when they log back in,
@@ -225,24 +235,19 @@ async fn reconnect_during_ringing() {
     ));
 }
 
-/// A participant whose connection drops mid-call keeps their place for the grace period:
-/// they log in again, join again, and the other side never saw them leave. Past the grace
-/// period they are gone and the 1:1 call ends.
+/// A participant whose connection drops mid-call keeps their place: they log in again on a
+/// new connection, join again, and the other side never sees them leave; state changes reach
+/// them on the new connection. (That the place is kept for exactly the grace period, and no
+/// longer, is proved without sockets by the hub's unit tests.)
 #[tokio::test]
 async fn reconnect_during_a_call() {
-    let server = TestServer::start(ServerConfig {
-        hub: HubConfig {
-            dev_login: true,
-            reconnect_grace_ms: 1_000,
-            ..HubConfig::default()
-        },
-        ..ServerConfig::default()
-    })
-    .await;
+    let server = TestServer::dev().await;
     let mut alice = Client::login(&server, "alice").await;
     let mut bob = Client::login(&server, "bob").await;
     let sid = call_in_progress(&mut alice, &mut bob).await;
     drop(bob);
+    // Let the server see the drop, so that the rejoin takes the reconnect path (rather than
+    // replacing a connection it still thinks is open).
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let mut bob = Client::login(&server, "bob").await;
     assert_eq!(
@@ -250,7 +255,6 @@ async fn reconnect_during_a_call() {
         vec!["alice", "bob"],
         "same place in the session"
     );
-    alice.no_event_for(1_300).await;
     alice
         .request(Request::State {
             session_id: sid.clone(),
@@ -262,14 +266,33 @@ async fn reconnect_during_a_call() {
         bob.event().await,
         ServerEvent::ParticipantState { .. }
     ));
+    alice.no_event_for(50).await;
+}
 
+/// A participant whose socket drops and who does not come back is removed once the server's
+/// timer passes the reconnect grace (the shortest, 100 ms, so the test waits about one tick):
+/// the other side of the 1:1 call gets `participant_left`, then `session_ended`.
+#[tokio::test]
+async fn dropped_participant_is_removed_after_the_grace() {
+    let server = TestServer::start(ServerConfig {
+        hub: HubConfig {
+            dev_login: true,
+            reconnect_grace_ms: 100,
+            ..HubConfig::default()
+        },
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut alice = Client::login(&server, "alice").await;
+    let mut bob = Client::login(&server, "bob").await;
+    let sid = call_in_progress(&mut alice, &mut bob).await;
     drop(bob);
     assert!(
         matches!(alice.event().await, ServerEvent::ParticipantLeft { uid, .. } if uid == "bob")
     );
     assert!(matches!(
         alice.event().await,
-        ServerEvent::SessionEnded { .. }
+        ServerEvent::SessionEnded { session_id, .. } if session_id == sid
     ));
 }
 

@@ -104,7 +104,15 @@ async fn wrong_session_user_expiry_and_missing_arguments() {
     .await;
     let mut carol = Client::login(&expiring, "carol").await;
     let token = carol.token("room-1").await;
-    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    // It expires when the clock reaches second `exp` (the shortest lifetime, 1 s, counts
+    // whole seconds): wait just past that, not a fixed 2 s. The boundary itself is proved
+    // without sockets by the hub's unit tests.
+    let exp_ms = huddle_protocol::token::read_claims(&token)
+        .expect("a call token")
+        .exp
+        * 1000;
+    let wait_ms = exp_ms.saturating_sub(huddle_server::now_ms()) + 20;
+    tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
     let err = carol
         .request(join_request("room-1", &token))
         .await

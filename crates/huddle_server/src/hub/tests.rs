@@ -1,0 +1,709 @@
+//! Sans-IO tests of the [`Hub`]: a hub over an in-memory [`Store`], driven with frames and
+//! made-up times (never the clock, never a socket, never a sleep). Each test asserts on what
+//! the hub queued ([`Hub::drain`]) and on the call logs in its store.
+//!
+//! The socket-level tests in `tests/protocol/` keep one test per timeout path, to prove that
+//! [`Hub::tick`] is driven by real time; the boundaries (nothing one millisecond before, the
+//! right frames at the deadline) are proved here.
+
+use huddle_protocol::{
+    Call, CallLog, CallLogQuery, CallStatus, CallType, ClientFrame, ErrorBody, ErrorCode,
+    PeerSignal, ReceiverType, Reply, Request, ServerEvent, ServerFrame, ServerPayload,
+    SessionEndReason, StateChange,
+};
+
+use super::{ConnId, Hub, HubConfig, InternalError, Out, RandomnessError};
+use crate::store::{Store, StoreError};
+
+/// A made-up "now" (2023-11-14T22:13:20Z) in ms since the epoch: a whole second, so that
+/// call tokens (which count whole seconds) expire exactly on a millisecond boundary.
+const T0: u64 = 1_700_000_000_000;
+
+const ALICE: ConnId = 1;
+const BOB: ConnId = 2;
+const CAROL: ConnId = 3;
+/// Bob's second connection, after his first one dropped.
+const BOB_AGAIN: ConnId = 4;
+
+/// A hub with dev login over an in-memory store, and the auth tokens of who logged in.
+struct Harness {
+    hub: Hub,
+    next_id: u64,
+    auth_tokens: std::collections::HashMap<ConnId, String>,
+}
+
+impl Harness {
+    fn new(config: HubConfig) -> Self {
+        let store = Store::in_memory().expect("in-memory store");
+        let hub = Hub::new(
+            store,
+            HubConfig {
+                dev_login: true,
+                ..config
+            },
+        )
+        .expect("hub");
+        Self {
+            hub,
+            next_id: 0,
+            auth_tokens: Default::default(),
+        }
+    }
+
+    /// Sends `request` on `conn` at `now`; returns its answer and everything else queued.
+    fn request(
+        &mut self,
+        conn: ConnId,
+        request: Request,
+        now: u64,
+    ) -> (Result<Reply, ErrorBody>, Vec<Out>) {
+        self.next_id += 1;
+        let id = self.next_id;
+        let frame = ClientFrame {
+            v: huddle_protocol::PROTOCOL_VERSION,
+            id: Some(id),
+            request,
+        };
+        self.hub.handle(conn, frame, now);
+        let mut outs = self.hub.drain();
+        let position = outs
+            .iter()
+            .position(|out| matches!(out, Out::Send(c, f) if *c == conn && f.re == Some(id)))
+            .expect("the request is answered");
+        let Out::Send(_, answer) = outs.remove(position) else {
+            unreachable!("found above")
+        };
+        let answer = match answer.payload {
+            ServerPayload::Reply(reply) => Ok(reply),
+            ServerPayload::Error { error, .. } => Err(error),
+            ServerPayload::Event(event) => panic!("an event as an answer: {event:?}"),
+        };
+        (answer, outs)
+    }
+
+    /// [`Self::request`] that must succeed; what else was queued is dropped.
+    fn ok(&mut self, conn: ConnId, request: Request, now: u64) -> Reply {
+        match self.request(conn, request, now).0 {
+            Ok(reply) => reply,
+            Err(error) => panic!("refused: {error:?}"),
+        }
+    }
+
+    /// The error code of a request that must fail.
+    fn error_code(&mut self, conn: ConnId, request: Request, now: u64) -> ErrorCode {
+        match self.request(conn, request, now).0 {
+            Ok(reply) => panic!("expected an error, got {reply:?}"),
+            Err(error) => error.code,
+        }
+    }
+
+    /// Connects `conn` and logs `uid` in (dev login).
+    fn login(&mut self, conn: ConnId, uid: &str, now: u64) {
+        self.hub.connect(conn);
+        let Reply::LoggedIn { auth_token, .. } = self.ok(
+            conn,
+            Request::Login {
+                uid: uid.into(),
+                auth_token: None,
+                name: None,
+            },
+            now,
+        ) else {
+            panic!("login")
+        };
+        self.auth_tokens.insert(conn, auth_token);
+    }
+
+    /// `conn` calls user `receiver`; returns the call as placed.
+    fn call(&mut self, conn: ConnId, receiver: &str, timeout_secs: Option<u32>, now: u64) -> Call {
+        let request = Request::InitiateCall {
+            receiver_id: receiver.into(),
+            receiver_type: ReceiverType::User,
+            call_type: CallType::Video,
+            timeout_secs,
+        };
+        match self.ok(conn, request, now) {
+            Reply::Call { call } => call,
+            other => panic!("initiate: {other:?}"),
+        }
+    }
+
+    /// A call token for `conn` and `session_id`.
+    fn token(&mut self, conn: ConnId, session_id: &str, now: u64) -> String {
+        let auth_token = self.auth_tokens[&conn].clone();
+        let request = Request::GenerateToken {
+            session_id: session_id.into(),
+            auth_token,
+        };
+        match self.ok(conn, request, now) {
+            Reply::Token { call_token, .. } => call_token,
+            other => panic!("token: {other:?}"),
+        }
+    }
+
+    /// `conn` gets a token and joins `session_id`; returns the answer and what else was queued.
+    fn join(
+        &mut self,
+        conn: ConnId,
+        session_id: &str,
+        idle_timeout_secs: Option<u32>,
+        now: u64,
+    ) -> (Result<Reply, ErrorBody>, Vec<Out>) {
+        let call_token = self.token(conn, session_id, now);
+        self.request(conn, join(session_id, &call_token, idle_timeout_secs), now)
+    }
+
+    /// Alice calls Bob at `T0`, Bob accepts at `T0 + 1 s`, both join at `T0 + 2 s`. Returns
+    /// the call (as placed).
+    fn call_in_progress(&mut self) -> Call {
+        self.login(ALICE, "alice", T0);
+        self.login(BOB, "bob", T0);
+        let call = self.call(ALICE, "bob", None, T0);
+        let sid = call.session_id.clone();
+        self.ok(BOB, accept(&sid), T0 + 1_000);
+        self.join(ALICE, &sid, None, T0 + 2_000)
+            .0
+            .expect("alice joins");
+        self.join(BOB, &sid, None, T0 + 2_000).0.expect("bob joins");
+        self.hub.drain();
+        call
+    }
+
+    /// Advances time to `now`; returns what the hub queued.
+    fn tick(&mut self, now: u64) -> Vec<Out> {
+        self.hub.tick(now);
+        self.hub.drain()
+    }
+
+    /// Every call log, newest first (as the admin API lists them).
+    fn call_logs(&mut self) -> Vec<CallLog> {
+        self.hub
+            .store()
+            .list_calls(None, &CallLogQuery::default())
+            .expect("list calls")
+            .0
+    }
+
+    /// The call log of `session_id`.
+    fn call_log(&mut self, session_id: &str) -> CallLog {
+        self.call_logs()
+            .into_iter()
+            .find(|log| log.session_id == session_id)
+            .expect("logged")
+    }
+}
+
+fn join(session_id: &str, call_token: &str, idle_timeout_secs: Option<u32>) -> Request {
+    Request::JoinSession {
+        session_id: session_id.into(),
+        call_token: call_token.into(),
+        idle_timeout_secs,
+        audio_muted: false,
+        video_paused: false,
+    }
+}
+
+fn accept(session_id: &str) -> Request {
+    Request::AcceptCall {
+        session_id: session_id.into(),
+    }
+}
+
+/// The frame pushing `event` to `conn`.
+fn event(conn: ConnId, event: ServerEvent) -> Out {
+    Out::Send(conn, ServerFrame::event(event))
+}
+
+fn with_status(call: &Call, status: CallStatus) -> Call {
+    Call {
+        status,
+        ..call.clone()
+    }
+}
+
+fn uids(reply: Reply) -> Vec<String> {
+    match reply {
+        Reply::Joined { participants, .. } => participants.into_iter().map(|p| p.uid).collect(),
+        other => panic!("expected joined, got {other:?}"),
+    }
+}
+
+/// A call nobody answers rings until its deadline (the default ringing timeout) and not a
+/// millisecond longer: then the caller gets `outgoing_call_rejected` and the callee
+/// `incoming_call_cancelled`, both with status `unanswered`; the call log says `unanswered`,
+/// ended at the deadline; the timeout fires once; answering afterwards is `ERR_CALL_ENDED`.
+#[test]
+fn unanswered_call_times_out_at_the_ringing_timeout() {
+    let mut h = Harness::new(HubConfig::default());
+    let ring = HubConfig::default().ring_timeout_ms;
+    h.login(ALICE, "alice", T0);
+    h.login(BOB, "bob", T0);
+    let call = h.call(ALICE, "bob", None, T0);
+
+    assert_eq!(h.tick(T0 + ring - 1), vec![], "still ringing 1 ms before");
+    assert_eq!(h.call_log(&call.session_id).status, CallStatus::Initiated);
+
+    let unanswered = with_status(&call, CallStatus::Unanswered);
+    assert_eq!(
+        h.tick(T0 + ring),
+        vec![
+            event(
+                ALICE,
+                ServerEvent::OutgoingCallRejected {
+                    call: unanswered.clone()
+                }
+            ),
+            event(BOB, ServerEvent::IncomingCallCancelled { call: unanswered }),
+        ]
+    );
+    let log = h.call_log(&call.session_id);
+    assert_eq!(log.status, CallStatus::Unanswered);
+    assert_eq!((log.started_at, log.ended_at), (None, Some(T0 + ring)));
+
+    assert_eq!(h.tick(T0 + 2 * ring), vec![], "the timeout fires once");
+    assert_eq!(
+        h.error_code(BOB, accept(&call.session_id), T0 + 2 * ring),
+        ErrorCode::CallEnded
+    );
+}
+
+/// A caller already waiting in the session of a call nobody answers is let go when the
+/// ringing times out: besides `outgoing_call_rejected` they get `session_ended` (`ended`), and
+/// can place another call at once.
+#[test]
+fn unanswered_call_ends_the_session_its_caller_waits_in() {
+    let mut h = Harness::new(HubConfig::default());
+    let ring = HubConfig::default().ring_timeout_ms;
+    h.login(ALICE, "alice", T0);
+    h.login(BOB, "bob", T0);
+    h.login(CAROL, "carol", T0);
+    let call = h.call(ALICE, "bob", None, T0);
+    let (joined, _) = h.join(ALICE, &call.session_id, None, T0 + 1_000);
+    assert_eq!(uids(joined.expect("the caller joins")), vec!["alice"]);
+
+    let unanswered = with_status(&call, CallStatus::Unanswered);
+    assert_eq!(
+        h.tick(T0 + ring),
+        vec![
+            event(
+                ALICE,
+                ServerEvent::OutgoingCallRejected {
+                    call: unanswered.clone()
+                }
+            ),
+            event(BOB, ServerEvent::IncomingCallCancelled { call: unanswered }),
+            event(
+                ALICE,
+                ServerEvent::SessionEnded {
+                    session_id: call.session_id.clone(),
+                    reason: SessionEndReason::Ended,
+                }
+            ),
+        ]
+    );
+    let log = h.call_log(&call.session_id);
+    assert_eq!(log.status, CallStatus::Unanswered);
+    assert_eq!(log.participants, vec!["alice"]);
+    h.call(ALICE, "carol", None, T0 + ring);
+}
+
+/// The ringing timeout a caller asks for (`timeout_secs`) is used when it is under the
+/// server's `max_ring_timeout_ms`, and capped to it when it is over: each call times out
+/// exactly at its own deadline.
+#[test]
+fn requested_ring_timeout_is_used_and_capped_by_the_maximum() {
+    let mut h = Harness::new(HubConfig {
+        max_ring_timeout_ms: 30_000,
+        ..HubConfig::default()
+    });
+    h.login(ALICE, "alice", T0);
+    h.login(BOB, "bob", T0);
+
+    // Asked for 10 minutes: capped to 30 s.
+    let call = h.call(ALICE, "bob", Some(600), T0);
+    assert_eq!(h.tick(T0 + 29_999), vec![]);
+    let outs = h.tick(T0 + 30_000);
+    assert!(
+        outs.contains(&event(
+            ALICE,
+            ServerEvent::OutgoingCallRejected {
+                call: with_status(&call, CallStatus::Unanswered)
+            }
+        )),
+        "{outs:?}"
+    );
+
+    // Asked for 5 s (under both the default and the maximum): 5 s it is.
+    let start = T0 + 60_000;
+    let call = h.call(ALICE, "bob", Some(5), start);
+    assert_eq!(h.tick(start + 4_999), vec![]);
+    let outs = h.tick(start + 5_000);
+    assert!(
+        outs.contains(&event(
+            BOB,
+            ServerEvent::IncomingCallCancelled {
+                call: with_status(&call, CallStatus::Unanswered)
+            }
+        )),
+        "{outs:?}"
+    );
+    assert_eq!(h.call_log(&call.session_id).ended_at, Some(start + 5_000));
+}
+
+/// An accepted call is never timed out by the ringing timeout: long past the deadline the
+/// hub queues nothing, the log stays `ongoing`, and the call can still be ended.
+#[test]
+fn accepted_call_is_not_timed_out() {
+    let mut h = Harness::new(HubConfig::default());
+    let ring = HubConfig::default().ring_timeout_ms;
+    h.login(ALICE, "alice", T0);
+    h.login(BOB, "bob", T0);
+    let call = h.call(ALICE, "bob", None, T0);
+    let (accepted, outs) = h.request(BOB, accept(&call.session_id), T0 + ring - 1);
+    accepted.expect("accepted in time");
+    let ongoing = with_status(&call, CallStatus::Ongoing);
+    assert_eq!(
+        outs,
+        vec![event(
+            ALICE,
+            ServerEvent::OutgoingCallAccepted {
+                call: ongoing.clone(),
+                by: "bob".into()
+            }
+        )]
+    );
+
+    for later in [T0 + ring, T0 + 2 * ring, T0 + 100 * ring] {
+        assert_eq!(h.tick(later), vec![], "at {later}");
+    }
+    let log = h.call_log(&call.session_id);
+    assert_eq!((log.status, log.ended_at), (CallStatus::Ongoing, None));
+
+    let end = Request::EndCall {
+        session_id: call.session_id.clone(),
+    };
+    let (ended, outs) = h.request(BOB, end, T0 + 100 * ring);
+    ended.expect("end");
+    assert_eq!(
+        outs,
+        vec![event(
+            ALICE,
+            ServerEvent::CallEnded {
+                call: with_status(&call, CallStatus::Ended)
+            }
+        )]
+    );
+    assert_eq!(h.call_log(&call.session_id).status, CallStatus::Ended);
+}
+
+/// Someone alone in a session for the idle timeout (the server's default) is timed out, and
+/// not a millisecond before: they get `session_ended` with reason `timeout`, and the log of
+/// the (direct) session is closed then.
+#[test]
+fn alone_for_the_idle_timeout_is_timed_out() {
+    let mut h = Harness::new(HubConfig::default());
+    let idle = HubConfig::default().idle_timeout_ms;
+    h.login(ALICE, "alice", T0);
+    let (joined, _) = h.join(ALICE, "standup", None, T0);
+    assert_eq!(uids(joined.expect("join")), vec!["alice"]);
+
+    assert_eq!(h.tick(T0 + idle - 1), vec![], "not 1 ms before");
+    assert_eq!(
+        h.tick(T0 + idle),
+        vec![event(
+            ALICE,
+            ServerEvent::SessionEnded {
+                session_id: "standup".into(),
+                reason: SessionEndReason::Timeout,
+            }
+        )]
+    );
+    let log = h.call_log("standup");
+    assert_eq!(log.status, CallStatus::Ended);
+    assert_eq!(log.ended_at, Some(T0 + idle));
+    assert_eq!(h.tick(T0 + 2 * idle), vec![], "the timeout fires once");
+}
+
+/// The idle timeout a joiner asks for (`idle_timeout_secs`) replaces the server's default for
+/// that session.
+#[test]
+fn requested_idle_timeout_replaces_the_default() {
+    let mut h = Harness::new(HubConfig::default());
+    h.login(ALICE, "alice", T0);
+    h.join(ALICE, "standup", Some(60), T0).0.expect("join");
+    assert_eq!(h.tick(T0 + 59_999), vec![]);
+    assert_eq!(
+        h.tick(T0 + 60_000),
+        vec![event(
+            ALICE,
+            ServerEvent::SessionEnded {
+                session_id: "standup".into(),
+                reason: SessionEndReason::Timeout,
+            }
+        )]
+    );
+}
+
+/// Two in a session are never idle, however long; the idle clock starts when one is left
+/// alone (when the other leaves), not when the session began.
+#[test]
+fn idle_clock_starts_when_someone_is_left_alone() {
+    let mut h = Harness::new(HubConfig::default());
+    let idle = HubConfig::default().idle_timeout_ms;
+    h.login(ALICE, "alice", T0);
+    h.login(BOB, "bob", T0);
+    h.join(ALICE, "standup", None, T0).0.expect("alice joins");
+    h.join(BOB, "standup", None, T0 + 1_000)
+        .0
+        .expect("bob joins");
+    h.hub.drain();
+    assert_eq!(h.tick(T0 + 10 * idle), vec![], "two are never idle");
+
+    let left = T0 + 10 * idle;
+    let leave = Request::LeaveSession {
+        session_id: "standup".into(),
+    };
+    let (answer, outs) = h.request(BOB, leave, left);
+    answer.expect("leave");
+    assert_eq!(
+        outs,
+        vec![event(
+            ALICE,
+            ServerEvent::ParticipantLeft {
+                session_id: "standup".into(),
+                uid: "bob".into(),
+            }
+        )]
+    );
+    assert_eq!(h.tick(left + idle - 1), vec![]);
+    assert_eq!(
+        h.tick(left + idle),
+        vec![event(
+            ALICE,
+            ServerEvent::SessionEnded {
+                session_id: "standup".into(),
+                reason: SessionEndReason::Timeout,
+            }
+        )]
+    );
+}
+
+/// A participant whose connection drops keeps their place for the reconnect grace: the
+/// others are told nothing; a signal sent to them meanwhile is held; they log in again on a
+/// new connection and join again within the grace, find themselves in the same place (no
+/// `participant_joined` for the others), get the held signal, and receive state changes on
+/// the new connection. Nothing happens when the grace would have run out.
+#[test]
+fn dropped_participant_can_rejoin_within_the_grace() {
+    let grace = HubConfig::default().reconnect_grace_ms;
+    let mut h = Harness::new(HubConfig::default());
+    let call = h.call_in_progress();
+    let sid = call.session_id.clone();
+
+    let dropped = T0 + 10_000;
+    h.hub.disconnect(BOB, dropped);
+    assert_eq!(h.hub.drain(), vec![], "nobody is told of the drop");
+    assert_eq!(h.tick(dropped + grace - 1), vec![]);
+
+    let offer = PeerSignal::Offer { sdp: "v=0".into() };
+    let signal = Request::Signal {
+        session_id: sid.clone(),
+        to: "bob".into(),
+        signal: offer.clone(),
+    };
+    let (answer, outs) = h.request(ALICE, signal, dropped + 1_000);
+    assert_eq!(answer, Ok(Reply::Ok));
+    assert_eq!(outs, vec![], "held while bob is away");
+
+    let back = dropped + grace - 1;
+    h.login(BOB_AGAIN, "bob", back);
+    h.hub.drain();
+    let (joined, outs) = h.join(BOB_AGAIN, &sid, None, back);
+    assert_eq!(
+        uids(joined.expect("rejoin")),
+        vec!["alice", "bob"],
+        "same place in the session"
+    );
+    assert_eq!(
+        outs,
+        vec![event(
+            BOB_AGAIN,
+            ServerEvent::Signal {
+                session_id: sid.clone(),
+                from: "alice".into(),
+                signal: offer,
+            }
+        )],
+        "only the held signal, and nothing to alice"
+    );
+
+    assert_eq!(h.tick(dropped + grace), vec![]);
+    assert_eq!(h.tick(dropped + 10 * grace), vec![]);
+    let change = Request::State {
+        session_id: sid.clone(),
+        change: StateChange::AudioMuted(true),
+    };
+    let (answer, outs) = h.request(ALICE, change, dropped + 10 * grace);
+    assert_eq!(answer, Ok(Reply::Ok));
+    assert_eq!(
+        outs,
+        vec![event(
+            BOB_AGAIN,
+            ServerEvent::ParticipantState {
+                session_id: sid.clone(),
+                uid: "alice".into(),
+                change: StateChange::AudioMuted(true),
+            }
+        )]
+    );
+    assert_eq!(h.call_log(&sid).status, CallStatus::Ongoing);
+}
+
+/// A participant of a 1:1 call whose connection drops and who does not come back is removed
+/// when the reconnect grace runs out, not a millisecond before: the other side gets
+/// `participant_left`, `session_ended` (`ended`) and `call_ended`; the log says `ended` at
+/// that time, with both participants; the session cannot be joined again.
+#[test]
+fn dropped_participant_is_removed_after_the_grace() {
+    let grace = 2_000;
+    let mut h = Harness::new(HubConfig {
+        reconnect_grace_ms: grace,
+        ..HubConfig::default()
+    });
+    let call = h.call_in_progress();
+    let sid = call.session_id.clone();
+
+    let dropped = T0 + 10_000;
+    h.hub.disconnect(BOB, dropped);
+    assert_eq!(h.tick(dropped + grace - 1), vec![]);
+    assert_eq!(
+        h.tick(dropped + grace),
+        vec![
+            event(
+                ALICE,
+                ServerEvent::ParticipantLeft {
+                    session_id: sid.clone(),
+                    uid: "bob".into(),
+                }
+            ),
+            event(
+                ALICE,
+                ServerEvent::SessionEnded {
+                    session_id: sid.clone(),
+                    reason: SessionEndReason::Ended,
+                }
+            ),
+            event(
+                ALICE,
+                ServerEvent::CallEnded {
+                    call: with_status(&call, CallStatus::Ended),
+                }
+            ),
+        ]
+    );
+    let log = h.call_log(&sid);
+    assert_eq!(log.status, CallStatus::Ended);
+    assert_eq!(log.ended_at, Some(dropped + grace));
+    assert_eq!(log.participants, vec!["alice", "bob"]);
+
+    h.login(BOB_AGAIN, "bob", dropped + grace + 1);
+    let token = h.token(BOB_AGAIN, &sid, dropped + grace + 1);
+    assert_eq!(
+        h.error_code(BOB_AGAIN, join(&sid, &token, None), dropped + grace + 1),
+        ErrorCode::CallEnded
+    );
+}
+
+/// In a group session, a participant who dropped and did not come back within the grace is
+/// removed and everyone left is told (`participant_left`); the session goes on for them.
+#[test]
+fn dropped_participant_of_a_group_session_is_removed_and_the_others_told() {
+    let grace = HubConfig::default().reconnect_grace_ms;
+    let mut h = Harness::new(HubConfig::default());
+    for (conn, uid) in [(ALICE, "alice"), (BOB, "bob"), (CAROL, "carol")] {
+        h.login(conn, uid, T0);
+        h.join(conn, "standup", None, T0).0.expect("join");
+    }
+    h.hub.drain();
+
+    let dropped = T0 + 5_000;
+    h.hub.disconnect(CAROL, dropped);
+    assert_eq!(h.tick(dropped + grace - 1), vec![]);
+    let left = ServerEvent::ParticipantLeft {
+        session_id: "standup".into(),
+        uid: "carol".into(),
+    };
+    assert_eq!(
+        h.tick(dropped + grace),
+        vec![event(ALICE, left.clone()), event(BOB, left)]
+    );
+    assert_eq!(h.call_log("standup").status, CallStatus::Ongoing);
+    let change = Request::State {
+        session_id: "standup".into(),
+        change: StateChange::HandRaised(true),
+    };
+    assert_eq!(h.request(ALICE, change, dropped + grace).0, Ok(Reply::Ok));
+}
+
+/// A call token is good until its lifetime (`token_ttl_secs`) runs out, and refused from that
+/// moment (`API_ERROR`, "expired").
+#[test]
+fn call_token_expires_after_its_lifetime() {
+    let mut h = Harness::new(HubConfig {
+        token_ttl_secs: 60,
+        ..HubConfig::default()
+    });
+    h.login(ALICE, "alice", T0);
+    h.login(BOB, "bob", T0);
+    let alices = h.token(ALICE, "standup", T0);
+    let bobs = h.token(BOB, "standup", T0);
+    let (joined, _) = h.request(ALICE, join("standup", &alices, None), T0 + 59_999);
+    joined.expect("still valid 1 ms before");
+    let (refused, _) = h.request(BOB, join("standup", &bobs, None), T0 + 60_000);
+    let error = refused.expect_err("expired");
+    assert_eq!(error.code, ErrorCode::ApiError);
+    assert!(error.message.contains("expired"), "{}", error.message);
+}
+
+/// Without randomness from the operating system, a hub on a store with no token-signing
+/// secret yet refuses to start (no weaker secret is made); a store that already has a secret
+/// starts without needing randomness, and keeps that secret.
+#[test]
+fn no_randomness_no_new_secret() {
+    let no_randomness = || Err(RandomnessError(getrandom::Error::UNSUPPORTED));
+    let fresh = Store::in_memory().expect("store");
+    let refused = Hub::with_fresh_secret(fresh, HubConfig::default(), no_randomness);
+    assert!(
+        matches!(refused, Err(InternalError::Randomness(_))),
+        "a first start needs randomness"
+    );
+
+    let store = Store::in_memory().expect("store");
+    let kept = store
+        .token_secret(|| Ok::<_, StoreError>(b"kept".to_vec()))
+        .expect("secret");
+    let hub = Hub::with_fresh_secret(store, HubConfig::default(), no_randomness)
+        .unwrap_or_else(|err| panic!("a later start needs none: {err}"));
+    assert_eq!(hub.secret, kept);
+}
+
+/// A store whose secret could not be made stores nothing: the next attempt makes and keeps
+/// one.
+#[test]
+fn failed_secret_is_not_stored() {
+    let store = Store::in_memory().expect("store");
+    let failed: Result<Vec<u8>, InternalError> = store.token_secret(|| {
+        Err(InternalError::Randomness(RandomnessError(
+            getrandom::Error::UNSUPPORTED,
+        )))
+    });
+    assert!(failed.is_err());
+    let made = store
+        .token_secret(|| Ok::<_, StoreError>(b"second".to_vec()))
+        .expect("secret");
+    assert_eq!(made, b"second");
+    let again = store
+        .token_secret(|| Ok::<_, StoreError>(b"third".to_vec()))
+        .expect("secret");
+    assert_eq!(again, b"second", "kept");
+}
