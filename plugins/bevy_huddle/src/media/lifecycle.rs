@@ -191,24 +191,19 @@ pub(crate) fn apply_audio_routes(
 }
 
 /// Each remote's [`VideoDemand`] (published by the view) is asked of their sender: paused
-/// while nothing shows them, a capped bitrate while their tile is small.
+/// while nothing shows them, a capped bitrate while their tile is small. Asked every frame:
+/// the session sends a wish when it changes and again every two seconds, since one sent before
+/// the sender's connection existed is lost.
 pub(crate) fn apply_video_demand(
-    changed: Query<(&Participant, &ParticipantOf, &VideoDemand), Changed<VideoDemand>>,
-    new_sessions: Query<(), Added<CallMediaSession>>,
-    all: Query<(&Participant, &ParticipantOf, &VideoDemand)>,
+    demands: Query<(&Participant, &ParticipantOf, &VideoDemand)>,
     sessions: Query<&CallMediaSession>,
 ) {
-    let apply = |(who, of, demand): (&Participant, &ParticipantOf, &VideoDemand)| {
+    for (who, of, demand) in &demands {
         if let Ok(media) = sessions.get(of.0) {
             media
                 .session
                 .want_video_from(&who.uid, demand.paused, demand.max_bitrate_bps);
         }
-    };
-    if new_sessions.is_empty() {
-        changed.iter().for_each(apply);
-    } else {
-        all.iter().for_each(apply);
     }
 }
 
