@@ -98,6 +98,7 @@ fn call_state(app: &App) -> Option<CallState> {
 /// video calls empties it.
 #[test]
 fn login_contacts_call_and_history() {
+    let _serial = crate::one_media_test_at_a_time();
     let server = Server::start();
     let mut bob = server.answering("bob");
     pump(&mut [&mut bob], "bob online", |apps| {
@@ -180,6 +181,7 @@ fn login_contacts_call_and_history() {
 /// already is. An empty uid on the login screen is refused and opens no connection.
 #[test]
 fn join_by_session_id_and_bad_input() {
+    let _serial = crate::one_media_test_at_a_time();
     let server = Server::start();
     let mut ada = server.app_user();
     command(

@@ -63,6 +63,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 /// written up to about a second before the kill.
 #[test]
 fn bot_records_its_call_and_a_killed_recording_stays_readable() {
+    let _serial = crate::one_media_test_at_a_time();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -14,7 +14,7 @@ use bevy_huddle::call::settings::{AspectFit, LayoutMode};
 use bevy_huddle::view::layout::{LayoutRequest, LayoutTile, compute_layout};
 use huddle::demo::STATUS_HEIGHT;
 use huddle::desktop::BOT_VIDEO;
-use huddle_media::synthetic::read_stamp;
+use huddle_media::synthetic::read_frame_number;
 
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 720;
@@ -113,7 +113,7 @@ fn assert_moving_video(first: &image::RgbaImage, second: &image::RgbaImage, rect
             let (x, y) = (rect.min.x.ceil() as u32 + 1, rect.min.y.ceil() as u32 + 1);
             let (w, h) = (rect.width() as u32 - 3, rect.height() as u32 - 3);
             let crop = image::imageops::crop_imm(image, x, y, w, h).to_image();
-            read_stamp(crop.as_raw(), w, h).map(|s| s.frame)
+            read_frame_number(crop.as_raw(), w, h)
         };
         let (before, after) = (stamp(first), stamp(second));
         assert!(
@@ -156,11 +156,12 @@ fn assert_video_in(image: &image::RgbaImage, rects: &[Rect]) {
         let (x, y) = (rect.min.x.ceil() as u32 + 1, rect.min.y.ceil() as u32 + 1);
         let (w, h) = (rect.width() as u32 - 3, rect.height() as u32 - 3);
         let crop = image::imageops::crop_imm(image, x, y, w, h).to_image();
-        let stamp = read_stamp(crop.as_raw(), w, h)
+        // The frame number only: the band's right half may be under the UI's windows.
+        let frame = read_frame_number(crop.as_raw(), w, h)
             .unwrap_or_else(|| panic!("tile {i}: no stamp in {rect:?}"));
         assert!(
-            stamp.frame > 0 && stamp.frame < 100_000,
-            "tile {i} at {rect:?} shows no plausible video frame: {stamp:?}"
+            frame > 0 && frame < 100_000,
+            "tile {i} at {rect:?} shows no plausible video frame: {frame}"
         );
     }
 }
@@ -200,6 +201,7 @@ fn content_rects(mode: LayoutMode, tiles: usize) -> Vec<Rect> {
 /// background, not video; the button bar is drawn.
 #[test]
 fn demo_grid_screenshot_shows_video_in_every_tile() {
+    let _serial = crate::one_media_test_at_a_time();
     let (image, later) = demo_screenshots("grid", &["--bots", "3", "--mode", "grid"]);
     let rects = content_rects(LayoutMode::Default, 4);
     assert_video_in(&image, &rects);
@@ -224,6 +226,7 @@ fn demo_grid_screenshot_shows_video_in_every_tile() {
 /// inside them only), and no button bar is drawn.
 #[test]
 fn demo_spotlight_without_bar_shows_only_tiles() {
+    let _serial = crate::one_media_test_at_a_time();
     let (image, later) = demo_screenshots(
         "spotlight",
         &["--bots", "3", "--mode", "spotlight", "--no-bar"],

@@ -6,3 +6,14 @@ mod app_model;
 mod bot_recording;
 mod demo_window;
 mod pip;
+
+/// Tests that run real media between several participants (and the demo, which renders on
+/// the CPU) take this lock, so they run one at a time: together they oversubscribe a 2-core
+/// machine and starve one another (the demo needs 90 rendered frames after video flows within
+/// its time limit).
+pub(crate) fn one_media_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -19,6 +19,10 @@
 /// Bits of the stamp: 32 for the frame number, 32 for the capture time in milliseconds.
 pub const STAMP_BITS: u32 = 64;
 
+/// How much brighter (in 0..=255 luma) one of a cell and its check cell must be than the
+/// other for the picture to carry a stamp.
+const STAMP_CONTRAST: i32 = 48;
+
 /// The frame number and capture time a synthetic frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameStamp {
@@ -133,8 +137,23 @@ fn stamp_bit(stamp: FrameStamp, bit: u32) -> bool {
 /// Reads the stamp back from an RGBA frame of `width`×`height` by sampling the centre of each
 /// cell of the top band and of its inverted check row (tolerant of compression noise).
 /// `None` if the buffer is too small or the picture does not carry a stamp (some cell and its
-/// check cell are not clearly opposite).
+/// check cell are not clearly different).
 pub fn read_stamp(rgba: &[u8], width: u32, height: u32) -> Option<FrameStamp> {
+    let value = read_cells(rgba, width, height, STAMP_BITS)?;
+    Some(FrameStamp {
+        frame: (value >> 32) as u32,
+        capture_ms: value as u32,
+    })
+}
+
+/// Reads only the frame number (the band's left half), for pictures whose right part may be
+/// covered (a tile under a window, in a screenshot).
+pub fn read_frame_number(rgba: &[u8], width: u32, height: u32) -> Option<u32> {
+    read_cells(rgba, width, height, 32).map(|value| value as u32)
+}
+
+/// The first `cells` bits of the band, most significant first.
+fn read_cells(rgba: &[u8], width: u32, height: u32, cells: u32) -> Option<u64> {
     let (w, h) = (width as usize, height as usize);
     if w < STAMP_BITS as usize || rgba.len() < w * h * 4 {
         return None;
@@ -146,20 +165,17 @@ pub fn read_stamp(rgba: &[u8], width: u32, height: u32) -> Option<FrameStamp> {
         (u32::from(rgba[i]) + u32::from(rgba[i + 1]) + u32::from(rgba[i + 2])) / 3
     };
     let mut value = 0u64;
-    for bit in 0..STAMP_BITS as usize {
+    for bit in 0..cells as usize {
         let x = (bit * w + w / 2) / STAMP_BITS as usize;
-        let (cell, check) = (luma(x, bit_row), luma(x, check_row));
-        let one = cell > 160 && check < 96;
-        let zero = cell < 96 && check > 160;
-        if !one && !zero {
+        // A cell and its check cell must differ clearly (scaling and compression blur the
+        // levels, never the order); which is brighter is the bit.
+        let (cell, check) = (luma(x, bit_row) as i32, luma(x, check_row) as i32);
+        if (cell - check).abs() < STAMP_CONTRAST {
             return None;
         }
-        value = (value << 1) | u64::from(one);
+        value = (value << 1) | u64::from(cell > check);
     }
-    Some(FrameStamp {
-        frame: (value >> 32) as u32,
-        capture_ms: value as u32,
-    })
+    Some(value)
 }
 
 #[cfg(test)]
@@ -188,6 +204,7 @@ mod tests {
                     Some(stamp),
                     "{w}x{h} frame {frame}"
                 );
+                assert_eq!(read_frame_number(&rgba, w, h), Some(frame));
             }
         }
     }
