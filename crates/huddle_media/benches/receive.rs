@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group};
 use huddle_media::frames::VideoSlot;
 use huddle_media::peer::VideoReceiver;
 use huddle_media::synthetic::{FrameStamp, TestPattern};
@@ -77,57 +77,71 @@ fn encode_stream(width: u32, height: u32, kbps: u32) -> Stream {
     stream
 }
 
+/// Bare decode + convert of every access unit (the floor).
+#[inline(never)]
+fn run_bare(stream: &Stream, mut decoder: H264Decoder) {
+    let mut rgba = Vec::new();
+    let mut n = 0;
+    for au in &stream.access_units {
+        if decoder
+            .decode_rgba(au, &mut rgba)
+            .expect("decode")
+            .is_some()
+        {
+            n += 1;
+        }
+    }
+    assert_eq!(n, stream.access_units.len());
+}
+
+/// What a received track does with the same stream.
+#[inline(never)]
+fn run_pipeline(stream: &Stream, mut receiver: VideoReceiver) {
+    let (packets_in, packets_out) =
+        crossbeam_channel::bounded(huddle_media::peer::DECODE_QUEUE_PACKETS);
+    let slot = VideoSlot::default();
+    let mut decoded = 0;
+    for packets in &stream.packets {
+        for packet in packets {
+            // The receive task queues each packet for the decode thread, which decodes,
+            // converts, reads the stamp and fills the slot; here both ends run on one
+            // thread, so this is the work alone.
+            packets_in.try_send(packet.clone()).expect("queue");
+            let queued = packets_out.try_recv().expect("dequeue");
+            for frame in receiver.push(Instant::now(), queued) {
+                slot.put(frame);
+                decoded += 1;
+            }
+            // The ECS takes the newest picture once per frame (two that complete at once
+            // leave only the newer).
+            let _ = slot.take();
+        }
+    }
+    // Every frame is decoded (the first one once the second starts).
+    assert_eq!(decoded, stream.packets.len());
+}
+
+/// The two streams the benchmarks decode.
+fn streams() -> [(&'static str, Stream); 2] {
+    [
+        ("720p", encode_stream(1280, 720, 2500)),
+        ("360p", encode_stream(640, 360, 800)),
+    ]
+}
+
 fn bench(c: &mut Criterion) {
-    for (name, width, height, kbps) in [("720p", 1280, 720, 2500), ("360p", 640, 360, 800)] {
-        let stream = encode_stream(width, height, kbps);
+    for (name, stream) in streams() {
         c.bench_function(&format!("bare/{name}"), |b| {
             b.iter_batched(
                 || H264Decoder::new().expect("decoder"),
-                |mut decoder| {
-                    let mut rgba = Vec::new();
-                    let mut n = 0;
-                    for au in &stream.access_units {
-                        if decoder
-                            .decode_rgba(au, &mut rgba)
-                            .expect("decode")
-                            .is_some()
-                        {
-                            n += 1;
-                        }
-                    }
-                    assert_eq!(n, stream.access_units.len());
-                },
+                |decoder| run_bare(&stream, decoder),
                 BatchSize::PerIteration,
             );
         });
         c.bench_function(&format!("pipeline/{name}"), |b| {
             b.iter_batched(
-                || {
-                    (
-                        VideoReceiver::new(true).expect("receiver"),
-                        crossbeam_channel::bounded(huddle_media::peer::DECODE_QUEUE_PACKETS),
-                        VideoSlot::default(),
-                    )
-                },
-                |(mut receiver, (packets_in, packets_out), slot)| {
-                    let mut received = 0;
-                    for packets in &stream.packets {
-                        for packet in packets {
-                            // The receive task queues each packet for the decode thread,
-                            // which decodes, converts, reads the stamp and fills the slot;
-                            // here both ends run on one thread, so this is the work alone.
-                            packets_in.try_send(packet.clone()).expect("queue");
-                            let queued = packets_out.try_recv().expect("dequeue");
-                            for frame in receiver.push(Instant::now(), queued) {
-                                slot.put(frame);
-                            }
-                            // The ECS takes the newest picture once per frame.
-                            received += usize::from(slot.take().is_some());
-                        }
-                    }
-                    // Every frame comes out (the first one once the second starts).
-                    assert_eq!(received, stream.packets.len());
-                },
+                || VideoReceiver::new(true).expect("receiver"),
+                |receiver| run_pipeline(&stream, receiver),
                 BatchSize::PerIteration,
             );
         });
@@ -139,4 +153,22 @@ criterion_group! {
     config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(8));
     targets = bench
 }
-criterion_main!(benches);
+
+/// `HUDDLE_RECEIVE_ONCE=setup|bare|pipeline` encodes the streams and runs that routine
+/// exactly once per stream (nothing for `setup`), then exits: under
+/// `valgrind --tool=callgrind`, a count of instructions that does not depend on the machine's
+/// load; a routine's cost is its run's total minus the `setup` run's.
+fn main() {
+    if let Ok(once) = std::env::var("HUDDLE_RECEIVE_ONCE") {
+        for (_, stream) in streams() {
+            match once.as_str() {
+                "bare" => run_bare(&stream, H264Decoder::new().expect("decoder")),
+                "pipeline" => run_pipeline(&stream, VideoReceiver::new(true).expect("receiver")),
+                _ => {}
+            }
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

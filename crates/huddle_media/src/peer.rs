@@ -64,14 +64,22 @@ pub const H264_PAYLOAD_TYPE: u8 = 102;
 pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 
 /// A peer failure.
+#[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
-#[error("webrtc: {0}")]
-pub struct PeerError(pub String);
-
-impl From<webrtc::error::Error> for PeerError {
-    fn from(err: webrtc::error::Error) -> Self {
-        PeerError(err.to_string())
-    }
+pub enum PeerError {
+    /// The WebRTC stack refused an operation (building the connection, a track, a
+    /// description, a candidate).
+    #[error("webrtc: {0}")]
+    WebRtc(#[from] webrtc::error::Error),
+    /// A session description that cannot be parsed.
+    #[error("malformed session description: {0}")]
+    MalformedDescription(String),
+    /// ICE gathering ended without a local description to send.
+    #[error("no local description after gathering")]
+    NoLocalDescription,
+    /// The operating system gave no randomness (for an SSRC).
+    #[error("no randomness for an SSRC: {0}")]
+    NoRandomness(getrandom::Error),
 }
 
 /// A decoded video frame from a remote participant.
@@ -824,8 +832,7 @@ pub struct Peer {
 /// predictable value.
 fn random_u32() -> Result<u32, PeerError> {
     let mut buf = [0u8; 4];
-    getrandom::fill(&mut buf)
-        .map_err(|err| PeerError(format!("no randomness for an SSRC: {err}")))?;
+    getrandom::fill(&mut buf).map_err(PeerError::NoRandomness)?;
     Ok(u32::from_le_bytes(buf) | 1)
 }
 
@@ -1099,7 +1106,7 @@ impl Peer {
             .pc
             .local_description()
             .await
-            .ok_or_else(|| PeerError("no local description".into()))?;
+            .ok_or(PeerError::NoLocalDescription)?;
         Ok(description.sdp)
     }
 
@@ -1132,8 +1139,8 @@ impl Peer {
                 // negotiate ours too (an audio-only call that switched to video).
                 let offers_camera = sdp.matches("m=video").count() >= 2;
                 let renegotiation = self.has_remote_description().await;
-                let offer =
-                    RTCSessionDescription::offer(sdp).map_err(|e| PeerError(e.to_string()))?;
+                let offer = RTCSessionDescription::offer(sdp)
+                    .map_err(|e| PeerError::MalformedDescription(e.to_string()))?;
                 self.pc.set_remote_description(offer).await?;
                 // Our camera goes only on the offer's camera line: a camera track added to
                 // an offer without one would take the screen share's line.
@@ -1155,8 +1162,8 @@ impl Peer {
                 }
             }
             PeerSignal::Answer { sdp } => {
-                let answer =
-                    RTCSessionDescription::answer(sdp).map_err(|e| PeerError(e.to_string()))?;
+                let answer = RTCSessionDescription::answer(sdp)
+                    .map_err(|e| PeerError::MalformedDescription(e.to_string()))?;
                 self.pc.set_remote_description(answer).await?;
                 self.learn_payload_types().await;
                 if self.renegotiate_after_answer.swap(false, Ordering::Relaxed) {

@@ -2,6 +2,9 @@
 //! ([`ErrorCode`]) through [`HuddleError::code`], and reaches users as a
 //! [`CallEvent::Error`](crate::call::events::CallEvent::Error) without disturbing the call state.
 
+use std::sync::Arc;
+
+use huddle_media::recording::RecordingError;
 use huddle_protocol::ErrorCode;
 use thiserror::Error;
 
@@ -94,8 +97,47 @@ pub enum HuddleError {
     #[error("screen share: {0}")]
     ScreenShare(String),
     /// Recording could not start or stopped (unwritable folder, disk full); the call goes on.
+    /// The media layer's error, with its variant (`Create`, `Write`, `TooManyTracks`).
     #[error("recording: {0}")]
-    Recording(String),
+    Recording(Shared<RecordingError>),
+}
+
+/// A lower layer's error kept whole (its variant and source) inside a [`HuddleError`], which
+/// must be cloneable: shared, and compared by what it says.
+#[derive(Debug)]
+pub struct Shared<E>(pub Arc<E>);
+
+impl<E> Clone for Shared<E> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<E> Shared<E> {
+    /// Wraps an error.
+    pub fn new(error: E) -> Self {
+        Self(Arc::new(error))
+    }
+}
+
+impl<E> std::ops::Deref for Shared<E> {
+    type Target = E;
+
+    fn deref(&self) -> &E {
+        &self.0
+    }
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for Shared<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: std::fmt::Display> PartialEq for Shared<E> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
 }
 
 impl HuddleError {

@@ -148,6 +148,17 @@ pub enum SessionChange {
     Failed(HuddleError),
 }
 
+impl SessionChange {
+    /// What a transport reports when a call cannot join or go on: the error, then the end.
+    pub fn failed_and_ended(error: HuddleError) -> [SessionChange; 2] {
+        let reason = EndReason::failed(&error);
+        [
+            SessionChange::Failed(error),
+            SessionChange::Ended { reason },
+        ]
+    }
+}
+
 /// A [`SessionChange`] for one call.
 #[derive(Message, Clone, Debug, PartialEq)]
 pub struct SessionUpdate {

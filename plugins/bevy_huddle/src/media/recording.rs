@@ -9,7 +9,7 @@ use huddle_media::session::MediaSession;
 
 use super::CallMediaSession;
 use crate::call::actions::CallAction;
-use crate::call::error::HuddleError;
+use crate::call::error::{HuddleError, Shared};
 use crate::call::events::CallEvent;
 use crate::call::model::Call;
 
@@ -106,7 +106,7 @@ pub(super) fn begin_recording(
     if let Err(err) = session.start_recording(path) {
         events.write(CallEvent::Error {
             call: Some(call),
-            error: HuddleError::Recording(err.to_string()),
+            error: HuddleError::Recording(Shared::new(err)),
         });
         actions.write(CallAction::StopRecording);
     }
@@ -130,7 +130,7 @@ pub(super) fn finish_recording(
         Some(Err(err)) => {
             events.write(CallEvent::Error {
                 call: Some(call),
-                error: HuddleError::Recording(err.to_string()),
+                error: HuddleError::Recording(Shared::new(err)),
             });
         }
         None => {}

@@ -582,10 +582,9 @@ fn route_answer(
         (Pending::Join { .. }, Err(error))
             if error.code == huddle_protocol::ErrorCode::UnknownApiError => {}
         (Pending::Join { call, .. }, Err(error)) => {
-            let error = server_error(error);
-            let reason = EndReason::failed(&error);
-            bridge.update(call, SessionChange::Failed(error));
-            bridge.update(call, SessionChange::Ended { reason });
+            for change in SessionChange::failed_and_ended(server_error(error)) {
+                bridge.update(call, change);
+            }
         }
         (Pending::Join { .. } | Pending::Session { .. }, Ok(_)) => {}
         (Pending::Session { call }, Err(error)) => {
@@ -765,17 +764,13 @@ pub(crate) fn send_requests(
         if *state != CallState::Joining {
             continue;
         }
+        let not_connected = |updates: &mut MessageWriter<SessionUpdate>| {
+            for change in SessionChange::failed_and_ended(HuddleError::NotConnected) {
+                updates.write(SessionUpdate { call, change });
+            }
+        };
         let Some((connection, mut link, _)) = pick_connection(&mut connections) else {
-            updates.write(SessionUpdate {
-                call,
-                change: SessionChange::Failed(HuddleError::NotConnected),
-            });
-            updates.write(SessionUpdate {
-                call,
-                change: SessionChange::Ended {
-                    reason: EndReason::failed(&HuddleError::NotConnected),
-                },
-            });
+            not_connected(&mut updates);
             commands.entity(call).insert(RelayedBy(Entity::PLACEHOLDER));
             continue;
         };
@@ -794,16 +789,7 @@ pub(crate) fn send_requests(
             },
         );
         if !sent {
-            updates.write(SessionUpdate {
-                call,
-                change: SessionChange::Failed(HuddleError::NotConnected),
-            });
-            updates.write(SessionUpdate {
-                call,
-                change: SessionChange::Ended {
-                    reason: EndReason::failed(&HuddleError::NotConnected),
-                },
-            });
+            not_connected(&mut updates);
         }
         commands.entity(call).insert(RelayedBy(connection));
     }

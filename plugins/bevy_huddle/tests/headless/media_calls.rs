@@ -616,8 +616,12 @@ fn recording_saves_a_file_and_an_unwritable_folder_is_an_error() {
     assert!(
         matches!(
             errors.as_slice(),
-            [CallEvent::Error { error: HuddleError::Recording(reason), .. }]
-                if reason.contains("/proc/huddle-cannot-write")
+            [CallEvent::Error { error: HuddleError::Recording(failure), .. }]
+                if matches!(
+                    &**failure,
+                    huddle_media::recording::RecordingError::Create { path, .. }
+                        if path.starts_with("/proc/huddle-cannot-write")
+                )
         ),
         "{errors:?}"
     );
