@@ -483,3 +483,70 @@ fn tiles_show_network_quality_and_who_speaks() {
         .count();
     assert_eq!(labels, 0);
 }
+
+/// The view publishes each remote's `VideoDemand` from what is on screen: a large tile wants
+/// everything, a small one a capped bitrate, a hidden one nothing (paused); the local
+/// participant gets none. Without the view plugin no demand is published (media then asks
+/// for everything).
+#[test]
+fn the_view_publishes_video_demand_from_tile_sizes() {
+    use bevy_huddle::view::demand::{MEDIUM_TILE_BITRATE, SMALL_TILE_BITRATE};
+    let demand_of = |app: &mut App, uid: &str| {
+        let who = participant(app, uid);
+        app.world().get::<VideoDemand>(who).copied()
+    };
+    let mut app = app();
+    let call = joined_call(
+        &mut app,
+        Call::new("s", CallSettings::default()).group(),
+        &["bob", "carol"],
+    );
+    app.world_mut()
+        .get_mut::<CallViewport>(call)
+        .expect("viewport")
+        .size = Vec2::new(1280.0, 720.0);
+    run(&mut app, 2);
+    let bob = demand_of(&mut app, "bob").expect("bob's demand");
+    assert!(!bob.paused);
+    assert_eq!(bob.max_bitrate_bps, 0, "a large tile wants everything");
+    assert!(bob.wanted_size.x >= 520, "{:?}", bob.wanted_size);
+    assert_eq!(
+        demand_of(&mut app, "alice"),
+        None,
+        "nothing is asked of ourselves"
+    );
+
+    app.world_mut()
+        .get_mut::<CallViewport>(call)
+        .expect("viewport")
+        .size = Vec2::new(640.0, 360.0);
+    run(&mut app, 2);
+    let small = demand_of(&mut app, "bob").expect("bob's demand");
+    assert!(
+        [SMALL_TILE_BITRATE, MEDIUM_TILE_BITRATE].contains(&small.max_bitrate_bps),
+        "a smaller tile caps the bitrate: {small:?}"
+    );
+
+    act(&mut app, CallAction::Pin("carol".into()));
+    act(&mut app, CallAction::SetMode(LayoutMode::Single));
+    run(&mut app, 2);
+    assert!(demand_of(&mut app, "bob").expect("bob's demand").paused);
+    assert!(!demand_of(&mut app, "carol").expect("carol's demand").paused);
+
+    let mut without_view = App::new();
+    without_view.add_plugins((
+        MinimalPlugins,
+        AssetPlugin::default(),
+        HuddlePlugins
+            .build()
+            .disable::<bevy_huddle::TileLayoutPlugin>(),
+    ));
+    let mut without_view = finish_test_app(without_view);
+    joined_call(
+        &mut without_view,
+        Call::new("s", CallSettings::default()),
+        &["bob"],
+    );
+    run(&mut without_view, 2);
+    assert_eq!(demand_of(&mut without_view, "bob"), None);
+}
