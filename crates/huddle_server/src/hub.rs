@@ -145,12 +145,22 @@ struct LiveCall {
     ringing: Vec<String>,
     /// Receivers who accepted.
     accepted: Vec<String>,
+    /// Who left its session while others stayed (a group call goes on without them).
+    left: Vec<String>,
     deadline_ms: u64,
 }
 
 impl LiveCall {
+    /// Whether `uid` is part of this call: its caller or someone who accepted (who may
+    /// join its session, and join it again after leaving).
     fn involves(&self, uid: &str) -> bool {
         self.call.initiator.uid == uid || self.accepted.iter().any(|u| u == uid)
+    }
+
+    /// Whether this call keeps `uid` from another: part of it and not gone from its session
+    /// (a group call that others stay in goes on without them).
+    fn holds(&self, uid: &str) -> bool {
+        self.involves(uid) && !self.left.iter().any(|u| u == uid)
     }
 }
 
@@ -561,7 +571,7 @@ impl Hub {
 
     /// Whether `uid` is in a call: ringing out, in an ongoing call, or in a session.
     fn in_call(&self, uid: &str) -> bool {
-        self.calls.values().any(|c| c.involves(uid))
+        self.calls.values().any(|c| c.holds(uid))
             || self.sessions.values().any(|s| s.member(uid).is_some())
     }
 
@@ -683,6 +693,7 @@ impl Hub {
                 call: call.clone(),
                 ringing,
                 accepted: Vec::new(),
+                left: Vec::new(),
                 deadline_ms: now + timeout_ms,
             },
         );
@@ -1147,6 +1158,10 @@ impl Hub {
                 },
             );
         }
+        if let Some(live) = self.calls.get_mut(session_id) {
+            // Back in the call they had left.
+            live.left.retain(|u| u != me);
+        }
         self.store.add_participant(session_id, me, now)?;
         Ok(Reply::Joined {
             session_id: session_id.to_owned(),
@@ -1175,6 +1190,14 @@ impl Hub {
             return;
         };
         session.members.retain(|m| m.info.uid != uid);
+        if let Some(live) = self.calls.get_mut(session_id)
+            && !live.left.iter().any(|u| u == uid)
+        {
+            live.left.push(uid.to_owned());
+        }
+        let Some(session) = self.sessions.get_mut(session_id) else {
+            return;
+        };
         let remaining: Vec<ConnId> = session.members.iter().filter_map(|m| m.conn).collect();
         let one_to_one = session.one_to_one;
         let empty = session.members.is_empty();

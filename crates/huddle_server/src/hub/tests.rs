@@ -707,3 +707,113 @@ fn failed_secret_is_not_stored() {
         .expect("secret");
     assert_eq!(again, b"second", "kept");
 }
+
+/// Leaving a group call that others stay in frees the one who left (issue 15, defect 2):
+/// alice rings the lobby, bob and carol accept and all three join; alice leaves while bob
+/// and carol stay. She can then place another call (not `ERROR_CALL_IN_PROGRESS`), the
+/// group call goes on for the others, and bob, still in it, is still taken (busy to her new
+/// call). Joining the group call again makes her taken again.
+#[test]
+fn leaving_a_group_call_others_stay_in_frees_the_leaver() {
+    let mut h = Harness::new(HubConfig {
+        dev_lobby: Some("lobby".into()),
+        ..HubConfig::default()
+    });
+    const DAVE: ConnId = 5;
+    for (conn, uid) in [
+        (ALICE, "alice"),
+        (BOB, "bob"),
+        (CAROL, "carol"),
+        (DAVE, "dave"),
+    ] {
+        h.login(conn, uid, T0);
+    }
+    let group_call = match h.ok(
+        ALICE,
+        Request::InitiateCall {
+            receiver_id: "lobby".into(),
+            receiver_type: ReceiverType::Group,
+            call_type: CallType::Video,
+            timeout_secs: None,
+        },
+        T0,
+    ) {
+        Reply::Call { call } => call,
+        other => panic!("initiate: {other:?}"),
+    };
+    let sid = group_call.session_id.clone();
+    h.ok(BOB, accept(&sid), T0 + 1_000);
+    h.ok(CAROL, accept(&sid), T0 + 1_000);
+    for conn in [ALICE, BOB, CAROL] {
+        h.join(conn, &sid, None, T0 + 2_000).0.expect("join");
+    }
+    h.hub.drain();
+
+    let left = T0 + 4_000;
+    h.ok(
+        ALICE,
+        Request::LeaveSession {
+            session_id: sid.clone(),
+        },
+        left,
+    );
+    assert_eq!(h.call_log(&sid).status, CallStatus::Ongoing, "it goes on");
+
+    // Alice is free: a call to dave rings him.
+    let to_dave = h.call(ALICE, "dave", None, left + 1_000);
+    assert_eq!(to_dave.status, CallStatus::Initiated);
+    h.ok(
+        ALICE,
+        Request::RejectCall {
+            session_id: to_dave.session_id.clone(),
+            status: CallStatus::Cancelled,
+        },
+        left + 1_500,
+    );
+    // Bob is still in the group call: he is the one who is busy, not her.
+    let (answer, _) = h.request(
+        ALICE,
+        Request::InitiateCall {
+            receiver_id: "bob".into(),
+            receiver_type: ReceiverType::User,
+            call_type: CallType::Audio,
+            timeout_secs: None,
+        },
+        left + 2_000,
+    );
+    assert_ne!(
+        answer.as_ref().err().map(|e| e.code),
+        Some(ErrorCode::CallInProgress),
+        "{answer:?}"
+    );
+    if let Ok(Reply::Call { call }) = &answer
+        && call.status == CallStatus::Initiated
+    {
+        // Unless bob's auto-busy already ended it, cancel it, so that only the group call
+        // is left (an already-ended call answers `ERR_CALL_BUSY`, which is fine here).
+        let _ = h.request(
+            ALICE,
+            Request::RejectCall {
+                session_id: call.session_id.clone(),
+                status: CallStatus::Cancelled,
+            },
+            left + 2_500,
+        );
+    }
+
+    // Back in the group call, she is taken again.
+    h.join(ALICE, &sid, None, left + 3_000).0.expect("rejoin");
+    assert_eq!(
+        h.error_code(
+            ALICE,
+            Request::InitiateCall {
+                receiver_id: "dave".into(),
+                receiver_type: ReceiverType::User,
+                call_type: CallType::Video,
+                timeout_secs: None,
+            },
+            left + 4_000,
+        ),
+        ErrorCode::CallInProgress
+    );
+}
