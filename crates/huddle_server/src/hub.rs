@@ -319,6 +319,26 @@ impl Hub {
         }
     }
 
+    /// `uid` answered a call on `conn` (accepted, or declined): their other connections (other
+    /// devices) stop ringing, with `incoming_call_cancelled` carrying the answer as the call's
+    /// status (`ongoing`: accepted elsewhere; `rejected`/`busy`: declined elsewhere).
+    fn answered_elsewhere(&mut self, uid: &str, conn: ConnId, answer: &HubResult<Reply>) {
+        let Ok(Reply::Call { call }) = answer else {
+            return;
+        };
+        let others: Vec<ConnId> = self
+            .online
+            .get(uid)
+            .map(|conns| conns.iter().copied().filter(|c| *c != conn).collect())
+            .unwrap_or_default();
+        for other in others {
+            self.send_to_conn(
+                other,
+                ServerEvent::IncomingCallCancelled { call: call.clone() },
+            );
+        }
+    }
+
     fn send_to_conn(&mut self, conn: ConnId, event: ServerEvent) {
         self.after_reply
             .push(Out::Send(conn, ServerFrame::event(event)));
@@ -436,9 +456,17 @@ impl Hub {
                 timeout_secs,
                 now,
             ),
-            Request::AcceptCall { session_id } => self.accept_call(&me, &session_id, now),
+            Request::AcceptCall { session_id } => {
+                let answer = self.accept_call(&me, &session_id, now);
+                self.answered_elsewhere(&me, conn, &answer);
+                answer
+            }
             Request::RejectCall { session_id, status } => {
-                self.reject_call(&me, &session_id, status, now)
+                let answer = self.reject_call(&me, &session_id, status, now);
+                if status != CallStatus::Cancelled {
+                    self.answered_elsewhere(&me, conn, &answer);
+                }
+                answer
             }
             Request::EndCall { session_id } => self.end_call(&me, &session_id, now),
             Request::GenerateToken {

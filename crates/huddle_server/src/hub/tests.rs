@@ -817,3 +817,76 @@ fn leaving_a_group_call_others_stay_in_frees_the_leaver() {
         ErrorCode::CallInProgress
     );
 }
+
+/// The same user on two devices (issue 14, defect 5): both ring; when bob accepts on one, the
+/// other gets `incoming_call_cancelled` with the call `ongoing` (answered elsewhere) and the
+/// caller gets `outgoing_call_accepted`; when he declines a second call on the other device,
+/// the first gets `incoming_call_cancelled` with status `rejected`.
+#[test]
+fn answering_on_one_device_stops_the_others_ringing() {
+    let mut h = Harness::new(HubConfig::default());
+    h.login(ALICE, "alice", T0);
+    h.login(BOB, "bob", T0);
+    h.login(BOB_AGAIN, "bob", T0);
+    h.hub.drain();
+    let first = h.call(ALICE, "bob", None, T0);
+    let (answer, outs) = h.request(BOB, accept(&first.session_id), T0 + 1_000);
+    let Ok(Reply::Call { call: accepted }) = answer else {
+        panic!("accept: {answer:?}")
+    };
+    assert_eq!(accepted.status, CallStatus::Ongoing);
+    assert!(
+        outs.contains(&event(
+            BOB_AGAIN,
+            ServerEvent::IncomingCallCancelled {
+                call: accepted.clone()
+            }
+        )),
+        "bob's other device stops ringing: {outs:?}"
+    );
+    assert!(
+        !outs
+            .iter()
+            .any(|out| matches!(out, Out::Send(BOB, frame) if frame.re.is_none())),
+        "the device that answered is not told it was cancelled: {outs:?}"
+    );
+    assert!(outs.iter().any(|out| matches!(
+        out,
+        Out::Send(
+            ALICE,
+            ServerFrame {
+                payload: ServerPayload::Event(ServerEvent::OutgoingCallAccepted { .. }),
+                ..
+            }
+        )
+    )));
+    h.ok(
+        ALICE,
+        Request::EndCall {
+            session_id: first.session_id.clone(),
+        },
+        T0 + 2_000,
+    );
+    h.hub.drain();
+
+    let second = h.call(ALICE, "bob", None, T0 + 3_000);
+    let (answer, outs) = h.request(
+        BOB_AGAIN,
+        Request::RejectCall {
+            session_id: second.session_id.clone(),
+            status: CallStatus::Rejected,
+        },
+        T0 + 4_000,
+    );
+    let Ok(Reply::Call { call: rejected }) = answer else {
+        panic!("reject: {answer:?}")
+    };
+    assert_eq!(rejected.status, CallStatus::Rejected);
+    assert!(
+        outs.contains(&event(
+            BOB,
+            ServerEvent::IncomingCallCancelled { call: rejected }
+        )),
+        "{outs:?}"
+    );
+}
