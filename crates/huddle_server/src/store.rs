@@ -304,6 +304,28 @@ impl Store {
         Ok(())
     }
 
+    /// The newest auth token of `uid`, if any.
+    pub fn latest_auth_token(&self, uid: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT token FROM auth_tokens WHERE uid = ?1 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                params![uid],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// How many auth tokens `uid` has.
+    pub fn auth_token_count(&self, uid: &str) -> StoreResult<u64> {
+        let count: i64 = self.db.query_row(
+            "SELECT COUNT(*) FROM auth_tokens WHERE uid = ?1",
+            params![uid],
+            |r| r.get(0),
+        )?;
+        Ok(count.max(0) as u64)
+    }
+
     /// The uid an auth token belongs to.
     pub fn auth_token_owner(&self, token: &str) -> StoreResult<Option<String>> {
         Ok(self

@@ -890,3 +890,19 @@ fn answering_on_one_device_stops_the_others_ringing() {
         "{outs:?}"
     );
 }
+
+/// Dev logins reuse the user's auth token (issue 14, defect 7): 300 logins of one uid leave
+/// one stored token, every login gets the same one, and it still works for `generate_token`.
+#[test]
+fn dev_logins_reuse_the_auth_token() {
+    let mut h = Harness::new(HubConfig::default());
+    h.login(ALICE, "alice", T0);
+    let first = h.auth_tokens[&ALICE].clone();
+    for i in 1..300u64 {
+        h.hub.disconnect(ALICE, T0 + i);
+        h.login(ALICE, "alice", T0 + i);
+        assert_eq!(h.auth_tokens[&ALICE], first, "login {i}");
+    }
+    assert_eq!(h.hub.store().auth_token_count("alice").expect("count"), 1);
+    h.token(ALICE, "room", T0 + 1_000);
+}
