@@ -20,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
-use bevy_huddle::call::demand::VideoDemand; // NEW-ONLY
+use bevy_huddle::call::demand::VideoDemand;
 use bevy_huddle::media::{MediaSettings, MediaStats};
 use bevy_huddle::prelude::*;
 use bevy_huddle::{HuddleRuntime, TileLayoutPlugin};
@@ -119,7 +119,7 @@ fn spawn_sender(url: String, uid: String, video: EncoderSettings) {
             target: None,
         })
         .add_systems(Update, join_on_login)
-        .add_systems(Update, pause_others_video); // NEW-ONLY
+        .add_systems(Update, pause_others_video);
         app.world_mut().spawn(ServerConnection::dev(url, uid));
         loop {
             let next = Instant::now() + Duration::from_millis(16);
@@ -129,11 +129,17 @@ fn spawn_sender(url: String, uid: String, video: EncoderSettings) {
     });
 }
 
-// NEW-ONLY-BEGIN
 /// Bots watch nobody: every remote's video demand is "paused" (without the view plugin,
 /// nothing else would say so and they would get everything).
 fn pause_others_video(
-    remotes: Query<Entity, (With<Participant>, Without<LocalParticipant>)>,
+    remotes: Query<
+        Entity,
+        (
+            With<Participant>,
+            Without<LocalParticipant>,
+            Without<VideoDemand>,
+        ),
+    >,
     mut commands: Commands,
 ) {
     for remote in &remotes {
@@ -143,7 +149,6 @@ fn pause_others_video(
         });
     }
 }
-// NEW-ONLY-END
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -73,14 +73,6 @@ pub fn right_tone_frequency(left_hz: f32) -> f32 {
     left_hz * 1.5
 }
 
-/// Splits interleaved stereo into its left and right channels.
-pub fn deinterleave(interleaved: &[i16]) -> (Vec<i16>, Vec<i16>) {
-    interleaved
-        .chunks_exact(2)
-        .map(|pair| (pair[0], pair[1]))
-        .unzip()
-}
-
 /// Estimates the frequency of a (mostly) pure tone from its rising zero crossings, with
 /// sub-sample interpolation. `None` for silence.
 pub fn detect_tone(samples: &[i16]) -> Option<f32> {
