@@ -100,6 +100,10 @@ pub struct BotArgs {
     /// Record the call into this Matroska (.mkv) file.
     #[arg(long)]
     pub record: Option<PathBuf>,
+    /// Gather ICE candidates on this local address only (e.g. `10.0.0.2:0`), repeatable;
+    /// by default every interface that is up, loopback included.
+    #[arg(long = "bind", value_name = "ADDR")]
+    pub bind: Vec<std::net::SocketAddr>,
 }
 
 /// The bot's progress.
@@ -113,6 +117,16 @@ struct Bot {
     session_id: Option<String>,
     errors: Vec<String>,
     exit_code: u8,
+    timeline: Timeline,
+}
+
+/// Once a second in the call: each remote's decoded video frames so far, and congestion
+/// control's target for our video.
+#[derive(Debug, Default)]
+struct Timeline {
+    next_sample: Option<Instant>,
+    frames: std::collections::BTreeMap<String, Vec<u64>>,
+    target_bps: Vec<u32>,
 }
 
 /// Statistics written on exit.
@@ -157,6 +171,8 @@ pub struct SentStats {
     pub audio_tone_hz: f32,
     /// Congestion control's target bitrate for our video at the end, bits per second.
     pub video_target_bps: u32,
+    /// The same, once a second from joining.
+    pub video_target_bps_per_second: Vec<u32>,
 }
 
 /// Latency percentiles.
@@ -175,6 +191,10 @@ pub struct Percentiles {
 pub struct RemoteStats {
     /// Video frames decoded.
     pub video_frames_decoded: u64,
+    /// Video frames decoded in each second from joining.
+    pub video_frames_per_second: Vec<u64>,
+    /// Pictures after a stamped one whose stamp could not be read (broken pictures).
+    pub video_frames_unstamped: u64,
     /// Width of the last frame.
     pub video_width: u32,
     /// Height of the last frame.
@@ -191,6 +211,9 @@ pub struct RemoteStats {
     pub audio_channels: u8,
     /// Share of audio frames concealed.
     pub audio_concealed_ratio: f32,
+    /// The candidate pair that carried the media last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ice: Option<huddle_media::ice::CandidatePath>,
 }
 
 /// Runs the bot; returns the exit code.
@@ -221,11 +244,16 @@ pub fn run(args: BotArgs) -> ExitCode {
         local_preview: false,
         // The bot reports latency and tones.
         measure: true,
+        bind_addrs: if args.bind.is_empty() {
+            huddle_media::ice::all_interfaces()
+        } else {
+            args.bind.iter().map(ToString::to_string).collect()
+        },
         ..MediaSettings::default()
     })
     .add_systems(
         Update,
-        (drive_bot, record_errors).after(HuddleSystems::Apply),
+        (drive_bot, record_errors, sample_timeline).after(HuddleSystems::Apply),
     );
     let mut connection = ServerConnection::dev(args.server.clone(), args.uid.clone());
     if let Some(name) = &args.name {
@@ -274,11 +302,59 @@ pub fn run(args: BotArgs) -> ExitCode {
         session_id: None,
         errors: missing_devices,
         exit_code: 0,
+        timeline: Timeline::default(),
     });
     match app.run() {
         AppExit::Success => ExitCode::SUCCESS,
         AppExit::Error(code) => ExitCode::from(code.get()),
     }
+}
+
+fn sample_timeline(
+    mut bot: ResMut<Bot>,
+    active: Res<ActiveCall>,
+    calls: Query<(&MediaStats, &CallMediaSession)>,
+) {
+    let Some(since) = bot.in_call_since else {
+        return;
+    };
+    if bot.hung_up_at.is_some() {
+        return;
+    }
+    let Some((stats, media)) = active.0.and_then(|call| calls.get(call).ok()) else {
+        return;
+    };
+    let now = Instant::now();
+    let timeline = &mut bot.timeline;
+    let due = *timeline
+        .next_sample
+        .get_or_insert(since + Duration::from_secs(1));
+    if now < due {
+        return;
+    }
+    timeline.next_sample = Some(due + Duration::from_secs(1));
+    let second = timeline.target_bps.len();
+    timeline
+        .target_bps
+        .push(media.session().target_bitrate_bps());
+    for (uid, remote) in &stats.remotes {
+        let totals = timeline.frames.entry(uid.clone()).or_default();
+        totals.resize(second, 0);
+        totals.push(remote.video_frames_decoded);
+    }
+}
+
+/// Per-second deltas of running totals.
+fn per_second(totals: &[u64]) -> Vec<u64> {
+    let mut previous = 0;
+    totals
+        .iter()
+        .map(|&total| {
+            let delta = total.saturating_sub(previous);
+            previous = total;
+            delta
+        })
+        .collect()
 }
 
 fn call_settings(args: &BotArgs) -> CallSettings {
@@ -511,6 +587,7 @@ fn collect_stats(
                 .load(std::sync::atomic::Ordering::Relaxed),
             audio_tone_hz: huddle_media::audio::tone_frequency_for(&bot.args.uid),
             video_target_bps: media.session().target_bitrate_bps(),
+            video_target_bps_per_second: bot.timeline.target_bps.clone(),
         };
     }
     if let Some(stats) = stats {
@@ -532,6 +609,14 @@ fn collect_stats(
                 uid.clone(),
                 RemoteStats {
                     video_frames_decoded: remote.video_frames_decoded,
+                    video_frames_per_second: per_second(
+                        bot.timeline
+                            .frames
+                            .get(uid)
+                            .map(Vec::as_slice)
+                            .unwrap_or_default(),
+                    ),
+                    video_frames_unstamped: remote.video_frames_unstamped,
                     video_width: remote.video_size.x,
                     video_height: remote.video_size.y,
                     video_fps: fps,
@@ -544,6 +629,7 @@ fn collect_stats(
                     } else {
                         remote.audio_frames_concealed as f32 / remote.audio_frames_decoded as f32
                     },
+                    ice: remote.ice.clone(),
                 },
             );
         }

@@ -27,6 +27,7 @@ pub mod audio;
 pub mod camera;
 pub mod devices;
 pub mod frames;
+pub mod ice;
 pub mod mixer;
 pub mod peer;
 pub mod probe;

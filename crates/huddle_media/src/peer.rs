@@ -1,8 +1,13 @@
 //! WebRTC peers (webrtc 0.21, DTLS-SRTP): one [`Peer`] per remote participant, full mesh.
 //!
 //! - **Negotiation** without glare: the participant with the smaller uid offers. Each side
-//!   waits for ICE gathering to complete and sends one SDP (candidates included) through the
-//!   signaling server; trickled candidates are accepted too.
+//!   sends its SDP as soon as it is set, then **trickles** its candidates one by one as they
+//!   are gathered (host at once, server-reflexive and relay as STUN/TURN answer) and ends with
+//!   an end-of-candidates signal, so set-up never waits for the slowest server. Candidates
+//!   gathered before the SDP went out wait for it; remote candidates that arrive before the
+//!   remote SDP wait for it too. Gathering uses the session's [`IceConfig`]: its interfaces,
+//!   the STUN/TURN servers the signaling server handed out, and mDNS only if asked (and then
+//!   only if the host can join the multicast group).
 //! - **Codecs**: H.264 Constrained Baseline (42e01f, packetization-mode 1, PT 102) and Opus
 //!   48 kHz (PT 111, in-band FEC). Interceptors: GCC congestion control on TWCC feedback
 //!   (its target bitrate drives the encoder), NACK, RTCP sender/receiver reports, and a
@@ -74,8 +79,8 @@ pub enum PeerError {
     /// A session description that cannot be parsed.
     #[error("malformed session description: {0}")]
     MalformedDescription(String),
-    /// ICE gathering ended without a local description to send.
-    #[error("no local description after gathering")]
+    /// The connection has no local description right after setting one.
+    #[error("no local description to send")]
     NoLocalDescription,
     /// The operating system gave no randomness (for an SSRC).
     #[error("no randomness for an SSRC: {0}")]
@@ -137,6 +142,8 @@ pub enum PeerEvent {
         rtt_ms: Option<f64>,
         /// Share of RTP packets lost over the last interval (0..=1).
         loss: f32,
+        /// The candidate pair carrying the media, once ICE selected one.
+        path: Option<crate::ice::CandidatePath>,
     },
     /// Our screen share ended by itself (the source failed: display gone, window closed).
     ScreenShareEnded {
@@ -295,8 +302,51 @@ pub struct PeerContext {
 struct Handler {
     remote_uid: String,
     connected: Arc<AtomicBool>,
-    gathered: tokio::sync::watch::Sender<bool>,
+    trickle: Arc<Trickle>,
     context: Arc<PeerContext>,
+}
+
+/// Our trickled candidates wait here until the description they belong to has been sent.
+#[derive(Default)]
+struct Trickle {
+    state: std::sync::Mutex<TrickleState>,
+}
+
+#[derive(Default)]
+struct TrickleState {
+    description_sent: bool,
+    waiting: Vec<PeerSignal>,
+}
+
+impl Trickle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrickleState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A candidate (or the end of them): sent now if its description went out, else kept.
+    fn gathered(&self, signal: PeerSignal, send: impl FnOnce(PeerSignal)) {
+        let mut state = self.lock();
+        if state.description_sent {
+            drop(state);
+            send(signal);
+        } else {
+            state.waiting.push(signal);
+        }
+    }
+
+    /// A new local description is about to be set: its candidates wait for it.
+    fn hold(&self) {
+        self.lock().description_sent = false;
+    }
+
+    /// The description went out: what waited follows it, in order.
+    fn release(&self) -> Vec<PeerSignal> {
+        let mut state = self.lock();
+        state.description_sent = true;
+        std::mem::take(&mut state.waiting)
+    }
 }
 
 /// Where a running recording takes the media as it arrives (`None` while not recording).
@@ -309,9 +359,32 @@ pub(crate) fn recorder_of(tap: &RecordingTap) -> Option<crate::recording::Record
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: webrtc::peer_connection::RTCPeerConnectionIceEvent) {
+        let init = match event.candidate.to_json() {
+            Ok(init) => init,
+            Err(err) => {
+                tracing::debug!("unusable local candidate: {err}");
+                return;
+            }
+        };
+        let signal = PeerSignal::Candidate {
+            candidate: Some(init.candidate),
+            sdp_mid: init.sdp_mid,
+            sdp_mline_index: init.sdp_mline_index,
+            username_fragment: init.username_fragment,
+        };
+        self.trickle.gathered(signal, |signal| self.send(signal));
+    }
+
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
         if state == RTCIceGatheringState::Complete {
-            let _ = self.gathered.send(true);
+            let end = PeerSignal::Candidate {
+                candidate: None,
+                sdp_mid: None,
+                sdp_mline_index: None,
+                username_fragment: None,
+            };
+            self.trickle.gathered(end, |signal| self.send(signal));
         }
     }
 
@@ -353,6 +426,15 @@ impl PeerConnectionEventHandler for Handler {
             if let Err(reason) = result {
                 let _ = context.events.send(PeerEvent::Error { uid, reason });
             }
+        });
+    }
+}
+
+impl Handler {
+    fn send(&self, signal: PeerSignal) {
+        let _ = self.context.events.send(PeerEvent::Signal {
+            to: self.remote_uid.clone(),
+            signal,
         });
     }
 }
@@ -824,7 +906,13 @@ pub struct Peer {
     payload_types: Mutex<Option<[u8; 3]>>,
     /// Screen frames written to this peer.
     screen_frames_written: AtomicU64,
-    gathered: tokio::sync::watch::Receiver<bool>,
+    trickle: Arc<Trickle>,
+    /// Remote candidates that arrived before the remote description.
+    remote_candidates: Mutex<Vec<rtc::peer_connection::transport::RTCIceCandidateInit>>,
+    /// Whether `.local` (mDNS) candidates can be resolved.
+    multicast_dns: bool,
+    /// TURN URLs reached over TCP (their relay candidates say `tcp`).
+    tcp_turn_urls: Vec<String>,
     context: Arc<PeerContext>,
 }
 
@@ -885,6 +973,143 @@ async fn write_frame(
     written
 }
 
+/// `sdp` without its `a=candidate` and `a=end-of-candidates` lines.
+fn without_candidates(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let attribute = line.trim_end();
+        if attribute.starts_with("a=candidate:") || attribute == "a=end-of-candidates" {
+            continue;
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// The ICE user fragment of a session description.
+fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
+}
+
+/// Whether a candidate's address is an mDNS name (`….local`), as browsers send.
+fn is_mdns_candidate(candidate: &str) -> bool {
+    candidate
+        .split_whitespace()
+        .nth(4)
+        .is_some_and(|address| address.ends_with(".local"))
+}
+
+/// Time between ICE connectivity checks.
+const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+/// Checks per candidate pair before it fails (× the interval: 1.4 s, as webrtc's default).
+const ICE_MAX_BINDING_REQUESTS: u16 = 28;
+
+/// The codecs (H.264, Opus) and interceptors of every connection.
+fn media_and_interceptors() -> Result<(MediaEngine, Registry), PeerError> {
+    let mut media = MediaEngine::default();
+    media.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: h264_codec(),
+            payload_type: H264_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Video,
+    )?;
+    media.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: opus_codec(),
+            payload_type: OPUS_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    // Congestion control (GCC over TWCC feedback) first: its target bitrate drives the
+    // encoder (see `link_totals`). Then NACK, reports, and TWCC receive.
+    let registry = configure_congestion_control(
+        Registry::new(),
+        rtc::interceptor::Gcc::new(2_500_000.0, 150_000.0, 6_000_000.0),
+        CongestionFeedback::Twcc,
+        &mut media,
+    )?;
+    let registry = register_default_interceptors(registry, &mut media)?;
+    let registry = registry.with(
+        Slot::from(14_000),
+        KeyframeRequestForwarder {
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        },
+    );
+    Ok((media, registry))
+}
+
+/// Builds the connection with the session's ICE set-up. mDNS, when asked for, needs the
+/// multicast group; a host that cannot join it (no multicast route, only `lo`) gets a
+/// connection without mDNS rather than none.
+async fn build_connection(
+    ice: &crate::ice::IceConfig,
+    handler: Arc<Handler>,
+) -> Result<impl PeerConnection, PeerError> {
+    let configuration = || {
+        webrtc::peer_connection::RTCConfigurationBuilder::default()
+            .with_ice_servers(
+                ice.servers
+                    .iter()
+                    .map(|server| webrtc::peer_connection::RTCIceServer {
+                        urls: server.urls.clone(),
+                        username: server.username.clone().unwrap_or_default(),
+                        credential: server.credential.clone().unwrap_or_default(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            )
+            .build()
+    };
+    let settings = |mdns: bool| {
+        webrtc::peer_connection::SettingEngineBuilder::default()
+            // Connectivity checks every 50 ms (RFC 8445's Ta) instead of 200 ms: a check that
+            // raced the remote description, or a DTLS flight that raced ICE, is retried 150 ms
+            // sooner. The same 1.4 s per candidate pair before giving up.
+            .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
+            .with_multicast_dns_mode(if mdns {
+                rtc::ice::mdns::MulticastDnsMode::QueryAndGather
+            } else {
+                rtc::ice::mdns::MulticastDnsMode::Disabled
+            })
+            .build()
+    };
+    let build = |mdns: bool, (media, registry): (MediaEngine, Registry)| {
+        PeerConnectionBuilder::new()
+            .with_configuration(configuration())
+            .with_setting_engine(settings(mdns))
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_handler(handler.clone() as Arc<dyn PeerConnectionEventHandler>)
+            .with_udp_addrs(ice.bind.clone())
+            .build()
+    };
+    if ice.multicast_dns {
+        match build(true, media_and_interceptors()?).await {
+            Ok(pc) => return Ok(pc),
+            Err(err) => tracing::warn!("mDNS unavailable ({err}); going on without it"),
+        }
+    }
+    Ok(build(false, media_and_interceptors()?).await?)
+}
+
+/// A connection's link totals ([`Peer::link_totals`]).
+#[derive(Clone, Debug, Default)]
+pub struct LinkTotals {
+    /// Round-trip time of the best candidate pair, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// RTP packets received so far.
+    pub packets_received: u64,
+    /// RTP packets lost so far.
+    pub packets_lost: u64,
+    /// Congestion control's target bitrate for our video, bits per second.
+    pub target_bitrate_bps: Option<f64>,
+    /// The selected candidate pair.
+    pub path: Option<crate::ice::CandidatePath>,
+}
+
 /// How to reach and set up a peer.
 #[derive(Clone, Debug)]
 pub struct PeerSetup {
@@ -892,8 +1117,8 @@ pub struct PeerSetup {
     pub local_uid: String,
     /// Theirs.
     pub remote_uid: String,
-    /// UDP addresses to gather candidates on (loopback in tests and the demo).
-    pub udp_addrs: Vec<String>,
+    /// Interfaces, STUN/TURN servers and mDNS.
+    pub ice: crate::ice::IceConfig,
     /// Negotiate our camera track from the start (false for audio-only calls: it is added
     /// by a renegotiation when the call switches to video).
     pub video: bool,
@@ -905,52 +1130,15 @@ impl Peer {
         setup: &PeerSetup,
         context: Arc<PeerContext>,
     ) -> Result<Arc<Self>, PeerError> {
-        let mut media = MediaEngine::default();
-        media.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: h264_codec(),
-                payload_type: H264_PAYLOAD_TYPE,
-            },
-            RtpCodecKind::Video,
-        )?;
-        media.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: opus_codec(),
-                payload_type: OPUS_PAYLOAD_TYPE,
-            },
-            RtpCodecKind::Audio,
-        )?;
-        // Congestion control (GCC over TWCC feedback) first: its target bitrate drives the
-        // encoder (see `link_totals`). Then NACK, reports, and TWCC receive.
-        let registry = configure_congestion_control(
-            Registry::new(),
-            rtc::interceptor::Gcc::new(2_500_000.0, 150_000.0, 6_000_000.0),
-            CongestionFeedback::Twcc,
-            &mut media,
-        )?;
-        let registry = register_default_interceptors(registry, &mut media)?;
-        let registry = registry.with(
-            Slot::from(14_000),
-            KeyframeRequestForwarder {
-                read_queue: VecDeque::new(),
-                write_queue: VecDeque::new(),
-            },
-        );
-        let (gathered_tx, gathered) = tokio::sync::watch::channel(false);
+        let trickle = Arc::new(Trickle::default());
         let connected = Arc::new(AtomicBool::new(false));
-        let handler = Handler {
+        let handler = Arc::new(Handler {
             remote_uid: setup.remote_uid.clone(),
             connected: connected.clone(),
-            gathered: gathered_tx,
+            trickle: trickle.clone(),
             context: context.clone(),
-        };
-        let pc = PeerConnectionBuilder::new()
-            .with_media_engine(media)
-            .with_interceptor_registry(registry)
-            .with_handler(Arc::new(handler))
-            .with_udp_addrs(setup.udp_addrs.clone())
-            .build()
-            .await?;
+        });
+        let pc = build_connection(&setup.ice, handler).await?;
         let (video_ssrc, audio_ssrc, screen_ssrc) = (random_u32()?, random_u32()?, random_u32()?);
         let peer = Arc::new(Self {
             remote_uid: setup.remote_uid.clone(),
@@ -973,7 +1161,10 @@ impl Peer {
             renegotiate_after_answer: AtomicBool::new(false),
             payload_types: Mutex::new(None),
             screen_frames_written: AtomicU64::new(0),
-            gathered,
+            trickle,
+            remote_candidates: Mutex::new(Vec::new()),
+            multicast_dns: setup.ice.multicast_dns,
+            tcp_turn_urls: setup.ice.tcp_turn_urls(),
             context,
         });
         Ok(peer)
@@ -1079,49 +1270,58 @@ impl Peer {
             self.renegotiate_after_answer.store(true, Ordering::Relaxed);
             return Ok(());
         }
+        self.send_offer().await
+    }
+
+    /// Creates and sets an offer, sends it, and lets its candidates follow.
+    async fn send_offer(&self) -> Result<(), PeerError> {
         let offer = self.pc.create_offer(None).await?;
+        self.trickle.hold();
         self.pc.set_local_description(offer).await?;
-        let sdp = self.wait_gathered().await?;
+        let sdp = self.local_sdp().await?;
         self.send_signal(PeerSignal::Offer { sdp });
+        self.release_candidates();
         Ok(())
+    }
+
+    /// Sends the candidates gathered while the description was being sent.
+    fn release_candidates(&self) {
+        for signal in self.trickle.release() {
+            self.send_signal(signal);
+        }
     }
 
     /// Whether `offer` renegotiates our current connection (same ICE user fragment as the
     /// remote description we have) rather than starting a new one.
     pub async fn is_renegotiation(&self, offer: &str) -> bool {
-        let ufrag = |sdp: &str| {
-            sdp.lines()
-                .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:").map(str::to_owned))
-        };
         match self.pc.remote_description().await {
-            Some(current) => ufrag(&current.sdp).is_some() && ufrag(&current.sdp) == ufrag(offer),
+            Some(current) => {
+                ice_ufrag(&current.sdp).is_some() && ice_ufrag(&current.sdp) == ice_ufrag(offer)
+            }
             None => false,
         }
     }
 
-    async fn wait_gathered(&self) -> Result<String, PeerError> {
-        let mut gathered = self.gathered.clone();
-        let _ = tokio::time::timeout(Duration::from_secs(5), gathered.wait_for(|done| *done)).await;
+    /// Our local description as sent: without candidate lines, since every candidate is
+    /// trickled (so the remote side learns each one the same way, with its statistics).
+    async fn local_sdp(&self) -> Result<String, PeerError> {
         let description = self
             .pc
             .local_description()
             .await
             .ok_or(PeerError::NoLocalDescription)?;
-        Ok(description.sdp)
+        Ok(without_candidates(&description.sdp))
     }
 
-    /// The offerer's first step: add tracks, create the offer, and send it when gathered.
+    /// The offerer's first step: add tracks, create the offer and send it (candidates follow
+    /// as they are gathered).
     pub async fn start(&self) -> Result<(), PeerError> {
         if !self.offerer {
             return Ok(());
         }
         self.add_tracks(self.wants_video.load(Ordering::Relaxed))
             .await?;
-        let offer = self.pc.create_offer(None).await?;
-        self.pc.set_local_description(offer).await?;
-        let sdp = self.wait_gathered().await?;
-        self.send_signal(PeerSignal::Offer { sdp });
-        Ok(())
+        self.send_offer().await
     }
 
     fn send_signal(&self, signal: PeerSignal) {
@@ -1142,6 +1342,7 @@ impl Peer {
                 let offer = RTCSessionDescription::offer(sdp)
                     .map_err(|e| PeerError::MalformedDescription(e.to_string()))?;
                 self.pc.set_remote_description(offer).await?;
+                self.add_waiting_candidates().await;
                 // Our camera goes only on the offer's camera line: a camera track added to
                 // an offer without one would take the screen share's line.
                 if renegotiation {
@@ -1152,9 +1353,11 @@ impl Peer {
                     self.add_tracks(offers_camera).await?;
                 }
                 let answer = self.pc.create_answer(None).await?;
+                self.trickle.hold();
                 self.pc.set_local_description(answer).await?;
-                let sdp = self.wait_gathered().await?;
+                let sdp = self.local_sdp().await?;
                 self.send_signal(PeerSignal::Answer { sdp });
+                self.release_candidates();
                 self.learn_payload_types().await;
                 if self.wants_video.load(Ordering::Relaxed) && !self.video_attached() {
                     // We send video but the offer had no camera line: ask for one.
@@ -1165,6 +1368,7 @@ impl Peer {
                 let answer = RTCSessionDescription::answer(sdp)
                     .map_err(|e| PeerError::MalformedDescription(e.to_string()))?;
                 self.pc.set_remote_description(answer).await?;
+                self.add_waiting_candidates().await;
                 self.learn_payload_types().await;
                 if self.renegotiate_after_answer.swap(false, Ordering::Relaxed) {
                     Box::pin(self.renegotiate()).await?;
@@ -1181,14 +1385,31 @@ impl Peer {
                 candidate: Some(candidate),
                 sdp_mid,
                 sdp_mline_index,
+                username_fragment,
             } => {
+                if !self.multicast_dns && is_mdns_candidate(&candidate) {
+                    tracing::debug!("mDNS is off; skipping {candidate}");
+                    return Ok(());
+                }
                 let init = rtc::peer_connection::transport::RTCIceCandidateInit {
                     candidate,
                     sdp_mid,
                     sdp_mline_index,
+                    username_fragment,
                     ..Default::default()
                 };
-                self.pc.add_ice_candidate(init).await?;
+                match self.pc.remote_description().await {
+                    None => self.remote_candidates.lock().await.push(init),
+                    Some(remote) => {
+                        // A candidate of an earlier ICE generation (before a restart) is stale.
+                        if init.username_fragment.as_deref().is_some_and(|ufrag| {
+                            ice_ufrag(&remote.sdp).is_some_and(|current| current != ufrag)
+                        }) {
+                            return Ok(());
+                        }
+                        self.pc.add_ice_candidate(init).await?;
+                    }
+                }
             }
             PeerSignal::Candidate {
                 candidate: None, ..
@@ -1203,6 +1424,16 @@ impl Peer {
             }
         }
         Ok(())
+    }
+
+    /// Adds the remote candidates that arrived before the remote description.
+    async fn add_waiting_candidates(&self) {
+        let waiting = std::mem::take(&mut *self.remote_candidates.lock().await);
+        for init in waiting {
+            if let Err(err) = self.pc.add_ice_candidate(init).await {
+                tracing::debug!("remote candidate refused: {err}");
+            }
+        }
     }
 
     async fn learn_payload_types(&self) {
@@ -1291,9 +1522,10 @@ impl Peer {
             .is_ok()
     }
 
-    /// Totals for link quality: (round-trip time in ms, RTP packets received, RTP packets lost,
-    /// congestion control's target bitrate for our video in bits per second).
-    pub async fn link_totals(&self) -> (Option<f64>, u64, u64, Option<f64>) {
+    /// Totals for link quality: round-trip time in ms, RTP packets received and lost,
+    /// congestion control's target bitrate for our video in bits per second, and the
+    /// candidate pair carrying the media.
+    pub async fn link_totals(&self) -> LinkTotals {
         let report = self
             .pc
             .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
@@ -1318,7 +1550,13 @@ impl Peer {
             .fold(None, |best: Option<f64>, bps| {
                 Some(best.map_or(bps, |b| b.max(bps)))
             });
-        (rtt, received, lost, target)
+        LinkTotals {
+            rtt_ms: rtt,
+            packets_received: received,
+            packets_lost: lost,
+            target_bitrate_bps: target,
+            path: crate::ice::selected_path(&report, &self.tcp_turn_urls),
+        }
     }
 
     /// Closes the connection (ends its tasks and sockets).

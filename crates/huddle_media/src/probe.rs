@@ -42,6 +42,9 @@ pub struct RemoteStats {
     pub video_fps: f32,
     /// Measuring: the frame number of the last stamped frame.
     pub last_frame_number: Option<u32>,
+    /// Measuring: pictures decoded after a stamped one whose stamp cannot be read (a broken
+    /// picture: decoded from a frame with missing or damaged data).
+    pub video_frames_unstamped: u64,
     /// Measuring: capture → decoded latency of the stamped frames, in milliseconds (the
     /// newest [`MAX_LATENCY_SAMPLES`]).
     pub video_latency_ms: Vec<u32>,
@@ -135,6 +138,9 @@ impl MediaProbe {
             .recent_frames
             .retain(|t| now.duration_since(*t) < Duration::from_secs(1));
         remote.video_fps = remote.recent_frames.len() as f32;
+        if self.measuring && latency.is_none() && remote.last_frame_number.is_some() {
+            remote.video_frames_unstamped += 1;
+        }
         if let Some((number, latency_ms)) = latency {
             remote.last_frame_number = Some(number);
             if remote.video_latency_ms.len() >= MAX_LATENCY_SAMPLES {

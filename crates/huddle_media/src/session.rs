@@ -57,8 +57,8 @@ pub struct SessionConfig {
     pub local_uid: String,
     /// Synthetic video to send.
     pub video: EncoderSettings,
-    /// UDP addresses to gather ICE candidates on.
-    pub udp_addrs: Vec<String>,
+    /// Interfaces to gather ICE candidates on, STUN/TURN servers, mDNS.
+    pub ice: crate::ice::IceConfig,
     /// Microphone to send (a real device id); `None` or a synthetic id sends the tone.
     pub audio_input: Option<String>,
     /// Output to play the mix on (a real device id); `None` or synthetic uses the null sink.
@@ -79,7 +79,7 @@ impl SessionConfig {
         Self {
             local_uid: local_uid.into(),
             video: EncoderSettings::hd(),
-            udp_addrs: vec!["127.0.0.1:0".to_owned()],
+            ice: crate::ice::IceConfig::loopback(),
             audio_input: None,
             audio_output: None,
             video_input: None,
@@ -949,7 +949,7 @@ async fn run_actor(
     let setup = |remote: &str| PeerSetup {
         local_uid: config.local_uid.clone(),
         remote_uid: remote.to_owned(),
-        udp_addrs: config.udp_addrs.clone(),
+        ice: config.ice.clone(),
         video: switches.video_enabled.load(Ordering::Relaxed),
     };
     let report = |uid: &str, reason: String| {
@@ -1055,7 +1055,13 @@ async fn measure_links(peers: Peers, switches: Arc<SendSwitches>, events: Sender
         let current: Vec<Arc<Peer>> = peers.all();
         let mut lowest_target: Option<f64> = None;
         for peer in current {
-            let (rtt_ms, received, lost, target) = peer.link_totals().await;
+            let crate::peer::LinkTotals {
+                rtt_ms,
+                packets_received: received,
+                packets_lost: lost,
+                target_bitrate_bps: target,
+                path,
+            } = peer.link_totals().await;
             if let Some(target) = target {
                 lowest_target = Some(lowest_target.map_or(target, |t| t.min(target)));
             }
@@ -1072,7 +1078,12 @@ async fn measure_links(peers: Peers, switches: Arc<SendSwitches>, events: Sender
             }
             let loss = missed as f32 / (got + missed) as f32;
             if events
-                .send(PeerEvent::Quality { uid, rtt_ms, loss })
+                .send(PeerEvent::Quality {
+                    uid,
+                    rtt_ms,
+                    loss,
+                    path,
+                })
                 .is_err()
             {
                 return;

@@ -16,8 +16,8 @@ pub mod messages;
 pub mod token;
 
 pub use messages::{
-    Call, CallDirection, CallLog, CallLogQuery, ClientFrame, ErrorBody, GroupInfo, MAX_FRAME_BYTES,
-    PeerSignal, Presence, Reply, Request, ServerEvent, ServerFrame, ServerPayload,
+    Call, CallDirection, CallLog, CallLogQuery, ClientFrame, ErrorBody, GroupInfo, IceServer,
+    MAX_FRAME_BYTES, PeerSignal, Presence, Reply, Request, ServerEvent, ServerFrame, ServerPayload,
     SessionEndReason, SessionParticipant, StateChange, User,
 };
 
@@ -193,6 +193,34 @@ mod tests {
         }
         let unknown: Result<ErrorCode, _> = serde_json::from_str("\"ERR_NOPE\"");
         assert!(unknown.is_err());
+    }
+
+    /// A browser's `RTCIceCandidate.toJSON()` (camelCase fields) parses as a candidate signal,
+    /// and its end-of-candidates (`candidate: null`) as one without a candidate.
+    #[test]
+    fn browser_candidates_parse_as_candidate_signals() {
+        let browser = r#"{"kind":"candidate","candidate":"candidate:1 1 udp 2122260223 10.0.0.2 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"u1"}"#;
+        let signal: PeerSignal = serde_json::from_str(browser).expect("parse");
+        assert_eq!(
+            signal,
+            PeerSignal::Candidate {
+                candidate: Some("candidate:1 1 udp 2122260223 10.0.0.2 5000 typ host".into()),
+                sdp_mid: Some("0".into()),
+                sdp_mline_index: Some(0),
+                username_fragment: Some("u1".into()),
+            }
+        );
+        let end: PeerSignal = serde_json::from_str(
+            r#"{"kind":"candidate","candidate":null,"sdpMid":null,"sdpMLineIndex":null}"#,
+        )
+        .expect("parse");
+        assert!(matches!(
+            end,
+            PeerSignal::Candidate {
+                candidate: None,
+                ..
+            }
+        ));
     }
 }
 

@@ -27,6 +27,19 @@ pub struct User {
     pub avatar: Option<String>,
 }
 
+/// A STUN or TURN server for media, shaped like a browser's `RTCIceServer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp|tcp`.
+    pub urls: Vec<String>,
+    /// TURN user name (`EXPIRY:UID` in the TURN REST scheme).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password (`base64(HMAC-SHA1(secret, username))`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 /// A call of the ringing flow (reference `Call` object).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Call {
@@ -84,17 +97,31 @@ pub enum PeerSignal {
         /// The SDP.
         sdp: String,
     },
-    /// An ICE candidate (`None` candidate: end of candidates).
+    /// A trickled ICE candidate, sent as soon as it is gathered; `None` (or `null`) candidate:
+    /// end of candidates. The field names of a browser's `RTCIceCandidate.toJSON()`
+    /// (`sdpMid`, `sdpMLineIndex`, `usernameFragment`) are accepted too.
     Candidate {
-        /// The candidate line.
+        /// The candidate line (`candidate:…`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         candidate: Option<String>,
         /// Media stream id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default, alias = "sdpMid", skip_serializing_if = "Option::is_none")]
         sdp_mid: Option<String>,
         /// Media line index.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            alias = "sdpMLineIndex",
+            skip_serializing_if = "Option::is_none"
+        )]
         sdp_mline_index: Option<u16>,
+        /// The ICE user fragment the candidate belongs to (tells candidates of an ICE restart
+        /// from the previous generation's).
+        #[serde(
+            default,
+            alias = "usernameFragment",
+            skip_serializing_if = "Option::is_none"
+        )]
+        username_fragment: Option<String>,
     },
     /// How much of the sender's video the receiver wants (adaptive receive): none while the
     /// sender is off screen, a capped bitrate while it is shown small.
@@ -358,6 +385,10 @@ pub enum Reply {
         participants: Vec<SessionParticipant>,
         /// Whether it is a 1:1 call.
         one_to_one: bool,
+        /// STUN and TURN servers for this session's media, with this participant's own
+        /// short-lived TURN credentials (empty: host candidates only, e.g. on a LAN).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// Call logs, newest first.
     CallLogs {

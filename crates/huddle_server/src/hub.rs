@@ -25,6 +25,7 @@ use huddle_protocol::{
     SessionParticipant, StateChange, User,
 };
 
+use crate::ice::IceServersConfig;
 use crate::store::{NewCallLog, Store, StoreError};
 use crate::token::{self, CallClaims, TokenError};
 
@@ -58,6 +59,8 @@ pub struct HubConfig {
     /// With dev login: every user who logs in by uid joins this group (guid), so that
     /// everyone on a development or embedded server sees everyone as a contact.
     pub dev_lobby: Option<String>,
+    /// STUN and TURN servers handed out with each `join_session` answer.
+    pub ice: IceServersConfig,
 }
 
 impl Default for HubConfig {
@@ -70,6 +73,10 @@ impl Default for HubConfig {
             reconnect_grace_ms: 15_000,
             idle_timeout_ms: 180_000,
             dev_lobby: None,
+            ice: IceServersConfig {
+                turn_credential_ttl_secs: crate::ice::DEFAULT_TURN_CREDENTIAL_TTL_SECS,
+                ..IceServersConfig::default()
+            },
         }
     }
 }
@@ -1101,6 +1108,7 @@ impl Hub {
                 session_id: session_id.to_owned(),
                 participants: session.participants(),
                 one_to_one: session.one_to_one,
+                ice_servers: self.config.ice.for_user(me, now),
             });
         }
         if self
@@ -1200,6 +1208,7 @@ impl Hub {
             session_id: session_id.to_owned(),
             participants,
             one_to_one,
+            ice_servers: self.config.ice.for_user(me, now),
         })
     }
 

@@ -17,6 +17,7 @@
 //! [`Server::serve_until`]; bind to port 0 in tests and read [`Server::local_addr`].
 
 pub mod hub;
+pub mod ice;
 mod net;
 pub mod store;
 pub mod token;
@@ -207,6 +208,20 @@ pub struct ServerArgs {
     /// everyone as a contact.
     #[arg(long, requires = "dev_login")]
     pub dev_lobby: Option<String>,
+    /// A STUN (or TURN without credentials) server for clients' media, repeatable, e.g.
+    /// `stun:stun.example.org:3478`.
+    #[arg(long = "ice-server", value_name = "URL", value_parser = ice::parse_ice_url)]
+    pub ice_servers: Vec<String>,
+    /// A TURN server handed out with per-user credentials (needs --turn-secret), repeatable,
+    /// e.g. `turn:10.0.0.1:3478?transport=udp` and `turn:10.0.0.1:3478?transport=tcp`.
+    #[arg(long = "turn-url", value_name = "URL", value_parser = ice::parse_turn_url, requires = "turn_secret")]
+    pub turn_urls: Vec<String>,
+    /// coturn's `static-auth-secret` (`use-auth-secret`): TURN credentials are derived from it.
+    #[arg(long, env = "HUDDLE_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// Lifetime of the TURN credentials handed out, in seconds.
+    #[arg(long, default_value_t = ice::DEFAULT_TURN_CREDENTIAL_TTL_SECS)]
+    pub turn_ttl_secs: u64,
 }
 
 impl From<ServerArgs> for ServerConfig {
@@ -218,6 +233,12 @@ impl From<ServerArgs> for ServerConfig {
             hub: HubConfig {
                 dev_login: args.dev_login,
                 dev_lobby: args.dev_lobby,
+                ice: ice::IceServersConfig {
+                    urls: args.ice_servers,
+                    turn_urls: args.turn_urls,
+                    turn_secret: args.turn_secret,
+                    turn_credential_ttl_secs: args.turn_ttl_secs,
+                },
                 ..HubConfig::default()
             },
             ..ServerConfig::default()

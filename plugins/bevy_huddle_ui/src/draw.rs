@@ -212,6 +212,9 @@ fn draw_call_controls(
                 if is_local {
                     continue;
                 }
+                if let Some(path) = &pstate.media_path {
+                    ui.small(format!("media: {path}"));
+                }
                 let route = proutes
                     .and_then(|r| r.iter().next())
                     .and_then(|r| routes.get(r).ok());

@@ -906,3 +906,49 @@ fn dev_logins_reuse_the_auth_token() {
     assert_eq!(h.hub.store().auth_token_count("alice").expect("count"), 1);
     h.token(ALICE, "room", T0 + 1_000);
 }
+
+/// Every `join_session` answer carries the configured ICE servers, and the TURN entry has
+/// credentials of that participant's own, expiring one lifetime after the join.
+#[test]
+fn joined_answers_carry_each_participants_own_turn_credentials() {
+    let mut h = Harness::new(HubConfig {
+        ice: crate::ice::IceServersConfig {
+            urls: vec!["stun:10.0.0.1:3478".into()],
+            turn_urls: vec![
+                "turn:10.0.0.1:3478?transport=udp".into(),
+                "turn:10.0.0.1:3478?transport=tcp".into(),
+            ],
+            turn_secret: Some("north".into()),
+            turn_credential_ttl_secs: 600,
+        },
+        ..HubConfig::default()
+    });
+    h.login(ALICE, "alice", T0);
+    h.login(BOB, "bob", T0);
+    let sid = h.call(ALICE, "bob", None, T0).session_id;
+    h.ok(BOB, accept(&sid), T0 + 1_000);
+    let (alice, _) = h.join(ALICE, &sid, None, T0 + 2_000);
+    let (bob, _) = h.join(BOB, &sid, None, T0 + 3_000);
+    let servers = |reply: Result<Reply, ErrorBody>| match reply {
+        Ok(Reply::Joined { ice_servers, .. }) => ice_servers,
+        other => panic!("join: {other:?}"),
+    };
+    let (alice, bob) = (servers(alice), servers(bob));
+    assert_eq!(alice[0].urls, ["stun:10.0.0.1:3478"]);
+    assert_eq!(alice[0].credential, None);
+    assert_eq!(alice[1].urls.len(), 2);
+    let expiry = (T0 + 2_000) / 1000 + 600;
+    assert_eq!(
+        alice[1].username.as_deref(),
+        Some(format!("{expiry}:alice").as_str())
+    );
+    assert_eq!(
+        alice[1].credential,
+        Some(crate::ice::turn_credentials("north", "alice", expiry).1)
+    );
+    assert_eq!(
+        bob[1].username.as_deref(),
+        Some(format!("{}:bob", expiry + 1).as_str())
+    );
+    assert_ne!(alice[1].credential, bob[1].credential);
+}

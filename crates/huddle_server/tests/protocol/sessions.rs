@@ -58,6 +58,7 @@ async fn relay_signals_and_state() {
         candidate: Some("candidate:1 1 UDP 2122260223 127.0.0.1 50000 typ host".into()),
         sdp_mid: Some("0".into()),
         sdp_mline_index: Some(0),
+        username_fragment: Some("abcd".into()),
     };
     bob.request(Request::Signal {
         session_id: sid.clone(),

@@ -271,6 +271,29 @@ pub struct ParticipantState {
     pub screen_sharing: bool,
     /// Network quality.
     pub connection_quality: ConnectionQuality,
+    /// How the media to and from them travels, once ICE has chosen (remote participants).
+    pub media_path: Option<MediaPath>,
+}
+
+/// The ICE candidate pair carrying a participant's media, as WebRTC statistics name it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MediaPath {
+    /// Our side: `host`, `srflx`, `prflx` or `relay` (through a TURN server).
+    pub local_candidate_type: String,
+    /// Their side.
+    pub remote_candidate_type: String,
+    /// `udp` or `tcp` (for a relay, to the TURN server).
+    pub protocol: String,
+}
+
+impl std::fmt::Display for MediaPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ↔ {} over {}",
+            self.local_candidate_type, self.remote_candidate_type, self.protocol
+        )
+    }
 }
 
 /// The participant a video tile shows.

@@ -111,6 +111,13 @@ pub enum SessionChange {
         /// Now.
         quality: ConnectionQuality,
     },
+    /// The candidate pair carrying someone's media was chosen or changed.
+    MediaPath {
+        /// Whose.
+        uid: String,
+        /// The pair.
+        path: MediaPath,
+    },
     /// Someone started or stopped sharing their screen.
     ScreenShare {
         /// Who.
@@ -425,6 +432,17 @@ impl SessionWorld<'_, '_> {
                         user,
                         quality: *quality,
                     });
+                }
+            }
+            SessionChange::MediaPath { uid, path } => {
+                let participant = self.known(call, uid)?;
+                let (_, _, mut state, _) = self
+                    .world
+                    .participants
+                    .get_mut(participant)
+                    .map_err(|_| HuddleError::NoActiveCall)?;
+                if state.media_path.as_ref() != Some(path) {
+                    state.media_path = Some(path.clone());
                 }
             }
             SessionChange::DominantSpeaker { uid } => {

@@ -14,6 +14,12 @@ use huddle_protocol::PeerSignal;
 #[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RelayedBy(pub Entity);
 
+/// STUN and TURN servers (with this participant's TURN credentials) for a call's media,
+/// handed out by the server that relays the call when it joins the session. A call without
+/// them gathers host candidates only.
+#[derive(Component, Clone, Debug, Default, PartialEq, Eq)]
+pub struct IceServers(pub Vec<huddle_protocol::IceServer>);
+
 /// A signal for one peer of a call, to be relayed by the call's transport.
 #[derive(Message, Clone, Debug, PartialEq)]
 pub struct OutboundPeerSignal {

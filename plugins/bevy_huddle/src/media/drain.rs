@@ -67,10 +67,29 @@ pub(crate) fn drain_media_events(
                     // (`finish_recording`), once.
                     actions.write(CallAction::StopRecording);
                 }
-                PeerEvent::Quality { uid, rtt_ms, loss } => {
+                PeerEvent::Quality {
+                    uid,
+                    rtt_ms,
+                    loss,
+                    path,
+                } => {
                     let remote = stats.remotes.entry(uid.clone()).or_default();
                     remote.rtt_ms = rtt_ms;
                     remote.loss = loss;
+                    if let Some(path) = path {
+                        remote.ice = Some(path.clone());
+                        updates.write(SessionUpdate {
+                            call,
+                            change: SessionChange::MediaPath {
+                                uid: uid.clone(),
+                                path: MediaPath {
+                                    local_candidate_type: path.local_candidate_type,
+                                    remote_candidate_type: path.remote_candidate_type,
+                                    protocol: path.protocol,
+                                },
+                            },
+                        });
+                    }
                     updates.write(SessionUpdate {
                         call,
                         change: SessionChange::ConnectionQuality {

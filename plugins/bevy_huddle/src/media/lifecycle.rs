@@ -17,12 +17,19 @@ use crate::call::devices::{DeviceKind, MediaDevices};
 use crate::call::events::CallEvent;
 use crate::call::model::*;
 use crate::call::route::RouteGain;
-use crate::call::signal::{PeerSignalReceived, RelayedBy};
+use crate::call::signal::{IceServers, PeerSignalReceived, RelayedBy};
 
 /// Starts the media of server-connected calls once they are in the session.
 pub(crate) fn start_call_media(
     calls: Query<
-        (Entity, &Call, &CallState, &CallMedia, &CallParticipants),
+        (
+            Entity,
+            &Call,
+            &CallState,
+            &CallMedia,
+            &CallParticipants,
+            Option<&IceServers>,
+        ),
         (With<RelayedBy>, Without<CallMediaSession>),
     >,
     participants: Query<(&Participant, Has<LocalParticipant>, &ParticipantState)>,
@@ -37,7 +44,7 @@ pub(crate) fn start_call_media(
     let Some(runtime) = runtime else {
         return;
     };
-    for (call, request, state, media, members) in &calls {
+    for (call, request, state, media, members, ice_servers) in &calls {
         if *state != CallState::InCall {
             continue;
         }
@@ -56,7 +63,11 @@ pub(crate) fn start_call_media(
             SessionConfig {
                 local_uid: local_uid.clone(),
                 video: settings.video,
-                udp_addrs: settings.udp_addrs.clone(),
+                ice: huddle_media::ice::IceConfig {
+                    bind: settings.bind_addrs.clone(),
+                    servers: ice_servers.map(|s| s.0.clone()).unwrap_or_default(),
+                    multicast_dns: settings.multicast_dns,
+                },
                 audio_input: devices
                     .as_ref()
                     .and_then(|d| d.selected(DeviceKind::AudioInput))

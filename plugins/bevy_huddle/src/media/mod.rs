@@ -81,8 +81,13 @@ impl Plugin for CallMediaPlugin {
 pub struct MediaSettings {
     /// Synthetic video sent by the local participant.
     pub video: EncoderSettings,
-    /// UDP addresses for ICE (loopback by default: same-machine calls, tests, demos).
-    pub udp_addrs: Vec<String>,
+    /// Local UDP addresses to gather ICE candidates on. By default every interface that is
+    /// up, IPv4 and IPv6, loopback included ([`huddle_media::ice::all_interfaces`]); a
+    /// wildcard such as `0.0.0.0:0` means every interface of its family.
+    pub bind_addrs: Vec<String>,
+    /// Use mDNS (`.local` candidates, as browsers send). Off by default; when on and the host
+    /// cannot join the multicast group, the call goes on without it.
+    pub multicast_dns: bool,
     /// Send stereo Opus (music, game audio) instead of mono voice.
     pub stereo_audio: bool,
     /// Show what we send (camera or pattern) in our own tile, up to 15 pictures a second.
@@ -96,7 +101,8 @@ impl Default for MediaSettings {
     fn default() -> Self {
         Self {
             video: EncoderSettings::hd(),
-            udp_addrs: vec!["127.0.0.1:0".to_owned()],
+            bind_addrs: huddle_media::ice::all_interfaces(),
+            multicast_dns: false,
             stereo_audio: false,
             local_preview: true,
             measure: false,

@@ -26,6 +26,8 @@ pub struct RemoteMediaStats {
     pub last_frame_number: Option<u32>,
     /// Size of the last frame.
     pub video_size: UVec2,
+    /// Measuring: pictures after a stamped one whose stamp could not be read (broken).
+    pub video_frames_unstamped: u64,
     /// Decoded frames per second over the last second.
     pub video_fps: f32,
     /// Capture → decoded latency of the stamped frames, in milliseconds (measuring only; a
@@ -47,6 +49,8 @@ pub struct RemoteMediaStats {
     pub rtt_ms: Option<f64>,
     /// Share of packets lost over the last second.
     pub loss: f32,
+    /// The candidate pair carrying the media (host, srflx, prflx or relay; udp or tcp).
+    pub ice: Option<huddle_media::ice::CandidatePath>,
 }
 
 impl RemoteMediaStats {
@@ -57,6 +61,7 @@ impl RemoteMediaStats {
             video_frames_replaced: replaced,
             last_frame_number: probe.last_frame_number,
             video_size: UVec2::new(probe.video_size.0, probe.video_size.1),
+            video_frames_unstamped: probe.video_frames_unstamped,
             video_fps: probe.video_fps,
             video_latency_ms: probe.video_latency_ms.clone(),
             audio_frames_decoded: probe.audio_frames_decoded,
@@ -67,6 +72,7 @@ impl RemoteMediaStats {
             audio_channels: probe.audio_channels,
             rtt_ms: self.rtt_ms,
             loss: self.loss,
+            ice: self.ice.take(),
         };
     }
 }

@@ -39,7 +39,7 @@ use crate::call::events::CallEvent;
 use crate::call::model::*;
 use crate::call::session::{ParticipantInfo, SessionChange, SessionUpdate};
 use crate::call::settings::CallSettings;
-use crate::call::signal::{OutboundPeerSignal, PeerSignalReceived, RelayedBy};
+use crate::call::signal::{IceServers, OutboundPeerSignal, PeerSignalReceived, RelayedBy};
 
 /// A connection to a Huddle server (request component).
 #[derive(Component, Clone, Debug)]
@@ -357,6 +357,7 @@ pub(crate) struct Bridge<'w, 's> {
     ringing: MessageWriter<'w, RingingEvent>,
     updates: MessageWriter<'w, SessionUpdate>,
     signals: MessageWriter<'w, PeerSignalReceived>,
+    commands: Commands<'w, 's>,
 }
 
 impl Bridge<'_, '_> {
@@ -547,9 +548,13 @@ fn route_answer(
             Ok(Reply::Joined {
                 participants,
                 one_to_one,
+                ice_servers,
                 ..
             }),
         ) => {
+            if let Ok(mut entity) = bridge.commands.get_entity(call) {
+                entity.insert(IceServers(ice_servers));
+            }
             if let Ok((_, mut info, ..)) = bridge.calls.get_mut(call) {
                 info.is_group = !one_to_one;
             }
