@@ -209,8 +209,10 @@ pub struct RemoteStats {
     pub audio_tone_hz: Option<f32>,
     /// Channels of their audio (1 mono, 2 stereo).
     pub audio_channels: u8,
-    /// Share of audio frames concealed.
+    /// Share of audio frames concealed (packet-loss concealment).
     pub audio_concealed_ratio: f32,
+    /// Share of audio frames lost but recovered from in-band FEC.
+    pub audio_recovered_ratio: f32,
     /// The candidate pair that carried the media last.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ice: Option<huddle_media::ice::CandidatePath>,
@@ -628,6 +630,11 @@ fn collect_stats(
                         0.0
                     } else {
                         remote.audio_frames_concealed as f32 / remote.audio_frames_decoded as f32
+                    },
+                    audio_recovered_ratio: if remote.audio_frames_decoded == 0 {
+                        0.0
+                    } else {
+                        remote.audio_frames_recovered as f32 / remote.audio_frames_decoded as f32
                     },
                     ice: remote.ice.clone(),
                 },

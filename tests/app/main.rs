@@ -1,10 +1,12 @@
 //! Tests of the `huddle` package, in one binary (each links Bevy): the desktop app's model
 //! against a real server (`app_model`), picture-in-picture (`pip`), the demo in a real window
-//! (`demo_window`), and `huddle bot` processes recording a call (`bot_recording`).
+//! (`demo_window`), `huddle bot` processes recording a call (`bot_recording`), and bots
+//! calling across network namespaces with NAT, TURN, loss and outages (`net_lab`).
 
 mod app_model;
 mod bot_recording;
 mod demo_window;
+mod net_lab;
 mod pip;
 
 /// Tests that run real media between several participants (and the demo, which renders on

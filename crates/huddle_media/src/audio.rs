@@ -134,6 +134,13 @@ impl OpusEncoder {
     }
 }
 
+/// Whether an Opus packet can carry in-band FEC for the frame before it: only SILK-only and
+/// hybrid packets (TOC configurations 0–15, RFC 6716 §3.1) have LBRR data; CELT-only ones
+/// never do, and a lost frame before one is concealed.
+pub fn may_carry_fec(packet: &[u8]) -> bool {
+    packet.first().is_some_and(|toc| (toc >> 3) < 16)
+}
+
 /// Opus decoder: 48 kHz mono, with concealment and FEC recovery.
 pub struct OpusDecoder {
     decoder: opus::Decoder,
@@ -177,6 +184,24 @@ impl OpusDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Our voice encoder (VoIP, 32 kbps, FEC on) makes SILK or hybrid packets, the kind that
+    /// carry in-band FEC; a CELT-only packet (TOC configuration 16–31) never does.
+    #[test]
+    fn voice_packets_may_carry_fec_and_celt_packets_do_not() {
+        let mut tone = ToneSource::new(tone_frequency_for("alice"));
+        let mut encoder = OpusEncoder::new(32_000).expect("encoder");
+        let mut frame = vec![0i16; FRAME_SAMPLES];
+        let mut with_fec = 0;
+        for _ in 0..50 {
+            tone.fill(&mut frame);
+            let packet = encoder.encode(&frame).expect("encode");
+            with_fec += usize::from(may_carry_fec(&packet));
+        }
+        assert!(with_fec >= 45, "{with_fec} of 50 packets SILK or hybrid");
+        assert!(!may_carry_fec(&[31 << 3]));
+        assert!(!may_carry_fec(&[]));
+    }
 
     /// Different uids get different tones, and the tone detector finds a tone after Opus
     /// encoding and decoding within 2 Hz.

@@ -60,6 +60,7 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use crate::audio::{FRAME_SAMPLES, OpusDecoder};
 use crate::frames::VideoTrackKind;
+use crate::probe::AudioFrameOrigin;
 use crate::synthetic::{FrameStamp, read_stamp};
 use crate::video::{EncodedFrame, H264Decoder};
 
@@ -827,10 +828,10 @@ async fn receive_audio(
     let mut last_seq: Option<u16> = None;
     let mut stereo = false;
     // Hands one decoded frame (`n` samples per channel) to the mixer and the probe.
-    let deliver = |out: &[i16], n: usize, stereo: bool, concealed: bool| {
+    let deliver = |out: &[i16], n: usize, stereo: bool, origin: AudioFrameOrigin| {
         let interleaved = &out[..n * 2];
         crate::mixer::lock(&context.mixer).push_stereo(uid, interleaved);
-        context.probe.audio(uid, interleaved, stereo, concealed);
+        context.probe.audio(uid, interleaved, stereo, origin);
     };
     while let Some(event) = track.poll().await {
         let packet = match event {
@@ -849,12 +850,18 @@ async fn receive_audio(
         }
         if let Some(last) = last_seq {
             let gap = seq.wrapping_sub(last);
-            // Conceal up to five lost 20 ms frames (FEC for the last one).
+            // Conceal up to five lost 20 ms frames; the last one comes back from this
+            // packet's in-band FEC when it has some (SILK and hybrid packets do).
             if (2..=6).contains(&gap) {
                 for missing in 1..gap {
                     let fec = (missing == gap - 1).then_some(packet.payload.as_ref());
+                    let origin = if fec.is_some_and(crate::audio::may_carry_fec) {
+                        AudioFrameOrigin::RecoveredByFec
+                    } else {
+                        AudioFrameOrigin::Concealed
+                    };
                     if let Ok(n) = decoder.conceal(fec, &mut out[..FRAME_SAMPLES * 2]) {
-                        deliver(&out, n, stereo, true);
+                        deliver(&out, n, stereo, origin);
                     }
                 }
             }
@@ -862,7 +869,7 @@ async fn receive_audio(
         last_seq = Some(seq);
         stereo = crate::audio::is_stereo_packet(&packet.payload);
         match decoder.decode(&packet.payload, &mut out) {
-            Ok(n) => deliver(&out, n, stereo, false),
+            Ok(n) => deliver(&out, n, stereo, AudioFrameOrigin::Decoded),
             Err(err) => {
                 let _ = context.events.send(PeerEvent::Error {
                     uid: uid.to_owned(),

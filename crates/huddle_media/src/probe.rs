@@ -50,8 +50,11 @@ pub struct RemoteStats {
     pub video_latency_ms: Vec<u32>,
     /// Audio frames decoded (20 ms each).
     pub audio_frames_decoded: u64,
-    /// Of which concealed (lost).
+    /// Of which concealed (lost, made up by packet-loss concealment).
     pub audio_frames_concealed: u64,
+    /// Of which recovered from the next packet's in-band FEC (lost, but rebuilt from the
+    /// redundant copy a SILK or hybrid Opus packet carries).
+    pub audio_frames_recovered: u64,
     /// Measuring: audio frames the probe queue had no room for.
     pub audio_frames_dropped: u64,
     /// Channels of their audio stream (1 mono, 2 stereo; 0 before any audio).
@@ -61,6 +64,17 @@ pub struct RemoteStats {
     /// Measuring: the tone heard on the right channel of a stereo stream.
     pub audio_right_tone_hz: Option<f32>,
     recent_frames: Vec<Instant>,
+}
+
+/// Where a decoded audio frame came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AudioFrameOrigin {
+    /// Its own packet.
+    Decoded,
+    /// Lost; rebuilt from the in-band FEC of the packet after it.
+    RecoveredByFec,
+    /// Lost; made up by packet-loss concealment.
+    Concealed,
 }
 
 /// Every remote's figures, and when the first remote media arrived.
@@ -153,7 +167,7 @@ impl MediaProbe {
     /// Counts 20 ms of decoded audio of `uid`, given as interleaved stereo (a mono stream is
     /// on both sides; `stereo` says which it was). Measuring, it queues the channels for tone
     /// detection.
-    pub fn audio(&self, uid: &str, interleaved: &[i16], stereo: bool, concealed: bool) {
+    pub fn audio(&self, uid: &str, interleaved: &[i16], stereo: bool, origin: AudioFrameOrigin) {
         let dropped = match &self.audio {
             Some(queue) => {
                 let left = interleaved.iter().step_by(2).copied().collect();
@@ -174,7 +188,8 @@ impl MediaProbe {
         figures.first_audio.get_or_insert_with(Instant::now);
         let remote = figures.remotes.entry(uid.to_owned()).or_default();
         remote.audio_frames_decoded += 1;
-        remote.audio_frames_concealed += u64::from(concealed);
+        remote.audio_frames_concealed += u64::from(origin == AudioFrameOrigin::Concealed);
+        remote.audio_frames_recovered += u64::from(origin == AudioFrameOrigin::RecoveredByFec);
         remote.audio_frames_dropped += u64::from(dropped);
         remote.audio_channels = if stereo { 2 } else { 1 };
     }
@@ -287,7 +302,7 @@ mod tests {
         };
         for _ in 0..100 {
             next_frame(&mut frame);
-            quiet.audio("bob", &frame, false, false);
+            quiet.audio("bob", &frame, false, AudioFrameOrigin::Decoded);
         }
         let figures = quiet.snapshot();
         assert_eq!(figures.remotes["bob"].audio_frames_decoded, 100);
@@ -296,7 +311,7 @@ mod tests {
         let measuring = MediaProbe::start(true, closed.clone());
         for _ in 0..60 {
             next_frame(&mut frame);
-            measuring.audio("bob", &frame, true, false);
+            measuring.audio("bob", &frame, true, AudioFrameOrigin::Decoded);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         let heard = loop {
@@ -324,7 +339,7 @@ mod tests {
             closed: closed.clone(),
         };
         for _ in 0..PROBE_AUDIO_QUEUE + 7 {
-            stuck.audio("carol", &frame, false, false);
+            stuck.audio("carol", &frame, false, AudioFrameOrigin::Decoded);
         }
         let carol = &stuck.snapshot().remotes["carol"];
         assert_eq!(carol.audio_frames_decoded, PROBE_AUDIO_QUEUE as u64 + 7);

@@ -29,11 +29,30 @@ pub const DEFAULT_TURN_CREDENTIAL_TTL_SECS: u64 = 3_600;
 
 impl IceServersConfig {
     /// The servers for `uid`'s media, with TURN credentials valid from `now_ms`.
+    ///
+    /// A TURN server answers STUN on its port too (RFC 5766), so each TURN host is also
+    /// handed out as a STUN server (as a browser gathers server-reflexive candidates from its
+    /// TURN servers): behind a NAT that maps per destination, one side's checks then reach
+    /// the other's relay straight from its NAT, and a single relay carries the call.
     pub fn for_user(&self, uid: &str, now_ms: u64) -> Vec<IceServer> {
         let mut servers = Vec::new();
-        if !self.urls.is_empty() {
+        let mut stun = self.urls.clone();
+        if self.turn_secret.is_some() {
+            for url in &self.turn_urls {
+                if let Some(host) = url
+                    .strip_prefix("turn:")
+                    .map(|rest| rest.split('?').next().unwrap_or(rest))
+                {
+                    let derived = format!("stun:{host}");
+                    if !stun.contains(&derived) {
+                        stun.push(derived);
+                    }
+                }
+            }
+        }
+        if !stun.is_empty() {
             servers.push(IceServer {
-                urls: self.urls.clone(),
+                urls: stun,
                 username: None,
                 credential: None,
             });
@@ -124,10 +143,24 @@ mod tests {
         let servers = config.for_user("bob", 1_000_000);
         assert_eq!(servers.len(), 2);
         assert_eq!(servers[0].username, None);
+        // The TURN host answers STUN too.
+        assert_eq!(
+            servers[0].urls,
+            ["stun:10.0.0.1:3478".to_owned()],
+            "the same host:port is not handed out twice"
+        );
         assert_eq!(servers[1].username.as_deref(), Some("4600:bob"));
         assert_eq!(
             servers[1].credential,
             Some(turn_credentials("north", "bob", 4_600).1)
+        );
+        let turn_only = IceServersConfig {
+            urls: Vec::new(),
+            ..config.clone()
+        };
+        assert_eq!(
+            turn_only.for_user("bob", 0)[0].urls,
+            ["stun:10.0.0.1:3478".to_owned()]
         );
         let without_secret = IceServersConfig {
             turn_secret: None,

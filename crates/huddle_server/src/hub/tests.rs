@@ -934,7 +934,11 @@ fn joined_answers_carry_each_participants_own_turn_credentials() {
         other => panic!("join: {other:?}"),
     };
     let (alice, bob) = (servers(alice), servers(bob));
-    assert_eq!(alice[0].urls, ["stun:10.0.0.1:3478"]);
+    assert_eq!(
+        alice[0].urls,
+        ["stun:10.0.0.1:3478"],
+        "STUN, and the TURN host once"
+    );
     assert_eq!(alice[0].credential, None);
     assert_eq!(alice[1].urls.len(), 2);
     let expiry = (T0 + 2_000) / 1000 + 600;

@@ -37,6 +37,8 @@ pub struct RemoteMediaStats {
     pub audio_frames_decoded: u64,
     /// Of which concealed (lost).
     pub audio_frames_concealed: u64,
+    /// Of which recovered from in-band FEC.
+    pub audio_frames_recovered: u64,
     /// Audio frames the measuring queue had no room for.
     pub audio_frames_dropped: u64,
     /// Tone heard over the last second (measuring only).
@@ -66,6 +68,7 @@ impl RemoteMediaStats {
             video_latency_ms: probe.video_latency_ms.clone(),
             audio_frames_decoded: probe.audio_frames_decoded,
             audio_frames_concealed: probe.audio_frames_concealed,
+            audio_frames_recovered: probe.audio_frames_recovered,
             audio_frames_dropped: probe.audio_frames_dropped,
             audio_tone_hz: probe.audio_tone_hz,
             audio_right_tone_hz: probe.audio_right_tone_hz,
