@@ -219,6 +219,7 @@ fn main() {
             auth_token: None,
             name: None,
             backoff: Backoff::default(),
+            ca_file: None,
         },
     );
 

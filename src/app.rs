@@ -36,10 +36,13 @@ pub const LOBBY: &str = "lobby";
 /// Options of `huddle app` (and of `huddle` alone).
 #[derive(Clone, Debug, clap::Args)]
 pub struct AppArgs {
-    /// A Huddle server's WebSocket URL (`ws://HOST:PORT/ws`); without it the app starts its
-    /// own embedded server.
+    /// A Huddle server's WebSocket URL (`ws://HOST:PORT/ws`, or `wss://` for a server with
+    /// TLS); without it the app starts its own embedded server.
     #[arg(long)]
     pub server: Option<String>,
+    /// Trust the CA certificates in this PEM file too (a `wss://` server with its own CA).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Log in at once as this uid (otherwise the login screen asks).
     #[arg(long)]
     pub uid: Option<String>,
@@ -59,6 +62,7 @@ impl Default for AppArgs {
     fn default() -> Self {
         Self {
             server: None,
+            ca_file: None,
             uid: None,
             name: None,
             bots: 2,
@@ -72,6 +76,8 @@ impl Default for AppArgs {
 pub struct AppServer {
     /// Its WebSocket URL.
     pub url: String,
+    /// Extra trusted CA certificates for `wss://`.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Call history filters (all `None`: every call).
@@ -195,7 +201,12 @@ pub fn apply_app_commands(
                     } else {
                         name.trim()
                     };
-                    commands.spawn(ServerConnection::dev(server.url.clone(), uid).with_name(name));
+                    let mut connection =
+                        ServerConnection::dev(server.url.clone(), uid).with_name(name);
+                    if let Some(ca_file) = &server.ca_file {
+                        connection = connection.with_ca_file(ca_file.clone());
+                    }
+                    commands.spawn(connection);
                     model.notice = None;
                 }
             }
@@ -343,7 +354,10 @@ pub fn run(args: AppArgs) -> ExitCode {
     app.add_plugins(AppModelPlugin)
         .insert_resource(runtime)
         .insert_resource(crate::desktop::demo_media_settings())
-        .insert_resource(AppServer { url })
+        .insert_resource(AppServer {
+            url,
+            ca_file: args.ca_file.clone(),
+        })
         .insert_resource(AppModel {
             login_uid: args.uid.clone().unwrap_or_default(),
             login_name: args.name.clone().unwrap_or_default(),

@@ -104,6 +104,9 @@ pub struct BotArgs {
     /// by default every interface that is up, loopback included.
     #[arg(long = "bind", value_name = "ADDR")]
     pub bind: Vec<std::net::SocketAddr>,
+    /// Trust the CA certificates in this PEM file too (a `wss://` server with its own CA).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The bot's progress.
@@ -263,6 +266,9 @@ pub fn run(args: BotArgs) -> ExitCode {
     }
     if let Some(token) = &args.auth_token {
         connection = connection.with_auth_token(token.clone());
+    }
+    if let Some(ca_file) = &args.ca_file {
+        connection = connection.with_ca_file(ca_file.clone());
     }
     app.world_mut().spawn(connection);
     let mut missing_devices = Vec::new();

@@ -50,6 +50,7 @@ impl Server {
             .init_resource::<ButtonInput<KeyCode>>()
             .insert_resource(AppServer {
                 url: self.url.clone(),
+                ca_file: None,
             });
         app.finish();
         app

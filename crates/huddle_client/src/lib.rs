@@ -2,7 +2,10 @@
 //!
 //! [`spawn`] starts one tokio task that owns the WebSocket to the server:
 //!
-//! 1. connect to `ws://…/ws` and log in (with an auth token, or by uid in dev mode);
+//! 1. connect to `ws://…/ws` or `wss://…/ws` and log in (with an auth token, or by uid in
+//!    dev mode). `wss://` uses rustls with the system's roots plus [`ClientConfig::ca_file`]
+//!    (for a self-hosted server's own CA); a certificate that does not verify stops the
+//!    client at once with [`ClientEvent::GaveUp`] (retrying would not change it);
 //! 2. forward [`ClientCommand`]s as protocol requests (with ids), and hand every answer and
 //!    pushed event back as a [`ClientEvent`] on a channel the caller drains (once per frame
 //!    in `bevy_huddle`);
@@ -61,6 +64,63 @@ pub struct ClientConfig {
     pub name: Option<String>,
     /// Reconnection policy.
     pub backoff: Backoff,
+    /// Extra trusted CA certificates (PEM) for `wss://`, besides the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// The TLS set-up for `wss://`: the system's roots plus the certificates of `ca_file`.
+pub fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, TlsSetupError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A system certificate rustls cannot use is skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let error = |reason: String| TlsSetupError::CaFile {
+            path: path.to_owned(),
+            reason,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|err| error(err.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| error(err.to_string()))?;
+        if certs.is_empty() {
+            return Err(error("no certificate in it".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|err| error(err.to_string()))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|err| TlsSetupError::Rustls(err.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
+/// Why `wss://` cannot be set up.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TlsSetupError {
+    /// The extra CA file cannot be read or holds no usable certificate.
+    #[error("CA file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS: {0}")]
+    Rustls(String),
 }
 
 /// What the caller asks of the client task.
@@ -207,6 +267,10 @@ pub enum DropReason {
     /// The socket ended without a close frame.
     #[error("connection closed")]
     Closed,
+    /// The server's TLS certificate did not verify (unknown CA, expired, another name), or
+    /// the TLS handshake failed. Not retried.
+    #[error("TLS with the server failed: {0}")]
+    Tls(String),
     /// The application asked to drop it (a test hook).
     #[error("dropped on request")]
     OnRequest,
@@ -231,9 +295,24 @@ async fn run(
     let mut delay = config.backoff.initial;
     let mut offline_since: Option<tokio::time::Instant> = None;
     let mut connected_before = false;
+    let tls = if config.url.starts_with("wss:") {
+        match tls_config(config.ca_file.as_deref()) {
+            Ok(tls) => Some(tls),
+            Err(err) => {
+                let _ = events.send(ClientEvent::GaveUp {
+                    code: ErrorCode::UnknownApiError,
+                    reason: err.to_string(),
+                });
+                return;
+            }
+        }
+    } else {
+        None
+    };
     loop {
         let outcome = connect_once(
             &mut config,
+            tls.as_ref(),
             &mut commands,
             &events,
             &mut pending,
@@ -253,6 +332,13 @@ async fn run(
         }
         match outcome {
             (SessionEnd::Shutdown, _) => return,
+            (SessionEnd::Dropped(reason @ DropReason::Tls(_)), _) => {
+                let _ = events.send(ClientEvent::GaveUp {
+                    code: ErrorCode::UnknownApiError,
+                    reason: reason.to_string(),
+                });
+                return;
+            }
             (SessionEnd::Refused(error), _) => {
                 let _ = events.send(ClientEvent::GaveUp {
                     code: error.code,
@@ -296,28 +382,47 @@ async fn run(
     }
 }
 
+/// The TLS failure inside a connect error, if that is what it is.
+fn tls_failure(err: &tokio_tungstenite::tungstenite::Error) -> Option<String> {
+    use tokio_tungstenite::tungstenite::Error;
+    match err {
+        Error::Tls(tls) => Some(tls.to_string()),
+        Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(ToString::to_string),
+        _ => None,
+    }
+}
+
 /// One connection: connect, log in, then pump until it drops. Returns how it ended and
 /// whether it got as far as logging in.
 async fn connect_once(
     config: &mut ClientConfig,
+    tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
     commands: &mut mpsc::Receiver<ClientCommand>,
     events: &Sender<ClientEvent>,
     pending: &mut VecDeque<(u64, Request)>,
     in_flight: &mut std::collections::HashSet<u64>,
     reconnected: bool,
 ) -> (SessionEnd, bool) {
+    let connector = match tls {
+        Some(config) => Some(tokio_tungstenite::Connector::Rustls(config.clone())),
+        None => None,
+    };
     let ws = match tokio::time::timeout(
         Duration::from_secs(5),
-        tokio_tungstenite::connect_async_with_config(&config.url, None, true),
+        tokio_tungstenite::connect_async_tls_with_config(&config.url, None, true, connector),
     )
     .await
     {
         Ok(Ok((ws, _))) => ws,
         Ok(Err(err)) => {
-            return (
-                SessionEnd::Dropped(DropReason::ConnectFailed(err.to_string())),
-                false,
-            );
+            let reason = match tls_failure(&err) {
+                Some(tls) => DropReason::Tls(tls),
+                None => DropReason::ConnectFailed(err.to_string()),
+            };
+            return (SessionEnd::Dropped(reason), false);
         }
         Err(_) => return (SessionEnd::Dropped(DropReason::ConnectTimedOut), false),
     };

@@ -20,6 +20,7 @@ pub mod hub;
 pub mod ice;
 mod net;
 pub mod store;
+pub mod tls;
 pub mod token;
 
 use std::future::Future;
@@ -49,6 +50,10 @@ pub struct ServerConfig {
     pub rate: RateLimit,
     /// Groups created (or replaced) at start-up, e.g. the embedded server's demo group.
     pub groups: Vec<huddle_protocol::GroupInfo>,
+    /// Terminate TLS with this certificate and key (`wss://`); `None` serves plain HTTP.
+    pub tls: Option<tls::TlsFiles>,
+    /// Browser origins, besides the server's own, allowed to open `/ws`.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +66,8 @@ impl Default for ServerConfig {
             login_timeout: Duration::from_secs(10),
             rate: RateLimit::default(),
             groups: Vec::new(),
+            tls: None,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -78,6 +85,9 @@ pub enum ServerError {
     /// The address could not be bound, or serving failed.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 impl From<hub::InternalError> for ServerError {
@@ -93,6 +103,7 @@ impl From<hub::InternalError> for ServerError {
 pub struct Server {
     listener: tokio::net::TcpListener,
     shared: Arc<net::Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Opens the database and binds the address.
@@ -109,6 +120,7 @@ pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
     if closed > 0 {
         tracing::info!("closed {closed} call log entries left open by the last run");
     }
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let hub = Hub::new(store, config.hub.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let shared = Arc::new(net::Shared::new(
@@ -116,8 +128,13 @@ pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         config.api_key,
         config.login_timeout,
         config.rate,
+        config.allowed_origins,
     ));
-    Ok(Server { listener, shared })
+    Ok(Server {
+        listener,
+        shared,
+        tls,
+    })
 }
 
 impl Server {
@@ -140,7 +157,8 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let addr = self.local_addr();
-        tracing::info!("huddle server listening on {addr} (ws://{addr}/ws)");
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        tracing::info!("huddle server listening on {addr} ({scheme}://{addr}/ws)");
         let shared = self.shared.clone();
         let timer = tokio::spawn(net::run_timer(shared.clone()));
         let on_shutdown = async move {
@@ -153,14 +171,25 @@ impl Server {
         // Signaling is request/answer ping-pong: without TCP_NODELAY, Nagle and delayed ACKs
         // add ~40 ms per exchange.
         use axum::serve::ListenerExt;
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!("TCP_NODELAY: {err}");
+        let router = net::router(self.shared);
+        let result = match self.tls {
+            Some(config) => {
+                let listener = tls::TlsListener::new(self.listener, config)?;
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(on_shutdown)
+                    .await
             }
-        });
-        let result = axum::serve(listener, net::router(self.shared))
-            .with_graceful_shutdown(on_shutdown)
-            .await;
+            None => {
+                let listener = self.listener.tap_io(|tcp| {
+                    if let Err(err) = tcp.set_nodelay(true) {
+                        tracing::debug!("TCP_NODELAY: {err}");
+                    }
+                });
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(on_shutdown)
+                    .await
+            }
+        };
         timer.abort();
         tracing::info!("huddle server stopped");
         Ok(result?)
@@ -222,6 +251,16 @@ pub struct ServerArgs {
     /// Lifetime of the TURN credentials handed out, in seconds.
     #[arg(long, default_value_t = ice::DEFAULT_TURN_CREDENTIAL_TTL_SECS)]
     pub turn_ttl_secs: u64,
+    /// Serve `wss://` and `https://` with this certificate chain (PEM; needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A browser origin allowed to open `/ws` besides the server's own, repeatable, e.g.
+    /// `https://app.example.org`.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
 }
 
 impl From<ServerArgs> for ServerConfig {
@@ -241,6 +280,11 @@ impl From<ServerArgs> for ServerConfig {
                 },
                 ..HubConfig::default()
             },
+            tls: args
+                .tls_cert
+                .zip(args.tls_key)
+                .map(|(cert, key)| tls::TlsFiles { cert, key }),
+            allowed_origins: args.allowed_origins,
             ..ServerConfig::default()
         }
     }

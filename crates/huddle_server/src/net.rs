@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     rate: RateLimit,
     /// Set when shutdown begins: new WebSockets are refused (503).
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Browser origins besides the server's own that may open `/ws`.
+    allowed_origins: Vec<String>,
 }
 
 impl Shared {
@@ -90,6 +92,7 @@ impl Shared {
         api_key: Option<String>,
         login_timeout: Duration,
         rate: RateLimit,
+        allowed_origins: Vec<String>,
     ) -> Self {
         Self {
             hub: Mutex::new(hub),
@@ -99,6 +102,7 @@ impl Shared {
             login_timeout,
             rate,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            allowed_origins,
         }
     }
 
@@ -182,9 +186,32 @@ pub(crate) async fn run_timer(shared: Arc<Shared>) {
     }
 }
 
-async fn upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    headers: HeaderMap,
+    State(shared): State<Arc<Shared>>,
+) -> Response {
     if shared.shutting_down.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
+    }
+    let header = |name: axum::http::HeaderName| {
+        headers
+            .get(name)
+            .map(|value| value.to_str().unwrap_or("\u{fffd}"))
+    };
+    if let Some(origin) = header(axum::http::header::ORIGIN)
+        && !origin_allowed(
+            origin,
+            header(axum::http::header::HOST),
+            &shared.allowed_origins,
+        )
+    {
+        tracing::info!("refused a WebSocket from origin {origin:?}");
+        return (
+            StatusCode::FORBIDDEN,
+            format!("origin {origin} is not allowed (see --allowed-origin)"),
+        )
+            .into_response();
     }
     // The library limit is generous; our own check closes with 1009 above MAX_FRAME_BYTES.
     // Small per-connection buffers: signaling frames are small, and the defaults (128 KiB
@@ -194,6 +221,28 @@ async fn upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Res
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .on_upgrade(move |socket| connection(socket, shared))
+}
+
+/// Whether a browser page from `origin` may open `/ws`: the server's own origin (the scheme
+/// and the `Host` it was reached by) and the listed ones may; any other may not, so a page on
+/// some web site cannot use a server on the visitor's machine or network. Native clients send
+/// no Origin and are not asked.
+pub(crate) fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
+    let origin = origin.trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|listed| listed.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let Some(host) = host else {
+        return false;
+    };
+    ["http://", "https://"].iter().any(|scheme| {
+        origin
+            .strip_prefix(scheme)
+            .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+    })
 }
 
 struct TokenBucket {
@@ -561,5 +610,24 @@ async fn get_call_logs(
             ErrorCode::ApiError,
             err.to_string(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    /// The server's own origin and listed ones may open `/ws`; any other page may not.
+    #[test]
+    fn only_the_servers_own_and_listed_origins_may_connect() {
+        let listed = vec!["https://app.example.org".to_owned()];
+        let host = Some("10.0.0.1:7878");
+        assert!(origin_allowed("http://10.0.0.1:7878", host, &[]));
+        assert!(origin_allowed("https://10.0.0.1:7878/", host, &[]));
+        assert!(origin_allowed("https://app.example.org", host, &listed));
+        assert!(!origin_allowed("https://evil.example", host, &listed));
+        assert!(!origin_allowed("http://10.0.0.1:7879", host, &[]));
+        assert!(!origin_allowed("null", host, &[]));
+        assert!(!origin_allowed("http://10.0.0.1:7878", None, &[]));
     }
 }

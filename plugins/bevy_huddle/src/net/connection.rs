@@ -55,6 +55,8 @@ pub struct ServerConnection {
     pub auth_token: Option<String>,
     /// Reconnection policy.
     pub backoff: Backoff,
+    /// Extra trusted CA certificates (PEM) for a `wss://` server with its own CA.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl ServerConnection {
@@ -66,7 +68,14 @@ impl ServerConnection {
             name: None,
             auth_token: None,
             backoff: Backoff::default(),
+            ca_file: None,
         }
+    }
+
+    /// Trust the CA certificates in this PEM file too (`wss://` with a self-hosted CA).
+    pub fn with_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
     }
 
     /// Log in with an auth token.
@@ -329,6 +338,7 @@ pub(crate) fn connect_servers(
                 auth_token: connection.auth_token.clone(),
                 name: connection.name.clone(),
                 backoff: connection.backoff,
+                ca_file: connection.ca_file.clone(),
             },
         );
         commands.entity(entity).insert(ConnectionLink {
