@@ -202,7 +202,8 @@ pub struct RemoteStats {
     pub video_width: u32,
     /// Height of the last frame.
     pub video_height: u32,
-    /// Decoded frames per second (over the call).
+    /// Decoded frames per second once video flows (the seconds before the first picture,
+    /// and the first second with pictures, left out).
     pub video_fps: f32,
     /// Capture → decoded latency from the stamps.
     pub video_latency_ms: Percentiles,
@@ -611,19 +612,27 @@ fn collect_stats(
             .unwrap_or(0.0)
             .max(0.001);
         for (uid, remote) in &stats.remotes {
-            // Skip the first second (connection set-up) for the frame rate.
-            let fps = remote.video_frames_decoded as f32 / in_call;
+            let per_second = per_second(
+                bot.timeline
+                    .frames
+                    .get(uid)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
+            );
+            // From the first second with video on, that (partial) second left out: the
+            // connection's set-up does not count.
+            let flowing: Vec<u64> = per_second.iter().copied().skip_while(|&n| n == 0).collect();
+            let fps = match flowing.split_first() {
+                Some((_, rest)) if !rest.is_empty() => {
+                    rest.iter().sum::<u64>() as f32 / rest.len() as f32
+                }
+                _ => remote.video_frames_decoded as f32 / in_call,
+            };
             out.remotes.insert(
                 uid.clone(),
                 RemoteStats {
                     video_frames_decoded: remote.video_frames_decoded,
-                    video_frames_per_second: per_second(
-                        bot.timeline
-                            .frames
-                            .get(uid)
-                            .map(Vec::as_slice)
-                            .unwrap_or_default(),
-                    ),
+                    video_frames_per_second: per_second,
                     video_frames_unstamped: remote.video_frames_unstamped,
                     video_width: remote.video_size.x,
                     video_height: remote.video_size.y,

@@ -203,10 +203,45 @@ pub struct EncodedFrame {
     pub keyframe: bool,
 }
 
+/// The lowest video bitrate the encoder is given.
+const MIN_BITRATE_BPS: u32 = 50_000;
+
+/// Sets a running openh264 encoder's target (and maximum) bitrate for all layers through its
+/// `SetOption` (`ENCODER_OPTION_BITRATE`, `ENCODER_OPTION_MAX_BITRATE`), which the `openh264`
+/// crate does not wrap.
+#[allow(unsafe_code)]
+fn set_encoder_bitrate(encoder: &mut Encoder, bps: u32) -> Result<(), VideoError> {
+    use openh264_sys2::{
+        ENCODER_OPTION_BITRATE, ENCODER_OPTION_MAX_BITRATE, SBitrateInfo, SPATIAL_LAYER_ALL,
+    };
+    let bitrate = i32::try_from(bps).unwrap_or(i32::MAX);
+    for option in [ENCODER_OPTION_MAX_BITRATE, ENCODER_OPTION_BITRATE] {
+        let mut info = SBitrateInfo {
+            iLayer: SPATIAL_LAYER_ALL,
+            iBitrate: bitrate,
+        };
+        // SAFETY: the encoder is initialised (it exists); both options take a pointer to an
+        // `SBitrateInfo`, which lives on this stack frame for the whole call and is only read.
+        let status = unsafe {
+            encoder
+                .raw_api()
+                .set_option(option, std::ptr::from_mut(&mut info).cast())
+        };
+        if status != 0 {
+            return Err(VideoError::Codec(format!(
+                "openh264 SetOption({option}) = {status}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// An H.264 Constrained Baseline encoder.
 pub struct H264Encoder {
     encoder: Encoder,
     settings: EncoderSettings,
+    /// The bitrate the encoder was built for (the most `set_bitrate` gives it).
+    built_bitrate_bps: u32,
     force_keyframe: bool,
 }
 
@@ -232,6 +267,7 @@ impl H264Encoder {
         check_size(settings.width, settings.height)?;
         Ok(Self {
             encoder: new_encoder(&settings)?,
+            built_bitrate_bps: settings.bitrate_bps,
             settings,
             force_keyframe: false,
         })
@@ -247,16 +283,20 @@ impl H264Encoder {
         self.force_keyframe = true;
     }
 
-    /// Moves the target bitrate (from congestion control); the encoder is rebuilt (and the
-    /// next frame is a keyframe) only when it moves by more than a quarter.
+    /// Moves the target bitrate (from congestion control) in the running encoder, as
+    /// libwebrtc does: no rebuild and no keyframe, so the steps of a congestion controller
+    /// backing off under loss do not each cost a keyframe (which at a low rate made the rate
+    /// control skip the frames after it). Moves under 5 % are ignored, and the rate stays
+    /// within 50 kbit/s and the rate the encoder was built with.
     pub fn set_bitrate(&mut self, bps: u32) -> Result<(), VideoError> {
-        let current = self.settings.bitrate_bps as f64;
-        if (f64::from(bps) - current).abs() <= current * 0.25 {
+        // Never above the rate it was built for: its H.264 level was chosen for that rate.
+        let bps = bps.clamp(MIN_BITRATE_BPS, self.built_bitrate_bps.max(MIN_BITRATE_BPS));
+        let current = f64::from(self.settings.bitrate_bps);
+        if (f64::from(bps) - current).abs() <= current * 0.05 {
             return Ok(());
         }
-        self.settings.bitrate_bps = bps.max(50_000);
-        self.encoder = new_encoder(&self.settings)?;
-        self.force_keyframe = true;
+        set_encoder_bitrate(&mut self.encoder, bps)?;
+        self.settings.bitrate_bps = bps;
         Ok(())
     }
 
@@ -367,6 +407,57 @@ mod tests {
     }
 
     /// Odd sizes and garbage bitstreams are typed errors, not panics.
+    /// A bitrate change from congestion control takes effect in the running encoder: after
+    /// a cut from 1.5 Mbit/s to 60 kbit/s the frames shrink, none of them is a keyframe, and
+    /// a raise is capped at the rate the encoder was built for.
+    #[test]
+    fn bitrate_changes_without_a_keyframe() {
+        let (width, height) = (320, 180);
+        let pattern = TestPattern::new(width, height, "dave");
+        let mut encoder = H264Encoder::new(EncoderSettings {
+            width,
+            height,
+            fps: 30.0,
+            bitrate_bps: 1_500_000,
+            keyframe_interval: 1_000,
+        })
+        .expect("encoder");
+        let mut rgba = Vec::new();
+        let mut sizes = Vec::new();
+        let mut keyframes_after_change = 0;
+        for frame in 1..=120u32 {
+            if frame == 61 {
+                encoder.set_bitrate(60_000).expect("set bitrate");
+                assert_eq!(encoder.settings().bitrate_bps, 60_000);
+            }
+            pattern.render_rgba(
+                FrameStamp {
+                    frame,
+                    capture_ms: frame * 33,
+                },
+                &mut rgba,
+            );
+            let i420 = I420Frame::from_rgba(&rgba, width, height).expect("i420");
+            let encoded = encoder.encode(&i420).expect("encode");
+            let size = encoded.as_ref().map_or(0, |e| e.data.len());
+            if frame > 60 && encoded.as_ref().is_some_and(|e| e.keyframe) {
+                keyframes_after_change += 1;
+            }
+            sizes.push(size);
+        }
+        assert_eq!(keyframes_after_change, 0, "sizes: {sizes:?}");
+        let mean = |range: std::ops::Range<usize>| {
+            sizes[range.clone()].iter().sum::<usize>() as f64 / range.len() as f64
+        };
+        let (before, after) = (mean(30..60), mean(90..120));
+        assert!(
+            after < before * 0.6,
+            "{after:.0} B/frame after vs {before:.0} before"
+        );
+        encoder.set_bitrate(5_000_000).expect("raise");
+        assert_eq!(encoder.settings().bitrate_bps, 1_500_000);
+    }
+
     #[test]
     fn bad_input_is_an_error() {
         assert!(matches!(
