@@ -92,6 +92,8 @@ struct Lab {
     fps: u32,
     /// Their video bitrate, kbps.
     kbps: u32,
+    /// Their video size.
+    size: (u32, u32),
 }
 
 impl Lab {
@@ -111,6 +113,7 @@ impl Lab {
             hosts: 0,
             fps: 15,
             kbps: 300,
+            size: (320, 180),
         };
         let public = lab.namespace("pub");
         lab.in_ns(&public, &["ip", "link", "add", "br0", "type", "bridge"]);
@@ -326,7 +329,7 @@ impl Lab {
         self.in_ns(&server, &["bash", "-c", &ready]);
     }
 
-    /// Starts a bot in `namespace`: 320×180 at the lab's frame rate, for `seconds`.
+    /// Starts a bot in `namespace` with the lab's video settings, for `seconds`.
     fn bot(&mut self, namespace: &str, uid: &str, seconds: u32, role: &[&str]) {
         let huddle = env!("CARGO_BIN_EXE_huddle");
         let server = format!("ws://{SERVER_IP}:7878/ws");
@@ -335,6 +338,7 @@ impl Lab {
         let seconds = seconds.to_string();
         let fps = self.fps.to_string();
         let kbps = self.kbps.to_string();
+        let (width, height) = (self.size.0.to_string(), self.size.1.to_string());
         let mut command = vec![
             huddle,
             "bot",
@@ -343,9 +347,9 @@ impl Lab {
             "--uid",
             uid,
             "--width",
-            "320",
+            &width,
             "--height",
-            "180",
+            &height,
             "--fps",
             &fps,
             "--kbps",
@@ -621,23 +625,26 @@ fn lab_five_second_outage_recovers_the_same_call() {
     assert_eq!(bob["errors"], Value::Array(vec![]), "{bob:#}");
 }
 
-/// (f) A 500 kbit/s cap each way on the LAN (tbf on both hosts), bots asking for 1 Mbit/s:
+/// (f) A bandwidth cap each way on the LAN (tbf on both hosts) below what the bots send:
 /// congestion control brings its target under the cap within 5 s, video keeps at least
-/// 10 fps, and at most 2 % of the audio is concealed.
+/// 10 fps, and at most 2 % of the audio is concealed. The issue asks for 500 kbit/s, but the
+/// synthetic pattern compresses so well that even 1280×720 at 30 fps needs only about
+/// 440 kbit/s (measured with `tc -s`), so 500 kbit/s never binds: the cap is 250 kbit/s.
 #[test]
-#[ignore = "fails: the GCC target keeps climbing (2.7 → 4.6 Mbit/s) under a 500 kbit/s tbf \
-            cap; see issue 13's note"]
+#[ignore = "fails: GCC does lower its target (2.9 Mbit/s to 150 kbit/s in 4 s), but with no \
+            pacer the 720p keyframes burst past the tbf queue, are lost, are asked for again, \
+            and video stops (0 fps from the 3rd second); audio 4-5 % concealed. See issue 13's note"]
 fn lab_bandwidth_cap_brings_the_target_under_it() {
     require_root();
     let _serial = crate::one_media_test_at_a_time();
     let mut lab = Lab::new("cap");
-    lab.kbps = 1000;
+    (lab.kbps, lab.fps, lab.size) = (2500, 30, (1280, 720));
     let (a, b) = (lab.host("a", 1, Uplink::Lan), lab.host("b", 2, Uplink::Lan));
     for host in [&a, &b] {
         lab.in_ns(
             host,
             &[
-                "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "500kbit", "burst",
+                "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "250kbit", "burst",
                 "16kb", "latency", "100ms",
             ],
         );
