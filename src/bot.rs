@@ -220,6 +220,8 @@ pub struct RemoteStats {
     /// The candidate pair that carried the media last.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ice: Option<huddle_media::ice::CandidatePath>,
+    /// ICE restarts this side made on the connection.
+    pub ice_restarts: u32,
 }
 
 /// Runs the bot; returns the exit code.
@@ -652,6 +654,7 @@ fn collect_stats(
                         remote.audio_frames_recovered as f32 / remote.audio_frames_decoded as f32
                     },
                     ice: remote.ice.clone(),
+                    ice_restarts: remote.ice_restarts,
                 },
             );
         }

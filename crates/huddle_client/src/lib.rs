@@ -135,6 +135,14 @@ pub enum ClientCommand {
     },
     /// Drop the socket now (as a network failure would); the client reconnects. For tests.
     DropConnection,
+    /// Make sure the socket still carries frames: a ping goes out, and if nothing at all
+    /// comes back `within` this, the socket is taken for dead and the client reconnects at
+    /// once (after a network outage, TCP's backed-off retransmissions can hold a socket's
+    /// frames for many seconds; a fresh connection does not wait for them).
+    CheckConnection {
+        /// How long to wait for anything from the server.
+        within: Duration,
+    },
     /// Close and stop.
     Shutdown,
 }
@@ -371,7 +379,7 @@ async fn run(
                         () = &mut sleep => break,
                         command = commands.recv() => match command {
                             Some(ClientCommand::Request { id, request }) => pending.push_back((id, request)),
-                            Some(ClientCommand::DropConnection) => {}
+                            Some(ClientCommand::DropConnection | ClientCommand::CheckConnection { .. }) => {}
                             Some(ClientCommand::Shutdown) | None => return,
                         },
                     }
@@ -507,8 +515,19 @@ async fn connect_once(
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
     let mut last_heard = tokio::time::Instant::now();
+    // A `CheckConnection` in progress: nothing heard by this deadline drops the socket.
+    let mut check_deadline: Option<tokio::time::Instant> = None;
     loop {
+        let check_expired = async {
+            match check_deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = check_expired => {
+                return (SessionEnd::Dropped(DropReason::ServerSilent), true);
+            }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > HEARTBEAT * 8 / 3 {
                     return (SessionEnd::Dropped(DropReason::ServerSilent), true);
@@ -519,6 +538,7 @@ async fn connect_once(
             }
             message = stream.next() => {
                 last_heard = tokio::time::Instant::now();
+                check_deadline = None;
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Close(frame))) => {
@@ -569,6 +589,14 @@ async fn connect_once(
                 }
                 Some(ClientCommand::DropConnection) => {
                     return (SessionEnd::Dropped(DropReason::OnRequest), true);
+                }
+                Some(ClientCommand::CheckConnection { within }) => {
+                    if check_deadline.is_none() {
+                        if let Err(reason) = send_request(&mut sink, HEARTBEAT_ID, Request::Ping).await {
+                            return (SessionEnd::Dropped(reason), true);
+                        }
+                        check_deadline = Some(tokio::time::Instant::now() + within);
+                    }
                 }
                 Some(ClientCommand::Shutdown) | None => {
                     let _ = sink.send(Message::Close(None)).await;

@@ -8,6 +8,11 @@
 //!   remote SDP wait for it too. Gathering uses the session's [`IceConfig`]: its interfaces,
 //!   the STUN/TURN servers the signaling server handed out, and mDNS only if asked (and then
 //!   only if the host can join the multicast group).
+//! - **ICE restart**: when the connection has been disconnected or failed for
+//!   [`ICE_RESTART_AFTER`] (an outage, an interface change), the offering side restarts ICE:
+//!   new credentials, fresh candidates, a new offer through the signaling server, again every
+//!   [`ICE_RESTART_AFTER`] until it is back. The answering side applies such an offer to the
+//!   same connection (same DTLS certificate), so tracks, tiles and the call stay.
 //! - **Codecs**: H.264 Constrained Baseline (42e01f, packetization-mode 1, PT 102) and Opus
 //!   48 kHz (PT 111, in-band FEC). Interceptors: GCC congestion control on TWCC feedback
 //!   (its target bitrate drives the encoder), NACK, RTCP sender/receiver reports, and a
@@ -125,6 +130,12 @@ pub enum PeerEvent {
     },
     /// The connection to `uid` is up.
     Connected {
+        /// Who.
+        uid: String,
+    },
+    /// The connection to `uid` has been down for a while and its ICE was restarted (we
+    /// offer); the call goes on while the new path is found.
+    IceRestarted {
         /// Who.
         uid: String,
     },
@@ -303,8 +314,62 @@ pub struct PeerContext {
 struct Handler {
     remote_uid: String,
     connected: Arc<AtomicBool>,
+    ice: Arc<IceHealth>,
     trickle: Arc<Trickle>,
     context: Arc<PeerContext>,
+}
+
+/// How long a connection may be disconnected or failed before its ICE is restarted (and
+/// between restarts while it stays down).
+pub const ICE_RESTART_AFTER: Duration = Duration::from_secs(3);
+
+/// Whether ICE is down, since when, and when it was last restarted.
+#[derive(Default)]
+struct IceHealth {
+    state: std::sync::Mutex<IceHealthState>,
+}
+
+#[derive(Default)]
+struct IceHealthState {
+    down_since: Option<Instant>,
+    restarted_at: Option<Instant>,
+}
+
+impl IceHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IceHealthState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Down (disconnected, failed) or up (connected, completed); `None` (checking, new)
+    /// changes nothing, so a restart that is still checking stays down.
+    fn set_down(&self, down: Option<bool>) {
+        let mut state = self.lock();
+        match down {
+            Some(false) => state.down_since = None,
+            Some(true) if state.down_since.is_none() => state.down_since = Some(Instant::now()),
+            _ => {}
+        }
+    }
+
+    /// Whether a restart is due at `now` (down long enough, and not restarted too recently);
+    /// if so, it is noted as done.
+    fn restart_due(&self, now: Instant) -> bool {
+        let mut state = self.lock();
+        let down_long = state
+            .down_since
+            .is_some_and(|since| now.duration_since(since) >= ICE_RESTART_AFTER);
+        let quiet = state
+            .restarted_at
+            .is_none_or(|at| now.duration_since(at) >= ICE_RESTART_AFTER);
+        if down_long && quiet {
+            state.restarted_at = Some(now);
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Our trickled candidates wait here until the description they belong to has been sent.
@@ -375,6 +440,18 @@ impl PeerConnectionEventHandler for Handler {
             username_fragment: init.username_fragment,
         };
         self.trickle.gathered(signal, |signal| self.send(signal));
+    }
+
+    async fn on_ice_connection_state_change(
+        &self,
+        state: webrtc::peer_connection::RTCIceConnectionState,
+    ) {
+        use webrtc::peer_connection::RTCIceConnectionState as Ice;
+        self.ice.set_down(match state {
+            Ice::Disconnected | Ice::Failed => Some(true),
+            Ice::Connected | Ice::Completed => Some(false),
+            _ => None,
+        });
     }
 
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
@@ -914,6 +991,7 @@ pub struct Peer {
     /// Screen frames written to this peer.
     screen_frames_written: AtomicU64,
     trickle: Arc<Trickle>,
+    ice: Arc<IceHealth>,
     /// Remote candidates that arrived before the remote description.
     remote_candidates: Mutex<Vec<rtc::peer_connection::transport::RTCIceCandidateInit>>,
     /// Whether `.local` (mDNS) candidates can be resolved.
@@ -997,6 +1075,12 @@ fn without_candidates(sdp: &str) -> String {
 fn ice_ufrag(sdp: &str) -> Option<&str> {
     sdp.lines()
         .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
+}
+
+/// The DTLS certificate fingerprint of a session description.
+fn sdp_fingerprint(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|line| line.trim().strip_prefix("a=fingerprint:"))
 }
 
 /// Whether a candidate's address is an mDNS name (`….local`), as browsers send.
@@ -1139,9 +1223,11 @@ impl Peer {
     ) -> Result<Arc<Self>, PeerError> {
         let trickle = Arc::new(Trickle::default());
         let connected = Arc::new(AtomicBool::new(false));
+        let ice = Arc::new(IceHealth::default());
         let handler = Arc::new(Handler {
             remote_uid: setup.remote_uid.clone(),
             connected: connected.clone(),
+            ice: ice.clone(),
             trickle: trickle.clone(),
             context: context.clone(),
         });
@@ -1169,6 +1255,7 @@ impl Peer {
             payload_types: Mutex::new(None),
             screen_frames_written: AtomicU64::new(0),
             trickle,
+            ice,
             remote_candidates: Mutex::new(Vec::new()),
             multicast_dns: setup.ice.multicast_dns,
             tcp_turn_urls: setup.ice.tcp_turn_urls(),
@@ -1291,6 +1378,28 @@ impl Peer {
         Ok(())
     }
 
+    /// After an ICE restart the remote side has forgotten our candidates, and the stack keeps
+    /// the ones it has rather than gathering again: send each one again (a candidate that is
+    /// gathered anew is trickled as well; the remote side ignores a duplicate).
+    async fn resend_local_candidates(&self) {
+        let Some(description) = self.pc.local_description().await else {
+            return;
+        };
+        for line in description.sdp.lines() {
+            if let Some(candidate) = line.trim().strip_prefix("a=") {
+                if !candidate.starts_with("candidate:") {
+                    continue;
+                }
+                self.send_signal(PeerSignal::Candidate {
+                    candidate: Some(candidate.to_owned()),
+                    sdp_mid: Some(String::new()),
+                    sdp_mline_index: Some(0),
+                    username_fragment: ice_ufrag(&description.sdp).map(str::to_owned),
+                });
+            }
+        }
+    }
+
     /// Sends the candidates gathered while the description was being sent.
     fn release_candidates(&self) {
         for signal in self.trickle.release() {
@@ -1298,12 +1407,36 @@ impl Peer {
         }
     }
 
-    /// Whether `offer` renegotiates our current connection (same ICE user fragment as the
-    /// remote description we have) rather than starting a new one.
-    pub async fn is_renegotiation(&self, offer: &str) -> bool {
+    /// The offerer's ICE restart, when the connection has been down for
+    /// [`ICE_RESTART_AFTER`] (and not restarted within it): new ICE credentials and
+    /// candidates in a new offer. Runs in the session's actor, serialised with the signals.
+    /// True if it restarted.
+    pub async fn restart_ice_if_down(&self) -> Result<bool, PeerError> {
+        // A restart offer still unanswered is offered again (with new credentials): it may
+        // have gone out on a signaling socket the outage killed.
+        if !self.offerer
+            || self.pc.remote_description().await.is_none()
+            || !self.ice.restart_due(Instant::now())
+        {
+            return Ok(false);
+        }
+        self.pc.restart_ice().await?;
+        self.send_offer().await?;
+        self.resend_local_candidates().await;
+        let _ = self.context.events.send(PeerEvent::IceRestarted {
+            uid: self.remote_uid.clone(),
+        });
+        Ok(true)
+    }
+
+    /// Whether `offer` continues our current connection: the same DTLS certificate
+    /// (fingerprint) as the remote description we have, so an ICE restart or a
+    /// renegotiation rather than a peer that started over.
+    pub async fn continues_connection(&self, offer: &str) -> bool {
         match self.pc.remote_description().await {
             Some(current) => {
-                ice_ufrag(&current.sdp).is_some() && ice_ufrag(&current.sdp) == ice_ufrag(offer)
+                sdp_fingerprint(&current.sdp).is_some()
+                    && sdp_fingerprint(&current.sdp) == sdp_fingerprint(offer)
             }
             None => false,
         }
@@ -1346,6 +1479,11 @@ impl Peer {
                 // negotiate ours too (an audio-only call that switched to video).
                 let offers_camera = sdp.matches("m=video").count() >= 2;
                 let renegotiation = self.has_remote_description().await;
+                // New ICE credentials on a connection we have: the offerer restarted ICE.
+                let ice_restart = match self.pc.remote_description().await {
+                    Some(current) => ice_ufrag(&current.sdp) != ice_ufrag(&sdp),
+                    None => false,
+                };
                 let offer = RTCSessionDescription::offer(sdp)
                     .map_err(|e| PeerError::MalformedDescription(e.to_string()))?;
                 self.pc.set_remote_description(offer).await?;
@@ -1365,6 +1503,9 @@ impl Peer {
                 let sdp = self.local_sdp().await?;
                 self.send_signal(PeerSignal::Answer { sdp });
                 self.release_candidates();
+                if ice_restart {
+                    self.resend_local_candidates().await;
+                }
                 self.learn_payload_types().await;
                 if self.wants_video.load(Ordering::Relaxed) && !self.video_attached() {
                     // We send video but the offer had no camera line: ask for one.
@@ -1372,6 +1513,11 @@ impl Peer {
                 }
             }
             PeerSignal::Answer { sdp } => {
+                if self.pc.pending_local_description().await.is_none() {
+                    // No offer of ours is waiting: an answer to one we replaced (an ICE
+                    // restart offered again), arriving late. Nothing to apply it to.
+                    return Ok(());
+                }
                 let answer = RTCSessionDescription::answer(sdp)
                     .map_err(|e| PeerError::MalformedDescription(e.to_string()))?;
                 self.pc.set_remote_description(answer).await?;

@@ -112,6 +112,8 @@ enum Command {
     /// The call switched to video: every connection gets the camera track (renegotiated
     /// here, one at a time with the signals, so offers never cross).
     EnableVideo,
+    /// Every second: restart ICE on the connections we offer that have been down a while.
+    RestartDownConnections,
     Close,
 }
 
@@ -591,6 +593,7 @@ impl MediaSession {
             peers.clone(),
             switches.clone(),
             events_tx.clone(),
+            commands.clone(),
         ));
         Self {
             commands,
@@ -993,11 +996,13 @@ async fn run_actor(
             }
             Command::Signal { from, signal } => {
                 let existing = peers.get(&from);
-                // A fresh offer for a peer we already have means they started over (their
-                // app restarted, or the link was rebuilt): replace the old connection.
+                // A fresh offer for a peer we already have, with another DTLS certificate,
+                // means they started over (their app restarted, or they rebuilt the link):
+                // replace the old connection. The same certificate with new ICE credentials
+                // is an ICE restart, applied to the same connection.
                 let existing = match existing {
                     Some(old)
-                        if matches!(&signal, PeerSignal::Offer { sdp } if !old.is_renegotiation(sdp).await)
+                        if matches!(&signal, PeerSignal::Offer { sdp } if !old.continues_connection(sdp).await)
                             && !old.is_offerer()
                             && old.has_remote_description().await =>
                     {
@@ -1029,6 +1034,13 @@ async fn run_actor(
                     report(&from, format!("bad signal: {err}"));
                 }
             }
+            Command::RestartDownConnections => {
+                for peer in peers.all() {
+                    if let Err(err) = peer.restart_ice_if_down().await {
+                        report(peer.remote_uid(), format!("ICE restart: {err}"));
+                    }
+                }
+            }
             Command::EnableVideo => {
                 let targets: Vec<Arc<Peer>> = peers.all();
                 for peer in targets {
@@ -1047,11 +1059,17 @@ async fn run_actor(
 }
 
 /// Every second: round-trip time and packet loss of each peer's link.
-async fn measure_links(peers: Peers, switches: Arc<SendSwitches>, events: Sender<PeerEvent>) {
+async fn measure_links(
+    peers: Peers,
+    switches: Arc<SendSwitches>,
+    events: Sender<PeerEvent>,
+    actor: mpsc::UnboundedSender<Command>,
+) {
     let mut previous: HashMap<String, (u64, u64)> = HashMap::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     while !switches.closed.load(Ordering::Relaxed) {
         ticker.tick().await;
+        let _ = actor.send(Command::RestartDownConnections);
         let current: Vec<Arc<Peer>> = peers.all();
         let mut lowest_target: Option<f64> = None;
         for peer in current {

@@ -90,7 +90,9 @@ fn pump(
                     PeerEvent::DeviceFailed { id, reason, .. } => panic!("{me}: {id}: {reason}"),
                     PeerEvent::RecordingFailed { reason } => panic!("{me}: {reason}"),
                     PeerEvent::ScreenShareEnded { reason } => panic!("{me}: {reason}"),
-                    PeerEvent::Disconnected { .. } | PeerEvent::Quality { .. } => {}
+                    PeerEvent::Disconnected { .. }
+                    | PeerEvent::Quality { .. }
+                    | PeerEvent::IceRestarted { .. } => {}
                 }
             }
             let r = received.entry(me.to_string()).or_default();

@@ -43,6 +43,7 @@ impl Plugin for CallModelPlugin {
             .add_message::<session::DeviceListRefreshed>()
             .add_message::<actions::OutboundSignal>()
             .add_message::<signal::OutboundPeerSignal>()
+            .add_message::<signal::TransportCheckWanted>()
             .add_message::<signal::PeerSignalReceived>()
             .add_message::<events::CallEvent>()
             .add_systems(

@@ -20,6 +20,15 @@ pub struct RelayedBy(pub Entity);
 #[derive(Component, Clone, Debug, Default, PartialEq, Eq)]
 pub struct IceServers(pub Vec<huddle_protocol::IceServer>);
 
+/// The media of a call lost its path for a while (an ICE restart): the transport relaying
+/// the call should make sure its own connection survived the outage too, and reconnect at
+/// once if not, so that the restart's offer and answer get through.
+#[derive(Message, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransportCheckWanted {
+    /// The call.
+    pub call: Entity,
+}
+
 /// A signal for one peer of a call, to be relayed by the call's transport.
 #[derive(Message, Clone, Debug, PartialEq)]
 pub struct OutboundPeerSignal {

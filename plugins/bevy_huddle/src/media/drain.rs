@@ -20,7 +20,7 @@ use crate::call::error::HuddleError;
 use crate::call::events::CallEvent;
 use crate::call::model::*;
 use crate::call::session::{SessionChange, SessionUpdate};
-use crate::call::signal::OutboundPeerSignal;
+use crate::call::signal::{OutboundPeerSignal, TransportCheckWanted};
 use crate::call::video_image::show_video_frame;
 
 /// Drains each session's control events: signals out, errors, link quality, rebuilt links.
@@ -33,6 +33,7 @@ pub(crate) fn drain_media_events(
     )>,
     participants: Query<&Participant>,
     mut signals: MessageWriter<OutboundPeerSignal>,
+    mut checks: MessageWriter<TransportCheckWanted>,
     mut updates: MessageWriter<SessionUpdate>,
     mut errors: MessageWriter<CallEvent>,
     mut actions: MessageWriter<CallAction>,
@@ -111,6 +112,10 @@ pub(crate) fn drain_media_events(
                     }
                 }
                 PeerEvent::Connected { .. } => {}
+                PeerEvent::IceRestarted { uid } => {
+                    stats.remotes.entry(uid).or_default().ice_restarts += 1;
+                    checks.write(TransportCheckWanted { call });
+                }
             }
         }
     }

@@ -53,6 +53,8 @@ pub struct RemoteMediaStats {
     pub loss: f32,
     /// The candidate pair carrying the media (host, srflx, prflx or relay; udp or tcp).
     pub ice: Option<huddle_media::ice::CandidatePath>,
+    /// ICE restarts we made on the connection (it was down for a while).
+    pub ice_restarts: u32,
 }
 
 impl RemoteMediaStats {
@@ -76,6 +78,7 @@ impl RemoteMediaStats {
             rtt_ms: self.rtt_ms,
             loss: self.loss,
             ice: self.ice.take(),
+            ice_restarts: self.ice_restarts,
         };
     }
 }

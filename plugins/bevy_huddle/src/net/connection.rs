@@ -39,7 +39,9 @@ use crate::call::events::CallEvent;
 use crate::call::model::*;
 use crate::call::session::{ParticipantInfo, SessionChange, SessionUpdate};
 use crate::call::settings::CallSettings;
-use crate::call::signal::{IceServers, OutboundPeerSignal, PeerSignalReceived, RelayedBy};
+use crate::call::signal::{
+    IceServers, OutboundPeerSignal, PeerSignalReceived, RelayedBy, TransportCheckWanted,
+};
 
 /// A connection to a Huddle server (request component).
 #[derive(Component, Clone, Debug)]
@@ -602,6 +604,11 @@ fn route_answer(
             }
         }
         (Pending::Join { .. } | Pending::Session { .. }, Ok(_)) => {}
+        // Signals and state changes sent just before the socket dropped: the drop itself is
+        // reported once (the connection's status), the call rejoins after the reconnect, and
+        // the media repairs itself (an ICE restart offers again); not an error per request.
+        (Pending::Session { .. }, Err(error))
+            if error.code == huddle_protocol::ErrorCode::UnknownApiError => {}
         (Pending::Session { call }, Err(error)) => {
             bridge.update(call, SessionChange::Failed(server_error(error)));
         }
@@ -763,6 +770,9 @@ fn pick_connection<'a>(
     chosen
 }
 
+/// How long a connection asked to prove itself (after a media outage) may stay silent.
+const TRANSPORT_CHECK_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Sends what ECS asked for: joins of new calls, ringing actions, outbound signals.
 pub(crate) fn send_requests(
     mut connections: Query<(Entity, &mut ConnectionLink, &ConnectionStatus)>,
@@ -771,6 +781,7 @@ pub(crate) fn send_requests(
     mut ringing: MessageReader<RingingAction>,
     mut signals: MessageReader<OutboundSignal>,
     mut peer_signals: MessageReader<OutboundPeerSignal>,
+    mut checks: MessageReader<TransportCheckWanted>,
     mut failures: MessageWriter<RingingEvent>,
     mut updates: MessageWriter<SessionUpdate>,
     mut commands: Commands,
@@ -853,6 +864,16 @@ pub(crate) fn send_requests(
             Some(change) => Request::State { session_id, change },
         };
         link.request(request, Pending::Session { call: *call });
+    }
+    for TransportCheckWanted { call } in checks.read() {
+        let Ok((_, via)) = via.get(*call) else {
+            continue;
+        };
+        if let Ok((_, link, _)) = connections.get(via.0) {
+            link.client.send(ClientCommand::CheckConnection {
+                within: TRANSPORT_CHECK_WITHIN,
+            });
+        }
     }
     for OutboundPeerSignal { call, to, signal } in peer_signals.read() {
         let Ok((info, via)) = via.get(*call) else {
