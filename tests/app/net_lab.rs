@@ -508,9 +508,10 @@ fn lab_behind_cone_nats_uses_a_server_reflexive_pair() {
 /// server knows: each bot gets its own credentials in the join answer and uses a `relay`
 /// candidate over UDP.
 #[test]
-#[ignore = "fails: webrtc 0.21's TURN client allocates, but its permission and channel-bind \
-            requests later come from a second 5-tuple (coturn answers 438/400/437) and \
-            almost no check goes through the relay; see issue 13's note"]
+#[ignore = "fails: the allocations succeed, but within 0.2 s coturn answers some of a \
+            client's requests from a second session (438 Wrong nonce), after which webrtc \
+            0.21's TURN client rebinds channels under new numbers and gets 400s; almost no \
+            check crosses the relay. See issue 13's note"]
 fn lab_behind_symmetric_nats_relays_through_turn_over_udp() {
     require_root();
     let _serial = crate::one_media_test_at_a_time();
