@@ -706,3 +706,56 @@ fn lab_bandwidth_cap_brings_the_target_under_it() {
         assert!(concealed <= 0.02, "{of}: {concealed} concealed: {stats:#}");
     }
 }
+
+/// Bad STUN/TURN servers are typed errors and the call goes on: a STUN server nobody runs
+/// and a TURN server that refuses the credentials (the huddle server's secret is not
+/// coturn's) each give every bot an `ICE server` error, and the LAN call still carries video
+/// and audio both ways over its host pair.
+#[test]
+fn lab_refused_turn_and_unreachable_stun_are_errors_and_the_call_goes_on() {
+    require_root();
+    let _serial = crate::one_media_test_at_a_time();
+    let mut lab = Lab::new("bad-servers");
+    let (a, b) = (lab.host("a", 1, Uplink::Lan), lab.host("b", 2, Uplink::Lan));
+    let turn = format!("turn:{SERVER_IP}:3478?transport=udp");
+    lab.start_servers(&[
+        "--ice-server",
+        "stun:10.77.0.99:3478",
+        "--turn-url",
+        &turn,
+        "--turn-secret",
+        "not-the-coturn-secret",
+    ]);
+    lab.call(&a, &b, 6);
+    let (alice, bob) = lab.bot_stats(Duration::from_secs(60));
+    for (stats, of) in [(&alice, "bob"), (&bob, "alice")] {
+        let errors: Vec<&str> = stats["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            errors.iter().any(|e| e.contains("ICE server")
+                && e.contains("stun:10.77.0.99:3478")
+                && e.contains("no answer")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(&turn) && e.contains("TURN allocation refused")),
+            "{errors:?}"
+        );
+        let remote = remote(stats, of);
+        assert!(
+            remote["video_fps"].as_f64().unwrap_or(0.0) >= 10.0,
+            "{stats:#}"
+        );
+        assert!(remote["audio_tone_hz"].as_f64().is_some(), "{stats:#}");
+        assert_eq!(
+            candidate_types(stats, of),
+            ("host".into(), "host".into(), "udp".into())
+        );
+    }
+}

@@ -8,6 +8,10 @@
 //!   it).
 //! - [`CandidatePath`] is the selected pair of a connection, read from the WebRTC statistics
 //!   every second ([`selected_path`]).
+//! - [`check_servers`] asks each STUN server for our address and each TURN server for an
+//!   allocation with our credentials, once per session, so that an unreachable server or
+//!   refused credentials are a typed [`IceServerProblem`] rather than a candidate that quietly
+//!   never arrives (the WebRTC stack only logs them). The call goes on with what works.
 
 use std::net::IpAddr;
 
@@ -169,9 +173,260 @@ pub fn selected_path(report: &RTCStatsReport, tcp_turn_urls: &[String]) -> Optio
     })
 }
 
+/// Why a STUN or TURN server handed out for the session cannot be used.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IceServerProblem {
+    /// The URL is not one this client can use (`turns:`, TURN over TCP, a bad URL).
+    #[error("{url}: not supported: {reason}")]
+    Unsupported {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// Its host name does not resolve.
+    #[error("{url}: cannot resolve its host: {reason}")]
+    Unresolvable {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// No answer within the time allowed.
+    #[error("{url}: no answer within {waited_ms} ms")]
+    NoAnswer {
+        /// The URL.
+        url: String,
+        /// How long we waited.
+        waited_ms: u64,
+    },
+    /// The TURN server refused the allocation (credentials refused, quota, …).
+    #[error("{url}: TURN allocation refused: {reason}")]
+    Refused {
+        /// The URL.
+        url: String,
+        /// The server's answer.
+        reason: String,
+    },
+}
+
+/// Checks every STUN and TURN server in `servers` (UDP), each within `wait`, all at once;
+/// returns what is wrong with them (empty when all answered). A successful test allocation
+/// is released at once.
+pub async fn check_servers(
+    servers: &[IceServer],
+    wait: std::time::Duration,
+) -> Vec<IceServerProblem> {
+    let checks = servers.iter().flat_map(|server| {
+        server.urls.iter().map(move |url| {
+            let credentials = (
+                server.username.clone().unwrap_or_default(),
+                server.credential.clone().unwrap_or_default(),
+            );
+            check_server(url.clone(), credentials, wait)
+        })
+    });
+    futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+async fn check_server(
+    url: String,
+    (username, password): (String, String),
+    wait: std::time::Duration,
+) -> Option<IceServerProblem> {
+    let unsupported = |reason: &str| {
+        Some(IceServerProblem::Unsupported {
+            url: url.clone(),
+            reason: reason.to_owned(),
+        })
+    };
+    let (turn, rest) = if let Some(rest) = url.strip_prefix("stun:") {
+        (false, rest)
+    } else if let Some(rest) = url.strip_prefix("turn:") {
+        (true, rest)
+    } else {
+        return unsupported("only stun: and turn: URLs (no TLS)");
+    };
+    let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if turn && query == "transport=tcp" {
+        return unsupported("TURN over TCP (the WebRTC stack reaches TURN over UDP only)");
+    }
+    let host = if host.contains(':') && !host.ends_with(']') {
+        host.to_owned()
+    } else {
+        format!("{host}:3478")
+    };
+    let server = match tokio::net::lookup_host(host.as_str()).await {
+        Ok(mut addrs) => match addrs.next() {
+            Some(addr) => addr,
+            None => {
+                return Some(IceServerProblem::Unresolvable {
+                    url,
+                    reason: "no address".into(),
+                });
+            }
+        },
+        Err(err) => {
+            return Some(IceServerProblem::Unresolvable {
+                url,
+                reason: err.to_string(),
+            });
+        }
+    };
+    match tokio::time::timeout(wait, ask(server, turn, username, password)).await {
+        Ok(Ok(())) => None,
+        Ok(Err(reason)) if turn => Some(IceServerProblem::Refused { url, reason }),
+        Ok(Err(_)) | Err(_) => Some(IceServerProblem::NoAnswer {
+            url,
+            waited_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        }),
+    }
+}
+
+/// One Binding (STUN) or Allocate (TURN) exchange with `server` over a fresh UDP socket,
+/// driving the sans-IO TURN client of the WebRTC stack.
+async fn ask(
+    server: std::net::SocketAddr,
+    turn: bool,
+    username: String,
+    password: String,
+) -> Result<(), String> {
+    use rtc::sansio::Protocol;
+    use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+    use rtc::turn::client::{Client, ClientConfig, Event};
+    use std::time::Instant;
+
+    let bind: std::net::SocketAddr = if server.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(bind)
+        .await
+        .map_err(|e| e.to_string())?;
+    let local_addr = socket.local_addr().map_err(|e| e.to_string())?;
+    let provider = rtc::crypto::default_provider().map_err(|e| e.to_string())?;
+    let mut client = Client::new(
+        ClientConfig {
+            stun_serv_addr: server.to_string(),
+            turn_serv_addr: server.to_string(),
+            local_addr,
+            transport_protocol: TransportProtocol::UDP,
+            username,
+            password,
+            ..ClientConfig::default()
+        },
+        provider,
+    )
+    .map_err(|e| e.to_string())?;
+    let now = Instant::now();
+    if turn {
+        client.allocate(now).map_err(|e| e.to_string())?;
+    } else {
+        client
+            .send_binding_request(now)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut buffer = vec![0u8; 1500];
+    loop {
+        while let Some(out) = client.poll_write() {
+            socket
+                .send_to(&out.message, out.transport.peer_addr)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        while let Some(event) = client.poll_event() {
+            match event {
+                Event::BindingResponse(..) => return Ok(()),
+                Event::AllocateResponse(_, relayed) => {
+                    // Give the test allocation back now rather than at its lifetime's end.
+                    if let Ok(mut relay) = client.relay(relayed) {
+                        let _ = relay.close(Instant::now());
+                    }
+                    while let Some(out) = client.poll_write() {
+                        let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
+                    }
+                    return Ok(());
+                }
+                Event::BindingError(_, err) | Event::AllocateError(_, err) => {
+                    return Err(err.to_string());
+                }
+                Event::TransactionTimeout(_) => return Err("no answer".into()),
+                _ => {}
+            }
+        }
+        let deadline = client
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + std::time::Duration::from_millis(100));
+        tokio::select! {
+            received = socket.recv_from(&mut buffer) => {
+                let (n, from) = received.map_err(|e| e.to_string())?;
+                let message = TaggedBytesMut {
+                    now: Instant::now(),
+                    transport: TransportContext {
+                        local_addr,
+                        peer_addr: from,
+                        ecn: None,
+                        transport_protocol: TransportProtocol::UDP,
+                    },
+                    message: bytes::BytesMut::from(&buffer[..n]),
+                };
+                client.handle_read(message).map_err(|e| e.to_string())?;
+            }
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                client.handle_timeout(Instant::now()).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// URLs this client cannot use are named as such, and a STUN server that never answers
+    /// (a UDP socket on loopback that reads and drops) is reported within the wait.
+    #[test]
+    fn unusable_servers_are_typed_problems() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+        let silent_url = format!("stun:{}", silent.local_addr().expect("addr"));
+        let servers = vec![
+            IceServer {
+                urls: vec![silent_url.clone(), "stuns:example.org:5349".into()],
+                username: None,
+                credential: None,
+            },
+            IceServer {
+                urls: vec!["turn:127.0.0.1:3478?transport=tcp".into()],
+                username: Some("1:alice".into()),
+                credential: Some("x".into()),
+            },
+        ];
+        let started = std::time::Instant::now();
+        let problems = runtime.block_on(check_servers(
+            &servers,
+            std::time::Duration::from_millis(300),
+        ));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems.contains(&IceServerProblem::NoAnswer {
+            url: silent_url,
+            waited_ms: 300
+        }));
+        assert!(problems.iter().any(|p| matches!(p,
+            IceServerProblem::Unsupported { url, .. } if url.starts_with("stuns:"))));
+        assert!(problems.iter().any(|p| matches!(p,
+            IceServerProblem::Unsupported { url, reason } if url.ends_with("tcp") && reason.contains("TCP"))));
+    }
 
     /// Loopback is always bound, and a wildcard only for a family with a routable address.
     #[test]

@@ -133,6 +133,9 @@ pub enum PeerEvent {
         /// Who.
         uid: String,
     },
+    /// A STUN or TURN server handed out for the session cannot be used (unreachable,
+    /// credentials refused, unsupported); the call goes on with the candidates that work.
+    IceServerProblem(crate::ice::IceServerProblem),
     /// The connection to `uid` has been down for a while and its ICE was restarted (we
     /// offer); the call goes on while the new path is found.
     IceRestarted {

@@ -50,6 +50,9 @@ use crate::screen::ScreenSource;
 use crate::synthetic::{FrameStamp, TestPattern};
 use crate::video::{EncoderSettings, H264Encoder, I420Frame};
 
+/// How long each STUN/TURN server of a session has to answer its check.
+const ICE_SERVER_CHECK_WAIT: Duration = Duration::from_secs(3);
+
 /// What a session sends and how it connects.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
@@ -589,6 +592,14 @@ impl MediaSession {
             switches.clone(),
             context.clone(),
         ));
+        if !config.ice.servers.is_empty() {
+            let (servers, events) = (config.ice.servers.clone(), events_tx.clone());
+            runtime.spawn(async move {
+                for problem in crate::ice::check_servers(&servers, ICE_SERVER_CHECK_WAIT).await {
+                    let _ = events.send(PeerEvent::IceServerProblem(problem));
+                }
+            });
+        }
         runtime.spawn(measure_links(
             peers.clone(),
             switches.clone(),

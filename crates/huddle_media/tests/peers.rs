@@ -92,7 +92,8 @@ fn pump(
                     PeerEvent::ScreenShareEnded { reason } => panic!("{me}: {reason}"),
                     PeerEvent::Disconnected { .. }
                     | PeerEvent::Quality { .. }
-                    | PeerEvent::IceRestarted { .. } => {}
+                    | PeerEvent::IceRestarted { .. }
+                    | PeerEvent::IceServerProblem(_) => {}
                 }
             }
             let r = received.entry(me.to_string()).or_default();

@@ -84,6 +84,11 @@ pub enum HuddleError {
     /// A call token that cannot even be read.
     #[error("malformed call token")]
     MalformedToken,
+    /// A STUN or TURN server handed out by the signaling server cannot be used (unreachable,
+    /// credentials refused, a kind this client does not support); the call goes on with the
+    /// paths that work.
+    #[error("ICE server: {0}")]
+    IceServer(huddle_media::ice::IceServerProblem),
     /// The media connection to a participant failed (bad SDP, codec error, …); the call goes on.
     #[error("media with `{uid}`: {reason}")]
     Media {
@@ -157,6 +162,7 @@ impl HuddleError {
             HuddleError::NotConnected => ErrorCode::UserNotLoggedIn,
             HuddleError::MalformedToken => ErrorCode::TokenInvalidSignature,
             HuddleError::Media { .. }
+            | HuddleError::IceServer(_)
             | HuddleError::Recording(_)
             | HuddleError::ScreenShare(_)
             | HuddleError::DeviceUnavailable { .. } => ErrorCode::UnknownApiError,

@@ -112,6 +112,12 @@ pub(crate) fn drain_media_events(
                     }
                 }
                 PeerEvent::Connected { .. } => {}
+                PeerEvent::IceServerProblem(problem) => {
+                    errors.write(CallEvent::Error {
+                        call: Some(call),
+                        error: HuddleError::IceServer(problem),
+                    });
+                }
                 PeerEvent::IceRestarted { uid } => {
                     stats.remotes.entry(uid).or_default().ice_restarts += 1;
                     checks.write(TransportCheckWanted { call });
