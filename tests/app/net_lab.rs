@@ -94,6 +94,8 @@ struct Lab {
     kbps: u32,
     /// Their video size.
     size: (u32, u32),
+    /// `ws` or `wss`.
+    scheme: &'static str,
 }
 
 impl Lab {
@@ -114,6 +116,7 @@ impl Lab {
             fps: 15,
             kbps: 300,
             size: (320, 180),
+            scheme: "ws",
         };
         let public = lab.namespace("pub");
         lab.in_ns(&public, &["ip", "link", "add", "br0", "type", "bridge"]);
@@ -332,7 +335,7 @@ impl Lab {
     /// Starts a bot in `namespace` with the lab's video settings, for `seconds`.
     fn bot(&mut self, namespace: &str, uid: &str, seconds: u32, role: &[&str]) {
         let huddle = env!("CARGO_BIN_EXE_huddle");
-        let server = format!("ws://{SERVER_IP}:7878/ws");
+        let server = format!("{}://{SERVER_IP}:7878/ws", self.scheme);
         let stats = self.dir.join(format!("{uid}.json"));
         let stats = stats.to_str().expect("utf-8 path").to_owned();
         let seconds = seconds.to_string();
@@ -758,4 +761,37 @@ fn lab_refused_turn_and_unreachable_stun_are_errors_and_the_call_goes_on() {
             ("host".into(), "host".into(), "udp".into())
         );
     }
+}
+
+/// `wss://` end to end: a standalone server terminating TLS with a certificate for its
+/// address (made here by a CA of our own), and bots that trust that CA through `--ca-file`
+/// log in, call and get media both ways.
+#[test]
+fn lab_call_over_wss_with_a_private_ca() {
+    require_root();
+    let _serial = crate::one_media_test_at_a_time();
+    let mut lab = Lab::new("wss");
+    let (a, b) = (lab.host("a", 1, Uplink::Lan), lab.host("b", 2, Uplink::Lan));
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec![SERVER_IP.to_owned()])
+        .expect("parameters")
+        .signed_by(&key, &issuer)
+        .expect("certificate");
+    let path = |name: &str| lab.dir.join(name).to_str().expect("utf-8").to_owned();
+    let (ca_file, cert_file, key_file) = (path("ca.pem"), path("cert.pem"), path("key.pem"));
+    std::fs::write(&ca_file, ca.pem()).expect("write");
+    std::fs::write(&cert_file, cert.pem()).expect("write");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write");
+    lab.start_servers(&["--tls-cert", &cert_file, "--tls-key", &key_file]);
+    lab.scheme = "wss";
+    lab.bot(&b, "bob", 5, &["--answer", "--ca-file", &ca_file]);
+    std::thread::sleep(Duration::from_millis(300));
+    lab.bot(&a, "alice", 5, &["--call", "bob", "--ca-file", &ca_file]);
+    let (alice, bob) = lab.bot_stats(Duration::from_secs(60));
+    assert_media_both_ways(&alice, &bob, 10.0);
 }
