@@ -431,3 +431,46 @@ fn device_hot_plug_refresh() {
         "an identical list is not news"
     );
 }
+
+/// The candidate pair carrying a participant's media lands in their state (what the app's
+/// participant details show), and the same pair reported again does not count as a change
+/// (a system watching `Changed<ParticipantState>` sees one change, then none).
+#[test]
+fn media_path_lands_in_the_participant_state_once() {
+    #[derive(Resource, Default)]
+    struct BobChanges(u32);
+    fn count_bob_changes(
+        changed: Query<&Participant, Changed<ParticipantState>>,
+        mut changes: ResMut<BobChanges>,
+    ) {
+        changes.0 += changed.iter().filter(|p| p.uid == "bob").count() as u32;
+    }
+    let mut app = app();
+    let call = joined_call(&mut app, Call::new("p", CallSettings::default()), &["bob"]);
+    app.init_resource::<BobChanges>()
+        .add_systems(Last, count_bob_changes);
+    app.update();
+    let path = bevy_huddle::call::model::MediaPath {
+        local_candidate_type: "relay".into(),
+        remote_candidate_type: "srflx".into(),
+        protocol: "udp".into(),
+    };
+    let change = |path: &bevy_huddle::call::model::MediaPath| SessionChange::MediaPath {
+        uid: "bob".into(),
+        path: path.clone(),
+    };
+    let before = app.world().resource::<BobChanges>().0;
+    session(&mut app, call, change(&path));
+    app.update();
+    assert_eq!(state_of(&mut app, "bob").media_path.as_ref(), Some(&path));
+    assert_eq!(path.to_string(), "relay ↔ srflx over udp");
+    let after_first = app.world().resource::<BobChanges>().0;
+    assert_eq!(after_first, before + 1, "the new pair is one change");
+    session(&mut app, call, change(&path));
+    app.update();
+    assert_eq!(
+        app.world().resource::<BobChanges>().0,
+        after_first,
+        "the same pair again is no change"
+    );
+}
