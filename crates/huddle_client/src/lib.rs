@@ -414,10 +414,7 @@ async fn connect_once(
     in_flight: &mut std::collections::HashSet<u64>,
     reconnected: bool,
 ) -> (SessionEnd, bool) {
-    let connector = match tls {
-        Some(config) => Some(tokio_tungstenite::Connector::Rustls(config.clone())),
-        None => None,
-    };
+    let connector = tls.map(|config| tokio_tungstenite::Connector::Rustls(config.clone()));
     let ws = match tokio::time::timeout(
         Duration::from_secs(5),
         tokio_tungstenite::connect_async_tls_with_config(&config.url, None, true, connector),

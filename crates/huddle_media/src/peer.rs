@@ -1151,7 +1151,6 @@ async fn build_connection(
                         urls: server.urls.clone(),
                         username: server.username.clone().unwrap_or_default(),
                         credential: server.credential.clone().unwrap_or_default(),
-                        ..Default::default()
                     })
                     .collect(),
             )
