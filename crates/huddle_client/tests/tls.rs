@@ -110,21 +110,26 @@ fn first_outcome(
         .expect("an outcome within 10 s")
 }
 
+/// Logs in over `wss://` to a server using `server`'s certificate, trusting `client_ca`.
+fn login_over_tls(server: &Certificates, client_ca: &Certificates) -> ClientEvent {
+    let runtime = runtime();
+    let addr = start_server(
+        &runtime,
+        Some((&server.path("cert.pem"), &server.path("key.pem"))),
+        Vec::new(),
+    );
+    first_outcome(
+        &runtime,
+        format!("wss://{addr}/ws"),
+        Some(client_ca.path("ca.pem")),
+    )
+}
+
 /// A `wss://` login works when the client trusts the server's CA through `ca_file`.
 #[test]
 fn wss_login_works_with_the_servers_ca_file() {
-    let runtime = runtime();
     let certs = Certificates::new("ok", false);
-    let addr = start_server(
-        &runtime,
-        Some((&certs.path("cert.pem"), &certs.path("key.pem"))),
-        Vec::new(),
-    );
-    let outcome = first_outcome(
-        &runtime,
-        format!("wss://{addr}/ws"),
-        Some(certs.path("ca.pem")),
-    );
+    let outcome = login_over_tls(&certs, &certs);
     assert!(
         matches!(&outcome, ClientEvent::Connected { user, .. } if user.uid == "alice"),
         "{outcome:?}"
@@ -135,19 +140,11 @@ fn wss_login_works_with_the_servers_ca_file() {
 /// reason (no retrying for 60 s).
 #[test]
 fn unknown_ca_is_refused_at_once() {
-    let runtime = runtime();
-    let certs = Certificates::new("unknown", false);
-    let other = Certificates::new("other", false);
-    let addr = start_server(
-        &runtime,
-        Some((&certs.path("cert.pem"), &certs.path("key.pem"))),
-        Vec::new(),
+    let (certs, other) = (
+        Certificates::new("unknown", false),
+        Certificates::new("other", false),
     );
-    let outcome = first_outcome(
-        &runtime,
-        format!("wss://{addr}/ws"),
-        Some(other.path("ca.pem")),
-    );
+    let outcome = login_over_tls(&certs, &other);
     assert!(
         matches!(&outcome, ClientEvent::GaveUp { reason, .. }
             if reason.contains("TLS") && reason.contains("invalid peer certificate")),
@@ -158,18 +155,8 @@ fn unknown_ca_is_refused_at_once() {
 /// An expired certificate (from a trusted CA) is refused, saying it expired.
 #[test]
 fn expired_certificate_is_refused() {
-    let runtime = runtime();
     let certs = Certificates::new("expired", true);
-    let addr = start_server(
-        &runtime,
-        Some((&certs.path("cert.pem"), &certs.path("key.pem"))),
-        Vec::new(),
-    );
-    let outcome = first_outcome(
-        &runtime,
-        format!("wss://{addr}/ws"),
-        Some(certs.path("ca.pem")),
-    );
+    let outcome = login_over_tls(&certs, &certs);
     assert!(
         matches!(&outcome, ClientEvent::GaveUp { reason, .. } if reason.contains("certificate expired")),
         "{outcome:?}"

@@ -376,14 +376,7 @@ mod tests {
             let (mut rgba, mut decoded) = (Vec::new(), Vec::new());
             let mut frames = 0;
             for frame in 1..=20u32 {
-                pattern.render_rgba(
-                    FrameStamp {
-                        frame,
-                        capture_ms: frame * 33,
-                    },
-                    &mut rgba,
-                );
-                let i420 = I420Frame::from_rgba(&rgba, width, height).expect("i420");
+                let i420 = pattern_frame(&pattern, frame, &mut rgba);
                 if frame == 10 {
                     encoder.request_keyframe();
                 }
@@ -407,6 +400,18 @@ mod tests {
     }
 
     /// Odd sizes and garbage bitstreams are typed errors, not panics.
+    /// Frame `frame` of `pattern` (stamped, 30 fps), as the encoder's input.
+    fn pattern_frame(pattern: &TestPattern, frame: u32, rgba: &mut Vec<u8>) -> I420Frame {
+        pattern.render_rgba(
+            FrameStamp {
+                frame,
+                capture_ms: frame * 33,
+            },
+            rgba,
+        );
+        I420Frame::from_rgba(rgba, pattern.width(), pattern.height()).expect("i420")
+    }
+
     /// A bitrate change from congestion control takes effect in the running encoder: after
     /// a cut from 1.5 Mbit/s to 60 kbit/s the frames shrink, none of them is a keyframe, and
     /// a raise is capped at the rate the encoder was built for.
@@ -430,14 +435,7 @@ mod tests {
                 encoder.set_bitrate(60_000).expect("set bitrate");
                 assert_eq!(encoder.settings().bitrate_bps, 60_000);
             }
-            pattern.render_rgba(
-                FrameStamp {
-                    frame,
-                    capture_ms: frame * 33,
-                },
-                &mut rgba,
-            );
-            let i420 = I420Frame::from_rgba(&rgba, width, height).expect("i420");
+            let i420 = pattern_frame(&pattern, frame, &mut rgba);
             let encoded = encoder.encode(&i420).expect("encode");
             let size = encoded.as_ref().map_or(0, |e| e.data.len());
             if frame > 60 && encoded.as_ref().is_some_and(|e| e.keyframe) {
