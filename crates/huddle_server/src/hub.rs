@@ -206,6 +206,9 @@ impl Session {
 /// Finished calls remembered to answer late requests with the right code.
 const FINISHED_MEMORY: usize = 50_000;
 
+/// How often the hub notes in the store that the server is alive.
+const LAST_ALIVE_EVERY_MS: u64 = 1_000;
+
 /// The server state machine.
 pub struct Hub {
     store: Store,
@@ -215,6 +218,8 @@ pub struct Hub {
     online: HashMap<String, Vec<ConnId>>,
     calls: HashMap<String, LiveCall>,
     finished: HashMap<String, CallStatus>,
+    /// When the store last heard that the server is alive (see [`Store::set_last_alive`]).
+    last_alive_written: u64,
     finished_order: std::collections::VecDeque<String>,
     sessions: HashMap<String, Session>,
     out: Vec<Out>,
@@ -278,6 +283,7 @@ impl Hub {
             online: HashMap::new(),
             calls: HashMap::new(),
             finished: HashMap::new(),
+            last_alive_written: 0,
             finished_order: Default::default(),
             sessions: HashMap::new(),
             out: Vec::new(),
@@ -756,11 +762,29 @@ impl Hub {
     }
 
     /// The error for acting on a call that is not live.
+    /// How a ringing-flow call that is not live any more ended: remembered since it ended,
+    /// or (after a restart, or once forgotten) from its log. `None` for a live call or an id
+    /// no ringing-flow call ever had.
+    fn ended_ringing_call(&self, session_id: &str) -> HubResult<Option<CallStatus>> {
+        if self.calls.contains_key(session_id) {
+            return Ok(None);
+        }
+        if let Some(status) = self.finished.get(session_id) {
+            return Ok(Some(*status));
+        }
+        Ok(self.store.ringing_call_status(session_id)?)
+    }
+
     fn not_live(&self, session_id: &str) -> HubError {
         if !is_valid_session_id(session_id) {
             return HubError::new(ErrorCode::InvalidSessionId, "malformed session id");
         }
-        match self.finished.get(session_id) {
+        let status = self
+            .finished
+            .get(session_id)
+            .copied()
+            .or_else(|| self.store.ringing_call_status(session_id).ok().flatten());
+        match status.as_ref() {
             Some(CallStatus::Cancelled) => {
                 HubError::new(ErrorCode::CallCancelled, "the call was cancelled")
             }
@@ -1030,6 +1054,11 @@ impl Hub {
         if self.store.auth_token_owner(auth_token)?.as_deref() != Some(me) {
             return Err(HubError::new(ErrorCode::ApiError, "invalid auth token"));
         }
+        // A ringing-flow call that is over stays closed, across restarts too: its id never
+        // becomes a direct session.
+        if self.ended_ringing_call(session_id)?.is_some() {
+            return Err(self.not_live(session_id));
+        }
         let iat = now / 1000;
         let claims = CallClaims {
             iss: "huddle".into(),
@@ -1121,7 +1150,7 @@ impl Hub {
                 "you are in another session",
             ));
         }
-        if self.finished.contains_key(session_id) {
+        if self.ended_ringing_call(session_id)?.is_some() {
             return Err(self.not_live(session_id));
         }
         let one_to_one = match self.calls.get_mut(session_id) {
@@ -1343,6 +1372,12 @@ impl Hub {
     /// Advances time: unanswered calls, dropped participants past their grace, lonely
     /// participants past their idle timeout.
     pub fn tick(&mut self, now: u64) {
+        if now >= self.last_alive_written + LAST_ALIVE_EVERY_MS {
+            self.last_alive_written = now;
+            if let Err(err) = self.store.set_last_alive(now) {
+                tracing::warn!("cannot note the server alive: {err}");
+            }
+        }
         let unanswered: Vec<String> = self
             .calls
             .iter()

@@ -115,8 +115,11 @@ pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
     for group in &config.groups {
         store.upsert_group(&group.guid, &group.name, &group.members)?;
     }
-    // Calls left open by a crash or kill are over.
-    let closed = store.end_open_calls(now_ms())?;
+    // Calls left open by a crash or kill are over: they end when the server was last seen
+    // alive (noted about once a second), not now.
+    let now = now_ms();
+    let closed_at = store.last_alive()?.map_or(now, |alive| alive.min(now));
+    let closed = store.end_open_calls(closed_at)?;
     if closed > 0 {
         tracing::info!("closed {closed} call log entries left open by the last run");
     }

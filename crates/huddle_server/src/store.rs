@@ -521,7 +521,46 @@ impl Store {
         Ok((logs, total as u64))
     }
 
-    /// Marks every call still initiated or ongoing as ended (server shutdown or restart).
+    /// The status of a ringing-flow call (one placed with `initiate_call`: it has a
+    /// receiver, where a direct session's row has none), if one was logged under this id.
+    pub fn ringing_call_status(&self, session_id: &str) -> StoreResult<Option<CallStatus>> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT status FROM call_logs WHERE session_id = ?1 AND receiver != ''",
+                params![session_id],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .map(|status| parse_status(&status)))
+    }
+
+    /// Notes that the server was alive at `now_ms` (written about once a second), so that
+    /// calls a crash left open are closed near the crash, not at the next start.
+    pub fn set_last_alive(&self, now_ms: u64) -> StoreResult<()> {
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_alive_ms', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// When the server last noted it was alive.
+    pub fn last_alive(&self) -> StoreResult<Option<u64>> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'last_alive_ms'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|ms| ms.max(0) as u64))
+    }
+
+    /// Marks every call still initiated or ongoing as ended (server shutdown or restart),
+    /// at `now_ms`.
     pub fn end_open_calls(&self, now_ms: u64) -> StoreResult<usize> {
         Ok(self.db.execute(
             "UPDATE call_logs SET

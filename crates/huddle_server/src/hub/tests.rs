@@ -34,7 +34,11 @@ struct Harness {
 
 impl Harness {
     fn new(config: HubConfig) -> Self {
-        let store = Store::in_memory().expect("in-memory store");
+        Self::with_store(Store::in_memory().expect("in-memory store"), config)
+    }
+
+    /// A hub over `store` (a file, to test restarts).
+    fn with_store(store: Store, config: HubConfig) -> Self {
         let hub = Hub::new(
             store,
             HubConfig {
@@ -607,10 +611,18 @@ fn dropped_participant_is_removed_after_the_grace() {
     assert_eq!(log.participants, vec!["alice", "bob"]);
 
     h.login(BOB_AGAIN, "bob", dropped + grace + 1);
-    let token = h.token(BOB_AGAIN, &sid, dropped + grace + 1);
+    let auth_token = h.auth_tokens[&BOB_AGAIN].clone();
     assert_eq!(
-        h.error_code(BOB_AGAIN, join(&sid, &token, None), dropped + grace + 1),
-        ErrorCode::CallEnded
+        h.error_code(
+            BOB_AGAIN,
+            Request::GenerateToken {
+                session_id: sid.clone(),
+                auth_token,
+            },
+            dropped + grace + 1
+        ),
+        ErrorCode::CallEnded,
+        "no token for a call that is over"
     );
 }
 
@@ -955,4 +967,113 @@ fn joined_answers_carry_each_participants_own_turn_credentials() {
         Some(format!("{}:bob", expiry + 1).as_str())
     );
     assert_ne!(alice[1].credential, bob[1].credential);
+}
+
+/// A database file that goes when the test ends.
+struct DbFile(std::path::PathBuf);
+
+impl DbFile {
+    fn new(name: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("huddle-hub-{name}-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        Self(path)
+    }
+
+    fn open(&self) -> Store {
+        Store::open(&self.0).expect("store")
+    }
+}
+
+impl Drop for DbFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// After a kill and a restart on the same database, the ids of old ringing-flow calls stay
+/// closed: the caller cannot rejoin an answered call with her old token, an outsider gets no
+/// token for it (and so never appears in its log), and a call that was still ringing, closed
+/// as `cancelled` at the restart, cannot be joined and so never gains a start after its end.
+#[test]
+fn restart_keeps_ended_calls_closed() {
+    let db = DbFile::new("restart");
+    let mut h = Harness::with_store(db.open(), HubConfig::default());
+    let answered = h.call_in_progress();
+    let old_token = h.token(ALICE, &answered.session_id, T0 + 2_500);
+    const DAVE: ConnId = 5;
+    h.login(CAROL, "carol", T0);
+    h.login(DAVE, "dave", T0);
+    let ringing = h.call(CAROL, "dave", None, T0 + 3_000);
+    drop(h); // kill -9: nothing is closed in an orderly way
+
+    let store = db.open();
+    store.end_open_calls(T0 + 10_000).expect("close open calls");
+    let mut h = Harness::with_store(store, HubConfig::default());
+    h.login(ALICE, "alice", T0 + 11_000);
+    assert_eq!(
+        h.error_code(
+            ALICE,
+            join(&answered.session_id, &old_token, None),
+            T0 + 11_000
+        ),
+        ErrorCode::CallEnded
+    );
+    const EVE: ConnId = 9;
+    h.login(EVE, "eve", T0 + 11_000);
+    let eve_token = h.auth_tokens[&EVE].clone();
+    assert_eq!(
+        h.error_code(
+            EVE,
+            Request::GenerateToken {
+                session_id: answered.session_id.clone(),
+                auth_token: eve_token,
+            },
+            T0 + 11_000
+        ),
+        ErrorCode::CallEnded
+    );
+    h.login(CAROL, "carol", T0 + 11_000);
+    let carol_token = h.auth_tokens[&CAROL].clone();
+    assert_eq!(
+        h.error_code(
+            CAROL,
+            Request::GenerateToken {
+                session_id: ringing.session_id.clone(),
+                auth_token: carol_token,
+            },
+            T0 + 11_000
+        ),
+        ErrorCode::CallCancelled
+    );
+    let answered_log = h.call_log(&answered.session_id);
+    assert_eq!(answered_log.participants, vec!["alice", "bob"]);
+    let ringing_log = h.call_log(&ringing.session_id);
+    assert_eq!(ringing_log.status, CallStatus::Cancelled);
+    assert_eq!(ringing_log.started_at, None);
+}
+
+/// The hub notes once a second that the server is alive; a restart closes the calls a kill
+/// left open at that time (about when the server died), not at the restart: a 2 s call
+/// followed by 5 s of downtime lasts 2 s in its log.
+#[test]
+fn calls_left_open_by_a_kill_end_when_the_server_was_last_alive() {
+    let db = DbFile::new("last-alive");
+    let mut h = Harness::with_store(db.open(), HubConfig::default());
+    let call = h.call_in_progress(); // joined at T0 + 2 s
+    for second in 2..=4 {
+        h.tick(T0 + second * 1_000);
+    }
+    drop(h); // killed just after T0 + 4 s
+
+    let store = db.open();
+    let last_alive = store.last_alive().expect("read").expect("noted");
+    assert_eq!(last_alive, T0 + 4_000);
+    store.end_open_calls(last_alive).expect("close");
+    let mut h = Harness::with_store(store, HubConfig::default());
+    h.login(ALICE, "alice", T0 + 9_000);
+    let log = h.call_log(&call.session_id);
+    assert_eq!(log.status, CallStatus::Ended);
+    assert_eq!(log.started_at, Some(T0 + 2_000));
+    assert_eq!(log.ended_at, Some(T0 + 4_000));
 }
