@@ -7,6 +7,11 @@
 //! (token bucket; error frames, then close 1008), and a login deadline (close 1008); every
 //! parsed frame goes to the [`Hub`] under a short lock, and what the hub queues is handed to
 //! the writers. A timer task calls [`Hub::tick`] ten times a second.
+//!
+//! A client whose queue fills (it stopped reading) is cut off: its reader gives up, and its
+//! writer, likely stuck on a full socket, drops what is queued, tries a 1008 close for
+//! [`WRITER_GRACE`] and ends; a writer that still has not ended is aborted. The frames and
+//! the socket are freed within a few seconds.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,11 +72,16 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Depth of each connection's outgoing queue; a client that lets it fill is closed.
 const OUTGOING_QUEUE: usize = 1024;
 
-/// One connection's outgoing queue, and a way to make its reader give up.
+/// One connection's outgoing queue, and a way to make its reader and writer give up.
 struct Writer {
     queue: mpsc::Sender<Outgoing>,
     kill: Arc<tokio::sync::Notify>,
+    stop_writer: Arc<tokio::sync::Notify>,
 }
+
+/// How long a writer told to stop may try to send its close frame, and how long a
+/// connection's end waits for its writer before aborting it.
+const WRITER_GRACE: Duration = Duration::from_secs(1);
 
 pub(crate) struct Shared {
     hub: Mutex<Hub>,
@@ -159,6 +169,9 @@ impl Shared {
                 // told to give up, which disconnects it (and frees its place for a rejoin).
                 tracing::warn!("connection {conn} is not reading its frames; closing it");
                 writer.kill.notify_one();
+                // Its writer is likely stuck on a full socket: it drops what is queued, tries
+                // a 1008 close for a moment, and ends, which frees the frames and the socket.
+                writer.stop_writer.notify_one();
             }
         }
     }
@@ -290,28 +303,46 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
     let kill = Arc::new(tokio::sync::Notify::new());
+    let stop_writer = Arc::new(tokio::sync::Notify::new());
     shared.writers().insert(
         conn,
         Writer {
             queue: tx.clone(),
             kill: kill.clone(),
+            stop_writer: stop_writer.clone(),
         },
     );
     shared.with_hub(|hub| hub.connect(conn));
     let writer = tokio::spawn(async move {
-        while let Some(item) = rx.recv().await {
+        let mut stopped = false;
+        loop {
+            let item = tokio::select! {
+                item = rx.recv() => item,
+                () = stop_writer.notified() => {
+                    stopped = true;
+                    None
+                }
+            };
+            let Some(item) = item else {
+                break;
+            };
             let result = match item {
                 Outgoing::Text(text) => {
                     tracing::trace!(conn, frame = %text, "frame out");
-                    sink.send(Message::Text(text.into())).await
+                    tokio::select! {
+                        result = sink.send(Message::Text(text.into())) => result,
+                        () = stop_writer.notified() => {
+                            stopped = true;
+                            break;
+                        }
+                    }
                 }
                 Outgoing::Close(code, reason) => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code,
-                            reason: reason.into(),
-                        })))
-                        .await;
+                    let close = Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    }));
+                    let _ = tokio::time::timeout(WRITER_GRACE, sink.send(close)).await;
                     break;
                 }
             };
@@ -319,7 +350,15 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
                 break;
             }
         }
-        let _ = sink.close().await;
+        if stopped {
+            // Whatever is still queued is dropped with the receiver.
+            let close = Message::Close(Some(CloseFrame {
+                code: 1008,
+                reason: "not reading its frames".into(),
+            }));
+            let _ = tokio::time::timeout(WRITER_GRACE, sink.send(close)).await;
+        }
+        let _ = tokio::time::timeout(WRITER_GRACE, sink.close()).await;
     });
     let close = |code: u16, reason: &str| {
         let _ = tx.try_send(Outgoing::Close(code, reason.to_owned()));
@@ -421,7 +460,14 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
         })
         .await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // A writer still stuck on a socket nobody reads is aborted: its frames and the socket go.
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(WRITER_GRACE * 5, writer)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
 }
 
 /// An admin API error body.

@@ -156,3 +156,66 @@ impl Client {
             .expect("send");
     }
 }
+
+/// A client that stops reading while others send it large frames is cut off, and the server
+/// lets go of what it queued for it: when it reads again it gets at most what the kernel's
+/// socket buffers held (a few MB) and then the end of the stream, not the whole backlog
+/// (about 1,000 frames of 48 KiB here, 48 MiB). Everyone else carries on.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_and_its_backlog_dropped() {
+    let server = TestServer::start(ServerConfig {
+        rate: huddle_server::RateLimit {
+            burst: 100_000.0,
+            per_second: 100_000.0,
+            close_after: 100_000,
+        },
+        ..dev_config()
+    })
+    .await;
+    let mut alice = Client::login(&server, "alice").await;
+    let mut bob = Client::login(&server, "bob").await;
+    alice.join("flood").await;
+    bob.join("flood").await;
+    let _ = alice.event().await; // bob joined; alice reads nothing more
+    let sdp = "x".repeat(48 * 1024);
+    let frames = 1_400;
+    // Without ids: no answers for bob to read.
+    let frame = format!(
+        r#"{{"v":1,"type":"signal","session_id":"flood","to":"alice","signal":{{"kind":"offer","sdp":"{sdp}"}}}}"#
+    );
+    for _ in 0..frames {
+        if bob.try_send_text(&frame).await.is_err() {
+            panic!("bob's socket failed");
+        }
+    }
+    // Bob is still served: each of his frames is answered (`ok`, without `re`).
+    for _ in 0..frames {
+        match bob.next_any().await {
+            Some(Ok(frame)) => assert!(
+                matches!(frame.payload, ServerPayload::Reply(Reply::Ok)),
+                "{frame:?}"
+            ),
+            other => panic!("bob: {other:?}"),
+        }
+    }
+    assert_eq!(bob.request(Request::Ping).await, Ok(Reply::Pong));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut bytes = 0usize;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures_util::StreamExt;
+        while let Some(Ok(message)) = alice.ws_mut().next().await {
+            bytes += message.len();
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "alice's stream did not end; read {bytes} bytes"
+    );
+    assert!(
+        bytes < 24 * 1024 * 1024,
+        "alice got {} MiB: the backlog was kept",
+        bytes / (1024 * 1024)
+    );
+    assert_eq!(bob.request(Request::Ping).await, Ok(Reply::Pong));
+}
