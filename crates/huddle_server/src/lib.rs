@@ -16,6 +16,7 @@
 //! Start one with [`bind`] then [`Server::serve`] (until Ctrl-C/SIGTERM) or
 //! [`Server::serve_until`]; bind to port 0 in tests and read [`Server::local_addr`].
 
+mod accept;
 pub mod hub;
 pub mod ice;
 mod net;
@@ -29,6 +30,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use accept::ConnectionLimits;
 pub use hub::{Hub, HubConfig};
 pub use net::{RateLimit, now_ms};
 use store::Store;
@@ -54,6 +56,8 @@ pub struct ServerConfig {
     pub tls: Option<tls::TlsFiles>,
     /// Browser origins, besides the server's own, allowed to open `/ws`.
     pub allowed_origins: Vec<String>,
+    /// Connection caps and the header-read timeout.
+    pub limits: ConnectionLimits,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +72,7 @@ impl Default for ServerConfig {
             groups: Vec::new(),
             tls: None,
             allowed_origins: Vec::new(),
+            limits: ConnectionLimits::default(),
         }
     }
 }
@@ -104,6 +109,7 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     shared: Arc<net::Shared>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: ConnectionLimits,
 }
 
 /// Opens the database and binds the address.
@@ -137,6 +143,7 @@ pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         listener,
         shared,
         tls,
+        limits: config.limits,
     })
 }
 
@@ -160,8 +167,10 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let addr = self.local_addr();
-        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
-        tracing::info!("huddle server listening on {addr} ({scheme}://{addr}/ws)");
+        tracing::info!(
+            "huddle server listening on {}",
+            accept::describe(addr, self.tls.is_some())
+        );
         let shared = self.shared.clone();
         let timer = tokio::spawn(net::run_timer(shared.clone()));
         let on_shutdown = async move {
@@ -171,31 +180,11 @@ impl Server {
             // Give writers a moment to send the goodbyes.
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        // Signaling is request/answer ping-pong: without TCP_NODELAY, Nagle and delayed ACKs
-        // add ~40 ms per exchange.
-        use axum::serve::ListenerExt;
         let router = net::router(self.shared);
-        let result = match self.tls {
-            Some(config) => {
-                let listener = tls::TlsListener::new(self.listener, config)?;
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(on_shutdown)
-                    .await
-            }
-            None => {
-                let listener = self.listener.tap_io(|tcp| {
-                    if let Err(err) = tcp.set_nodelay(true) {
-                        tracing::debug!("TCP_NODELAY: {err}");
-                    }
-                });
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(on_shutdown)
-                    .await
-            }
-        };
+        accept::serve(self.listener, self.tls, router, self.limits, on_shutdown).await;
         timer.abort();
         tracing::info!("huddle server stopped");
-        Ok(result?)
+        Ok(())
     }
 }
 
@@ -264,6 +253,13 @@ pub struct ServerArgs {
     /// `https://app.example.org`.
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     pub allowed_origins: Vec<String>,
+    /// Connections open at once (HTTP and WebSocket); more are closed at once. Keep it under
+    /// the process's open-file limit.
+    #[arg(long, default_value_t = ConnectionLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    #[arg(long, default_value_t = ConnectionLimits::default().max_per_address)]
+    pub max_connections_per_address: usize,
 }
 
 impl From<ServerArgs> for ServerConfig {
@@ -288,6 +284,11 @@ impl From<ServerArgs> for ServerConfig {
                 .zip(args.tls_key)
                 .map(|(cert, key)| tls::TlsFiles { cert, key }),
             allowed_origins: args.allowed_origins,
+            limits: ConnectionLimits {
+                max_connections: args.max_connections,
+                max_per_address: args.max_connections_per_address,
+                ..ConnectionLimits::default()
+            },
             ..ServerConfig::default()
         }
     }

@@ -219,3 +219,59 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_backlog_dropped() {
     );
     assert_eq!(bob.request(Request::Ping).await, Ok(Reply::Pong));
 }
+
+/// Nothing holds a connection before the WebSocket upgrade: a client that trickles a partial
+/// request head is dropped after the header-read timeout, connections past the per-address
+/// cap are closed at once, and a client from another address still gets `/healthz` while
+/// the first address is at its cap.
+#[tokio::test]
+async fn slow_and_surplus_connections_are_dropped_before_the_upgrade() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(ServerConfig {
+        limits: huddle_server::ConnectionLimits {
+            max_connections: 100,
+            max_per_address: 20,
+            header_read_timeout: Duration::from_millis(800),
+        },
+        ..dev_config()
+    })
+    .await;
+    // 30 connections from 127.0.0.1, each sending the start of an upgrade request.
+    let mut slow = Vec::new();
+    for _ in 0..30 {
+        let mut stream = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let _ = stream.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").await;
+        slow.push(stream);
+    }
+    // A client from 127.0.0.2 is not held up by them.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.2:0".parse().expect("addr"))
+        .expect("bind");
+    let mut other = socket.connect(server.addr).await.expect("connect");
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, other.read_to_string(&mut answer))
+        .await
+        .expect("healthz answered in time")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Every slow connection ends: the 10 over the cap at once, the 20 others at the timeout.
+    let started = std::time::Instant::now();
+    for mut stream in slow {
+        let mut rest = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut rest))
+            .await
+            .expect("the server dropped the slow connection")
+            .ok();
+    }
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // With the slow ones gone, 127.0.0.1 is served again.
+    let mut client = Client::login(&server, "alice").await;
+    assert_eq!(client.request(Request::Ping).await, Ok(Reply::Pong));
+}
