@@ -22,10 +22,14 @@ pub struct Store {
     db: Connection,
 }
 
-const SCHEMA: &str = "
+/// Connection settings (outside any transaction).
+const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = ON;
+";
+
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
     uid TEXT PRIMARY KEY, name TEXT NOT NULL, avatar TEXT, auto_busy INTEGER NOT NULL DEFAULT 1);
@@ -36,16 +40,45 @@ CREATE TABLE IF NOT EXISTS group_members (
 CREATE INDEX IF NOT EXISTS group_members_uid ON group_members(uid);
 CREATE TABLE IF NOT EXISTS auth_tokens (token TEXT PRIMARY KEY, uid TEXT NOT NULL, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS call_logs (
-    session_id TEXT PRIMARY KEY, call_type TEXT NOT NULL, status TEXT NOT NULL,
+    log_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL, call_type TEXT NOT NULL, status TEXT NOT NULL,
     receiver_type TEXT NOT NULL, initiator TEXT NOT NULL, receiver TEXT NOT NULL,
     initiated_at INTEGER NOT NULL, started_at INTEGER, ended_at INTEGER,
     has_recording INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS call_logs_initiator ON call_logs(initiator);
 CREATE INDEX IF NOT EXISTS call_logs_receiver ON call_logs(receiver);
+CREATE INDEX IF NOT EXISTS call_logs_session ON call_logs(session_id);
 CREATE TABLE IF NOT EXISTS call_participants (
-    session_id TEXT NOT NULL REFERENCES call_logs(session_id) ON DELETE CASCADE,
-    uid TEXT NOT NULL, joined_at INTEGER NOT NULL, PRIMARY KEY (session_id, uid));
+    log_id INTEGER NOT NULL REFERENCES call_logs(log_id) ON DELETE CASCADE,
+    uid TEXT NOT NULL, joined_at INTEGER NOT NULL, PRIMARY KEY (log_id, uid));
 ";
+
+/// Version 1 keyed call logs by session id, so a direct session id used twice shared one
+/// row. Its tables are renamed, copied into version 2 (a log id per meeting), and dropped.
+const MIGRATE_CALL_LOGS_V1: &str = "
+ALTER TABLE call_participants RENAME TO call_participants_v1;
+ALTER TABLE call_logs RENAME TO call_logs_v1;
+DROP INDEX IF EXISTS call_logs_initiator;
+DROP INDEX IF EXISTS call_logs_receiver;
+DROP INDEX IF EXISTS call_logs_session;
+";
+
+/// After the version 2 schema exists: the rows, in their order, then the tables go.
+const COPY_CALL_LOGS_V1: &str = "
+INSERT INTO call_logs (session_id, call_type, status, receiver_type, initiator, receiver,
+                       initiated_at, started_at, ended_at, has_recording)
+    SELECT session_id, call_type, status, receiver_type, initiator, receiver,
+           initiated_at, started_at, ended_at, has_recording
+    FROM call_logs_v1 ORDER BY rowid;
+INSERT INTO call_participants (log_id, uid, joined_at)
+    SELECT c.log_id, p.uid, p.joined_at
+    FROM call_participants_v1 p JOIN call_logs c ON c.session_id = p.session_id;
+DROP TABLE call_participants_v1;
+DROP TABLE call_logs_v1;
+";
+
+/// The newest log row of a session id (a direct session id may have had several meetings).
+const NEWEST_LOG: &str = "(SELECT MAX(log_id) FROM call_logs WHERE session_id = ?1)";
 
 fn status_str(status: CallStatus) -> &'static str {
     match status {
@@ -97,7 +130,7 @@ pub struct NewCallLog<'a> {
     pub receiver_type: ReceiverType,
     /// Initiator uid.
     pub initiator: &'a str,
-    /// Receiver uid or guid (for a direct session: the session id).
+    /// Receiver uid or guid (empty for a direct session).
     pub receiver: &'a str,
     /// Placed at, ms since the epoch.
     pub initiated_at: u64,
@@ -115,8 +148,24 @@ impl Store {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(db: Connection) -> StoreResult<Self> {
-        db.execute_batch(SCHEMA)?;
+    fn init(mut db: Connection) -> StoreResult<Self> {
+        db.execute_batch(PRAGMAS)?;
+        let version_1 = db
+            .prepare("SELECT 1 FROM pragma_table_info('call_logs') WHERE name = 'session_id'")?
+            .exists([])?
+            && !db
+                .prepare("SELECT 1 FROM pragma_table_info('call_logs') WHERE name = 'log_id'")?
+                .exists([])?;
+        let tx = db.transaction()?;
+        if version_1 {
+            tx.execute_batch(MIGRATE_CALL_LOGS_V1)?;
+        }
+        tx.execute_batch(SCHEMA)?;
+        if version_1 {
+            tx.execute_batch(COPY_CALL_LOGS_V1)?;
+            tracing::info!("call logs migrated: one row per meeting");
+        }
+        tx.commit()?;
         Ok(Self { db })
     }
 
@@ -338,12 +387,15 @@ impl Store {
             .optional()?)
     }
 
-    /// Records a new call (no-op if the session id is already logged).
+    /// Records a new call, or a new meeting of a direct session id: a new row unless the
+    /// session id already has one still open (initiated or ongoing).
     pub fn insert_call(&self, log: &NewCallLog) -> StoreResult<()> {
         self.db.execute(
-            "INSERT OR IGNORE INTO call_logs
+            "INSERT INTO call_logs
                  (session_id, call_type, status, receiver_type, initiator, receiver, initiated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+             WHERE NOT EXISTS (SELECT 1 FROM call_logs
+                               WHERE session_id = ?1 AND status IN ('initiated', 'ongoing'))",
             params![
                 log.session_id,
                 call_type_str(log.call_type),
@@ -366,9 +418,11 @@ impl Store {
     ) -> StoreResult<()> {
         let ended = !matches!(status, CallStatus::Initiated | CallStatus::Ongoing);
         self.db.execute(
-            "UPDATE call_logs SET status = ?2,
-                 ended_at = CASE WHEN ?3 THEN COALESCE(ended_at, ?4) ELSE ended_at END
-             WHERE session_id = ?1",
+            &format!(
+                "UPDATE call_logs SET status = ?2,
+                     ended_at = CASE WHEN ?3 THEN COALESCE(ended_at, ?4) ELSE ended_at END
+                 WHERE log_id = {NEWEST_LOG}"
+            ),
             params![session_id, status_str(status), ended, now_ms as i64],
         )?;
         Ok(())
@@ -378,11 +432,17 @@ impl Store {
     pub fn add_participant(&mut self, session_id: &str, uid: &str, now_ms: u64) -> StoreResult<()> {
         let tx = self.db.transaction()?;
         tx.execute(
-            "INSERT OR IGNORE INTO call_participants (session_id, uid, joined_at) VALUES (?1, ?2, ?3)",
+            &format!(
+                "INSERT OR IGNORE INTO call_participants (log_id, uid, joined_at)
+                 SELECT {NEWEST_LOG}, ?2, ?3 WHERE {NEWEST_LOG} IS NOT NULL"
+            ),
             params![session_id, uid, now_ms as i64],
         )?;
         tx.execute(
-            "UPDATE call_logs SET started_at = COALESCE(started_at, ?2) WHERE session_id = ?1",
+            &format!(
+                "UPDATE call_logs SET started_at = COALESCE(started_at, ?2)
+                 WHERE log_id = {NEWEST_LOG}"
+            ),
             params![session_id, now_ms as i64],
         )?;
         tx.commit()?;
@@ -392,7 +452,7 @@ impl Store {
     /// Marks a call as recorded.
     pub fn set_has_recording(&self, session_id: &str) -> StoreResult<()> {
         self.db.execute(
-            "UPDATE call_logs SET has_recording = 1 WHERE session_id = ?1",
+            &format!("UPDATE call_logs SET has_recording = 1 WHERE log_id = {NEWEST_LOG}"),
             params![session_id],
         )?;
         Ok(())
@@ -417,7 +477,7 @@ impl Store {
                 "(c.initiator = {p} OR (c.receiver_type = 'user' AND c.receiver = {p})
                   OR (c.receiver_type = 'group' AND EXISTS (SELECT 1 FROM group_members g
                         WHERE g.guid = c.receiver AND g.uid = {p}))
-                  OR EXISTS (SELECT 1 FROM call_participants p WHERE p.session_id = c.session_id AND p.uid = {p}))"
+                  OR EXISTS (SELECT 1 FROM call_participants p WHERE p.log_id = c.log_id AND p.uid = {p}))"
             ));
             match query.direction {
                 Some(CallDirection::Outgoing) => conditions.push(format!("c.initiator = {p}")),
@@ -437,7 +497,7 @@ impl Store {
             let p = arg(uid.clone().into(), &mut args);
             conditions.push(format!(
                 "(c.initiator = {p} OR (c.receiver_type = 'user' AND c.receiver = {p})
-                  OR EXISTS (SELECT 1 FROM call_participants p WHERE p.session_id = c.session_id AND p.uid = {p}))"
+                  OR EXISTS (SELECT 1 FROM call_participants p WHERE p.log_id = c.log_id AND p.uid = {p}))"
             ));
         }
         if let Some(guid) = &query.guid {
@@ -467,9 +527,9 @@ impl Store {
             "SELECT c.session_id, c.call_type, c.status, c.receiver_type, c.initiator, c.receiver,
                     c.initiated_at, c.started_at, c.ended_at, c.has_recording,
                     (SELECT group_concat(uid, ',') FROM
-                        (SELECT uid FROM call_participants p WHERE p.session_id = c.session_id ORDER BY joined_at, uid))
+                        (SELECT uid FROM call_participants p WHERE p.log_id = c.log_id ORDER BY joined_at, uid))
              FROM call_logs c {filter}
-             ORDER BY c.initiated_at DESC, c.rowid DESC LIMIT {per_page} OFFSET {offset}"
+             ORDER BY c.initiated_at DESC, c.log_id DESC LIMIT {per_page} OFFSET {offset}"
         );
         let mut stmt = self.db.prepare(&sql)?;
         let logs = stmt
@@ -527,7 +587,8 @@ impl Store {
         Ok(self
             .db
             .query_row(
-                "SELECT status FROM call_logs WHERE session_id = ?1 AND receiver != ''",
+                "SELECT status FROM call_logs WHERE session_id = ?1 AND receiver != ''
+                 ORDER BY log_id DESC LIMIT 1",
                 params![session_id],
                 |r| r.get::<_, String>(0),
             )

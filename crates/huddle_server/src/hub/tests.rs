@@ -1077,3 +1077,108 @@ fn calls_left_open_by_a_kill_end_when_the_server_was_last_alive() {
     assert_eq!(log.started_at, Some(T0 + 2_000));
     assert_eq!(log.ended_at, Some(T0 + 4_000));
 }
+
+/// A direct session id used for two meetings logs two rows: alice and bob meet in `room`
+/// and leave; later alice and carol meet there. Each row has its own participants, start and
+/// end, and carol's history shows only her meeting.
+#[test]
+fn a_direct_session_id_used_twice_logs_each_meeting() {
+    let mut h = Harness::new(HubConfig::default());
+    for (conn, uid) in [(ALICE, "alice"), (BOB, "bob"), (CAROL, "carol")] {
+        h.login(conn, uid, T0);
+    }
+    h.join(ALICE, "room", None, T0).0.expect("alice joins");
+    h.join(BOB, "room", None, T0 + 1_000).0.expect("bob joins");
+    for conn in [ALICE, BOB] {
+        h.ok(
+            conn,
+            Request::LeaveSession {
+                session_id: "room".into(),
+            },
+            T0 + 10_000,
+        );
+    }
+    h.join(ALICE, "room", None, T0 + 60_000)
+        .0
+        .expect("alice again");
+    h.join(CAROL, "room", None, T0 + 61_000)
+        .0
+        .expect("carol joins");
+    for conn in [ALICE, CAROL] {
+        h.ok(
+            conn,
+            Request::LeaveSession {
+                session_id: "room".into(),
+            },
+            T0 + 70_000,
+        );
+    }
+    let rooms: Vec<CallLog> = h
+        .call_logs()
+        .into_iter()
+        .filter(|log| log.session_id == "room")
+        .collect();
+    assert_eq!(rooms.len(), 2, "{rooms:?}");
+    let (second, first) = (&rooms[0], &rooms[1]); // newest first
+    assert_eq!(first.participants, vec!["alice", "bob"]);
+    assert_eq!(
+        (first.started_at, first.ended_at),
+        (Some(T0), Some(T0 + 10_000))
+    );
+    assert_eq!(second.participants, vec!["alice", "carol"]);
+    assert_eq!(
+        (second.started_at, second.ended_at),
+        (Some(T0 + 60_000), Some(T0 + 70_000))
+    );
+    let carols = h
+        .hub
+        .store()
+        .list_calls(Some("carol"), &CallLogQuery::default())
+        .expect("list")
+        .0;
+    assert_eq!(carols.len(), 1);
+    assert_eq!(carols[0].participants, vec!["alice", "carol"]);
+}
+
+/// A database from before per-meeting log rows (call logs keyed by session id) opens as
+/// the new schema with its calls and participants intact, and takes new meetings.
+#[test]
+fn version_1_call_logs_are_migrated() {
+    let db = DbFile::new("v1");
+    {
+        let old = rusqlite::Connection::open(&db.0).expect("open");
+        old.execute_batch(
+            "CREATE TABLE call_logs (
+                session_id TEXT PRIMARY KEY, call_type TEXT NOT NULL, status TEXT NOT NULL,
+                receiver_type TEXT NOT NULL, initiator TEXT NOT NULL, receiver TEXT NOT NULL,
+                initiated_at INTEGER NOT NULL, started_at INTEGER, ended_at INTEGER,
+                has_recording INTEGER NOT NULL DEFAULT 0);
+             CREATE INDEX call_logs_initiator ON call_logs(initiator);
+             CREATE INDEX call_logs_receiver ON call_logs(receiver);
+             CREATE TABLE call_participants (
+                session_id TEXT NOT NULL REFERENCES call_logs(session_id) ON DELETE CASCADE,
+                uid TEXT NOT NULL, joined_at INTEGER NOT NULL, PRIMARY KEY (session_id, uid));
+             INSERT INTO call_logs VALUES
+                ('call-1', 'video', 'ended', 'user', 'alice', 'bob', 1000, 2000, 9000, 1),
+                ('room', 'video', 'ended', 'group', 'carol', '', 3000, 3000, 5000, 0);
+             INSERT INTO call_participants VALUES
+                ('call-1', 'alice', 2000), ('call-1', 'bob', 2100), ('room', 'carol', 3000);",
+        )
+        .expect("version 1 database");
+    }
+    let mut h = Harness::with_store(db.open(), HubConfig::default());
+    let old = h.call_log("call-1");
+    assert_eq!(old.participants, vec!["alice", "bob"]);
+    assert_eq!((old.started_at, old.ended_at), (Some(2000), Some(9000)));
+    assert!(old.has_recording);
+    h.login(CAROL, "carol", T0);
+    h.join(CAROL, "room", None, T0)
+        .0
+        .expect("a new meeting in room");
+    let rooms = h
+        .call_logs()
+        .into_iter()
+        .filter(|log| log.session_id == "room")
+        .count();
+    assert_eq!(rooms, 2);
+}
