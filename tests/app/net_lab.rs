@@ -4,8 +4,8 @@
 //! Every case builds its own hosts (a name prefix of its own, so cases never share
 //! anything), runs the processes inside them with `ip netns exec`, and asserts on the bots'
 //! `--stats-json`. [`Lab`]'s `Drop` kills the processes and deletes the namespaces, so a
-//! failing case cleans up too. Needs root (CI runs as root); `scripts/setup` installs
-//! iproute2, nftables and coturn.
+//! failing case cleans up too; what a killed run left behind is swept by the next. Needs
+//! root (CI runs as root); `scripts/setup` installs iproute2, nftables and coturn.
 //!
 //! ```text
 //!            "public" 10.77.0.0/24 (a bridge in its own namespace)
@@ -103,7 +103,8 @@ impl Lab {
     fn new(case: &str) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        let prefix = format!("hl{}{id}", std::process::id() % 100_000);
+        sweep_namespaces_of_dead_runs();
+        let prefix = format!("hl{}x{id}", std::process::id() % 100_000);
         let dir = std::env::temp_dir().join(format!("huddle-lab-{prefix}-{case}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("lab dir");
@@ -419,6 +420,36 @@ impl Drop for Lab {
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Deletes the namespaces a killed test run left behind (`Drop` never ran): lab namespaces
+/// are named `hl<pid>x<n><role>`, and a pid with no process any more is a dead run's.
+fn sweep_namespaces_of_dead_runs() {
+    let Ok(list) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&list.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(pid) = name
+            .strip_prefix("hl")
+            .and_then(|rest| rest.split_once('x'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && pid != std::process::id() % 100_000 {
+            // Its processes (coturn, the server, bots) outlived it too.
+            if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
+                for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
 }
