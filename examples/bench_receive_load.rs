@@ -277,7 +277,7 @@ fn main() {
                 let sent = Instant::now();
                 pinger.send(ClientCommand::Request {
                     id,
-                    request: Request::Ping,
+                    request: Request::Ping {},
                 });
                 loop {
                     match pinger.events.recv_timeout(Duration::from_secs(5)) {

@@ -529,7 +529,7 @@ async fn connect_once(
                 if last_heard.elapsed() > HEARTBEAT * 8 / 3 {
                     return (SessionEnd::Dropped(DropReason::ServerSilent), true);
                 }
-                if let Err(reason) = send_request(&mut sink, HEARTBEAT_ID, Request::Ping).await {
+                if let Err(reason) = send_request(&mut sink, HEARTBEAT_ID, Request::Ping {}).await {
                     return (SessionEnd::Dropped(reason), true);
                 }
             }
@@ -589,7 +589,7 @@ async fn connect_once(
                 }
                 Some(ClientCommand::CheckConnection { within }) => {
                     if check_deadline.is_none() {
-                        if let Err(reason) = send_request(&mut sink, HEARTBEAT_ID, Request::Ping).await {
+                        if let Err(reason) = send_request(&mut sink, HEARTBEAT_ID, Request::Ping {}).await {
                             return (SessionEnd::Dropped(reason), true);
                         }
                         check_deadline = Some(tokio::time::Instant::now() + within);

@@ -168,7 +168,7 @@ pub enum SessionEndReason {
 
 /// Filters and page for listing call logs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct CallLogQuery {
     /// Only calls of this type.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -333,7 +333,8 @@ pub enum Request {
         query: CallLogQuery,
     },
     /// Keep-alive; answered with `pong`.
-    Ping,
+    /// (A struct variant, so that unknown fields are refused here as everywhere.)
+    Ping {},
 }
 
 /// A frame from a client.

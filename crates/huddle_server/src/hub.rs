@@ -445,7 +445,7 @@ impl Hub {
         {
             return self.login(conn, uid, auth_token, name, now);
         }
-        if let Request::Ping = request {
+        if let Request::Ping {} = request {
             return Ok(Reply::Pong);
         }
         let me = self
@@ -455,7 +455,7 @@ impl Hub {
             .flatten()
             .ok_or_else(|| HubError::new(ErrorCode::UserNotLoggedIn, "log in first"))?;
         match request {
-            Request::Login { .. } | Request::Ping => unreachable!("handled above"),
+            Request::Login { .. } | Request::Ping {} => unreachable!("handled above"),
             Request::InitiateCall {
                 receiver_id,
                 receiver_type,

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub hub: HubConfig,
     /// Time a connection has to log in.
     pub login_timeout: Duration,
+    /// A connection that sends nothing (not even a `ping`) for this long is closed (1001).
+    pub idle_timeout: Duration,
     /// Flood protection.
     pub rate: RateLimit,
     /// Groups created (or replaced) at start-up, e.g. the embedded server's demo group.
@@ -68,6 +70,7 @@ impl Default for ServerConfig {
             api_key: None,
             hub: HubConfig::default(),
             login_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             rate: RateLimit::default(),
             groups: Vec::new(),
             tls: None,
@@ -135,7 +138,7 @@ pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
     let shared = Arc::new(net::Shared::new(
         hub,
         config.api_key,
-        config.login_timeout,
+        (config.login_timeout, config.idle_timeout),
         config.rate,
         config.allowed_origins,
     ));

@@ -66,9 +66,6 @@ enum Outgoing {
     Close(u16, String),
 }
 
-/// A connection that sends nothing (not even a ping) for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Depth of each connection's outgoing queue; a client that lets it fill is closed.
 const OUTGOING_QUEUE: usize = 1024;
 
@@ -89,6 +86,8 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     api_key: Option<String>,
     login_timeout: Duration,
+    /// A connection that sends nothing (not even a `ping`) for this long is closed (1001).
+    idle_timeout: Duration,
     rate: RateLimit,
     /// Set when shutdown begins: new WebSockets are refused (503).
     shutting_down: std::sync::atomic::AtomicBool,
@@ -100,7 +99,7 @@ impl Shared {
     pub(crate) fn new(
         hub: Hub,
         api_key: Option<String>,
-        login_timeout: Duration,
+        (login_timeout, idle_timeout): (Duration, Duration),
         rate: RateLimit,
         allowed_origins: Vec<String>,
     ) -> Self {
@@ -110,6 +109,7 @@ impl Shared {
             next_conn: AtomicU64::new(1),
             api_key,
             login_timeout,
+            idle_timeout,
             rate,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             allowed_origins,
@@ -370,12 +370,12 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     let mut we_closed = false;
     loop {
         let logged_in = shared.hub().is_logged_in(conn);
-        let idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+        let idle_deadline = tokio::time::Instant::now() + shared.idle_timeout;
         let message = tokio::select! {
             message = stream.next() => message,
             () = kill.notified() => break,
             () = tokio::time::sleep_until(idle_deadline) => {
-                close(1001, "idle: no frame for 60 s");
+                close(1001, "idle: no frame in time (send ping)");
                 we_closed = true;
                 break;
             }

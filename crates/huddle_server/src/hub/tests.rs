@@ -1182,3 +1182,59 @@ fn version_1_call_logs_are_migrated() {
         .count();
     assert_eq!(rooms, 2);
 }
+
+/// The errors the doc now lists for these requests are the ones the server sends:
+/// `reject_call` with `cancelled` on a call already accepted is `ERROR_CALL_IN_PROGRESS`;
+/// `leave_session` after the session ended is `ERR_CALL_NOT_FOUND`; and `initiate_call` to a
+/// user who is not a contact is allowed (any user of the server can be called), while an
+/// unknown uid is `API_ERROR`.
+#[test]
+fn documented_errors_of_reject_leave_and_initiate() {
+    let mut h = Harness::new(HubConfig::default());
+    let call = h.call_in_progress();
+    assert_eq!(
+        h.error_code(
+            ALICE,
+            Request::RejectCall {
+                session_id: call.session_id.clone(),
+                status: CallStatus::Cancelled,
+            },
+            T0 + 3_000
+        ),
+        ErrorCode::CallInProgress
+    );
+    h.ok(
+        BOB,
+        Request::LeaveSession {
+            session_id: call.session_id.clone(),
+        },
+        T0 + 4_000,
+    );
+    assert_eq!(
+        h.error_code(
+            ALICE,
+            Request::LeaveSession {
+                session_id: call.session_id.clone(),
+            },
+            T0 + 5_000
+        ),
+        ErrorCode::CallNotFound
+    );
+    assert_eq!(
+        h.error_code(
+            ALICE,
+            Request::InitiateCall {
+                receiver_id: "nobody".into(),
+                receiver_type: ReceiverType::User,
+                call_type: CallType::Audio,
+                timeout_secs: None,
+            },
+            T0 + 6_000
+        ),
+        ErrorCode::ApiError
+    );
+    // carol shares no group with alice: not a contact, and still callable.
+    h.login(CAROL, "carol", T0 + 6_000);
+    let to_carol = h.call(ALICE, "carol", None, T0 + 6_000);
+    assert_eq!(to_carol.status, CallStatus::Initiated);
+}

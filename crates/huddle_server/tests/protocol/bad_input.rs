@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::SinkExt;
 use huddle_protocol::{ErrorCode, MAX_FRAME_BYTES, Reply, Request, ServerFrame, ServerPayload};
 use huddle_server::{HubConfig, ServerConfig};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::*;
 
@@ -49,7 +50,7 @@ async fn malformed_frames_get_errors_and_the_connection_survives() {
     client.send_binary(vec![1, 2, 3]).await;
     assert_eq!(client.raw_error_frame().await.1, ErrorCode::InvalidArgument);
     assert!(
-        matches!(client.request(Request::Ping).await, Ok(Reply::Pong)),
+        matches!(client.request(Request::Ping {}).await, Ok(Reply::Pong)),
         "still usable"
     );
 }
@@ -67,7 +68,7 @@ async fn oversized_frame_closes_with_1009() {
     client.send_text(huge).await;
     assert_eq!(client.closed().await, Closed::Code(1009));
     assert!(matches!(
-        bystander.request(Request::Ping).await,
+        bystander.request(Request::Ping {}).await,
         Ok(Reply::Pong)
     ));
 }
@@ -104,7 +105,7 @@ async fn flood_is_throttled_then_closed() {
     assert!(rate_limited, "errors before the close");
     assert_eq!(closed, Closed::Code(1008));
     assert!(matches!(
-        bystander.request(Request::Ping).await,
+        bystander.request(Request::Ping {}).await,
         Ok(Reply::Pong)
     ));
 }
@@ -128,7 +129,7 @@ async fn silent_socket_is_closed_after_the_login_timeout() {
     let mut prompt = Client::login(&server, "alice").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        matches!(prompt.request(Request::Ping).await, Ok(Reply::Pong)),
+        matches!(prompt.request(Request::Ping {}).await, Ok(Reply::Pong)),
         "a logged-in socket stays"
     );
 }
@@ -198,7 +199,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_backlog_dropped() {
             other => panic!("bob: {other:?}"),
         }
     }
-    assert_eq!(bob.request(Request::Ping).await, Ok(Reply::Pong));
+    assert_eq!(bob.request(Request::Ping {}).await, Ok(Reply::Pong));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut bytes = 0usize;
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
@@ -217,7 +218,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_backlog_dropped() {
         "alice got {} MiB: the backlog was kept",
         bytes / (1024 * 1024)
     );
-    assert_eq!(bob.request(Request::Ping).await, Ok(Reply::Pong));
+    assert_eq!(bob.request(Request::Ping {}).await, Ok(Reply::Pong));
 }
 
 /// Nothing holds a connection before the WebSocket upgrade: a client that trickles a partial
@@ -273,5 +274,87 @@ async fn slow_and_surplus_connections_are_dropped_before_the_upgrade() {
     assert!(started.elapsed() < Duration::from_secs(4));
     // With the slow ones gone, 127.0.0.1 is served again.
     let mut client = Client::login(&server, "alice").await;
-    assert_eq!(client.request(Request::Ping).await, Ok(Reply::Pong));
+    assert_eq!(client.request(Request::Ping {}).await, Ok(Reply::Pong));
+}
+
+/// Where the doc and the server disagreed, they now say the same (each case as documented
+/// in `docs/protocol.md`):
+/// - unknown fields are refused on `ping` and inside `list_call_logs.query` too;
+/// - a `v` that is not an unsigned 32-bit number is malformed (`INVALID_ARGUMENT_EXCEPTION`),
+///   a well-formed other version is `API_ERROR`.
+#[tokio::test]
+async fn unknown_fields_and_bad_versions_are_answered_as_documented() {
+    let server = TestServer::dev().await;
+    let mut client = Client::login(&server, "alice").await;
+    for (frame, id, code) in [
+        (
+            r#"{"v":1,"id":21,"type":"ping","extra":true}"#,
+            21,
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            r#"{"v":1,"id":22,"type":"list_call_logs","query":{"bogus":1}}"#,
+            22,
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            r#"{"v":-1,"id":23,"type":"ping"}"#,
+            23,
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            r#"{"v":4294967296,"id":24,"type":"ping"}"#,
+            24,
+            ErrorCode::InvalidArgument,
+        ),
+        (r#"{"v":2,"id":25,"type":"ping"}"#, 25, ErrorCode::ApiError),
+    ] {
+        client.send_text(frame).await;
+        match client.next_any().await {
+            Some(Ok(ServerFrame {
+                re,
+                payload: ServerPayload::Error { error, .. },
+                ..
+            })) => {
+                assert_eq!((re, error.code), (Some(id), code), "{frame}");
+            }
+            other => panic!("{frame}: {other:?}"),
+        }
+    }
+    assert_eq!(client.request(Request::Ping {}).await, Ok(Reply::Pong));
+}
+
+/// A logged-in client that sends nothing for the idle timeout (here 1 s; 60 s by default)
+/// is closed with 1001; one that sends `ping`s in time stays.
+#[tokio::test]
+async fn silent_clients_are_closed_after_the_idle_timeout() {
+    let server = TestServer::start(ServerConfig {
+        idle_timeout: Duration::from_secs(1),
+        ..dev_config()
+    })
+    .await;
+    let mut silent = Client::login(&server, "alice").await;
+    let mut pinging = Client::login(&server, "bob").await;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(pinging.request(Request::Ping {}).await, Ok(Reply::Pong));
+    }
+    assert_eq!(silent.closed().await, Closed::Code(1001));
+}
+
+/// Frames the WebSocket layer itself refuses end the connection without a close frame, as
+/// documented: text over 256 KiB (over 64 KiB but under it is closed with 1009) and a text
+/// frame that is not UTF-8.
+#[tokio::test]
+async fn frames_the_websocket_layer_refuses_drop_the_connection() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let server = TestServer::dev().await;
+    let mut huge = Client::login(&server, "alice").await;
+    let _ = huge.try_send_text(&"x".repeat(300 * 1024)).await;
+    assert_eq!(huge.closed().await, Closed::Dropped);
+    let mut garbled = Client::login(&server, "bob").await;
+    let frame = Frame::message(vec![0xff, 0xfe, 0x7b], OpCode::Data(Data::Text), true);
+    let _ = garbled.ws_mut().send(Message::Frame(frame)).await;
+    assert_eq!(garbled.closed().await, Closed::Dropped);
 }
