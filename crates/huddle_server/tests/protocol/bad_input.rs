@@ -150,9 +150,7 @@ impl Client {
     /// Sends a binary frame.
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
         self.ws_mut()
-            .send(tokio_tungstenite::tungstenite::Message::Binary(
-                bytes.into(),
-            ))
+            .send(Message::Binary(bytes.into()))
             .await
             .expect("send");
     }
