@@ -593,6 +593,13 @@ fn lab_ten_percent_loss_keeps_pictures_whole() {
     lab.start_servers(&[]);
     lab.call(&a, &b, 8);
     let (alice, bob) = lab.bot_stats(Duration::from_secs(60));
+    for (stats, of) in [(&alice, "bob"), (&bob, "alice")] {
+        let remote = remote(stats, of);
+        eprintln!(
+            "10 % loss: {of}'s video at {} fps, {} concealed, {} recovered by FEC",
+            remote["video_fps"], remote["audio_concealed_ratio"], remote["audio_recovered_ratio"]
+        );
+    }
     assert_media_both_ways(&alice, &bob, 20.0);
     for (stats, of) in [(&alice, "bob"), (&bob, "alice")] {
         let remote = remote(stats, of);

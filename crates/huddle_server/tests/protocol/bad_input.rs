@@ -356,3 +356,88 @@ async fn frames_the_websocket_layer_refuses_drop_the_connection() {
     let _ = garbled.ws_mut().send(Message::Frame(frame)).await;
     assert_eq!(garbled.closed().await, Closed::Dropped);
 }
+
+/// Out of file descriptors, the accept loop says so and carries on: `huddle-server` run with
+/// an open-file limit of 40 and flooded with 80 silent connections logs "accept failed", and
+/// once they close it answers `/healthz` again.
+#[tokio::test]
+async fn running_out_of_file_descriptors_is_logged_and_survived() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = std::env::temp_dir().join(format!("huddle-emfile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        probe.local_addr().expect("addr").port()
+    };
+    let log = dir.join("server.log");
+    let command = format!(
+        "ulimit -n 40 && exec {} --listen 127.0.0.1:{port} --db {} --dev-login 2> {}",
+        env!("CARGO_BIN_EXE_huddle-server"),
+        dir.join("db").display(),
+        log.display()
+    );
+    /// Kills the server however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Killed(
+        std::process::Command::new("bash")
+            .args(["-c", &command])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("server starts"),
+    );
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut ready = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "server did not listen");
+    let mut flood = Vec::new();
+    for _ in 0..80 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
+            flood.push(stream);
+        }
+    }
+    let mut logged = false;
+    for _ in 0..40 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("accept failed") {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(logged, "no accept failure logged");
+    drop(flood);
+    let mut answered = String::new();
+    for _ in 0..60 {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
+            let _ = stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await;
+            answered.clear();
+            let read =
+                tokio::time::timeout(Duration::from_secs(1), stream.read_to_string(&mut answered))
+                    .await;
+            if matches!(read, Ok(Ok(_))) && answered.starts_with("HTTP/1.1 200") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        answered.starts_with("HTTP/1.1 200"),
+        "healthz after the flood: {answered:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
