@@ -573,6 +573,12 @@ const FRAME_WAIT: Duration = Duration::from_millis(200);
 /// How often the receiver asks again for packets it is missing.
 const NACK_INTERVAL: Duration = Duration::from_millis(20);
 
+/// How many times one missing packet is asked for (10 × 20 ms covers [`FRAME_WAIT`]). Without
+/// a limit, the packets of an outage, long gone from the sender's buffer, were asked for
+/// every 20 ms for ever: a storm of NACKs and retransmissions after the restore that
+/// congestion control read as loss.
+const NACKS_PER_PACKET: u16 = 10;
+
 impl FrameAssembler {
     fn new() -> Self {
         Self {
@@ -1135,6 +1141,7 @@ fn media_and_interceptors() -> Result<(MediaEngine, Registry), PeerError> {
         Slot::NackGenerator,
         rtc::interceptor::NackGeneratorBuilder::new()
             .with_interval(NACK_INTERVAL)
+            .with_max_nacks_per_packet(NACKS_PER_PACKET)
             .build(),
     );
     let registry = registry.with(
