@@ -51,16 +51,6 @@ impl IceConfig {
         }
     }
 
-    /// The TURN URLs among the servers that reach their server over TCP.
-    pub fn tcp_turn_urls(&self) -> Vec<String> {
-        self.servers
-            .iter()
-            .flat_map(|server| server.urls.iter())
-            .filter(|url| url.starts_with("turn") && url.ends_with("transport=tcp"))
-            .cloned()
-            .collect()
-    }
-
     /// These servers instead of the current ones.
     pub fn with_servers(mut self, servers: Vec<IceServer>) -> Self {
         self.servers = servers;
@@ -120,9 +110,7 @@ pub struct CandidatePath {
 }
 
 /// The selected candidate pair of a connection's statistics, if ICE has selected one.
-/// `tcp_turn_urls` are the TURN URLs that reach their server over TCP (their relay candidates
-/// say `tcp`).
-pub fn selected_path(report: &RTCStatsReport, tcp_turn_urls: &[String]) -> Option<CandidatePath> {
+pub fn selected_path(report: &RTCStatsReport) -> Option<CandidatePath> {
     let transport = report.transport()?;
     let pair = match report.get(&transport.selected_candidate_pair_id) {
         Some(RTCStatsReportEntry::IceCandidatePair(pair)) => pair,
@@ -153,15 +141,11 @@ pub fn selected_path(report: &RTCStatsReport, tcp_turn_urls: &[String]) -> Optio
         .unwrap_or_else(|| "prflx".to_owned());
     let local_type = local.candidate_type.to_string();
     let protocol = if local_type == "relay" {
-        if tcp_turn_urls.iter().any(|url| url == &local.url) {
-            "tcp".to_owned()
-        } else {
-            // `udp`, `tcp` or `tls`, as the statistics serialize it.
-            match serde_json::to_value(local.relay_protocol) {
-                Ok(serde_json::Value::String(protocol)) if protocol == "udp" => protocol,
-                Ok(serde_json::Value::String(protocol)) if !protocol.is_empty() => "tcp".into(),
-                _ => "udp".to_owned(),
-            }
+        // `udp`, `tcp` or `tls`, as the statistics serialize it.
+        match serde_json::to_value(local.relay_protocol) {
+            Ok(serde_json::Value::String(protocol)) if protocol == "udp" => protocol,
+            Ok(serde_json::Value::String(protocol)) if !protocol.is_empty() => "tcp".into(),
+            _ => "udp".to_owned(),
         }
     } else {
         local.protocol.to_lowercase()

@@ -1009,8 +1009,6 @@ pub struct Peer {
     remote_candidates: Mutex<Vec<rtc::peer_connection::transport::RTCIceCandidateInit>>,
     /// Whether `.local` (mDNS) candidates can be resolved.
     multicast_dns: bool,
-    /// TURN URLs reached over TCP (their relay candidates say `tcp`).
-    tcp_turn_urls: Vec<String>,
     context: Arc<PeerContext>,
 }
 
@@ -1279,7 +1277,6 @@ impl Peer {
             ice,
             remote_candidates: Mutex::new(Vec::new()),
             multicast_dns: setup.ice.multicast_dns,
-            tcp_turn_urls: setup.ice.tcp_turn_urls(),
             context,
         });
         Ok(peer)
@@ -1729,7 +1726,7 @@ impl Peer {
             packets_received: received,
             packets_lost: lost,
             target_bitrate_bps: target,
-            path: crate::ice::selected_path(&report, &self.tcp_turn_urls),
+            path: crate::ice::selected_path(&report),
         }
     }
 

@@ -761,7 +761,6 @@ impl Hub {
         }
     }
 
-    /// The error for acting on a call that is not live.
     /// How a ringing-flow call that is not live any more ended: remembered since it ended,
     /// or (after a restart, or once forgotten) from its log. `None` for a live call or an id
     /// no ringing-flow call ever had.
@@ -775,6 +774,7 @@ impl Hub {
         Ok(self.store.ringing_call_status(session_id)?)
     }
 
+    /// The error for acting on a call that is not live.
     fn not_live(&self, session_id: &str) -> HubError {
         if !is_valid_session_id(session_id) {
             return HubError::new(ErrorCode::InvalidSessionId, "malformed session id");
@@ -784,17 +784,7 @@ impl Hub {
             .get(session_id)
             .copied()
             .or_else(|| self.store.ringing_call_status(session_id).ok().flatten());
-        match status.as_ref() {
-            Some(CallStatus::Cancelled) => {
-                HubError::new(ErrorCode::CallCancelled, "the call was cancelled")
-            }
-            Some(CallStatus::Rejected) => {
-                HubError::new(ErrorCode::CallRejected, "the call was rejected")
-            }
-            Some(CallStatus::Busy) => HubError::new(ErrorCode::CallBusy, "the receiver was busy"),
-            Some(_) => HubError::new(ErrorCode::CallEnded, "the call has ended"),
-            None => HubError::new(ErrorCode::CallNotFound, "no such call"),
-        }
+        call_over(status)
     }
 
     fn live_call(&mut self, session_id: &str) -> HubResult<&mut LiveCall> {
@@ -1056,8 +1046,8 @@ impl Hub {
         }
         // A ringing-flow call that is over stays closed, across restarts too: its id never
         // becomes a direct session.
-        if self.ended_ringing_call(session_id)?.is_some() {
-            return Err(self.not_live(session_id));
+        if let Some(status) = self.ended_ringing_call(session_id)? {
+            return Err(call_over(Some(status)));
         }
         let iat = now / 1000;
         let claims = CallClaims {
@@ -1150,8 +1140,8 @@ impl Hub {
                 "you are in another session",
             ));
         }
-        if self.ended_ringing_call(session_id)?.is_some() {
-            return Err(self.not_live(session_id));
+        if let Some(status) = self.ended_ringing_call(session_id)? {
+            return Err(call_over(Some(status)));
         }
         let one_to_one = match self.calls.get_mut(session_id) {
             Some(live) => {
@@ -1475,6 +1465,21 @@ impl Hub {
             self.out
                 .push(Out::Close(conn, 1001, "server shutting down".into()));
         }
+    }
+}
+
+/// The error for a call that is over, by how it ended (`None`: no such call).
+fn call_over(status: Option<CallStatus>) -> HubError {
+    match status {
+        Some(CallStatus::Cancelled) => {
+            HubError::new(ErrorCode::CallCancelled, "the call was cancelled")
+        }
+        Some(CallStatus::Rejected) => {
+            HubError::new(ErrorCode::CallRejected, "the call was rejected")
+        }
+        Some(CallStatus::Busy) => HubError::new(ErrorCode::CallBusy, "the receiver was busy"),
+        Some(_) => HubError::new(ErrorCode::CallEnded, "the call has ended"),
+        None => HubError::new(ErrorCode::CallNotFound, "no such call"),
     }
 }
 
