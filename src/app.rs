@@ -28,7 +28,7 @@ use huddle_protocol::{
 };
 
 use crate::desktop::{spawn_call_area, windowed_app};
-use crate::embedded::{BotJoin, spawn_bot, start_embedded_server_with};
+use crate::embedded::{BotJoin, embedded_database, spawn_bot, start_embedded_server_with};
 
 /// The group every user of the embedded server is in (so everyone is everyone's contact).
 pub const LOBBY: &str = "lobby";
@@ -133,6 +133,20 @@ pub struct AppModel {
 }
 
 impl AppModel {
+    /// The display name of a uid or guid (ourselves, a contact or a group), or the id itself.
+    pub fn display_name<'a>(&'a self, id: &'a str) -> &'a str {
+        if let Some(me) = self.me.as_ref().filter(|me| me.uid == id) {
+            return &me.name;
+        }
+        if let Some(contact) = self.contacts.iter().find(|c| c.user.uid == id) {
+            return &contact.user.name;
+        }
+        if let Some(group) = self.groups.iter().find(|g| g.guid == id) {
+            return &group.name;
+        }
+        id
+    }
+
     fn sort_contacts(&mut self) {
         self.contacts
             .sort_by(|a, b| b.online.cmp(&a.online).then(a.user.name.cmp(&b.user.name)));
@@ -185,7 +199,7 @@ pub fn apply_app_commands(
     mut commands_in: MessageReader<AppCommand>,
     mut model: ResMut<AppModel>,
     server: Res<AppServer>,
-    connections: Query<(), With<ServerConnection>>,
+    connections: Query<Entity, With<ServerConnection>>,
     mut ringing: MessageWriter<RingingAction>,
     mut commands: Commands,
 ) {
@@ -195,7 +209,12 @@ pub fn apply_app_commands(
                 let uid = uid.trim();
                 if uid.is_empty() {
                     model.notice = Some("enter a user id to log in".into());
-                } else if connections.is_empty() {
+                } else if model.me.is_none() {
+                    // A refused or failed attempt leaves its connection offline: a new attempt
+                    // replaces it.
+                    for refused in &connections {
+                        commands.entity(refused).despawn();
+                    }
                     let name = if name.trim().is_empty() {
                         uid
                     } else {
@@ -299,6 +318,12 @@ pub fn follow_server(
                 model.joining = None;
                 model.notice = Some(error.to_string());
             }
+            // A call that ended before anyone joined is in the history already.
+            RingingEvent::OutgoingCallRejected { .. }
+            | RingingEvent::CallRejected { .. }
+            | RingingEvent::IncomingCallCancelled { .. } => {
+                app_commands.write(AppCommand::RefreshHistory);
+            }
             _ => {}
         }
     }
@@ -322,6 +347,76 @@ pub fn refresh_after_calls(
     }
 }
 
+/// "No calls", "1 call", "12 calls".
+pub fn calls_count(total: u64) -> String {
+    match total {
+        0 => "No calls".to_owned(),
+        1 => "1 call".to_owned(),
+        n => format!("{n} calls"),
+    }
+}
+
+/// A history entry's second line: type, direction and how it went, e.g. "Video call ·
+/// outgoing · 2 min 5 s", "Audio call · incoming · missed", "Group video call · ongoing".
+pub fn history_line(log: &CallLog) -> String {
+    let group = if log.receiver_type == ReceiverType::Group {
+        "Group "
+    } else {
+        ""
+    };
+    let kind = match (log.call_type, group.is_empty()) {
+        (CallType::Audio, true) => "Audio call",
+        (CallType::Video, true) => "Video call",
+        (CallType::Audio, false) => "audio call",
+        (CallType::Video, false) => "video call",
+    };
+    let direction = match log.direction {
+        Some(CallDirection::Outgoing) => " · outgoing",
+        Some(CallDirection::Incoming) => " · incoming",
+        None => "",
+    };
+    let incoming = log.direction == Some(CallDirection::Incoming);
+    let outcome = match log.status {
+        CallStatus::Ended => duration_words(log.duration_secs),
+        CallStatus::Ongoing => "ongoing".to_owned(),
+        CallStatus::Unanswered if incoming => "missed".to_owned(),
+        CallStatus::Unanswered => "no answer".to_owned(),
+        CallStatus::Rejected => "declined".to_owned(),
+        CallStatus::Busy => "busy".to_owned(),
+        CallStatus::Cancelled => "cancelled".to_owned(),
+        other => format!("{other:?}").to_lowercase(),
+    };
+    format!("{group}{kind}{direction} · {outcome}")
+}
+
+/// "45 s", "2 min 5 s", "1 h 3 min".
+fn duration_words(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min {} s", s / 60, s % 60),
+        s => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// When a call was placed, in the local time zone: "14:05" today, "Yesterday 09:30", "Mon
+/// 18:00" within the week, "3 Nov 2026 18:00" before that.
+pub fn when(ms_since_epoch: u64, now: chrono::DateTime<chrono::Local>) -> String {
+    use chrono::TimeZone;
+    let Some(at) = chrono::Local
+        .timestamp_millis_opt(i64::try_from(ms_since_epoch).unwrap_or(i64::MAX))
+        .single()
+    else {
+        return String::new();
+    };
+    let days = (now.date_naive() - at.date_naive()).num_days();
+    match days {
+        0 => at.format("%H:%M").to_string(),
+        1 => at.format("Yesterday %H:%M").to_string(),
+        2..=6 => at.format("%a %H:%M").to_string(),
+        _ => at.format("%-d %b %Y %H:%M").to_string(),
+    }
+}
+
 /// Runs the app; returns the process exit code.
 pub fn run(args: AppArgs) -> ExitCode {
     let mut app = match windowed_app("Huddle", UVec2::new(1280, 720), "huddle") {
@@ -331,7 +426,12 @@ pub fn run(args: AppArgs) -> ExitCode {
     let runtime = HuddleRuntime::default();
     let url = match &args.server {
         Some(url) => url.clone(),
-        None => match start_embedded_server_with(&runtime, Vec::new(), Some(LOBBY.into())) {
+        None => match start_embedded_server_with(
+            &runtime,
+            Vec::new(),
+            Some(LOBBY.into()),
+            embedded_database(),
+        ) {
             Ok(url) => {
                 for i in 1..=args.bots {
                     spawn_bot(
@@ -363,8 +463,10 @@ pub fn run(args: AppArgs) -> ExitCode {
             login_name: args.name.clone().unwrap_or_default(),
             ..AppModel::default()
         })
+        // Names on tiles in any script: the system's sans-serif and its fallbacks.
+        .insert_resource(TileTextFont(FontSource::SansSerif))
         .add_systems(Startup, move |mut commands: Commands| {
-            let root = spawn_call_area(&mut commands, 0.0);
+            let root = spawn_call_area(&mut commands, 0.0, bevy_huddle_ui::CALL_BAR_HEIGHT);
             commands.insert_resource(CallUiConfig {
                 target: Some(root),
                 ..CallUiConfig::default()
@@ -424,16 +526,36 @@ fn screenshot_when_ready(
     }
 }
 
-/// The screens, drawn with egui.
+/// The screens, drawn with egui: the login card, and home (contacts and groups with avatars,
+/// presence dots and call buttons; join by session id; the call history as a list). Named
+/// widgets go in the [`UiMap`](bevy_huddle_ui::look::UiMap) a journey test clicks on.
 mod draw {
     use bevy::prelude::*;
     use bevy_huddle::prelude::*;
+    use bevy_huddle_ui::RingingScreens;
     use bevy_huddle_ui::bevy_egui::{EguiContexts, egui};
-    use huddle_protocol::{CallDirection, CallStatus, CallType, ReceiverType};
+    use bevy_huddle_ui::look::{self, UiMap};
+    use huddle_protocol::{CallDirection, CallLog, CallStatus, CallType, ReceiverType};
 
     use super::{AppCommand, AppModel, AppServer};
 
+    /// What the login card says about the connection, and its colour (`None` once online).
+    fn connection_line(status: &ConnectionStatus) -> Option<(String, egui::Color32)> {
+        match status {
+            ConnectionStatus::Connecting => Some(("Connecting…".into(), egui::Color32::GRAY)),
+            ConnectionStatus::Reconnecting { .. } => {
+                Some(("Connection lost, reconnecting…".into(), egui::Color32::GRAY))
+            }
+            ConnectionStatus::Offline { error } => Some((
+                format!("Could not log in: {error}"),
+                egui::Color32::LIGHT_RED,
+            )),
+            ConnectionStatus::Online { .. } => None,
+        }
+    }
+
     /// Login, or home (contacts, groups, join by id, history) when no call is on.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn draw_app(
         mut contexts: EguiContexts,
         mut model: ResMut<AppModel>,
@@ -441,46 +563,22 @@ mod draw {
         active: Res<ActiveCall>,
         calls: Query<&CallState>,
         connections: Query<&ConnectionStatus>,
+        screens: Res<RingingScreens>,
+        mut map: ResMut<UiMap>,
         mut out: MessageWriter<AppCommand>,
     ) -> Result {
         let in_call = active
             .0
             .and_then(|c| calls.get(c).ok())
             .is_some_and(|state| !state.is_ended());
-        if in_call {
+        if in_call || screens.is_joining() {
             return Ok(());
         }
         let ctx = contexts.ctx_mut()?;
         let model = &mut *model;
         if model.me.is_none() {
-            let status = connections.iter().next().map(|s| format!("{s:?}"));
-            egui::Window::new("Log in to Huddle")
-                .collapsible(false)
-                .resizable(false)
-                .anchor(egui::Align2::CENTER_CENTER, egui::Vec2::ZERO)
-                .show(ctx, |ui| {
-                    ui.label(format!("Server: {}", server.url));
-                    ui.horizontal(|ui| {
-                        ui.label("User id");
-                        ui.text_edit_singleline(&mut model.login_uid);
-                    });
-                    ui.horizontal(|ui| {
-                        ui.label("Name");
-                        ui.text_edit_singleline(&mut model.login_name);
-                    });
-                    if ui.button("Log in").clicked() {
-                        out.write(AppCommand::LogIn {
-                            uid: model.login_uid.clone(),
-                            name: model.login_name.clone(),
-                        });
-                    }
-                    if let Some(status) = status {
-                        ui.label(status);
-                    }
-                    if let Some(notice) = &model.notice {
-                        ui.colored_label(egui::Color32::LIGHT_RED, notice);
-                    }
-                });
+            let status = connections.iter().next().and_then(connection_line);
+            draw_login(ctx, model, &server, status, &mut map, &mut out);
             return Ok(());
         }
         let mut screen = egui::Ui::new(
@@ -492,140 +590,254 @@ mod draw {
         );
         egui::Panel::left("huddle_people")
             .resizable(false)
-            .default_size(320.0)
-            .show(&mut screen, |ui| {
-                if let Some(me) = &model.me {
-                    ui.heading(format!("{} ({})", me.name, me.uid));
-                }
-                ui.separator();
-                ui.strong("Contacts");
-                if model.contacts.is_empty() {
-                    ui.label("nobody yet");
-                }
-                for contact in &model.contacts {
-                    ui.horizontal(|ui| {
-                        let (presence, color) = if contact.online {
-                            ("online ", egui::Color32::GREEN)
-                        } else {
-                            ("offline", egui::Color32::GRAY)
-                        };
-                        ui.colored_label(color, presence);
-                        ui.label(&contact.user.name);
-                        call_buttons(ui, &mut out, &contact.user.uid, ReceiverType::User);
-                    });
-                }
-                ui.separator();
-                ui.strong("Groups");
-                for group in &model.groups {
-                    ui.horizontal(|ui| {
-                        ui.label(format!("{} ({})", group.name, group.members.len()));
-                        call_buttons(ui, &mut out, &group.guid, ReceiverType::Group);
-                    });
-                }
-                ui.separator();
-                ui.strong("Join a call by session id");
-                ui.horizontal(|ui| {
-                    ui.text_edit_singleline(&mut model.join_session);
-                    if ui.button("Join").clicked() {
-                        out.write(AppCommand::JoinSession(model.join_session.clone()));
-                    }
-                });
-                if let Some(notice) = &model.notice {
-                    ui.colored_label(egui::Color32::LIGHT_RED, notice);
-                }
-            });
-        egui::CentralPanel::default_margins().show(&mut screen, |ui| {
-            ui.heading("Call history");
-            let before = model.filter.clone();
-            ui.horizontal(|ui| {
-                choice(
-                    ui,
-                    "Type",
-                    &mut model.filter.call_type,
-                    &[(CallType::Audio, "audio"), (CallType::Video, "video")],
-                );
-                choice(
-                    ui,
-                    "Status",
-                    &mut model.filter.status,
-                    &[
-                        (CallStatus::Ended, "ended"),
-                        (CallStatus::Ongoing, "ongoing"),
-                        (CallStatus::Unanswered, "unanswered"),
-                        (CallStatus::Rejected, "rejected"),
-                        (CallStatus::Busy, "busy"),
-                        (CallStatus::Cancelled, "cancelled"),
-                    ],
-                );
-                choice(
-                    ui,
-                    "Direction",
-                    &mut model.filter.direction,
-                    &[
-                        (CallDirection::Outgoing, "outgoing"),
-                        (CallDirection::Incoming, "incoming"),
-                    ],
-                );
-                if ui.button("Refresh").clicked() {
-                    out.write(AppCommand::RefreshHistory);
-                }
-            });
-            if model.filter != before {
-                out.write(AppCommand::RefreshHistory);
-            }
-            ui.label(format!("{} calls", model.history_total));
-            egui::ScrollArea::vertical().show(ui, |ui| {
-                egui::Grid::new("huddle_history")
-                    .striped(true)
-                    .show(ui, |ui| {
-                        for heading in
-                            ["Type", "With", "Direction", "Status", "Duration", "Session"]
-                        {
-                            ui.strong(heading);
-                        }
-                        ui.end_row();
-                        for log in &model.history {
-                            ui.label(format!("{:?}", log.call_type).to_lowercase());
-                            let with =
-                                if model.me.as_ref().is_some_and(|me| me.uid == log.initiator) {
-                                    log.receiver.clone()
-                                } else {
-                                    log.initiator.clone()
-                                };
-                            ui.label(with);
-                            ui.label(
-                                log.direction
-                                    .map_or("", |d| match d {
-                                        CallDirection::Outgoing => "outgoing",
-                                        CallDirection::Incoming => "incoming",
-                                    })
-                                    .to_owned(),
-                            );
-                            ui.label(format!("{:?}", log.status).to_lowercase());
-                            ui.label(format!("{} s", log.duration_secs));
-                            ui.label(&log.session_id);
-                            ui.end_row();
-                        }
-                    });
-            });
-        });
+            .default_size(340.0)
+            .show(&mut screen, |ui| draw_people(ui, model, &mut map, &mut out));
+        egui::CentralPanel::default_margins()
+            .show(&mut screen, |ui| draw_history(ui, model, &mut out));
         Ok(())
     }
 
+    fn draw_login(
+        ctx: &egui::Context,
+        model: &mut AppModel,
+        server: &AppServer,
+        status: Option<(String, egui::Color32)>,
+        map: &mut UiMap,
+        out: &mut MessageWriter<AppCommand>,
+    ) {
+        egui::Window::new("Log in to Huddle")
+            .collapsible(false)
+            .resizable(false)
+            .anchor(egui::Align2::CENTER_CENTER, egui::Vec2::ZERO)
+            .show(ctx, |ui| {
+                ui.set_min_width(320.0);
+                ui.small(format!("Server: {}", server.url));
+                ui.add_space(6.0);
+                let grid = egui::Grid::new("huddle_login")
+                    .num_columns(2)
+                    .show(ui, |ui| {
+                        ui.label("User id");
+                        let uid = ui.add(
+                            egui::TextEdit::singleline(&mut model.login_uid).hint_text("e.g. ada"),
+                        );
+                        map.note_response("login.uid", &uid);
+                        ui.end_row();
+                        ui.label("Name");
+                        let name = ui.add(
+                            egui::TextEdit::singleline(&mut model.login_name)
+                                .hint_text("shown to others"),
+                        );
+                        map.note_response("login.name", &name);
+                        ui.end_row();
+                        (uid, name)
+                    });
+                let (uid, name) = grid.inner;
+                let entered = (uid.lost_focus() || name.lost_focus())
+                    && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                ui.add_space(6.0);
+                let button = ui.add_sized(
+                    [ui.available_width(), 34.0],
+                    egui::Button::new(egui::RichText::new("Log in").color(egui::Color32::WHITE))
+                        .fill(look::GREEN),
+                );
+                map.note_response("login.submit", &button);
+                if button.clicked() || entered {
+                    out.write(AppCommand::LogIn {
+                        uid: model.login_uid.clone(),
+                        name: model.login_name.clone(),
+                    });
+                }
+                // One line: the connection's own words, or the screen's notice.
+                match status {
+                    Some((line, color)) => {
+                        ui.colored_label(color, line);
+                    }
+                    None => {
+                        if let Some(notice) = &model.notice {
+                            ui.colored_label(egui::Color32::LIGHT_RED, notice);
+                        }
+                    }
+                }
+            });
+    }
+
+    fn draw_people(
+        ui: &mut egui::Ui,
+        model: &mut AppModel,
+        map: &mut UiMap,
+        out: &mut MessageWriter<AppCommand>,
+    ) {
+        if let Some(me) = &model.me {
+            ui.add_space(6.0);
+            ui.horizontal(|ui| {
+                look::avatar(ui, &me.name, &me.uid, 40.0, Some(true));
+                ui.vertical(|ui| {
+                    ui.heading(&me.name);
+                    ui.small(format!("@{}", me.uid));
+                });
+            });
+        }
+        ui.separator();
+        ui.strong("Contacts");
+        if model.contacts.is_empty() {
+            ui.weak("Nobody else is here yet");
+        }
+        for contact in &model.contacts {
+            ui.horizontal(|ui| {
+                let user = &contact.user;
+                look::avatar(ui, &user.name, &user.uid, 32.0, Some(contact.online));
+                ui.vertical(|ui| {
+                    ui.label(&user.name);
+                    ui.small(if contact.online { "online" } else { "offline" });
+                });
+                call_buttons(ui, map, out, &user.uid, ReceiverType::User);
+            });
+        }
+        ui.separator();
+        ui.strong("Groups");
+        for group in &model.groups {
+            ui.horizontal(|ui| {
+                look::avatar(ui, &group.name, &group.guid, 32.0, None);
+                ui.vertical(|ui| {
+                    ui.label(&group.name);
+                    let members = group.members.len();
+                    ui.small(format!(
+                        "{members} member{}",
+                        if members == 1 { "" } else { "s" }
+                    ));
+                });
+                call_buttons(ui, map, out, &group.guid, ReceiverType::Group);
+            });
+        }
+        ui.separator();
+        ui.strong("Join a call by session id");
+        ui.horizontal(|ui| {
+            let field = ui.add(
+                egui::TextEdit::singleline(&mut model.join_session)
+                    .hint_text("session id")
+                    .desired_width(200.0),
+            );
+            let entered = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            if ui.button("Join").clicked() || entered {
+                out.write(AppCommand::JoinSession(model.join_session.clone()));
+            }
+        });
+        if let Some(notice) = &model.notice {
+            ui.colored_label(egui::Color32::LIGHT_RED, notice);
+        }
+    }
+
+    /// The audio and video call buttons of a contact or group, right-aligned.
     fn call_buttons(
         ui: &mut egui::Ui,
+        map: &mut UiMap,
         out: &mut MessageWriter<AppCommand>,
         receiver_id: &str,
         receiver_type: ReceiverType,
     ) {
-        for (label, call_type) in [("Audio", CallType::Audio), ("Video", CallType::Video)] {
-            if ui.small_button(label).clicked() {
-                out.write(AppCommand::Call {
-                    receiver_id: receiver_id.to_owned(),
-                    receiver_type,
-                    call_type,
-                });
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            for (icon, what, call_type) in [
+                ("📹", "Video call", CallType::Video),
+                ("📞", "Audio call", CallType::Audio),
+            ] {
+                let button = ui
+                    .add_sized([34.0, 30.0], egui::Button::new(icon))
+                    .on_hover_text(what);
+                let kind = if call_type == CallType::Audio {
+                    "audio"
+                } else {
+                    "video"
+                };
+                map.note_response(format!("call.{kind}.{receiver_id}"), &button);
+                if button.clicked() {
+                    out.write(AppCommand::Call {
+                        receiver_id: receiver_id.to_owned(),
+                        receiver_type,
+                        call_type,
+                    });
+                }
             }
+        });
+    }
+
+    fn draw_history(ui: &mut egui::Ui, model: &mut AppModel, out: &mut MessageWriter<AppCommand>) {
+        ui.heading("Call history");
+        let before = model.filter.clone();
+        ui.horizontal(|ui| {
+            choice(
+                ui,
+                "Type",
+                &mut model.filter.call_type,
+                &[(CallType::Audio, "audio"), (CallType::Video, "video")],
+            );
+            choice(
+                ui,
+                "Status",
+                &mut model.filter.status,
+                &[
+                    (CallStatus::Ended, "ended"),
+                    (CallStatus::Ongoing, "ongoing"),
+                    (CallStatus::Unanswered, "unanswered"),
+                    (CallStatus::Rejected, "rejected"),
+                    (CallStatus::Busy, "busy"),
+                    (CallStatus::Cancelled, "cancelled"),
+                ],
+            );
+            choice(
+                ui,
+                "Direction",
+                &mut model.filter.direction,
+                &[
+                    (CallDirection::Outgoing, "outgoing"),
+                    (CallDirection::Incoming, "incoming"),
+                ],
+            );
+            if ui.button("⟳ Refresh").clicked() {
+                out.write(AppCommand::RefreshHistory);
+            }
+        });
+        if model.filter != before {
+            out.write(AppCommand::RefreshHistory);
+        }
+        ui.weak(super::calls_count(model.history_total));
+        ui.separator();
+        let now = chrono::Local::now();
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            if model.history.is_empty() {
+                ui.weak("No calls yet");
+            }
+            for log in &model.history {
+                ui.horizontal(|ui| {
+                    let with = model.display_name(other_party(model, log));
+                    look::avatar(ui, with, other_party(model, log), 30.0, None);
+                    ui.vertical(|ui| {
+                        ui.horizontal(|ui| {
+                            let status_color = match log.status {
+                                CallStatus::Ended | CallStatus::Ongoing => {
+                                    ui.visuals().text_color()
+                                }
+                                _ => egui::Color32::LIGHT_RED,
+                            };
+                            ui.colored_label(status_color, egui::RichText::new(with).strong());
+                        });
+                        ui.small(super::history_line(log));
+                    });
+                    ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                        ui.label(super::when(log.initiated_at, now));
+                    });
+                });
+                ui.separator();
+            }
+        });
+    }
+
+    /// The uid or guid on the other side of a call.
+    fn other_party<'a>(model: &AppModel, log: &'a CallLog) -> &'a str {
+        let mine = model.me.as_ref().is_some_and(|me| me.uid == log.initiator);
+        if mine || log.receiver_type == ReceiverType::Group {
+            &log.receiver
+        } else {
+            &log.initiator
         }
     }
 

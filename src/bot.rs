@@ -118,6 +118,8 @@ struct Bot {
     in_call_since: Option<Instant>,
     hung_up_at: Option<Instant>,
     session_id: Option<String>,
+    /// The call we answered is an audio call (joined without video, whatever `--audio` says).
+    answered_audio_call: bool,
     errors: Vec<String>,
     exit_code: u8,
     timeline: Timeline,
@@ -311,6 +313,7 @@ pub fn run(args: BotArgs) -> ExitCode {
         in_call_since: None,
         hung_up_at: None,
         session_id: None,
+        answered_audio_call: false,
         errors: missing_devices,
         exit_code: 0,
         timeline: Timeline::default(),
@@ -447,6 +450,7 @@ fn drive_bot(
             {
                 bot.call_placed_at = Some(Instant::now());
                 bot.session_id = Some(call.session_id.clone());
+                bot.answered_audio_call = call.call_type == CallType::Audio;
                 ringing.write(RingingAction::AcceptCall {
                     session_id: call.session_id.clone(),
                 });
@@ -470,9 +474,11 @@ fn drive_bot(
                 call_token,
             } => {
                 bot.session_id = Some(session_id.clone());
+                let mut settings = call_settings(&args);
+                settings.audio_only |= bot.answered_audio_call;
                 start.write(StartSession {
                     call_token: call_token.clone(),
-                    settings: call_settings(&args),
+                    settings,
                     target: None,
                 });
             }

@@ -3,12 +3,30 @@
 use clap::{Parser, Subcommand};
 
 /// Huddle: video/audio calls on Bevy's ECS.
+///
+/// Without a subcommand it runs the app, and takes the app's options: `huddle --uid carl` is
+/// `huddle app --uid carl`.
 #[derive(Debug, Parser)]
-#[command(name = "huddle", version, about)]
+#[command(
+    name = "huddle",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// What to run (nothing: the app).
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The app's options, when no subcommand is given.
+    #[command(flatten)]
+    pub app: crate::app::AppArgs,
+}
+
+impl Cli {
+    /// The command to run: the subcommand, or the app with the top-level options.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::App(self.app))
+    }
 }
 
 /// Subcommands.

@@ -136,7 +136,11 @@ struct SyntheticCamera {
 
 fn open_call(mut commands: Commands, config: Res<DemoConfig>, mut exit: MessageWriter<AppExit>) {
     // The call fills the window below a status line.
-    let root = spawn_call_area(&mut commands, STATUS_HEIGHT);
+    let root = spawn_call_area(
+        &mut commands,
+        STATUS_HEIGHT,
+        bevy_huddle_ui::CALL_BAR_HEIGHT,
+    );
     commands.spawn((
         StatusText,
         Text::new("Huddle demo"),
@@ -311,11 +315,12 @@ fn rotate_dominant_speaker(
     }
 }
 
-/// Demo keys on top of the UI's shortcuts (M mute, V video, H hand, Esc leave): Tab cycles
-/// the layout mode, P unpins, Esc also closes the demo.
+/// Demo keys on top of the UI's shortcuts (M mute, V video, H hand, Esc twice leave): Tab
+/// cycles the layout mode, P unpins; once the call is over the demo closes.
 fn handle_keys(
     keys: Res<ButtonInput<KeyCode>>,
     calls: Query<&CallLayout>,
+    states: Query<&CallState>,
     active: Res<ActiveCall>,
     mut controls: CallControls,
     mut exit: MessageWriter<AppExit>,
@@ -333,13 +338,54 @@ fn handle_keys(
     if keys.just_pressed(KeyCode::KeyP) && layout.pinned.is_some() {
         controls.unpin();
     }
-    // Esc also leaves the call (the UI's shortcut); the demo then closes.
-    if keys.just_pressed(KeyCode::Escape) {
+    // Esc twice leaves the call (the UI's shortcut), and a demo whose call is over closes.
+    if active
+        .0
+        .and_then(|call| states.get(call).ok())
+        .is_some_and(CallState::is_ended)
+    {
         exit.write(AppExit::Success);
     }
 }
 
-/// The status line: mode, people, mute state, and the last event.
+/// What a call event means to a person, for the status line (`None`: not worth a line).
+pub fn describe_event(event: &CallEvent) -> Option<String> {
+    Some(match event {
+        CallEvent::Error { error, .. } => format!("Problem: {error}"),
+        CallEvent::UserJoined { user, .. } => format!("{} joined", user.name),
+        CallEvent::UserLeft { user, .. } => format!("{} left", user.name),
+        CallEvent::UserMuted { user, muted, .. } => {
+            format!("{} {}", user.name, if *muted { "muted" } else { "unmuted" })
+        }
+        CallEvent::UserVideoPaused { user, paused, .. } => format!(
+            "{} turned video {}",
+            user.name,
+            if *paused { "off" } else { "on" }
+        ),
+        CallEvent::HandRaised { user, .. } => format!("{} raised a hand", user.name),
+        CallEvent::HandLowered { user, .. } => format!("{} lowered a hand", user.name),
+        CallEvent::ScreenShareStarted { user, .. } => format!("{} is sharing", user.name),
+        CallEvent::ScreenShareStopped { user, .. } => format!("{} stopped sharing", user.name),
+        CallEvent::ModeChanged { mode, .. } => format!("Layout: {}", mode_name(*mode)),
+        CallEvent::RecordingToggled { started, by, .. } => format!(
+            "{by} {} recording",
+            if *started { "started" } else { "stopped" }
+        ),
+        CallEvent::CallEnded { .. } => "The call ended".to_owned(),
+        _ => return None,
+    })
+}
+
+/// The layout's name as the bar says it.
+pub fn mode_name(mode: LayoutMode) -> &'static str {
+    match mode {
+        LayoutMode::Default => "Grid",
+        LayoutMode::Spotlight => "Spotlight",
+        _ => "Single",
+    }
+}
+
+/// The status line: layout, people, microphone and camera, the keys, and the last event.
 fn show_status(
     mut events: MessageReader<CallEvent>,
     mut last_event: Local<String>,
@@ -348,26 +394,23 @@ fn show_status(
     active: Res<ActiveCall>,
     mut text: Query<&mut Text, With<StatusText>>,
 ) {
-    if let Some(event) = events.read().last() {
-        *last_event = match event {
-            CallEvent::Error { error, .. } => format!("error {}: {error}", error.code()),
-            // The variant name is enough for a status line.
-            other => format!("{other:?}")
-                .split([' ', '{', '('])
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-        };
+    if let Some(line) = events.read().filter_map(describe_event).last() {
+        *last_event = line;
     }
     let Some((layout, members, state)) = active.0.and_then(|call| calls.get(call).ok()) else {
         return;
     };
     let me = local.iter().next().cloned().unwrap_or_default();
+    let state = match state {
+        CallState::Idle | CallState::Joining => "joining",
+        CallState::Ringing { .. } => "ringing",
+        CallState::InCall => "in call",
+        CallState::Ended { .. } => "ended",
+    };
     let line = format!(
-        "{:?} | {} in call | {:?} | mic {} | video {} | M mute  V video  Tab mode  Esc leave | {}",
-        layout.mode,
+        "{} | {} people, {state} | mic {} | video {} | M mute  V video  Tab layout  Esc Esc leave | {}",
+        mode_name(layout.mode),
         members.len(),
-        state,
         if me.audio_muted { "off" } else { "on" },
         if me.video_paused { "off" } else { "on" },
         *last_event,

@@ -63,9 +63,10 @@ pub fn windowed_app(title: &str, size: UVec2, command: &str) -> Result<App, Exit
     Ok(app)
 }
 
-/// The window's camera and the UI node calls render in: the whole window below `top`
-/// logical pixels.
-pub fn spawn_call_area(commands: &mut Commands, top: f32) -> Entity {
+/// The window's camera and the UI node calls render in: the whole window between `top`
+/// logical pixels from its top and `bottom` from its bottom (the call bar's strip, so the
+/// bar covers no tile).
+pub fn spawn_call_area(commands: &mut Commands, top: f32, bottom: f32) -> Entity {
     commands.spawn(Camera2d);
     commands
         .spawn((
@@ -74,7 +75,7 @@ pub fn spawn_call_area(commands: &mut Commands, top: f32) -> Entity {
                 left: Val::Px(0.0),
                 right: Val::Px(0.0),
                 top: Val::Px(top),
-                bottom: Val::Px(0.0),
+                bottom: Val::Px(bottom),
                 ..default()
             },
             BackgroundColor(Color::srgb(0.08, 0.09, 0.11)),

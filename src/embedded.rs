@@ -1,7 +1,8 @@
 //! The embedded server and the in-process bots of the demo.
 //!
 //! - [`start_embedded_server`]: a `huddle_server` on 127.0.0.1 (a free port, dev login,
-//!   in-memory database) running on the app's [`HuddleRuntime`].
+//!   in-memory database, or for the app [`embedded_database`] in the user's data folder)
+//!   running on the app's [`HuddleRuntime`].
 //! - [`spawn_bot`]: a headless Huddle app on its own thread (the same ECS plugins as the
 //!   window, `MinimalPlugins`, no GPU) that logs in to the server and either joins a session
 //!   directly or answers the calls that ring it ([`BotJoin`]), then stays in the call.
@@ -20,15 +21,17 @@ pub fn start_embedded_server(
     runtime: &HuddleRuntime,
     groups: Vec<GroupInfo>,
 ) -> Result<String, huddle_server::ServerError> {
-    start_embedded_server_with(runtime, groups, None)
+    start_embedded_server_with(runtime, groups, None, None)
 }
 
 /// [`start_embedded_server`], with every user who logs in put in the group `lobby` (so
-/// everyone is everyone's contact).
+/// everyone is everyone's contact), and users, groups and call logs kept in the SQLite file
+/// `db` (`None`: in memory, gone when the process ends).
 pub fn start_embedded_server_with(
     runtime: &HuddleRuntime,
     groups: Vec<GroupInfo>,
     lobby: Option<String>,
+    db: Option<std::path::PathBuf>,
 ) -> Result<String, huddle_server::ServerError> {
     let config = ServerConfig {
         hub: HubConfig {
@@ -37,6 +40,7 @@ pub fn start_embedded_server_with(
             ..HubConfig::default()
         },
         groups,
+        db,
         ..ServerConfig::default()
     };
     let server = runtime.handle().block_on(huddle_server::bind(config))?;
@@ -47,6 +51,47 @@ pub fn start_embedded_server_with(
         }
     });
     Ok(url)
+}
+
+/// Where the app keeps its data: `$XDG_DATA_HOME/huddle`, or `~/.local/share/huddle` when
+/// `XDG_DATA_HOME` is unset or not an absolute path (the XDG base directory rules); `None`
+/// without a home directory.
+pub fn app_data_dir() -> Option<std::path::PathBuf> {
+    data_dir_from(std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME"))
+}
+
+/// [`app_data_dir`] from the values of `XDG_DATA_HOME` and `HOME`.
+pub fn data_dir_from(
+    xdg_data_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<std::path::PathBuf> {
+    let absolute = |value: Option<std::ffi::OsString>| {
+        value
+            .map(std::path::PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
+    let base =
+        absolute(xdg_data_home).or_else(|| absolute(home).map(|h| h.join(".local/share")))?;
+    Some(base.join("huddle"))
+}
+
+/// The embedded server's database file in [`app_data_dir`], its folder created; `None` (with
+/// a warning: the history then lasts until the app quits) when there is no such folder.
+pub fn embedded_database() -> Option<std::path::PathBuf> {
+    let Some(dir) = app_data_dir() else {
+        warn!("no home directory: the call history is kept in memory only");
+        return None;
+    };
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => Some(dir.join("embedded-server.sqlite3")),
+        Err(err) => {
+            warn!(
+                "cannot create {}: {err}; the call history is kept in memory only",
+                dir.display()
+            );
+            None
+        }
+    }
 }
 
 /// The session a participant joins as soon as it is logged in.
@@ -101,15 +146,20 @@ pub enum BotJoin {
     AnswerCalls,
 }
 
-/// A bot that answers calls: incoming → accept; accepted → token; token → join.
+/// A bot that answers calls: incoming → accept; accepted → token; token → join (without
+/// video when the call is an audio call).
 pub fn answer_calls(
     mut events: MessageReader<RingingEvent>,
     mut ringing: MessageWriter<RingingAction>,
     mut start: MessageWriter<StartSession>,
+    mut audio_calls: Local<std::collections::HashSet<String>>,
 ) {
     for event in events.read() {
         match event {
             RingingEvent::IncomingCallReceived { call } => {
+                if call.call_type == huddle_protocol::CallType::Audio {
+                    audio_calls.insert(call.session_id.clone());
+                }
                 ringing.write(RingingAction::AcceptCall {
                     session_id: call.session_id.clone(),
                 });
@@ -119,10 +169,17 @@ pub fn answer_calls(
                     session_id: call.session_id.clone(),
                 });
             }
-            RingingEvent::TokenGenerated { call_token, .. } => {
+            RingingEvent::TokenGenerated {
+                session_id,
+                call_token,
+            } => {
+                let settings = CallSettings {
+                    audio_only: audio_calls.remove(session_id),
+                    ..CallSettings::default()
+                };
                 start.write(StartSession {
                     call_token: call_token.clone(),
-                    settings: CallSettings::default(),
+                    settings,
                     target: None,
                 });
             }

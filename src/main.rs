@@ -7,7 +7,7 @@ use huddle::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::App(Default::default())) {
+    match cli.into_command() {
         Command::App(args) => huddle::app::run(args),
         Command::Demo(args) => huddle::demo::run(args),
         Command::Bot(args) => huddle::bot::run(args),

@@ -82,7 +82,8 @@ pub fn follow_pip(
     let window = commands
         .spawn((
             Window {
-                title: "Huddle — picture in picture".into(),
+                // ASCII: X11 tools read WM_NAME as Latin-1, and winit writes UTF-8 there.
+                title: "Huddle - picture in picture".into(),
                 resolution: WindowResolution::new(320, 180),
                 window_level: WindowLevel::AlwaysOnTop,
                 ..default()

@@ -29,6 +29,7 @@ impl Server {
             &HuddleRuntime::from(runtime.handle().clone()),
             Vec::new(),
             Some(LOBBY.into()),
+            None,
         )
         .expect("server");
         Self { runtime, url }

@@ -100,6 +100,7 @@ pub mod prelude {
         ConnectionStatus, RingingAction, RingingEvent, ServerConnection, StartSession,
     };
     pub use crate::net::listeners::RingingListenerAppExt;
+    pub use crate::view::tiles::TileTextFont;
     pub use crate::{HuddlePlugins, HuddleSystems};
     pub use huddle_protocol::ErrorCode;
 }

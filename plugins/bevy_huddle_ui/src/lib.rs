@@ -17,10 +17,11 @@
 //! 3. [`devices`]: the microphone, speaker and camera pickers ([`device_pickers`]) and the
 //!    action a pick sends ([`choose_device`]), switching the device live in a call.
 //! 4. [`shortcuts`] (`Update`, before [`HuddleSystems::Apply`]): M mutes, V pauses video,
-//!    H raises/lowers the hand, Esc leaves; a game turns them off with
+//!    H raises/lowers the hand, Esc twice leaves; a game turns them off with
 //!    [`CallShortcuts::enabled`].
 //! 5. `draw` (feature `egui`, `EguiPrimaryContextPass`): paints 1–4 with egui and writes the
-//!    same [`RingingChoice`]s and [`CallAction`]s a test writes by hand.
+//!    same [`RingingChoice`]s and [`CallAction`]s a test writes by hand; [`fonts`] gives egui
+//!    the system fonts Bevy's text falls back to, so names draw in any script.
 //!
 //! [`HuddleSystems::Apply`]: bevy_huddle::HuddleSystems::Apply
 //! [`RingingEvent`]: bevy_huddle::RingingEvent
@@ -35,6 +36,10 @@ pub mod bar;
 pub mod devices;
 #[cfg(feature = "egui")]
 mod draw;
+#[cfg(feature = "egui")]
+pub mod fonts;
+#[cfg(feature = "egui")]
+pub mod look;
 pub mod ringing;
 pub mod ringtone;
 pub mod shortcuts;
@@ -44,9 +49,12 @@ pub use bar::{BarState, CallButton, bar_buttons};
 #[cfg(feature = "egui")]
 pub use bevy_egui;
 pub use devices::{DeviceOption, DevicePicker, choose_device, device_pickers};
-pub use ringing::{CallUiConfig, RingingChoice, RingingScreens, Toast};
+/// Height of the strip at the bottom the call bar is drawn in: lay the call out above it.
+#[cfg(feature = "egui")]
+pub use draw::CALL_BAR_HEIGHT;
+pub use ringing::{CallUiConfig, PlacingCall, RingingChoice, RingingScreens, Toast};
 pub use ringtone::{RingtonePlayer, RingtoneSettings};
-pub use shortcuts::CallShortcuts;
+pub use shortcuts::{CallShortcuts, LeaveConfirmation};
 
 /// The UI's state, ringing flow and shortcuts, without drawing (works under `MinimalPlugins`).
 #[derive(Default)]
@@ -57,6 +65,7 @@ impl Plugin for HuddleUiStatePlugin {
         app.init_resource::<RingingScreens>()
             .init_resource::<CallUiConfig>()
             .init_resource::<CallShortcuts>()
+            .init_resource::<LeaveConfirmation>()
             .init_resource::<RingtoneSettings>()
             .init_resource::<RingtonePlayer>()
             .add_message::<RingingChoice>()
@@ -72,6 +81,11 @@ impl Plugin for HuddleUiStatePlugin {
                         .chain()
                         .after(HuddleSystems::Apply),
                 ),
+            )
+            // The requests of this frame, before the connection sends them.
+            .add_systems(
+                PostUpdate,
+                ringing::note_placed_calls.before(HuddleSystems::Send),
             );
     }
 }

@@ -1,7 +1,8 @@
 //! Ringing screens: what the incoming/outgoing call dialogs show, the choices they offer, and
 //! the toasts that report how a call attempt ended.
 //!
-//! [`follow_ringing`] reads [`RingingEvent`]s into [`RingingScreens`]; [`apply_ringing_choices`]
+//! [`note_placed_calls`] shows a call we place at once ("Calling…"), before the server
+//! answers; [`follow_ringing`] reads [`RingingEvent`]s into [`RingingScreens`]; [`apply_ringing_choices`]
 //! turns each [`RingingChoice`] into the [`RingingAction`] the server expects and, when
 //! [`CallUiConfig::join_accepted_calls`] is on, joins accepted calls (call token, then
 //! [`StartSession`]).
@@ -83,20 +84,48 @@ pub struct Toast {
     pub remaining: Duration,
 }
 
+/// A call we asked the server to place, before its answer (the "Calling…" screen shows at
+/// once, not a round trip later).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacingCall {
+    /// uid or guid rung.
+    pub receiver_id: String,
+    /// User or group.
+    pub receiver_type: huddle_protocol::ReceiverType,
+    /// Audio or video.
+    pub call_type: CallType,
+}
+
 /// What the ringing dialogs show right now.
 #[derive(Resource, Clone, Debug, Default, PartialEq)]
 pub struct RingingScreens {
     /// The call ringing for us (caller, audio/video): Accept / Reject / Busy.
     pub incoming: Option<WireCall>,
+    /// A call we are placing, until the server answers with [`Self::outgoing`] or a refusal.
+    pub placing: Option<PlacingCall>,
     /// The call we placed, still ringing: Cancel.
     pub outgoing: Option<WireCall>,
     /// Outcome toasts, oldest first.
     pub toasts: Vec<Toast>,
+    /// Display names of the users and groups the login listed (and presence updates since),
+    /// by uid or guid, for the ringing screens.
+    pub names: std::collections::HashMap<String, String>,
     /// Sessions the UI is joining (accepted, waiting for a token), and whether audio-only.
     joining: Vec<(String, bool)>,
 }
 
 impl RingingScreens {
+    /// The display name of a uid or guid, or the id itself when unknown.
+    pub fn display_name<'a>(&'a self, id: &'a str) -> &'a str {
+        self.names.get(id).map_or(id, String::as_str)
+    }
+
+    /// Whether an accepted call is being joined (its token asked for, the session not yet
+    /// started): the UI shows "Joining…".
+    pub fn is_joining(&self) -> bool {
+        !self.joining.is_empty()
+    }
+
     fn toast(&mut self, text: String) {
         self.toasts.push(Toast {
             text,
@@ -136,6 +165,28 @@ fn outcome_text(status: CallStatus, who: &str) -> String {
     }
 }
 
+/// Notes the calls the app places (to show "Calling…" before the server answers).
+pub(crate) fn note_placed_calls(
+    mut requests: MessageReader<RingingAction>,
+    mut screens: ResMut<RingingScreens>,
+) {
+    for request in requests.read() {
+        if let RingingAction::InitiateCall {
+            receiver_id,
+            receiver_type,
+            call_type,
+            ..
+        } = request
+        {
+            screens.placing = Some(PlacingCall {
+                receiver_id: receiver_id.clone(),
+                receiver_type: *receiver_type,
+                call_type: *call_type,
+            });
+        }
+    }
+}
+
 /// Updates [`RingingScreens`] from ringing events and ages the toasts.
 pub(crate) fn follow_ringing(
     mut events: MessageReader<RingingEvent>,
@@ -151,6 +202,29 @@ pub(crate) fn follow_ringing(
     });
     for event in events.read() {
         match event {
+            RingingEvent::LoggedIn {
+                user,
+                contacts,
+                groups,
+                ..
+            } => {
+                screens.names.insert(user.uid.clone(), user.name.clone());
+                for contact in contacts {
+                    let user = &contact.user;
+                    screens.names.insert(user.uid.clone(), user.name.clone());
+                }
+                for group in groups {
+                    screens.names.insert(group.guid.clone(), group.name.clone());
+                }
+            }
+            RingingEvent::PresenceChanged(presence) => {
+                let user = &presence.user;
+                screens.names.insert(user.uid.clone(), user.name.clone());
+            }
+            RingingEvent::Failed { .. } if screens.placing.is_some() => {
+                // The server refused the call (the app shows why).
+                screens.placing = None;
+            }
             RingingEvent::IncomingCallReceived { call } if screens.incoming.is_none() => {
                 screens.incoming = Some(call.clone());
             }
@@ -175,10 +249,14 @@ pub(crate) fn follow_ringing(
             RingingEvent::CallRejected { call } => {
                 screens.clear_incoming(&call.session_id);
                 if screens.clear_outgoing(&call.session_id).is_some() {
-                    screens.toast(outcome_text(call.status, &call.receiver));
+                    let who = screens.display_name(&call.receiver).to_owned();
+                    screens.toast(outcome_text(call.status, &who));
                 }
             }
-            RingingEvent::CallInitiated { call } => screens.outgoing = Some(call.clone()),
+            RingingEvent::CallInitiated { call } => {
+                screens.placing = None;
+                screens.outgoing = Some(call.clone());
+            }
             RingingEvent::OutgoingCallAccepted { call, .. } => {
                 let ours = screens.clear_outgoing(&call.session_id).is_some();
                 if ours && config.join_accepted_calls {
@@ -186,8 +264,10 @@ pub(crate) fn follow_ringing(
                 }
             }
             RingingEvent::OutgoingCallRejected { call } => {
+                screens.placing = None;
                 screens.clear_outgoing(&call.session_id);
-                screens.toast(outcome_text(call.status, &call.receiver));
+                let who = screens.display_name(&call.receiver).to_owned();
+                screens.toast(outcome_text(call.status, &who));
             }
             RingingEvent::CallEndedMessageReceived { call } => {
                 screens.clear_incoming(&call.session_id);

@@ -1,4 +1,6 @@
-//! Keyboard shortcuts for the active call: M mute, V video, H hand, Esc leave.
+//! Keyboard shortcuts for the active call: M mute, V video, H hand, Esc leave. Leaving takes
+//! Esc twice within [`LEAVE_CONFIRM_WINDOW`] (the first press shows "Press Esc again to
+//! leave", [`LeaveConfirmation`]), so a stray key does not hang up.
 
 use bevy::prelude::*;
 use bevy_huddle::prelude::*;
@@ -36,15 +38,33 @@ impl Default for CallShortcuts {
     }
 }
 
+/// How long after a first Esc a second one leaves the call.
+pub const LEAVE_CONFIRM_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The leave shortcut was pressed once: until this time (of `Time<Real>`), pressing it again
+/// leaves; the UI shows "Press Esc again to leave" meanwhile.
+#[derive(Resource, Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaveConfirmation {
+    /// When the first press stops counting; `None` when not armed.
+    pub armed_until: Option<std::time::Duration>,
+}
+
 /// Turns shortcut presses into [`CallAction`]s for the active, joined call.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_shortcuts(
     shortcuts: Res<CallShortcuts>,
     keys: Option<Res<ButtonInput<KeyCode>>>,
     active: Res<ActiveCall>,
     calls: Query<(&CallState, &CallMedia, &CallLayout, &CallParticipants)>,
     locals: Query<&ParticipantState, With<LocalParticipant>>,
+    time: Res<Time<Real>>,
+    mut confirmation: ResMut<LeaveConfirmation>,
     mut actions: MessageWriter<CallAction>,
 ) {
+    let now = time.elapsed();
+    if confirmation.armed_until.is_some_and(|until| now >= until) {
+        confirmation.armed_until = None;
+    }
     let Some(keys) = keys else { return };
     if !shortcuts.enabled || shortcuts.typing || keys.get_just_pressed().next().is_none() {
         return;
@@ -68,9 +88,14 @@ pub(crate) fn apply_shortcuts(
         if button == CallButton::PauseVideo && bar.audio_only {
             continue;
         }
-        if keys.just_pressed(key)
-            && let Some(action) = button.action(&bar)
-        {
+        if !keys.just_pressed(key) {
+            continue;
+        }
+        if button == CallButton::EndCall && confirmation.armed_until.take().is_none() {
+            confirmation.armed_until = Some(now + LEAVE_CONFIRM_WINDOW);
+            continue;
+        }
+        if let Some(action) = button.action(&bar) {
             actions.write(action);
         }
     }

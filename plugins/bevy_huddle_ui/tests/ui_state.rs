@@ -228,9 +228,9 @@ fn pressing_mute_in_a_joined_call_mutes_and_unmutes() {
     }
 }
 
-/// M mutes, H raises the hand and Esc ends the call while shortcuts are on; with
-/// `CallShortcuts::enabled = false`, or while someone types in a text field, the same keys
-/// change nothing.
+/// M mutes, H raises the hand and Esc twice ends the call while shortcuts are on (one Esc
+/// only arms the confirmation, which lapses after 3 s); with `CallShortcuts::enabled =
+/// false`, or while someone types in a text field, the same keys change nothing.
 #[test]
 fn shortcuts_drive_the_call_and_can_be_turned_off() {
     let mut app = app();
@@ -259,6 +259,30 @@ fn shortcuts_drive_the_call_and_can_be_turned_off() {
     assert!(local_state(&mut app).audio_muted);
     press(&mut app, KeyCode::KeyH);
     assert!(local_state(&mut app).hand_raised);
+    press(&mut app, KeyCode::Escape);
+    app.update();
+    assert_eq!(
+        app.world().get::<CallState>(call),
+        Some(&CallState::InCall),
+        "one Esc does not hang up"
+    );
+    assert!(
+        app.world()
+            .resource::<LeaveConfirmation>()
+            .armed_until
+            .is_some(),
+        "one Esc asks for another"
+    );
+    // 100 ms per frame: 31 frames is past the 3 s window.
+    for _ in 0..31 {
+        app.update();
+    }
+    assert_eq!(
+        app.world().resource::<LeaveConfirmation>().armed_until,
+        None
+    );
+    press(&mut app, KeyCode::Escape);
+    assert_eq!(app.world().get::<CallState>(call), Some(&CallState::InCall));
     press(&mut app, KeyCode::Escape);
     app.update();
     let state = app.world().get::<CallState>(call).cloned();
@@ -490,4 +514,106 @@ fn incoming_calls_ring_until_they_go() {
     );
     assert!(app.world().resource::<RingingScreens>().incoming.is_some());
     assert!(!app.world().resource::<RingtonePlayer>().is_playing());
+}
+
+/// Placing a call shows "Calling…" in the same frame as the request, before the server has
+/// answered (`RingingScreens::placing`); the server's `CallInitiated` turns it into the
+/// outgoing screen (with the receiver's name from the login's contacts), and a refusal
+/// clears it.
+#[test]
+fn a_placed_call_shows_at_once() {
+    let mut app = app();
+    ringing_event(
+        &mut app,
+        RingingEvent::LoggedIn {
+            user: User {
+                uid: "alice".into(),
+                name: "Alice".into(),
+                avatar: None,
+            },
+            contacts: vec![huddle_protocol::Presence {
+                user: User {
+                    uid: "bob".into(),
+                    name: "Bob Builder".into(),
+                    avatar: None,
+                },
+                online: true,
+            }],
+            groups: Vec::new(),
+            reconnected: false,
+        },
+    );
+    app.world_mut().write_message(RingingAction::InitiateCall {
+        receiver_id: "bob".into(),
+        receiver_type: ReceiverType::User,
+        call_type: CallType::Video,
+        timeout_secs: None,
+    });
+    app.update();
+    let screens = app.world().resource::<RingingScreens>().clone();
+    assert_eq!(
+        screens.placing.as_ref().map(|p| p.receiver_id.as_str()),
+        Some("bob"),
+        "shown in the frame of the click"
+    );
+    assert_eq!(screens.display_name("bob"), "Bob Builder");
+    let mut call = wire_call("out-9", CallType::Video, CallStatus::Initiated);
+    call.receiver = "bob".into();
+    ringing_event(&mut app, RingingEvent::CallInitiated { call });
+    let screens = app.world().resource::<RingingScreens>().clone();
+    assert_eq!(screens.placing, None);
+    assert_eq!(
+        screens.outgoing.map(|c| c.session_id),
+        Some("out-9".to_owned())
+    );
+
+    app.world_mut().write_message(RingingAction::InitiateCall {
+        receiver_id: "nobody".into(),
+        receiver_type: ReceiverType::User,
+        call_type: CallType::Audio,
+        timeout_secs: None,
+    });
+    app.update();
+    assert!(app.world().resource::<RingingScreens>().placing.is_some());
+    ringing_event(
+        &mut app,
+        RingingEvent::Failed {
+            error: HuddleError::InvalidSessionId("x".into()),
+        },
+    );
+    assert_eq!(app.world().resource::<RingingScreens>().placing, None);
+}
+
+/// Whether egui, with these font definitions, has a glyph for every character of `text`.
+fn egui_draws(fonts: bevy_egui::egui::FontDefinitions, text: &str) -> bool {
+    use bevy_huddle_ui::bevy_egui::egui;
+    let ctx = egui::Context::default();
+    ctx.set_fonts(fonts);
+    // Fonts take effect at the start of a pass.
+    let mut output = ctx.run_ui(egui::RawInput::default(), |_| {});
+    // No renderer takes the font atlas here.
+    output.textures_delta.clear();
+    ctx.fonts_mut(|fonts| fonts.has_glyphs(&egui::FontId::proportional(14.0), text))
+}
+
+/// Names in any script draw in egui: with the system fallback chain (the fonts Bevy's text
+/// falls back to, found through fontconfig; `scripts/setup` installs Noto), egui has a glyph
+/// for every character of Latin with diacritics, Greek, Cyrillic, Chinese, Japanese and
+/// Korean; egui's own fonts alone have none for the CJK characters (what drew as boxes).
+#[test]
+fn names_in_any_script_have_glyphs() {
+    use bevy_huddle_ui::fonts::{font_definitions, system_fallback_chain};
+    let chain = system_fallback_chain();
+    let families: Vec<&str> = chain.iter().map(|f| f.family.as_str()).collect();
+    assert!(!chain.is_empty(), "no system fonts found");
+    for text in ["Zoë", "Ω Σ", "Привет", "山田", "やまだ", "김"] {
+        assert!(
+            egui_draws(font_definitions(&chain), text),
+            "{text:?} has no glyphs in {families:?}"
+        );
+    }
+    assert!(
+        !egui_draws(bevy_egui::egui::FontDefinitions::default(), "山田"),
+        "egui's own fonts lack CJK, so this test would not notice a missing chain"
+    );
 }

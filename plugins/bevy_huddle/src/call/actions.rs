@@ -206,7 +206,9 @@ pub(crate) struct CallWorld<'w, 's> {
             &'static mut CallState,
             &'static mut CallLayout,
             &'static mut CallMedia,
-            &'static CallParticipants,
+            // Bevy removes the relationship target once its last participant is gone (an
+            // ended call): absent means nobody.
+            Option<&'static CallParticipants>,
         ),
     >,
     pub participants: Query<
@@ -247,7 +249,8 @@ impl CallWorld<'_, '_> {
             .get(call)
             .map_err(|_| HuddleError::NoActiveCall)?;
         members
-            .iter()
+            .into_iter()
+            .flat_map(|m| m.iter())
             .find(|p| self.participants.get(*p).is_ok_and(|(.., local)| local))
             .ok_or(HuddleError::CallEnded)
     }
@@ -255,7 +258,7 @@ impl CallWorld<'_, '_> {
     /// The participant of `call` with this uid.
     pub(crate) fn participant_by_uid(&self, call: Entity, uid: &str) -> Option<Entity> {
         let (.., members) = self.calls.get(call).ok()?;
-        members.iter().find(|p| {
+        members?.iter().find(|p| {
             self.participants
                 .get(*p)
                 .is_ok_and(|(_, who, ..)| who.uid == uid)
@@ -293,7 +296,8 @@ impl CallWorld<'_, '_> {
             return Vec::new();
         };
         let mut present: Vec<(u64, CallUser)> = members
-            .iter()
+            .into_iter()
+            .flat_map(|m| m.iter())
             .filter_map(|p| self.participants.get(p).ok())
             .map(|(_, who, ..)| (who.joined_seq, who.to_user()))
             .collect();
@@ -369,6 +373,14 @@ impl CallWorld<'_, '_> {
             reason: reason.clone(),
         };
         let one_to_one = !info.is_group;
+        // Everything the call spawned goes with it: its participants and, linked to them,
+        // their tiles (UI nodes included), screen-share tiles and audio routes. The call
+        // entity stays, ended, for whoever reads the reason, until the next call starts.
+        if let Ok((.., Some(members))) = self.calls.get(call) {
+            for participant in members.iter() {
+                self.commands.entity(participant).try_despawn();
+            }
+        }
         if reason == EndReason::SessionTimeout {
             self.emit(CallEvent::SessionTimeout { call });
         }

@@ -225,6 +225,10 @@ pub(crate) fn start_new_calls(
         if *state == CallState::Idle {
             *state = CallState::Joining;
         }
+        // The call it replaces has ended (a live one refuses the new call above): it goes.
+        if let Some(previous) = world.active.0.filter(|previous| *previous != call) {
+            world.commands.entity(previous).try_despawn();
+        }
         world.active.0 = Some(call);
     }
 }
@@ -605,7 +609,7 @@ pub(crate) fn end_idle_calls(
         let Ok((info, state, _, _, members)) = world.calls.get(call) else {
             continue;
         };
-        if *state != CallState::InCall || members.len() > 1 {
+        if *state != CallState::InCall || members.is_some_and(|m| m.len() > 1) {
             if alone_for.0 != Duration::ZERO {
                 alone_for.0 = Duration::ZERO;
             }

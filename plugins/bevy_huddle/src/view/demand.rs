@@ -36,8 +36,8 @@ pub fn demand_for(widest_tile: Option<Vec2>, on_surface: bool) -> VideoDemand {
     }
 }
 
-/// Publishes every remote participant's [`VideoDemand`] in video calls (written only when it
-/// changes).
+/// Publishes every remote participant's [`VideoDemand`] (paused for all in audio calls; written
+/// only when it changes).
 pub(crate) fn publish_video_demand(
     calls: Query<(&CallParticipants, &CallMedia)>,
     mut participants: Query<(
@@ -51,9 +51,6 @@ pub(crate) fn publish_video_demand(
     mut commands: Commands,
 ) {
     for (members, call_media) in &calls {
-        if call_media.audio_only {
-            continue;
-        }
         for member in members.iter() {
             let Ok((entity, local, owned, demand)) = participants.get_mut(member) else {
                 continue;
@@ -70,7 +67,12 @@ pub(crate) fn publish_video_demand(
                 .fold(None, |widest: Option<Vec2>, size| {
                     Some(widest.map_or(size, |w| if size.x > w.x { size } else { w }))
                 });
-            let next = demand_for(widest_tile, on_surface);
+            // An audio call wants nobody's camera, whatever a peer sends.
+            let next = if call_media.audio_only {
+                demand_for(None, false)
+            } else {
+                demand_for(widest_tile, on_surface)
+            };
             match demand {
                 Some(mut demand) => {
                     demand.set_if_neq(next);

@@ -9,12 +9,17 @@
 //!   `main_video_container.name_label`;
 //! - [`TileNetworkLabel`]: their network quality (Excellent / Good / Poor / Bad, coloured) in
 //!   the corner and with the visibility of `main_video_container.network_label`; hidden until
-//!   a quality is measured.
+//!   a quality is measured;
+//! - [`TileMutedBadge`] and [`TileHandBadge`]: "Muted" and "Hand raised" pills, top left,
+//!   shown while the participant's microphone is muted or their hand is up.
+//!
+//! Text on tiles uses the [`TileTextFont`] resource (Bevy's default font unless the app
+//! chooses one).
 //!
 //! [`attach_tile_nodes`] builds them once; [`apply_tile_layouts`] copies each changed
 //! [`TileLayout`] into the nodes; [`show_video_or_avatar`] switches between picture and avatar;
-//! [`show_quality_and_speaking`] keeps the network label current and outlines the tile of
-//! whoever is speaking.
+//! [`show_quality_and_speaking`] keeps the network label and the badges current and outlines
+//! the tile of whoever is speaking.
 
 use bevy::prelude::*;
 
@@ -36,6 +41,30 @@ pub struct TileNameLabel;
 /// The child node of a tile that shows the participant's network quality.
 #[derive(Component, Clone, Copy, Debug, Default)]
 pub struct TileNetworkLabel;
+
+/// The child node of a tile that says the participant's microphone is muted.
+#[derive(Component, Clone, Copy, Debug, Default)]
+pub struct TileMutedBadge;
+
+/// The child node of a tile that says the participant's hand is raised.
+#[derive(Component, Clone, Copy, Debug, Default)]
+pub struct TileHandBadge;
+
+/// The font of the text on tiles (names, initials, badges, network quality). The default is
+/// Bevy's default font; an app built with Bevy's `system_font_discovery` sets
+/// `FontSource::SansSerif`, so names draw in any script through the system's fallback fonts.
+#[derive(Resource, Clone, Debug, Default, PartialEq)]
+pub struct TileTextFont(pub FontSource);
+
+impl TileTextFont {
+    /// A `TextFont` of this font at `size`.
+    pub fn at(&self, size: f32) -> TextFont {
+        TextFont {
+            font: self.0.clone(),
+            ..TextFont::from_font_size(size)
+        }
+    }
+}
 
 /// Colour of the outline around a speaking participant's tile.
 pub const SPEAKING_OUTLINE: Color = Color::srgb(0.25, 0.85, 0.45);
@@ -64,8 +93,10 @@ pub(crate) fn attach_tile_nodes(
     new_tiles: Query<(Entity, &VideoTile, &TileOf, Has<ScreenShareTile>), Added<VideoTile>>,
     participants: Query<(&Participant, &ParticipantOf)>,
     calls: Query<(&Call, Option<&CallTarget>)>,
+    font: Option<Res<TileTextFont>>,
     mut commands: Commands,
 ) {
+    let font = font.as_deref().cloned().unwrap_or_default();
     for (tile, video, tile_of, screen) in &new_tiles {
         let Ok((who, participant_of)) = participants.get(tile_of.0) else {
             continue;
@@ -86,6 +117,7 @@ pub(crate) fn attach_tile_nodes(
                 position_type: PositionType::Absolute,
                 display: Display::None,
                 overflow: Overflow::clip(),
+                border_radius: BorderRadius::all(Val::Px(8.0)),
                 ..default()
             },
             BackgroundColor(Color::BLACK),
@@ -137,15 +169,40 @@ pub(crate) fn attach_tile_nodes(
                     ..default()
                 },
                 BackgroundColor(color),
-                children![Text::new(initials)],
+                children![(Text::new(initials), font.at(20.0))],
             ));
             if name_label.visible {
                 tile.spawn((
                     TileNameLabel,
-                    corner_label_node(name_label.position),
+                    Node {
+                        border_radius: BorderRadius::all(Val::Px(4.0)),
+                        ..corner_label_node(name_label.position)
+                    },
                     BackgroundColor(label_color.with_alpha(0.8)),
                     ZIndex(1),
-                    children![(Text::new(name), TextFont::from_font_size(14.0))],
+                    children![(Text::new(name), font.at(14.0))],
+                ));
+            }
+            if !screen {
+                // Muted and hand-raised badges, top left, shown while they are true.
+                tile.spawn((
+                    Node {
+                        position_type: PositionType::Absolute,
+                        top: Val::Px(6.0),
+                        left: Val::Px(6.0),
+                        column_gap: Val::Px(4.0),
+                        ..default()
+                    },
+                    ZIndex(1),
+                    children![
+                        badge(TileMutedBadge, "Muted", Color::srgb(0.8, 0.15, 0.15), &font),
+                        badge(
+                            TileHandBadge,
+                            "Hand raised",
+                            Color::srgb(0.9, 0.6, 0.1),
+                            &font
+                        ),
+                    ],
                 ));
             }
             if network_label.visible && !screen {
@@ -158,12 +215,27 @@ pub(crate) fn attach_tile_nodes(
                     BackgroundColor(Color::srgba(0.0, 0.0, 0.0, 0.55)),
                     ZIndex(1),
                     Text::new(""),
-                    TextFont::from_font_size(12.0),
+                    font.at(13.0),
                     TextColor(Color::WHITE),
                 ));
             }
         });
     }
+}
+
+/// A hidden pill with `text` on `color`, marked with `marker`.
+fn badge(marker: impl Component, text: &str, color: Color, font: &TileTextFont) -> impl Bundle {
+    (
+        marker,
+        Node {
+            display: Display::None,
+            padding: UiRect::axes(Val::Px(6.0), Val::Px(2.0)),
+            border_radius: BorderRadius::all(Val::Px(4.0)),
+            ..default()
+        },
+        BackgroundColor(color),
+        children![(Text::new(text), font.at(13.0), TextColor(Color::WHITE))],
+    )
 }
 
 /// The node of a label pinned into a corner of its tile.
@@ -233,21 +305,28 @@ pub(crate) fn apply_tile_layouts(
     }
 }
 
-/// Shows the picture when video flows and is not paused, the avatar otherwise.
+/// Shows the picture when video flows and is not paused, the avatar otherwise; an audio call
+/// shows avatars only (a peer that sends its camera anyway is not shown).
 pub(crate) fn show_video_or_avatar(
     tiles_changed: Query<(), Changed<VideoTile>>,
     states_changed: Query<(), Changed<ParticipantState>>,
+    media_changed: Query<(), Changed<CallMedia>>,
     tiles: Query<(&VideoTile, &TileOf, &Children, Has<ScreenShareTile>)>,
-    states: Query<&ParticipantState>,
+    states: Query<(&ParticipantState, &ParticipantOf)>,
+    calls: Query<&CallMedia>,
     mut nodes: Query<(&mut Node, Has<TileVideo>), Or<(With<TileVideo>, With<TileAvatar>)>>,
 ) {
-    if tiles_changed.is_empty() && states_changed.is_empty() {
+    if tiles_changed.is_empty() && states_changed.is_empty() && media_changed.is_empty() {
         return;
     }
     for (tile, tile_of, children, screen) in &tiles {
-        // Pausing the camera does not hide a screen share.
-        let paused = !screen && states.get(tile_of.0).is_ok_and(|s| s.video_paused);
-        let show_video = tile.has_video() && !paused;
+        let Ok((state, participant_of)) = states.get(tile_of.0) else {
+            continue;
+        };
+        let audio_call = calls.get(participant_of.0).is_ok_and(|m| m.audio_only);
+        // Pausing the camera does not hide a screen share, nor does an audio call.
+        let camera_off = !screen && (state.video_paused || audio_call);
+        let show_video = tile.has_video() && !camera_off;
         for child in children.iter() {
             if let Ok((mut node, is_video)) = nodes.get_mut(child) {
                 let display = if is_video == show_video {
@@ -265,6 +344,7 @@ pub(crate) fn show_video_or_avatar(
 
 /// Writes each participant's network quality into their tile's network label, and outlines
 /// the tile of whoever is speaking (only for participants whose state changed).
+#[allow(clippy::type_complexity)]
 pub(crate) fn show_quality_and_speaking(
     changed: Query<(&ParticipantState, &ParticipantTiles), Changed<ParticipantState>>,
     mut tiles: Query<(
@@ -273,6 +353,14 @@ pub(crate) fn show_quality_and_speaking(
         Option<&mut Outline>,
     )>,
     mut labels: Query<(&mut Text, &mut TextColor, &mut Node), With<TileNetworkLabel>>,
+    mut badges: Query<
+        (&mut Node, Has<TileMutedBadge>),
+        (
+            Or<(With<TileMutedBadge>, With<TileHandBadge>)>,
+            Without<TileNetworkLabel>,
+        ),
+    >,
+    descendants: Query<&Children>,
     mut commands: Commands,
 ) {
     for (state, owned) in &changed {
@@ -296,6 +384,19 @@ pub(crate) fn show_quality_and_speaking(
                     } else {
                         Display::Flex
                     };
+                    if node.display != display {
+                        node.display = display;
+                    }
+                }
+            }
+            for badge in descendants.iter_descendants(tile) {
+                if let Ok((mut node, is_muted_badge)) = badges.get_mut(badge) {
+                    let on = if is_muted_badge {
+                        state.audio_muted
+                    } else {
+                        state.hand_raised
+                    };
+                    let display = if on { Display::Flex } else { Display::None };
                     if node.display != display {
                         node.display = display;
                     }

@@ -474,3 +474,129 @@ fn media_path_lands_in_the_participant_state_once() {
         "the same pair again is no change"
     );
 }
+
+/// How many entities of each kind a call leaves behind: participants, tiles (camera and
+/// screen share), audio routes, tile UI nodes (picture, avatar, name, badges), and children
+/// under the call's target node.
+fn leftovers(app: &mut App, root: Entity) -> [usize; 5] {
+    let world = app.world_mut();
+    let participants = world.query::<&Participant>().iter(world).count();
+    let tiles = world.query::<&VideoTile>().iter(world).count();
+    let routes = world.query::<&AudioRoute>().iter(world).count();
+    let nodes = world
+        .query_filtered::<(), Or<(
+            With<bevy_huddle::view::tiles::TileVideo>,
+            With<bevy_huddle::view::tiles::TileAvatar>,
+            With<bevy_huddle::view::tiles::TileNameLabel>,
+            With<bevy_huddle::view::tiles::TileMutedBadge>,
+        )>>()
+        .iter(world)
+        .count();
+    let under_root = world.get::<Children>(root).map_or(0, |c| c.len());
+    [participants, tiles, routes, nodes, under_root]
+}
+
+/// A 1:1 call rendered under a target node, with bob sharing his screen; returns the call.
+fn call_with_tiles_under(app: &mut App, root: Entity, session_id: &str) -> Entity {
+    let call = app
+        .world_mut()
+        .spawn((
+            Call::new(session_id, CallSettings::default()),
+            CallTarget(root),
+        ))
+        .id();
+    app.update();
+    session(
+        app,
+        call,
+        SessionChange::Joined {
+            local: ParticipantInfo::new("alice", "Alice"),
+            others: vec![ParticipantInfo::new("bob", "Bob")],
+        },
+    );
+    run(app, 2);
+    let bob = participant(app, "bob");
+    let image = app
+        .world_mut()
+        .resource_mut::<Assets<Image>>()
+        .add(Image::default());
+    app.world_mut().spawn((
+        ScreenShareTile,
+        TileOf(bob),
+        VideoTile {
+            image,
+            frame_size: UVec2::new(64, 36),
+        },
+    ));
+    run(app, 2);
+    call
+}
+
+/// Every way a call ends (we leave, the other side hangs up, the server ends the session,
+/// the connection is lost) removes everything the call spawned: participants, camera and
+/// screen-share tiles with all their UI nodes, audio routes, and the tiles under the target
+/// node. The next call starts from a clean view: only its own tiles, and the ended call's
+/// entity is gone.
+#[test]
+fn every_end_path_removes_the_calls_entities() {
+    let ends: [(&str, fn(&mut App, Entity)); 4] = [
+        ("leave", |app, _| act(app, CallAction::EndSession)),
+        ("remote hang-up", |app, call| {
+            session(
+                app,
+                call,
+                SessionChange::ParticipantLeft { uid: "bob".into() },
+            )
+        }),
+        ("session ended", |app, call| {
+            session(
+                app,
+                call,
+                SessionChange::Ended {
+                    reason: EndReason::SessionTimeout,
+                },
+            )
+        }),
+        ("connection lost", |app, call| {
+            session(
+                app,
+                call,
+                SessionChange::Ended {
+                    reason: EndReason::ConnectionLost,
+                },
+            )
+        }),
+    ];
+    for (path, end) in ends {
+        let mut app = app();
+        let root = app.world_mut().spawn(Node::default()).id();
+        let first = call_with_tiles_under(&mut app, root, "first");
+        let [participants, tiles, routes, nodes, under_root] = leftovers(&mut app, root);
+        assert_eq!((participants, tiles), (2, 3), "{path}: set-up");
+        assert!(routes > 0, "{path}: set-up routes");
+        assert!(nodes >= 6 && under_root == 3, "{path}: set-up nodes");
+
+        end(&mut app, first);
+        run(&mut app, 2);
+        assert!(
+            app.world()
+                .get::<CallState>(first)
+                .is_some_and(CallState::is_ended),
+            "{path}: the call ended"
+        );
+        assert_eq!(leftovers(&mut app, root), [0; 5], "{path}: everything gone");
+
+        let second = call_with_tiles_under(&mut app, root, "second");
+        assert_eq!(app.world().resource::<ActiveCall>().0, Some(second));
+        assert!(
+            app.world().get_entity(first).is_err(),
+            "{path}: the ended call is gone once the next starts"
+        );
+        let [participants, tiles, ..] = leftovers(&mut app, root);
+        assert_eq!(
+            (participants, tiles),
+            (2, 3),
+            "{path}: only the new call's tiles"
+        );
+    }
+}

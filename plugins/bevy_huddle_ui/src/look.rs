@@ -1,0 +1,160 @@
+//! The look shared by the call UI and the app's screens: the type scale and colours
+//! ([`apply_style`]), avatars with initials ([`avatar`]) and presence dots, and the
+//! [`UiMap`], where named widgets note where they were drawn.
+//!
+//! The map is what a journey test clicks on: with `HUDDLE_UI_MAP=FILE` in the environment,
+//! [`write_ui_map`] writes it to `FILE` as JSON (`{"name": [left, top, right, bottom]}` in
+//! window pixels) whenever it changes, so a test driving real input (xdotool) finds the
+//! "Log in" button, a contact's call button or the bar's Leave button where they are drawn.
+
+use std::collections::BTreeMap;
+
+use bevy::prelude::*;
+use bevy_egui::{EguiContexts, egui};
+
+/// Green of "online" and of accept buttons.
+pub const GREEN: egui::Color32 = egui::Color32::from_rgb(46, 160, 67);
+/// Red of the leave and decline buttons.
+pub const RED: egui::Color32 = egui::Color32::from_rgb(210, 48, 48);
+/// Background of cards (dialogs, the bar).
+pub const CARD: egui::Color32 = egui::Color32::from_rgb(32, 35, 42);
+
+/// Sets the type scale (heading 22, body 15, buttons 15, small 12) and rounded widgets.
+pub fn apply_style(ctx: &egui::Context) {
+    use egui::{FontFamily::Proportional, FontId, TextStyle};
+    ctx.all_styles_mut(|style| {
+        style.text_styles = [
+            (TextStyle::Heading, FontId::new(22.0, Proportional)),
+            (TextStyle::Body, FontId::new(15.0, Proportional)),
+            (TextStyle::Button, FontId::new(15.0, Proportional)),
+            (TextStyle::Small, FontId::new(12.0, Proportional)),
+            (
+                TextStyle::Monospace,
+                FontId::new(14.0, egui::FontFamily::Monospace),
+            ),
+        ]
+        .into();
+        style.spacing.button_padding = egui::vec2(10.0, 6.0);
+        style.spacing.item_spacing = egui::vec2(8.0, 6.0);
+        let rounding = egui::CornerRadius::same(6);
+        for widget in [
+            &mut style.visuals.widgets.inactive,
+            &mut style.visuals.widgets.hovered,
+            &mut style.visuals.widgets.active,
+            &mut style.visuals.widgets.noninteractive,
+            &mut style.visuals.widgets.open,
+        ] {
+            widget.corner_radius = rounding;
+        }
+        style.visuals.window_corner_radius = egui::CornerRadius::same(10);
+    });
+}
+
+/// The initials of a name (two words' first letters, upper case), or of the id.
+pub fn initials(name: &str, id: &str) -> String {
+    let source = if name.trim().is_empty() { id } else { name };
+    source
+        .split_whitespace()
+        .filter_map(|word| word.chars().next())
+        .take(2)
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
+/// The avatar colour of an id: the same hue the tiles use
+/// ([`bevy_huddle::view::tiles::avatar_color`]).
+pub fn avatar_color(id: &str) -> egui::Color32 {
+    let [r, g, b, _] = bevy_huddle::view::tiles::avatar_color(id)
+        .to_srgba()
+        .to_u8_array();
+    egui::Color32::from_rgb(r, g, b)
+}
+
+/// A round avatar of `size` with the initials of `name` (or `id`); with `online`, a presence
+/// dot (green online, grey offline) at its lower right.
+pub fn avatar(ui: &mut egui::Ui, name: &str, id: &str, size: f32, online: Option<bool>) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(size, size), egui::Sense::hover());
+    let painter = ui.painter();
+    painter.circle_filled(rect.center(), size / 2.0, avatar_color(id));
+    painter.text(
+        rect.center(),
+        egui::Align2::CENTER_CENTER,
+        initials(name, id),
+        egui::FontId::proportional(size * 0.4),
+        egui::Color32::WHITE,
+    );
+    if let Some(online) = online {
+        let dot = rect.right_bottom() - egui::vec2(size * 0.14, size * 0.14);
+        let color = if online { GREEN } else { egui::Color32::GRAY };
+        painter.circle_filled(dot, size * 0.14 + 2.0, ui.visuals().panel_fill);
+        painter.circle_filled(dot, size * 0.14, color);
+    }
+}
+
+/// Where named widgets were drawn this frame, in window pixels (see the module doc).
+#[derive(Resource, Clone, Debug, Default, PartialEq)]
+pub struct UiMap {
+    /// Widget name → `[left, top, right, bottom]`.
+    pub widgets: BTreeMap<String, [f32; 4]>,
+    /// Names drawn this frame (the map keeps only these at the end of the frame).
+    drawn: Vec<String>,
+}
+
+impl UiMap {
+    /// Notes that `name` was drawn at `rect` (egui points) on a screen of `pixels_per_point`.
+    pub fn note(&mut self, name: impl Into<String>, rect: egui::Rect, pixels_per_point: f32) {
+        let name = name.into();
+        let scaled = [rect.min.x, rect.min.y, rect.max.x, rect.max.y].map(|v| v * pixels_per_point);
+        if self.widgets.get(&name) != Some(&scaled) {
+            self.widgets.insert(name.clone(), scaled);
+        }
+        self.drawn.push(name);
+    }
+
+    /// Notes a widget's response under `name`.
+    pub fn note_response(&mut self, name: impl Into<String>, response: &egui::Response) {
+        let pixels_per_point = response.ctx.pixels_per_point();
+        self.note(name, response.rect, pixels_per_point);
+    }
+
+    /// Ends a frame: widgets not drawn in it leave the map. Returns whether the map changed.
+    fn end_frame(&mut self) -> bool {
+        let drawn = std::mem::take(&mut self.drawn);
+        let before = self.widgets.len();
+        self.widgets.retain(|name, _| drawn.contains(name));
+        before != self.widgets.len()
+    }
+}
+
+/// Writes the [`UiMap`] to `$HUDDLE_UI_MAP` when it changed (nothing without the variable).
+pub(crate) fn write_ui_map(
+    mut map: ResMut<UiMap>,
+    mut written: Local<Option<BTreeMap<String, [f32; 4]>>>,
+    mut path: Local<Option<Option<std::path::PathBuf>>>,
+) {
+    let removed = map.end_frame();
+    let path = path
+        .get_or_insert_with(|| std::env::var_os("HUDDLE_UI_MAP").map(Into::into))
+        .clone();
+    let Some(path) = path else {
+        return;
+    };
+    if !removed && written.as_ref() == Some(&map.widgets) {
+        return;
+    }
+    let json = serde_json::to_string(&map.widgets).unwrap_or_default();
+    // Written whole, then renamed: a reader never sees half a map.
+    let partial = path.with_extension("partial");
+    if std::fs::write(&partial, json).is_ok() && std::fs::rename(&partial, &path).is_ok() {
+        *written = Some(map.widgets.clone());
+    }
+}
+
+/// Installs the style once (the first frame with an egui context).
+pub(crate) fn style_once(mut contexts: EguiContexts, mut done: Local<bool>) -> Result {
+    if !*done {
+        apply_style(contexts.ctx_mut()?);
+        *done = true;
+    }
+    Ok(())
+}
