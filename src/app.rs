@@ -474,7 +474,7 @@ pub fn run(args: AppArgs) -> ExitCode {
         })
         .add_systems(
             bevy_huddle_ui::bevy_egui::EguiPrimaryContextPass,
-            draw::draw_app,
+            draw::draw_app.before(bevy_huddle_ui::CallUiDraw),
         );
     if let Some(path) = args.screenshot.clone() {
         let bots = usize::from(if args.server.is_some() { 0 } else { args.bots });
@@ -563,7 +563,7 @@ mod draw {
         active: Res<ActiveCall>,
         calls: Query<&CallState>,
         connections: Query<&ConnectionStatus>,
-        screens: Res<RingingScreens>,
+        mut screens: ResMut<RingingScreens>,
         mut map: ResMut<UiMap>,
         mut out: MessageWriter<AppCommand>,
     ) -> Result {
@@ -591,7 +591,9 @@ mod draw {
         egui::Panel::left("huddle_people")
             .resizable(false)
             .default_size(340.0)
-            .show(&mut screen, |ui| draw_people(ui, model, &mut map, &mut out));
+            .show(&mut screen, |ui| {
+                draw_people(ui, model, &mut map, &mut out, &mut screens);
+            });
         egui::CentralPanel::default_margins()
             .show(&mut screen, |ui| draw_history(ui, model, &mut out));
         Ok(())
@@ -621,6 +623,9 @@ mod draw {
                             egui::TextEdit::singleline(&mut model.login_uid).hint_text("e.g. ada"),
                         );
                         map.note_response("login.uid", &uid);
+                        if uid.has_focus() {
+                            map.note_response("login.uid.focused", &uid);
+                        }
                         ui.end_row();
                         ui.label("Name");
                         let name = ui.add(
@@ -628,6 +633,9 @@ mod draw {
                                 .hint_text("shown to others"),
                         );
                         map.note_response("login.name", &name);
+                        if name.has_focus() {
+                            map.note_response("login.name.focused", &name);
+                        }
                         ui.end_row();
                         (uid, name)
                     });
@@ -648,15 +656,19 @@ mod draw {
                     });
                 }
                 // One line: the connection's own words, or the screen's notice.
-                match status {
+                let problem = match status {
                     Some((line, color)) => {
-                        ui.colored_label(color, line);
+                        let refused = color == egui::Color32::LIGHT_RED;
+                        let label = ui.colored_label(color, line);
+                        refused.then_some(label)
                     }
-                    None => {
-                        if let Some(notice) = &model.notice {
-                            ui.colored_label(egui::Color32::LIGHT_RED, notice);
-                        }
-                    }
+                    None => model
+                        .notice
+                        .as_ref()
+                        .map(|notice| ui.colored_label(egui::Color32::LIGHT_RED, notice)),
+                };
+                if let Some(problem) = problem {
+                    map.note_response("login.problem", &problem);
                 }
             });
     }
@@ -666,6 +678,7 @@ mod draw {
         model: &mut AppModel,
         map: &mut UiMap,
         out: &mut MessageWriter<AppCommand>,
+        screens: &mut RingingScreens,
     ) {
         if let Some(me) = &model.me {
             ui.add_space(6.0);
@@ -690,7 +703,7 @@ mod draw {
                     ui.label(&user.name);
                     ui.small(if contact.online { "online" } else { "offline" });
                 });
-                call_buttons(ui, map, out, &user.uid, ReceiverType::User);
+                call_buttons(ui, map, out, screens, &user.uid, ReceiverType::User);
             });
         }
         ui.separator();
@@ -706,7 +719,7 @@ mod draw {
                         if members == 1 { "" } else { "s" }
                     ));
                 });
-                call_buttons(ui, map, out, &group.guid, ReceiverType::Group);
+                call_buttons(ui, map, out, screens, &group.guid, ReceiverType::Group);
             });
         }
         ui.separator();
@@ -727,11 +740,13 @@ mod draw {
         }
     }
 
-    /// The audio and video call buttons of a contact or group, right-aligned.
+    /// The audio and video call buttons of a contact or group, right-aligned. A click shows
+    /// "Calling…" in the same frame (the call UI draws after this) and asks for the call.
     fn call_buttons(
         ui: &mut egui::Ui,
         map: &mut UiMap,
         out: &mut MessageWriter<AppCommand>,
+        screens: &mut RingingScreens,
         receiver_id: &str,
         receiver_type: ReceiverType,
     ) {
@@ -750,6 +765,11 @@ mod draw {
                 };
                 map.note_response(format!("call.{kind}.{receiver_id}"), &button);
                 if button.clicked() {
+                    screens.placing = Some(bevy_huddle_ui::PlacingCall {
+                        receiver_id: receiver_id.to_owned(),
+                        receiver_type,
+                        call_type,
+                    });
                     out.write(AppCommand::Call {
                         receiver_id: receiver_id.to_owned(),
                         receiver_type,

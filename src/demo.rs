@@ -135,12 +135,13 @@ struct SyntheticCamera {
 }
 
 fn open_call(mut commands: Commands, config: Res<DemoConfig>, mut exit: MessageWriter<AppExit>) {
-    // The call fills the window below a status line.
-    let root = spawn_call_area(
-        &mut commands,
-        STATUS_HEIGHT,
-        bevy_huddle_ui::CALL_BAR_HEIGHT,
-    );
+    // The call fills the window below a status line, and above the bar when it shows.
+    let bar = if config.default_layout {
+        bevy_huddle_ui::CALL_BAR_HEIGHT
+    } else {
+        0.0
+    };
+    let root = spawn_call_area(&mut commands, STATUS_HEIGHT, bar);
     commands.spawn((
         StatusText,
         Text::new("Huddle demo"),

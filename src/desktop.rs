@@ -54,6 +54,7 @@ pub fn windowed_app(title: &str, size: UVec2, command: &str) -> Result<App, Exit
         exit_condition: bevy::window::ExitCondition::OnPrimaryClosed,
         ..default()
     }))
+    .insert_resource(ClearColor(CALL_AREA_BACKGROUND))
     .add_plugins((
         HuddlePlugins,
         bevy_huddle::DeviceWatcherPlugin::default(),
@@ -62,6 +63,9 @@ pub fn windowed_app(title: &str, size: UVec2, command: &str) -> Result<App, Exit
     ));
     Ok(app)
 }
+
+/// The colour behind the call (and of the whole window, so the bar's strip matches).
+pub const CALL_AREA_BACKGROUND: Color = Color::srgb(0.08, 0.09, 0.11);
 
 /// The window's camera and the UI node calls render in: the whole window between `top`
 /// logical pixels from its top and `bottom` from its bottom (the call bar's strip, so the
@@ -78,7 +82,7 @@ pub fn spawn_call_area(commands: &mut Commands, top: f32, bottom: f32) -> Entity
                 bottom: Val::Px(bottom),
                 ..default()
             },
-            BackgroundColor(Color::srgb(0.08, 0.09, 0.11)),
+            BackgroundColor(CALL_AREA_BACKGROUND),
         ))
         .id()
 }

@@ -142,7 +142,8 @@ pub fn join_on_login(
 pub enum BotJoin {
     /// Joins this session as soon as it is logged in (a direct call, no ringing).
     Session(String),
-    /// Answers every call that rings it: accept, call token, join.
+    /// Answers every call that rings it: accept, call token, join; leaves when the caller
+    /// has left.
     AnswerCalls,
 }
 
@@ -189,6 +190,45 @@ pub fn answer_calls(
     }
 }
 
+/// An answering bot leaves a call once the person who placed it has left (a group call goes
+/// on without them otherwise, and the bot stays busy for everyone else). Who placed each
+/// call comes from its ringing; calls the bot was not rung for are left alone.
+pub fn leave_when_the_caller_leaves(
+    mut events: MessageReader<RingingEvent>,
+    mut callers: Local<std::collections::HashMap<String, String>>,
+    mut caller_seen: Local<std::collections::HashSet<Entity>>,
+    active: Res<ActiveCall>,
+    calls: Query<(&Call, &CallState, Option<&CallParticipants>)>,
+    participants: Query<&Participant>,
+    mut actions: MessageWriter<CallAction>,
+) {
+    for event in events.read() {
+        if let RingingEvent::IncomingCallReceived { call } = event {
+            callers.insert(call.session_id.clone(), call.initiator.uid.clone());
+        }
+    }
+    let Some(entity) = active.0 else {
+        return;
+    };
+    let Ok((call, CallState::InCall, members)) = calls.get(entity) else {
+        return;
+    };
+    let Some(caller) = callers.get(&call.session_id) else {
+        return;
+    };
+    let present = members
+        .into_iter()
+        .flat_map(|m| m.iter())
+        .filter_map(|p| participants.get(p).ok())
+        .any(|p| &p.uid == caller);
+    if present {
+        caller_seen.insert(entity);
+    } else if caller_seen.remove(&entity) {
+        callers.remove(&call.session_id);
+        actions.write(CallAction::EndSession);
+    }
+}
+
 /// Runs a headless bot app on its own thread until the process ends.
 pub fn spawn_bot(
     runtime: HuddleRuntime,
@@ -225,7 +265,7 @@ pub fn spawn_bot(
                     .add_systems(Update, join_on_login);
                 }
                 BotJoin::AnswerCalls => {
-                    app.add_systems(Update, answer_calls);
+                    app.add_systems(Update, (answer_calls, leave_when_the_caller_leaves));
                 }
             }
             app.world_mut()

@@ -34,14 +34,17 @@ fn run_demo(args: &[&str]) {
     assert!(status.success(), "huddle demo {args:?} failed: {status}");
 }
 
-/// egui's window fill (dark theme), the colour of the button bar's frame.
-const BAR_FILL: [u8; 3] = [27, 27, 27];
+/// The colour of the button bar's frame.
+const BAR_FILL: [u8; 3] = {
+    let [r, g, b, _] = bevy_huddle_ui::look::CARD.to_array();
+    [r, g, b]
+};
 
-/// Share of pixels in the band where the bar sits (anchored bottom-centre, 12 px up) that
-/// have the bar's frame colour.
+/// Share of pixels in the band where the bar's frame shows under its buttons (anchored
+/// bottom-centre, 8 px up, 6 px of margin) that have the bar's frame colour.
 fn bar_fill_share(image: &image::RgbaImage) -> f32 {
     let (x0, x1) = (WIDTH / 2 - 200, WIDTH / 2 + 200);
-    let (y0, y1) = (HEIGHT - 40, HEIGHT - 16);
+    let (y0, y1) = (HEIGHT - 13, HEIGHT - 9);
     let total = (x1 - x0) * (y1 - y0);
     let matching = (y0..y1)
         .flat_map(|y| (x0..x1).map(move |x| (x, y)))
@@ -166,8 +169,14 @@ fn assert_video_in(image: &image::RgbaImage, rects: &[Rect]) {
     }
 }
 
-/// Where the layout puts each tile's picture, in window pixels (same code the app runs).
+/// Where the layout puts each tile's picture, in window pixels (same code the app runs),
+/// with the bar's strip left free.
 fn content_rects(mode: LayoutMode, tiles: usize) -> Vec<Rect> {
+    content_rects_above(mode, tiles, bevy_huddle_ui::CALL_BAR_HEIGHT)
+}
+
+/// [`content_rects`] in a call area that ends `bottom` pixels above the window's bottom.
+fn content_rects_above(mode: LayoutMode, tiles: usize, bottom: f32) -> Vec<Rect> {
     let layout_tiles: Vec<LayoutTile> = (0..tiles)
         .map(|i| LayoutTile {
             key: bevy::ecs::entity::Entity::from_raw_u32(i as u32 + 1).expect("entity"),
@@ -175,7 +184,7 @@ fn content_rects(mode: LayoutMode, tiles: usize) -> Vec<Rect> {
             video_aspect: Some(BOT_VIDEO.x as f32 / BOT_VIDEO.y as f32),
         })
         .collect();
-    let viewport = Vec2::new(WIDTH as f32, HEIGHT as f32 - STATUS_HEIGHT);
+    let viewport = Vec2::new(WIDTH as f32, HEIGHT as f32 - STATUS_HEIGHT - bottom);
     compute_layout(&LayoutRequest {
         mode,
         viewport,
@@ -231,7 +240,7 @@ fn demo_spotlight_without_bar_shows_only_tiles() {
         "spotlight",
         &["--bots", "3", "--mode", "spotlight", "--no-bar"],
     );
-    let rects = content_rects(LayoutMode::Spotlight, 4);
+    let rects = content_rects_above(LayoutMode::Spotlight, 4, 0.0);
     assert_video_in(&image, &rects);
     assert_moving_video(&image, &later, &rects);
     let bar = bar_fill_share(&image);

@@ -1,8 +1,10 @@
-//! Tests of the `huddle` package, in one binary (each links Bevy): the desktop app's model
+//! Tests of the `huddle` package, in one binary (each links Bevy): a person's journey through
+//! the desktop app in a real window driven by real input (`app_journey`), the app's model
 //! against a real server (`app_model`), picture-in-picture (`pip`), the demo in a real window
 //! (`demo_window`), `huddle bot` processes recording a call (`bot_recording`), and bots
 //! calling across network namespaces with NAT, TURN, loss and outages (`net_lab`).
 
+mod app_journey;
 mod app_model;
 mod bot_recording;
 mod demo_window;

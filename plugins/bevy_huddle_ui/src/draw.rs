@@ -32,6 +32,11 @@ pub const CALL_BAR_HEIGHT: f32 = 76.0;
 /// Size of each bar button.
 const BAR_BUTTON: egui::Vec2 = egui::vec2(86.0, 50.0);
 
+/// The call UI's egui drawing (in `EguiPrimaryContextPass`): an app that draws screens of its
+/// own before it (`.before(CallUiDraw)`) has its clicks' cards shown in the same frame.
+#[derive(SystemSet, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallUiDraw;
+
 pub(crate) fn build(app: &mut App) {
     if !app.is_plugin_added::<EguiPlugin>() {
         app.add_plugins(EguiPlugin::default());
@@ -47,9 +52,10 @@ pub(crate) fn build(app: &mut App) {
                 draw_call_controls,
                 note_typing,
             )
-                .chain(),
+                .chain()
+                .in_set(CallUiDraw),
         )
-        .add_systems(Last, look::write_ui_map);
+        .add_systems(Last, (look::note_tiles, look::write_ui_map).chain());
 }
 
 /// Shortcuts pause while an egui text field has the keyboard.
@@ -71,6 +77,8 @@ fn card(
     buttons: impl FnOnce(&mut egui::Ui),
 ) {
     egui::Area::new(egui::Id::new(id))
+        // Shown at once, not faded in over the next frames.
+        .fade_in(false)
         .anchor(
             egui::Align2::CENTER_CENTER,
             egui::vec2(0.0, -CALL_BAR_HEIGHT / 2.0),
@@ -241,6 +249,7 @@ fn draw_call_status(
     };
     if let Some((text, name)) = status {
         let area = egui::Area::new(egui::Id::new("huddle_call_status"))
+            .fade_in(false)
             .anchor(egui::Align2::CENTER_TOP, egui::vec2(0.0, 24.0))
             .show(ctx, |ui| {
                 egui::Frame::popup(ui.style())
@@ -252,6 +261,7 @@ fn draw_call_status(
     }
     if confirmation.armed_until.is_some() {
         let area = egui::Area::new(egui::Id::new("huddle_leave_confirm"))
+            .fade_in(false)
             .anchor(
                 egui::Align2::CENTER_BOTTOM,
                 egui::vec2(0.0, -(CALL_BAR_HEIGHT + 8.0)),
@@ -402,7 +412,7 @@ fn draw_call_controls(
     });
     map.note_response("bar", &shown.response);
     if let Some(devices) = devices {
-        egui::Window::new("Devices")
+        let window = egui::Window::new("Devices")
             .anchor(egui::Align2::LEFT_TOP, egui::vec2(8.0, 8.0))
             .default_open(false)
             .resizable(false)
@@ -432,8 +442,11 @@ fn draw_call_controls(
                         });
                 }
             });
+        if let Some(window) = window {
+            map.note_response("window.devices", &window.response);
+        }
     }
-    egui::Window::new(format!("Participants ({})", members.len()))
+    let window = egui::Window::new(format!("Participants ({})", members.len()))
         .id(egui::Id::new("huddle_participants"))
         .anchor(egui::Align2::RIGHT_TOP, egui::vec2(-8.0, 8.0))
         .default_open(false)
@@ -502,5 +515,8 @@ fn draw_call_controls(
                 });
             }
         });
+    if let Some(window) = window {
+        map.note_response("window.participants", &window.response);
+    }
     Ok(())
 }

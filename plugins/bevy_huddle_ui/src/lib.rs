@@ -51,7 +51,7 @@ pub use bevy_egui;
 pub use devices::{DeviceOption, DevicePicker, choose_device, device_pickers};
 /// Height of the strip at the bottom the call bar is drawn in: lay the call out above it.
 #[cfg(feature = "egui")]
-pub use draw::CALL_BAR_HEIGHT;
+pub use draw::{CALL_BAR_HEIGHT, CallUiDraw};
 pub use ringing::{CallUiConfig, PlacingCall, RingingChoice, RingingScreens, Toast};
 pub use ringtone::{RingtonePlayer, RingtoneSettings};
 pub use shortcuts::{CallShortcuts, LeaveConfirmation};

@@ -111,6 +111,15 @@ impl UiMap {
         self.drawn.push(name);
     }
 
+    /// Notes that `name` was drawn at `[left, top, right, bottom]` window pixels.
+    pub fn note_pixels(&mut self, name: impl Into<String>, rect: [f32; 4]) {
+        let name = name.into();
+        if self.widgets.get(&name) != Some(&rect) {
+            self.widgets.insert(name.clone(), rect);
+        }
+        self.drawn.push(name);
+    }
+
     /// Notes a widget's response under `name`.
     pub fn note_response(&mut self, name: impl Into<String>, response: &egui::Response) {
         let pixels_per_point = response.ctx.pixels_per_point();
@@ -123,6 +132,51 @@ impl UiMap {
         let before = self.widgets.len();
         self.widgets.retain(|name, _| drawn.contains(name));
         before != self.widgets.len()
+    }
+}
+
+/// Notes where the tiles and their name labels are on screen: `tile.UID` and
+/// `tile.label.UID` (`screen.UID` for a screen share), for tiles that are shown.
+pub(crate) fn note_tiles(
+    tiles: Query<(
+        &bevy_huddle::prelude::TileOf,
+        &ComputedNode,
+        &UiGlobalTransform,
+        Has<bevy_huddle::prelude::ScreenShareTile>,
+        &Children,
+    )>,
+    labels: Query<
+        (&ComputedNode, &UiGlobalTransform),
+        With<bevy_huddle::view::tiles::TileNameLabel>,
+    >,
+    participants: Query<&bevy_huddle::prelude::Participant>,
+    mut map: ResMut<UiMap>,
+) {
+    let rect = |node: &ComputedNode, at: &UiGlobalTransform| {
+        let size = node.size();
+        let center = at.affine().translation;
+        (size.x > 0.0 && size.y > 0.0).then(|| {
+            let min = center - size / 2.0;
+            [min.x, min.y, min.x + size.x, min.y + size.y]
+        })
+    };
+    for (tile_of, node, at, screen, children) in &tiles {
+        let Ok(who) = participants.get(tile_of.0) else {
+            continue;
+        };
+        let Some(tile_rect) = rect(node, at) else {
+            continue;
+        };
+        if screen {
+            map.note_pixels(format!("screen.{}", who.uid), tile_rect);
+            continue;
+        }
+        map.note_pixels(format!("tile.{}", who.uid), tile_rect);
+        for child in children.iter() {
+            if let Some(label) = labels.get(child).ok().and_then(|(n, t)| rect(n, t)) {
+                map.note_pixels(format!("tile.label.{}", who.uid), label);
+            }
+        }
     }
 }
 
@@ -150,11 +204,21 @@ pub(crate) fn write_ui_map(
     }
 }
 
-/// Installs the style once (the first frame with an egui context).
-pub(crate) fn style_once(mut contexts: EguiContexts, mut done: Local<bool>) -> Result {
-    if !*done {
-        apply_style(contexts.ctx_mut()?);
-        *done = true;
+/// Installs the style once (the first frame with an egui context), and notes `ui.ready` in
+/// the [`UiMap`] from the tenth frame after it: by then egui has built its font atlas (the
+/// fallback fonts make the first frames slow), and input is taken as it comes.
+pub(crate) fn style_once(
+    mut contexts: EguiContexts,
+    mut frames: Local<u32>,
+    mut map: ResMut<UiMap>,
+) -> Result {
+    let ctx = contexts.ctx_mut()?;
+    if *frames == 0 {
+        apply_style(ctx);
+    }
+    *frames = frames.saturating_add(1);
+    if *frames > 10 {
+        map.note("ui.ready", egui::Rect::ZERO, 1.0);
     }
     Ok(())
 }

@@ -212,7 +212,7 @@ pub(crate) fn attach_tile_nodes(
                         display: Display::None,
                         ..corner_label_node(network_label.position)
                     },
-                    BackgroundColor(Color::srgba(0.0, 0.0, 0.0, 0.55)),
+                    BackgroundColor(Color::srgba(0.0, 0.0, 0.0, 0.8)),
                     ZIndex(1),
                     Text::new(""),
                     font.at(13.0),
