@@ -28,7 +28,9 @@ use huddle_protocol::{
 };
 
 use crate::desktop::{spawn_call_area, windowed_app};
-use crate::embedded::{BotJoin, embedded_database, spawn_bot, start_embedded_server_with};
+use crate::embedded::{
+    BotJoin, EmbeddedServerOptions, embedded_database, spawn_bot, start_embedded_server_with,
+};
 
 /// The group every user of the embedded server is in (so everyone is everyone's contact).
 pub const LOBBY: &str = "lobby";
@@ -49,6 +51,10 @@ pub struct AppArgs {
     /// Display name for `--uid`.
     #[arg(long)]
     pub name: Option<String>,
+    /// Where the embedded server listens: others on your network can log in to it at
+    /// `ws://ADDR/ws` when it is not loopback.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
     /// Bots on the embedded server that answer calls (0..=16).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=16))]
     pub bots: u16,
@@ -65,6 +71,7 @@ impl Default for AppArgs {
             ca_file: None,
             uid: None,
             name: None,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             bots: 2,
             screenshot: None,
         }
@@ -429,8 +436,11 @@ pub fn run(args: AppArgs) -> ExitCode {
         None => match start_embedded_server_with(
             &runtime,
             Vec::new(),
-            Some(LOBBY.into()),
-            embedded_database(),
+            EmbeddedServerOptions {
+                lobby: Some(LOBBY.into()),
+                db: embedded_database(),
+                listen: args.listen,
+            },
         ) {
             Ok(url) => {
                 for i in 1..=args.bots {

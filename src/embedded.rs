@@ -21,26 +21,46 @@ pub fn start_embedded_server(
     runtime: &HuddleRuntime,
     groups: Vec<GroupInfo>,
 ) -> Result<String, huddle_server::ServerError> {
-    start_embedded_server_with(runtime, groups, None, None)
+    start_embedded_server_with(runtime, groups, EmbeddedServerOptions::default())
 }
 
-/// [`start_embedded_server`], with every user who logs in put in the group `lobby` (so
-/// everyone is everyone's contact), and users, groups and call logs kept in the SQLite file
-/// `db` (`None`: in memory, gone when the process ends).
+/// How the app's embedded server runs, beyond the demo's defaults.
+#[derive(Clone, Debug)]
+pub struct EmbeddedServerOptions {
+    /// Every user who logs in joins this group (so everyone is everyone's contact).
+    pub lobby: Option<String>,
+    /// Users, groups and call logs live in this SQLite file (`None`: in memory, gone when the
+    /// process ends).
+    pub db: Option<std::path::PathBuf>,
+    /// Where it listens (default: 127.0.0.1 on a free port).
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for EmbeddedServerOptions {
+    fn default() -> Self {
+        Self {
+            lobby: None,
+            db: None,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+/// [`start_embedded_server`] with [`EmbeddedServerOptions`].
 pub fn start_embedded_server_with(
     runtime: &HuddleRuntime,
     groups: Vec<GroupInfo>,
-    lobby: Option<String>,
-    db: Option<std::path::PathBuf>,
+    options: EmbeddedServerOptions,
 ) -> Result<String, huddle_server::ServerError> {
     let config = ServerConfig {
         hub: HubConfig {
             dev_login: true,
-            dev_lobby: lobby,
+            dev_lobby: options.lobby,
             ..HubConfig::default()
         },
         groups,
-        db,
+        db: options.db,
+        listen: options.listen,
         ..ServerConfig::default()
     };
     let server = runtime.handle().block_on(huddle_server::bind(config))?;

@@ -166,6 +166,38 @@ struct AppUnderTest {
     process: Child,
     map_path: PathBuf,
     dir: PathBuf,
+    /// Its embedded server's WebSocket URL.
+    server: String,
+}
+
+/// A `huddle bot` process, killed when dropped.
+struct BotProcess(Child);
+
+impl BotProcess {
+    /// A bot logged in to `server` as `uid`, with `args` (e.g. `--call zoe`).
+    fn start(server: &str, uid: &str, name: &str, args: &[&str]) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_huddle"))
+            .args(["bot", "--server", server, "--uid", uid, "--name", name])
+            .args(["--width", "320", "--height", "180"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(
+                    std::env::temp_dir().join(format!("huddle-journey-{uid}.log")),
+                )
+                .map_or_else(|_| Stdio::null(), Stdio::from),
+            )
+            .spawn()
+            .expect("the huddle binary");
+        Self(child)
+    }
+}
+
+impl Drop for BotProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl AppUnderTest {
@@ -174,7 +206,13 @@ impl AppUnderTest {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let map_path = dir.join("ui-map.json");
+        // The embedded server on a port we know, for bots of our own to log in to.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
         let process = Command::new(env!("CARGO_BIN_EXE_huddle"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("DISPLAY", &display.name)
             .env("HUDDLE_UI_MAP", &map_path)
             // The history lives in the data folder: a fresh one, not the user's.
@@ -188,6 +226,7 @@ impl AppUnderTest {
             process,
             map_path,
             dir,
+            server: format!("ws://127.0.0.1:{port}/ws"),
         }
     }
 
@@ -342,7 +381,10 @@ fn leave(display: &VirtualDisplay, app: &mut AppUnderTest, timings: &mut Vec<(St
 /// 3. after leaving, a call to Bot 2 shows only Bot 2's and our tiles: Bot 1's tiles are gone
 ///    from the UI, and where they were, the screen shows the call's background;
 /// 4. a group call, left while the bots stay, then a 1:1 audio call: it is not refused;
-/// 5. one Esc in a call asks for another and leaves nothing; the second leaves.
+/// 5. one Esc in a call asks for another and leaves nothing; the second leaves;
+/// 6. a bot calls us: the incoming card's Accept joins the call; Single, the devices window
+///    and picture in picture show;
+/// 7. calling someone who does not answer shows the calling card, whose Cancel ends it.
 #[test]
 fn a_person_uses_the_app() {
     let _serial = crate::one_media_test_at_a_time();
@@ -465,7 +507,75 @@ fn a_person_uses_the_app() {
     display.key("Escape");
     app.wait("home after Esc Esc", 20, |map| !map.contains_key("bar"));
     std::thread::sleep(Duration::from_millis(800));
-    keep(&display.screenshot(), "home-history");
+    keep(&display.screenshot(), "home-after-calls");
+
+    // 6. Carol calls us: the incoming card; accepted, the call in Single, the devices
+    //    window and picture in picture.
+    let _carol = BotProcess::start(
+        &app.server.clone(),
+        "carol",
+        "Carol",
+        &["--call", "zoe", "--seconds", "60", "--wait", "40"],
+    );
+    let accept = app.widget("incoming.accept", 40);
+    std::thread::sleep(Duration::from_millis(300));
+    keep(&display.screenshot(), "incoming");
+    display.click(accept);
+    app.wait("Carol in the call", 20, |map| {
+        map.contains_key("tile.carol")
+    });
+    let mode = app.widget("bar.Mode", 10);
+    display.click(mode);
+    let width = |r: &[f32; 4]| r[2] - r[0];
+    app.wait("Spotlight: Carol main, us small", 10, |map| {
+        match (map.get("tile.carol"), map.get("tile.zoe")) {
+            (Some(main), Some(me)) => width(me) * 2.0 < width(main),
+            _ => false,
+        }
+    });
+    display.click(mode);
+    app.wait("Single: Carol alone on screen", 10, |map| {
+        map.contains_key("tile.carol") && !map.contains_key("tile.zoe")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    keep(&display.screenshot(), "in-call-single");
+    let devices = app.widget("window.devices", 10);
+    // The collapse arrow at the header's left.
+    display.click([
+        devices[0] + 10.0,
+        devices[1] + 10.0,
+        devices[0] + 30.0,
+        devices[1] + 30.0,
+    ]);
+    app.wait("the devices window open", 10, |map| {
+        map.get("window.devices")
+            .is_some_and(|r| r[3] - r[1] > 60.0)
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    keep(&display.screenshot(), "devices");
+    let pip = app.widget("bar.Pip", 10);
+    display.click(pip);
+    std::thread::sleep(Duration::from_millis(1500));
+    keep(&display.screenshot(), "pip");
+    let leave_button = app.widget("bar.EndCall", 10);
+    display.click(leave_button);
+    app.wait("home after Carol's call", 20, |map| {
+        !map.contains_key("bar")
+    });
+
+    // 7. Calling Dave, who does not answer: the calling card, then Cancel.
+    let _dave = BotProcess::start(&app.server.clone(), "dave", "Dave", &["--wait", "40"]);
+    let call_dave = app.widget("call.video.dave", 40);
+    display.click(call_dave);
+    let cancel = app.widget("calling.cancel", 10);
+    std::thread::sleep(Duration::from_millis(300));
+    keep(&display.screenshot(), "calling");
+    display.click(cancel);
+    app.wait("home after cancelling", 10, |map| {
+        !map.contains_key("calling")
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    keep(&display.screenshot(), "history");
 
     for (what, took) in &timings {
         println!("journey: {what}: {} ms", took.as_millis());

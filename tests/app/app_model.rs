@@ -9,7 +9,9 @@ use bevy_huddle::HuddleRuntime;
 use bevy_huddle::prelude::*;
 use bevy_huddle_ui::HuddleUiStatePlugin;
 use huddle::app::{AppCommand, AppModel, AppModelPlugin, AppServer, LOBBY};
-use huddle::embedded::{JoinOnLogin, answer_calls, join_on_login, start_embedded_server_with};
+use huddle::embedded::{
+    EmbeddedServerOptions, JoinOnLogin, answer_calls, join_on_login, start_embedded_server_with,
+};
 use huddle_protocol::{CallStatus, CallType, ReceiverType};
 
 /// A server on its own runtime, with the app's dev lobby.
@@ -28,8 +30,10 @@ impl Server {
         let url = start_embedded_server_with(
             &HuddleRuntime::from(runtime.handle().clone()),
             Vec::new(),
-            Some(LOBBY.into()),
-            None,
+            EmbeddedServerOptions {
+                lobby: Some(LOBBY.into()),
+                ..EmbeddedServerOptions::default()
+            },
         )
         .expect("server");
         Self { runtime, url }

@@ -140,6 +140,7 @@ impl UiMap {
 pub(crate) fn note_tiles(
     tiles: Query<(
         &bevy_huddle::prelude::TileOf,
+        &Node,
         &ComputedNode,
         &UiGlobalTransform,
         Has<bevy_huddle::prelude::ScreenShareTile>,
@@ -160,7 +161,11 @@ pub(crate) fn note_tiles(
             [min.x, min.y, min.x + size.x, min.y + size.y]
         })
     };
-    for (tile_of, node, at, screen, children) in &tiles {
+    for (tile_of, style, node, at, screen, children) in &tiles {
+        // A hidden node keeps the size it last had.
+        if style.display == Display::None {
+            continue;
+        }
         let Ok(who) = participants.get(tile_of.0) else {
             continue;
         };
