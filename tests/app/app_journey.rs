@@ -122,6 +122,23 @@ impl VirtualDisplay {
         self.xdotool(&["mouseup", "1"]);
     }
 
+    /// Presses in the middle of `rect`, moves by `by` in ten steps, releases.
+    fn drag(&self, rect: [f32; 4], by: (f32, f32)) {
+        let (x, y) = ((rect[0] + rect[2]) / 2.0, (rect[1] + rect[3]) / 2.0);
+        self.xdotool(&["mousemove", "--sync", &x.to_string(), &y.to_string()]);
+        std::thread::sleep(Duration::from_millis(250));
+        self.xdotool(&["mousedown", "1"]);
+        for step in 1..=10 {
+            let f = step as f32 / 10.0;
+            let (to_x, to_y) = ((x + by.0 * f).round(), (y + by.1 * f).round());
+            std::thread::sleep(Duration::from_millis(60));
+            self.xdotool(&["mousemove", "--sync", &to_x.to_string(), &to_y.to_string()]);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        self.xdotool(&["mouseup", "1"]);
+        self.pointer.set((x + by.0, y + by.1));
+    }
+
     /// Where the pointer's arrow is drawn.
     fn pointer_rect(&self) -> [f32; 4] {
         let (x, y) = self.pointer.get();
@@ -451,6 +468,42 @@ fn a_person_uses_the_app() {
         );
     }
     let bot1_tile = map["tile.bot-1"];
+
+    // Dragging our floating preview moves it and pins nobody; Mute → Unmute moves no button.
+    let preview = map["tile.zoe"];
+    display.drag(preview, (-300.0, -150.0));
+    let (moved, _) = app.wait("the preview moved", 10, |map| {
+        map.get("tile.zoe")
+            .is_some_and(|r| (r[0] - preview[0]).abs() > 100.0)
+    });
+    assert_eq!(
+        moved.get("tile.bot-1"),
+        Some(&bot1_tile),
+        "the drag changed the main tile"
+    );
+    let buttons_before: Vec<(String, [f32; 4])> = moved
+        .iter()
+        .filter(|(n, _)| n.starts_with("bar."))
+        .map(|(n, r)| (n.clone(), *r))
+        .collect();
+    display.click(moved["bar.Mute"]);
+    app.wait("the muted badge", 10, |map| {
+        map.contains_key("badge.muted.zoe")
+    });
+    let after = app.map();
+    for (name, rect) in &buttons_before {
+        assert_eq!(
+            after.get(name),
+            Some(rect),
+            "{name} moved when Mute became Unmute"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    keep(&display.screenshot(), "in-call-muted");
+    display.click(after["bar.Mute"]);
+    app.wait("the muted badge gone", 10, |map| {
+        !map.contains_key("badge.muted.zoe")
+    });
     leave(&display, &mut app, &mut timings);
 
     // 3. Call Bot 2: Bot 1's tiles are gone.

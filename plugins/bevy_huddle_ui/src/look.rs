@@ -135,8 +135,9 @@ impl UiMap {
     }
 }
 
-/// Notes where the tiles and their name labels are on screen: `tile.UID` and
-/// `tile.label.UID` (`screen.UID` for a screen share), for tiles that are shown.
+/// Notes where the tiles, their name labels and their shown badges are on screen: `tile.UID`,
+/// `tile.label.UID`, `badge.muted.UID`, `badge.hand.UID` (`screen.UID` for a screen share),
+/// for tiles that are shown.
 pub(crate) fn note_tiles(
     tiles: Query<(
         &bevy_huddle::prelude::TileOf,
@@ -151,6 +152,19 @@ pub(crate) fn note_tiles(
         With<bevy_huddle::view::tiles::TileNameLabel>,
     >,
     participants: Query<&bevy_huddle::prelude::Participant>,
+    badges: Query<
+        (
+            &Node,
+            &ComputedNode,
+            &UiGlobalTransform,
+            Has<bevy_huddle::view::tiles::TileMutedBadge>,
+        ),
+        Or<(
+            With<bevy_huddle::view::tiles::TileMutedBadge>,
+            With<bevy_huddle::view::tiles::TileHandBadge>,
+        )>,
+    >,
+    descendants: Query<&Children>,
     mut map: ResMut<UiMap>,
 ) {
     let rect = |node: &ComputedNode, at: &UiGlobalTransform| {
@@ -180,6 +194,21 @@ pub(crate) fn note_tiles(
         for child in children.iter() {
             if let Some(label) = labels.get(child).ok().and_then(|(n, t)| rect(n, t)) {
                 map.note_pixels(format!("tile.label.{}", who.uid), label);
+            }
+        }
+        for descendant in children
+            .iter()
+            .flat_map(|c| descendants.iter_descendants(c))
+        {
+            let Ok((style, node, at, muted)) = badges.get(descendant) else {
+                continue;
+            };
+            if style.display == Display::None {
+                continue;
+            }
+            if let Some(badge) = rect(node, at) {
+                let kind = if muted { "muted" } else { "hand" };
+                map.note_pixels(format!("badge.{kind}.{}", who.uid), badge);
             }
         }
     }

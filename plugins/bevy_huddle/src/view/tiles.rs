@@ -143,8 +143,11 @@ pub(crate) fn attach_tile_nodes(
         }
         let color = avatar_color(&who.uid);
         entity.with_children(|tile| {
+            // The tile itself takes clicks and drags; what is drawn on it does not, so a
+            // press on the picture, the avatar or a label is a press on the tile.
             tile.spawn((
                 TileVideo,
+                Pickable::IGNORE,
                 Node {
                     position_type: PositionType::Absolute,
                     display: Display::None,
@@ -154,6 +157,7 @@ pub(crate) fn attach_tile_nodes(
             ));
             tile.spawn((
                 TileAvatar,
+                Pickable::IGNORE,
                 Node {
                     position_type: PositionType::Absolute,
                     left: Val::Percent(0.0),
@@ -169,23 +173,25 @@ pub(crate) fn attach_tile_nodes(
                     ..default()
                 },
                 BackgroundColor(color),
-                children![(Text::new(initials), font.at(20.0))],
+                children![(Text::new(initials), font.at(20.0), Pickable::IGNORE)],
             ));
             if name_label.visible {
                 tile.spawn((
                     TileNameLabel,
+                    Pickable::IGNORE,
                     Node {
                         border_radius: BorderRadius::all(Val::Px(4.0)),
                         ..corner_label_node(name_label.position)
                     },
                     BackgroundColor(label_color.with_alpha(0.8)),
                     ZIndex(1),
-                    children![(Text::new(name), font.at(14.0))],
+                    children![(Text::new(name), font.at(14.0), Pickable::IGNORE)],
                 ));
             }
             if !screen {
                 // Muted and hand-raised badges, top left, shown while they are true.
                 tile.spawn((
+                    Pickable::IGNORE,
                     Node {
                         position_type: PositionType::Absolute,
                         top: Val::Px(6.0),
@@ -208,6 +214,7 @@ pub(crate) fn attach_tile_nodes(
             if network_label.visible && !screen {
                 tile.spawn((
                     TileNetworkLabel,
+                    Pickable::IGNORE,
                     Node {
                         display: Display::None,
                         ..corner_label_node(network_label.position)
@@ -227,6 +234,7 @@ pub(crate) fn attach_tile_nodes(
 fn badge(marker: impl Component, text: &str, color: Color, font: &TileTextFont) -> impl Bundle {
     (
         marker,
+        Pickable::IGNORE,
         Node {
             display: Display::None,
             padding: UiRect::axes(Val::Px(6.0), Val::Px(2.0)),
@@ -234,7 +242,12 @@ fn badge(marker: impl Component, text: &str, color: Color, font: &TileTextFont) 
             ..default()
         },
         BackgroundColor(color),
-        children![(Text::new(text), font.at(13.0), TextColor(Color::WHITE))],
+        children![(
+            Text::new(text),
+            font.at(13.0),
+            TextColor(Color::WHITE),
+            Pickable::IGNORE
+        )],
     )
 }
 
