@@ -258,3 +258,235 @@ fn join_by_session_id_and_bad_input() {
         Some("room-7".to_owned())
     );
 }
+
+/// A refused login does not lock the form: `zoë` is refused by the server (one readable
+/// error on the connection), and `zoe` then logs in from the same screen.
+#[test]
+fn a_refused_login_can_be_corrected() {
+    let _serial = crate::one_media_test_at_a_time();
+    let server = Server::start();
+    let mut app = server.app_user();
+    command(
+        &mut app,
+        AppCommand::LogIn {
+            uid: "zoë".into(),
+            name: "Zoë".into(),
+        },
+    );
+    pump(&mut [&mut app], "the refusal", |apps| {
+        apps[0]
+            .world_mut()
+            .query::<&ConnectionStatus>()
+            .iter(apps[0].world())
+            .any(|s| matches!(s, ConnectionStatus::Offline { .. }))
+    });
+    command(
+        &mut app,
+        AppCommand::LogIn {
+            uid: "zoe".into(),
+            name: "Zoë 山田".into(),
+        },
+    );
+    pump(&mut [&mut app], "logged in as zoe", |apps| {
+        model(apps[0]).me.is_some()
+    });
+    let me = model(&app).me.clone().expect("me");
+    assert_eq!((me.uid.as_str(), me.name.as_str()), ("zoe", "Zoë 山田"));
+    let connections = app
+        .world_mut()
+        .query::<&ServerConnection>()
+        .iter(app.world())
+        .count();
+    assert_eq!(connections, 1, "the refused connection was replaced");
+}
+
+/// The embedded server's history outlives the app: a call logged with the database in a
+/// data folder is listed again by a server started later on the same file.
+#[test]
+fn the_history_outlives_the_embedded_server() {
+    let _serial = crate::one_media_test_at_a_time();
+    let dir = std::env::temp_dir().join(format!("huddle-history-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let db = dir.join("embedded-server.sqlite3");
+    let start = |db: &std::path::Path| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let url = start_embedded_server_with(
+            &HuddleRuntime::from(runtime.handle().clone()),
+            Vec::new(),
+            EmbeddedServerOptions {
+                lobby: Some(LOBBY.into()),
+                db: Some(db.to_path_buf()),
+                ..EmbeddedServerOptions::default()
+            },
+        )
+        .expect("server");
+        Server { runtime, url }
+    };
+    {
+        let server = start(&db);
+        let mut ada = server.app_user();
+        command(
+            &mut ada,
+            AppCommand::LogIn {
+                uid: "ada".into(),
+                name: "Ada".into(),
+            },
+        );
+        pump(&mut [&mut ada], "ada logged in", |apps| {
+            model(apps[0]).me.is_some()
+        });
+        // Ringing someone who never answers, then cancelling, leaves a log.
+        command(
+            &mut ada,
+            AppCommand::Call {
+                receiver_id: LOBBY.into(),
+                receiver_type: ReceiverType::Group,
+                call_type: CallType::Audio,
+            },
+        );
+        pump(
+            &mut [&mut ada],
+            "the cancelled call in the history",
+            |apps| {
+                let outgoing = apps[0]
+                    .world()
+                    .resource::<bevy_huddle_ui::RingingScreens>()
+                    .outgoing
+                    .clone();
+                if let Some(call) = outgoing {
+                    apps[0]
+                        .world_mut()
+                        .write_message(bevy_huddle_ui::RingingChoice::Cancel(call.session_id));
+                }
+                !model(apps[0]).history.is_empty()
+            },
+        );
+        server.runtime.shutdown_background();
+    }
+    let server = start(&db);
+    let mut ada = server.app_user();
+    command(
+        &mut ada,
+        AppCommand::LogIn {
+            uid: "ada".into(),
+            name: "Ada".into(),
+        },
+    );
+    pump(&mut [&mut ada], "the history after the restart", |apps| {
+        !model(apps[0]).history.is_empty()
+    });
+    assert_eq!(model(&ada).history[0].receiver, LOBBY);
+    server.runtime.shutdown_background();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `huddle --uid carl` runs the app as carl, like `huddle app --uid carl`; a subcommand with
+/// app options in front of it is refused.
+#[test]
+fn the_app_takes_its_options_without_a_subcommand() {
+    use clap::Parser;
+    use huddle::cli::{Cli, Command};
+    let app_uid = |args: &[&str]| match Cli::try_parse_from(args).map(Cli::into_command) {
+        Ok(Command::App(app)) => app.uid,
+        other => panic!("{args:?}: {other:?}"),
+    };
+    assert_eq!(app_uid(&["huddle", "--uid", "carl"]), Some("carl".into()));
+    assert_eq!(
+        app_uid(&["huddle", "app", "--uid", "carl"]),
+        Some("carl".into())
+    );
+    assert_eq!(app_uid(&["huddle"]), None);
+    assert!(Cli::try_parse_from(["huddle", "--uid", "carl", "bot"]).is_err());
+}
+
+/// The history's words: "1 call", names for ids, how each call went, local dates; and the
+/// data folder follows the XDG rules.
+#[test]
+fn history_words_and_the_data_folder() {
+    use huddle::app::{calls_count, history_line, when};
+    use huddle::embedded::data_dir_from;
+    use huddle_protocol::{CallDirection, CallLog};
+    assert_eq!(
+        [0, 1, 12].map(calls_count),
+        ["No calls", "1 call", "12 calls"].map(String::from)
+    );
+    let log = |status, direction, receiver_type, duration_secs| CallLog {
+        session_id: "s".into(),
+        call_type: CallType::Video,
+        status,
+        receiver_type,
+        initiator: "ada".into(),
+        receiver: "bob".into(),
+        direction: Some(direction),
+        initiated_at: 0,
+        started_at: None,
+        ended_at: None,
+        duration_secs,
+        participants: Vec::new(),
+        has_recording: false,
+    };
+    assert_eq!(
+        history_line(&log(
+            CallStatus::Ended,
+            CallDirection::Outgoing,
+            ReceiverType::User,
+            125
+        )),
+        "Video call · outgoing · 2 min 5 s"
+    );
+    assert_eq!(
+        history_line(&log(
+            CallStatus::Unanswered,
+            CallDirection::Incoming,
+            ReceiverType::User,
+            0
+        )),
+        "Video call · incoming · missed"
+    );
+    assert_eq!(
+        history_line(&log(
+            CallStatus::Ongoing,
+            CallDirection::Outgoing,
+            ReceiverType::Group,
+            0
+        )),
+        "Group video call · outgoing · ongoing"
+    );
+    let now = chrono::Local::now();
+    let ms = |at: chrono::DateTime<chrono::Local>| at.timestamp_millis() as u64;
+    assert_eq!(when(ms(now), now), now.format("%H:%M").to_string());
+    let ten_days_ago = now - chrono::Duration::days(10);
+    assert_eq!(
+        when(ms(ten_days_ago), now),
+        ten_days_ago.format("%-d %b %Y %H:%M").to_string()
+    );
+
+    let mut model = AppModel::default();
+    model.groups.push(huddle_protocol::GroupInfo {
+        guid: "lobby".into(),
+        name: "Lobby".into(),
+        members: Vec::new(),
+    });
+    assert_eq!(model.display_name("lobby"), "Lobby");
+    assert_eq!(model.display_name("stranger"), "stranger");
+
+    use std::ffi::OsString;
+    let dir = |xdg: Option<&str>, home: Option<&str>| {
+        data_dir_from(xdg.map(OsString::from), home.map(OsString::from))
+    };
+    assert_eq!(
+        dir(Some("/data"), Some("/home/z")),
+        Some("/data/huddle".into())
+    );
+    assert_eq!(
+        dir(Some("relative"), Some("/home/z")),
+        Some("/home/z/.local/share/huddle".into()),
+        "a relative XDG_DATA_HOME is ignored"
+    );
+    assert_eq!(dir(None, None), None);
+}

@@ -550,3 +550,150 @@ fn the_view_publishes_video_demand_from_tile_sizes() {
     run(&mut without_view, 2);
     assert_eq!(demand_of(&mut without_view, "bob"), None);
 }
+
+/// Whether the video picture (not the avatar) of `uid`'s tile shows.
+fn picture_shows(app: &mut App, uid: &str) -> bool {
+    let tile = tile_of(app, uid);
+    let children: Vec<Entity> = app
+        .world()
+        .get::<Children>(tile)
+        .expect("children")
+        .iter()
+        .collect();
+    let video = children
+        .into_iter()
+        .find(|c| app.world().get::<TileVideo>(*c).is_some())
+        .expect("video child");
+    app.world().get::<Node>(video).expect("node").display == Display::Flex
+}
+
+/// An audio call shows avatars even when a peer sends its camera anyway, and asks every
+/// peer for no video (paused demand); once the call switches to video, the picture shows and
+/// the demand follows the tile.
+#[test]
+fn audio_calls_show_avatars_and_want_no_video() {
+    let mut app = app();
+    let settings = CallSettings::builder()
+        .audio_only(true)
+        .build()
+        .expect("valid");
+    let call = joined_call(&mut app, Call::new("s", settings), &["bob"]);
+    app.world_mut()
+        .get_mut::<CallViewport>(call)
+        .expect("viewport")
+        .size = Vec2::new(1280.0, 720.0);
+    video_arrives(&mut app, call, "bob", UVec2::new(320, 180));
+    run(&mut app, 2);
+    assert!(
+        !picture_shows(&mut app, "bob"),
+        "bob's camera shows in an audio call"
+    );
+    let bob = participant(&mut app, "bob");
+    let demand = app.world().get::<VideoDemand>(bob).copied();
+    assert!(demand.is_some_and(|d| d.paused), "demand: {demand:?}");
+
+    session(
+        &mut app,
+        call,
+        SessionChange::SwitchedToVideo {
+            initiator: "bob".into(),
+            responder: "alice".into(),
+        },
+    );
+    run(&mut app, 3);
+    assert!(
+        picture_shows(&mut app, "bob"),
+        "video call: the picture shows"
+    );
+    let demand = app.world().get::<VideoDemand>(bob).copied();
+    assert!(demand.is_some_and(|d| !d.paused), "demand: {demand:?}");
+}
+
+/// A tile shows "Muted" while its participant's microphone is muted and "Hand raised" while
+/// their hand is up, and neither otherwise.
+#[test]
+fn tiles_show_muted_and_hand_badges() {
+    use bevy_huddle::view::tiles::{TileHandBadge, TileMutedBadge};
+    let mut app = app();
+    let call = joined_call(&mut app, Call::new("s", CallSettings::default()), &["bob"]);
+    run(&mut app, 2);
+    let badge_shown = |app: &mut App, muted_badge: bool| {
+        let tile = tile_of(app, "bob");
+        let world = app.world_mut();
+        let mut badges = world.query::<(Entity, &Node, Has<TileMutedBadge>, Has<TileHandBadge>)>();
+        let mut descendants = vec![tile];
+        let mut next = 0;
+        while next < descendants.len() {
+            if let Some(children) = world.get::<Children>(descendants[next]) {
+                descendants.extend(children.iter());
+            }
+            next += 1;
+        }
+        badges
+            .iter(world)
+            .filter(|(e, ..)| descendants.contains(e))
+            .find(|(_, _, m, h)| if muted_badge { *m } else { *h })
+            .map(|(_, node, ..)| node.display == Display::Flex)
+            .expect("badge")
+    };
+    assert!(!badge_shown(&mut app, true) && !badge_shown(&mut app, false));
+    session(
+        &mut app,
+        call,
+        SessionChange::Muted {
+            uid: "bob".into(),
+            muted: true,
+            by: "bob".into(),
+        },
+    );
+    session(
+        &mut app,
+        call,
+        SessionChange::HandRaised {
+            uid: "bob".into(),
+            raised: true,
+        },
+    );
+    run(&mut app, 2);
+    assert!(badge_shown(&mut app, true), "muted badge");
+    assert!(badge_shown(&mut app, false), "hand badge");
+    session(
+        &mut app,
+        call,
+        SessionChange::Muted {
+            uid: "bob".into(),
+            muted: false,
+            by: "bob".into(),
+        },
+    );
+    run(&mut app, 2);
+    assert!(!badge_shown(&mut app, true), "unmuted");
+    assert!(badge_shown(&mut app, false), "the hand stays up");
+}
+
+/// A pin survives switching layouts: pinned in Spotlight, Single shows the pinned person,
+/// and back in Spotlight they are still main.
+#[test]
+fn the_pin_survives_switching_to_single() {
+    let mut app = app();
+    let (call, bob) = spotlight_with_bob_and_carol(&mut app);
+    act(&mut app, CallAction::Pin("bob".into()));
+    run(&mut app, 2);
+    for mode in [
+        LayoutMode::Single,
+        LayoutMode::Default,
+        LayoutMode::Spotlight,
+    ] {
+        act(&mut app, CallAction::SetMode(mode));
+        run(&mut app, 2);
+        assert_eq!(
+            app.world().get::<CallLayout>(call).and_then(|l| l.pinned),
+            Some(bob),
+            "{mode:?}"
+        );
+    }
+    act(&mut app, CallAction::SetMode(LayoutMode::Single));
+    run(&mut app, 2);
+    assert_eq!(layout_of(&mut app, "bob").role, TileRole::Main);
+    assert!(!layout_of(&mut app, "carol").visible());
+}
