@@ -85,12 +85,12 @@ fn build_room(
 }
 
 fn start_call(mut commands: Commands) {
-    // The call's own tiles go in a small overlay at the bottom left.
+    // The call's own tiles go in a small overlay at the bottom left, above the bar's strip.
     let overlay = commands
         .spawn(Node {
             position_type: PositionType::Absolute,
             left: Val::Px(8.0),
-            bottom: Val::Px(8.0),
+            bottom: Val::Px(bevy_huddle_ui::CALL_BAR_HEIGHT),
             width: Val::Px(360.0),
             height: Val::Px(200.0),
             ..default()

@@ -22,6 +22,11 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// The server, keeping its data in the SQLite file `db` (`None`: in memory).
+    pub(crate) fn start_with(db: Option<&std::path::Path>) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -32,6 +37,7 @@ impl Server {
             Vec::new(),
             EmbeddedServerOptions {
                 lobby: Some(LOBBY.into()),
+                db: db.map(std::path::Path::to_path_buf),
                 ..EmbeddedServerOptions::default()
             },
         )
@@ -309,26 +315,8 @@ fn the_history_outlives_the_embedded_server() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let db = dir.join("embedded-server.sqlite3");
-    let start = |db: &std::path::Path| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let url = start_embedded_server_with(
-            &HuddleRuntime::from(runtime.handle().clone()),
-            Vec::new(),
-            EmbeddedServerOptions {
-                lobby: Some(LOBBY.into()),
-                db: Some(db.to_path_buf()),
-                ..EmbeddedServerOptions::default()
-            },
-        )
-        .expect("server");
-        Server { runtime, url }
-    };
     {
-        let server = start(&db);
+        let server = Server::start_with(Some(&db));
         let mut ada = server.app_user();
         command(
             &mut ada,
@@ -368,7 +356,7 @@ fn the_history_outlives_the_embedded_server() {
         );
         server.runtime.shutdown_background();
     }
-    let server = start(&db);
+    let server = Server::start_with(Some(&db));
     let mut ada = server.app_user();
     command(
         &mut ada,

@@ -50,16 +50,7 @@ pub fn apply_style(ctx: &egui::Context) {
     });
 }
 
-/// The initials of a name (two words' first letters, upper case), or of the id.
-pub fn initials(name: &str, id: &str) -> String {
-    let source = if name.trim().is_empty() { id } else { name };
-    source
-        .split_whitespace()
-        .filter_map(|word| word.chars().next())
-        .take(2)
-        .flat_map(char::to_uppercase)
-        .collect()
-}
+pub use bevy_huddle::call::model::initials;
 
 /// The avatar colour of an id: the same hue the tiles use
 /// ([`bevy_huddle::view::tiles::avatar_color`]).

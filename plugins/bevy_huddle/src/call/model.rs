@@ -222,18 +222,20 @@ pub struct Participant {
 impl Participant {
     /// Up to two initials of the display name (or uid), for the avatar placeholder.
     pub fn initials(&self) -> String {
-        let source = if self.name.trim().is_empty() {
-            &self.uid
-        } else {
-            &self.name
-        };
-        source
-            .split_whitespace()
-            .filter_map(|word| word.chars().next())
-            .take(2)
-            .flat_map(char::to_uppercase)
-            .collect()
+        initials(&self.name, &self.uid)
     }
+}
+
+/// Up to two initials (upper case) of `name`'s first words, or of `id` when the name is
+/// blank: what avatars show, in tiles and in the app's lists alike.
+pub fn initials(name: &str, id: &str) -> String {
+    let source = if name.trim().is_empty() { id } else { name };
+    source
+        .split_whitespace()
+        .filter_map(|word| word.chars().next())
+        .take(2)
+        .flat_map(char::to_uppercase)
+        .collect()
 }
 
 /// Marks the local user's participant.
