@@ -35,6 +35,7 @@ pub mod recording;
 pub mod ringtone;
 pub mod screen;
 pub mod session;
+pub mod speech;
 pub mod synthetic;
 pub mod video;
 

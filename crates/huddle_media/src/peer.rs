@@ -29,7 +29,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -48,9 +48,10 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use tokio::sync::Mutex;
@@ -169,6 +170,14 @@ pub enum PeerEvent {
     RecordingFailed {
         /// What failed, with the path.
         reason: String,
+    },
+    /// `uid` started or stopped speaking (from the audio level extension of their packets,
+    /// or, for ourselves, from the microphone's level).
+    Speaking {
+        /// Who.
+        uid: String,
+        /// Speaking now.
+        speaking: bool,
     },
     /// Something failed but the call goes on.
     Error {
@@ -316,6 +325,8 @@ pub struct PeerContext {
 /// Everything the event handler needs.
 struct Handler {
     remote_uid: String,
+    /// The negotiated id of the audio level extension (0 until negotiated).
+    audio_level_id: Arc<AtomicU8>,
     connected: Arc<AtomicBool>,
     ice: Arc<IceHealth>,
     trickle: Arc<Trickle>,
@@ -491,6 +502,7 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let uid = self.remote_uid.clone();
         let context = self.context.clone();
+        let audio_level_id = self.audio_level_id.clone();
         tokio::spawn(async move {
             let kind = track.kind().await;
             let result = if kind == RtpCodecKind::Video {
@@ -502,7 +514,7 @@ impl PeerConnectionEventHandler for Handler {
                 };
                 receive_video(track, (&uid, kind), &context).await
             } else {
-                receive_audio(track, &uid, &context).await
+                receive_audio(track, (&uid, &audio_level_id), &context).await
             };
             if let Err(reason) = result {
                 let _ = context.events.send(PeerEvent::Error { uid, reason });
@@ -905,11 +917,15 @@ fn spawn_video_decoder(
     Ok(packets)
 }
 
-/// Reads one remote audio track: Opus decode (with concealment of short gaps) into the mixer,
+/// How often a quiet audio track checks whether its talker stopped speaking.
+const SPEAKING_TICK: Duration = Duration::from_millis(200);
+
+/// Reads one remote audio track: speaking from each packet's audio level extension (no
+/// decoding needed), then Opus decode (with concealment of short gaps) into the mixer,
 /// counted by the probe; voices out of earshot are not decoded.
 async fn receive_audio(
     track: Arc<dyn TrackRemote>,
-    uid: &str,
+    (uid, audio_level_id): (&str, &AtomicU8),
     context: &Arc<PeerContext>,
 ) -> Result<(), String> {
     // Stereo output whatever the stream: a mono stream comes out on both channels.
@@ -923,12 +939,38 @@ async fn receive_audio(
         crate::mixer::lock(&context.mixer).push_stereo(uid, interleaved);
         context.probe.audio(uid, interleaved, stereo, origin);
     };
-    while let Some(event) = track.poll().await {
+    let started = Instant::now();
+    let mut speaking = crate::speech::SpeakingDetector::default();
+    let tell = |now: bool| {
+        let _ = context.events.send(PeerEvent::Speaking {
+            uid: uid.to_owned(),
+            speaking: now,
+        });
+    };
+    loop {
+        // A muted talker sends nothing: time alone ends their speaking.
+        let Ok(event) = tokio::time::timeout(SPEAKING_TICK, track.poll()).await else {
+            if let Some(now) = speaking.tick(started.elapsed()) {
+                tell(now);
+            }
+            continue;
+        };
+        let Some(event) = event else { break };
         let packet = match event {
             TrackRemoteEvent::OnRtpPacket(packet) => packet,
             TrackRemoteEvent::OnEnded => break,
             _ => continue,
         };
+        let voice = match audio_level_id.load(Ordering::Relaxed) {
+            0 => None,
+            id => packet.header.get_extension(id),
+        }
+        .and_then(|payload| payload.first().copied())
+        // RFC 6464: the V bit, then the level in −dBov.
+        .is_some_and(|byte| byte & 0x80 != 0);
+        if let Some(now) = speaking.frame(started.elapsed(), voice) {
+            tell(now);
+        }
         let seq = packet.header.sequence_number;
         if let Some(recorder) = recorder_of(&context.recording) {
             recorder.audio(uid, &packet.payload);
@@ -968,6 +1010,9 @@ async fn receive_audio(
             }
         }
     }
+    if speaking.speaking() {
+        tell(false);
+    }
     Ok(())
 }
 
@@ -988,6 +1033,9 @@ pub struct Peer {
     screen: Arc<TrackLocalStaticSample>,
     video_ssrc: u32,
     audio_ssrc: u32,
+    /// The negotiated id of the audio level extension (0 until negotiated), shared with the
+    /// receive side.
+    audio_level_id: Arc<AtomicU8>,
     screen_ssrc: u32,
     /// Audio and screen senders, once negotiated.
     senders: Mutex<Option<[Arc<dyn RtpSender>; 2]>>,
@@ -1124,6 +1172,15 @@ fn media_and_interceptors() -> Result<(MediaEngine, Registry), PeerError> {
         },
         RtpCodecKind::Audio,
     )?;
+    // Every audio packet says how loud it is and whether it holds voice (RFC 6464), as
+    // browsers do: receivers know who speaks without decoding.
+    media.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: crate::speech::AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
     // Congestion control (GCC over TWCC feedback) first: its target bitrate drives the
     // encoder (see `link_totals`). Then NACK, reports, and TWCC receive.
     let registry = configure_congestion_control(
@@ -1243,8 +1300,10 @@ impl Peer {
         let trickle = Arc::new(Trickle::default());
         let connected = Arc::new(AtomicBool::new(false));
         let ice = Arc::new(IceHealth::default());
+        let audio_level_id = Arc::new(AtomicU8::new(0));
         let handler = Arc::new(Handler {
             remote_uid: setup.remote_uid.clone(),
+            audio_level_id: audio_level_id.clone(),
             connected: connected.clone(),
             ice: ice.clone(),
             trickle: trickle.clone(),
@@ -1266,6 +1325,7 @@ impl Peer {
             video_ssrc,
             audio_ssrc,
             screen_ssrc,
+            audio_level_id,
             senders: Mutex::new(None),
             video_sender: Mutex::new(None),
             video_attached: AtomicBool::new(false),
@@ -1468,6 +1528,10 @@ impl Peer {
             .local_description()
             .await
             .ok_or(PeerError::NoLocalDescription)?;
+        // The answer repeats the offer's extension ids, so ours are the session's.
+        if let Some(id) = crate::speech::audio_level_extension_id(&description.sdp) {
+            self.audio_level_id.store(id, Ordering::Relaxed);
+        }
         Ok(without_candidates(&description.sdp))
     }
 
@@ -1673,8 +1737,8 @@ impl Peer {
         self.video_frames_written.load(Ordering::Relaxed)
     }
 
-    /// Writes one encoded 20 ms audio frame (no-op until negotiated).
-    pub async fn write_audio(&self, packet: &[u8]) -> bool {
+    /// Writes one encoded 20 ms audio frame with its level (no-op until negotiated).
+    pub async fn write_audio(&self, packet: &[u8], level: crate::speech::AudioLevel) -> bool {
         if !self.connected.load(Ordering::Relaxed) {
             return false;
         }
@@ -1688,6 +1752,10 @@ impl Peer {
         };
         self.audio
             .sample_writer(self.audio_ssrc, pt)
+            .with_audio_level(AudioLevelExtension {
+                level: level.level,
+                voice: level.voice,
+            })
             .write_sample(&sample)
             .await
             .is_ok()

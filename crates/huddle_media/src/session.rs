@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use huddle_protocol::PeerSignal;
@@ -74,6 +74,8 @@ pub struct SessionConfig {
     /// Measure what arrives (tests, bots, benchmarks): read synthetic stamps for latency and
     /// find tones, off the caller's thread (see [`crate::probe`]). Counting is always on.
     pub measure: bool,
+    /// The synthetic voice talks in turns (`None`: the tone never stops).
+    pub talk_pattern: Option<crate::speech::TalkPattern>,
 }
 
 impl SessionConfig {
@@ -88,6 +90,7 @@ impl SessionConfig {
             video_input: None,
             stereo_audio: false,
             measure: false,
+            talk_pattern: None,
         }
     }
 }
@@ -146,7 +149,7 @@ pub struct MediaSession {
     mixer: SharedMixer,
     peers: Peers,
     signals_out: Sender<PeerEvent>,
-    video_wanted_sent: std::sync::Mutex<HashMap<String, ((bool, u32), std::time::Instant)>>,
+    video_wanted_sent: std::sync::Mutex<HashMap<String, ((bool, u32), Instant)>>,
     events: Receiver<PeerEvent>,
     switches: Arc<SendSwitches>,
     context: Arc<PeerContext>,
@@ -311,13 +314,13 @@ impl CameraState {
 struct SharedPreview {
     wanted: Arc<AtomicBool>,
     newest: Arc<std::sync::Mutex<Option<crate::peer::DecodedVideo>>>,
-    last: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    last: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl SharedPreview {
     /// Keeps a copy of this picture unless one was kept less than 66 ms ago.
     fn offer(&self, width: u32, height: u32, rgba: &[u8]) {
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_some_and(|at| now.duration_since(at) < Duration::from_millis(66)) {
             return;
@@ -586,7 +589,12 @@ impl MediaSession {
             });
         }
         runtime.spawn(send_audio(
-            (config.local_uid.clone(), tone_hz, config.stereo_audio),
+            (
+                config.local_uid.clone(),
+                tone_hz,
+                config.stereo_audio,
+                config.talk_pattern,
+            ),
             io.microphone.clone(),
             peers.clone(),
             switches.clone(),
@@ -883,7 +891,7 @@ impl MediaSession {
             .video_wanted_sent
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         if let Some((wish, at)) = sent.get(uid)
             && *wish == (paused, max_bitrate_bps)
             && now.duration_since(*at) < Duration::from_secs(2)
@@ -1166,19 +1174,19 @@ impl VideoSendLoop {
         };
         let mut coder: Option<(H264Encoder, I420Frame)> = None;
         let period = Duration::from_secs_f32(1.0 / settings.fps.max(1.0));
-        let mut next_tick = std::time::Instant::now();
+        let mut next_tick = Instant::now();
         let mut rgba = Vec::new();
         let mut number = 0u32;
         // RTP time advances by the real time between frames sent (a camera slower than the
         // ticker, or frames skipped, must not slow the receiver's clock).
-        let mut last_sent: Option<std::time::Instant> = None;
+        let mut last_sent: Option<Instant> = None;
         while !switches.closed.load(Ordering::Relaxed) {
             // One frame period per turn; a late turn skips the missed ticks (no burst).
-            let now = std::time::Instant::now();
+            let now = Instant::now();
             if next_tick > now {
                 std::thread::sleep(next_tick - now);
             }
-            next_tick = (next_tick + period).max(std::time::Instant::now());
+            next_tick = (next_tick + period).max(Instant::now());
             let video_on = !switches.video_paused.load(Ordering::Relaxed)
                 && switches.video_enabled.load(Ordering::Relaxed);
             camera
@@ -1302,7 +1310,7 @@ impl VideoSendLoop {
             if let Some(recorder) = &recorder {
                 recorder.video(&config.local_uid, &encoded.data, width, height);
             }
-            let now = std::time::Instant::now();
+            let now = Instant::now();
             let duration = last_sent.map_or(period, |at| {
                 now.duration_since(at)
                     .clamp(Duration::from_millis(1), Duration::from_secs(1))
@@ -1322,9 +1330,16 @@ impl VideoSendLoop {
     }
 }
 
-/// Sends 20 ms of audio every 20 ms: the microphone's frames when there is one, else the tone.
+/// Sends 20 ms of audio every 20 ms: the microphone's frames when there is one, else the tone
+/// (in turns, with a talk pattern); each packet carries its level and voice flag, and our own
+/// speaking is told from the same level (never while muted).
 async fn send_audio(
-    (local_uid, tone_hz, stereo): (String, f32, bool),
+    (local_uid, tone_hz, stereo, talk_pattern): (
+        String,
+        f32,
+        bool,
+        Option<crate::speech::TalkPattern>,
+    ),
     microphone: SharedMicrophone,
     peers: Peers,
     switches: Arc<SendSwitches>,
@@ -1342,6 +1357,8 @@ async fn send_audio(
     let mut right = vec![0i16; FRAME_SAMPLES];
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut speaking = crate::speech::SpeakingDetector::default();
     while !switches.closed.load(Ordering::Relaxed) {
         ticker.tick().await;
         let microphone = microphone.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -1367,7 +1384,20 @@ async fn send_audio(
             }
             None => tone.fill(&mut samples),
         }
-        if switches.audio_muted.load(Ordering::Relaxed) {
+        if microphone.is_none()
+            && talk_pattern.is_some_and(|pattern| !pattern.talking(started.elapsed()))
+        {
+            samples.fill(0);
+        }
+        let level = crate::speech::AudioLevel::of(&samples);
+        let muted = switches.audio_muted.load(Ordering::Relaxed);
+        if let Some(now) = speaking.frame(started.elapsed(), level.voice && !muted) {
+            let _ = context.events.send(PeerEvent::Speaking {
+                uid: local_uid.clone(),
+                speaking: now,
+            });
+        }
+        if muted {
             continue;
         }
         let targets: Vec<Arc<Peer>> = peers.all();
@@ -1383,7 +1413,7 @@ async fn send_audio(
         }
         let mut sent = false;
         for peer in &targets {
-            sent |= peer.write_audio(&packet).await;
+            sent |= peer.write_audio(&packet, level).await;
         }
         if sent {
             counters.audio_frames_sent.fetch_add(1, Ordering::Relaxed);
@@ -1411,7 +1441,7 @@ impl ScreenShareLoop {
         let period = Duration::from_secs_f32(1.0 / fps);
         let mut rgba = Vec::new();
         let mut coder: Option<(H264Encoder, I420Frame)> = None;
-        let mut next = std::time::Instant::now();
+        let mut next = Instant::now();
         let ended = |reason: String| {
             let _ = self.events.send(PeerEvent::ScreenShareEnded { reason });
         };
@@ -1484,7 +1514,7 @@ impl ScreenShareLoop {
                 }
             }
             next += period;
-            let now = std::time::Instant::now();
+            let now = Instant::now();
             if next > now {
                 std::thread::sleep(next - now);
             } else {

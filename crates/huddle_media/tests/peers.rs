@@ -24,6 +24,8 @@ struct Received {
     right_tone: Option<f32>,
     screen_frames: u64,
     last_screen: Option<huddle_media::peer::DecodedVideo>,
+    /// Speaking changes told to this session, in order, with when they came.
+    speaking: Vec<(String, bool, Instant)>,
 }
 
 fn config(uid: &str) -> SessionConfig {
@@ -90,6 +92,11 @@ fn pump(
                     PeerEvent::DeviceFailed { id, reason, .. } => panic!("{me}: {id}: {reason}"),
                     PeerEvent::RecordingFailed { reason } => panic!("{me}: {reason}"),
                     PeerEvent::ScreenShareEnded { reason } => panic!("{me}: {reason}"),
+                    PeerEvent::Speaking { uid, speaking } => received
+                        .entry(me.to_string())
+                        .or_default()
+                        .speaking
+                        .push((uid, speaking, Instant::now())),
                     PeerEvent::Disconnected { .. }
                     | PeerEvent::Quality { .. }
                     | PeerEvent::IceRestarted { .. }
@@ -509,5 +516,94 @@ fn desktop_screen_share_reaches_the_other_side() {
     assert!(
         received["bob"].screen_frames <= after_stop + 1,
         "no screen frames after the share stopped"
+    );
+}
+
+/// Speaking travels in the audio packets' RFC 6464 level extension: alice's synthetic voice
+/// talks 1 s in every 3 s; bob is told alice speaks, then stops, then speaks again, each
+/// within the hysteresis (on within 300 ms of speech, off 1 s after it), and alice is told
+/// the same about herself from her own level. Bob's own tone never stops, so he speaks
+/// throughout, and muting him ends his speaking for both.
+#[test]
+fn speaking_follows_the_talk_pattern() {
+    let _serial = one_at_a_time();
+    let runtime = media_runtime();
+    let pattern = huddle_media::speech::TalkPattern {
+        on: Duration::from_secs(1),
+        off: Duration::from_secs(2),
+        offset: Duration::ZERO,
+    };
+    let alice = MediaSession::start(
+        runtime.handle(),
+        SessionConfig {
+            talk_pattern: Some(pattern),
+            ..config("alice")
+        },
+    );
+    let bob = MediaSession::start(runtime.handle(), config("bob"));
+    alice.add_peer("bob");
+    bob.add_peer("alice");
+    let mut received = HashMap::new();
+    let changes = |received: &HashMap<String, Received>, me: &str, about: &str| -> Vec<bool> {
+        received
+            .get(me)
+            .map(|r| {
+                r.speaking
+                    .iter()
+                    .filter(|(uid, ..)| uid == about)
+                    .map(|(_, speaking, _)| *speaking)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    pump(
+        &[("alice", &alice), ("bob", &bob)],
+        &mut received,
+        Duration::from_secs(20),
+        |r| changes(r, "bob", "alice").len() >= 3,
+    );
+    assert_eq!(changes(&received, "bob", "alice")[..3], [true, false, true]);
+    assert_eq!(
+        changes(&received, "alice", "alice")[..3],
+        [true, false, true]
+    );
+    // On for about 1 s of talk plus the 1 s hangover, off for the rest of the 3 s cycle.
+    let at: Vec<Instant> = received["bob"]
+        .speaking
+        .iter()
+        .filter(|(uid, ..)| uid == "alice")
+        .map(|(.., at)| *at)
+        .collect();
+    let (on_for, off_for) = (at[1] - at[0], at[2] - at[1]);
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_millis(2600)).contains(&on_for),
+        "speaking lasted {on_for:?}"
+    );
+    assert!(
+        (Duration::from_millis(400)..Duration::from_millis(1500)).contains(&off_for),
+        "silence lasted {off_for:?}"
+    );
+    assert_eq!(
+        changes(&received, "alice", "bob"),
+        [true],
+        "bob's tone never stops"
+    );
+
+    bob.set_audio_muted(true);
+    pump(
+        &[("alice", &alice), ("bob", &bob)],
+        &mut received,
+        Duration::from_secs(5),
+        |r| changes(r, "alice", "bob").len() >= 2 && changes(r, "bob", "bob").len() >= 2,
+    );
+    assert_eq!(
+        changes(&received, "alice", "bob"),
+        [true, false],
+        "muted: silent for alice"
+    );
+    assert_eq!(
+        changes(&received, "bob", "bob"),
+        [true, false],
+        "muted: not speaking"
     );
 }

@@ -240,6 +240,8 @@ pub(crate) struct SessionWorld<'w, 's> {
     images: Option<ResMut<'w, Assets<Image>>>,
     join_sequence: ResMut<'w, JoinSequence>,
     tiles: Query<'w, 's, (&'static TileOf, &'static mut VideoTile), Without<ScreenShareTile>>,
+    /// When each participant last started speaking (a sequence number: later is larger).
+    speaking_since: Local<'s, std::collections::HashMap<Entity, u64>>,
 }
 
 impl SessionWorld<'_, '_> {
@@ -401,7 +403,17 @@ impl SessionWorld<'_, '_> {
                 }
             }
             SessionChange::Speaking { uid, speaking } => {
-                self.set_flag(call, uid, *speaking, |s| &mut s.speaking)?;
+                if self
+                    .set_flag(call, uid, *speaking, |s| &mut s.speaking)?
+                    .is_some()
+                {
+                    if *speaking {
+                        let participant = self.known(call, uid)?;
+                        let next = self.speaking_since.values().max().map_or(0, |n| n + 1);
+                        self.speaking_since.insert(participant, next);
+                    }
+                    self.follow_speakers(call)?;
+                }
             }
             SessionChange::HandRaised { uid, raised } => {
                 if let Some(user) = self.set_flag(call, uid, *raised, |s| &mut s.hand_raised)? {
@@ -517,6 +529,39 @@ impl SessionWorld<'_, '_> {
     }
 
     /// Sets one flag of a participant; `Some(user)` when it changed.
+    /// The dominant speaker follows the talk: a remote who is speaking takes over from a
+    /// dominant speaker who is not (the one who started last, when several are); while
+    /// nobody speaks, the last one stays.
+    fn follow_speakers(&mut self, call: Entity) -> Result<(), HuddleError> {
+        let w = &mut self.world;
+        let (.., layout, _, members) = w.calls.get(call).map_err(|_| HuddleError::NoActiveCall)?;
+        let current = layout.dominant_speaker;
+        let speaking = |p: Entity| w.participants.get(p).is_ok_and(|(_, _, s, _)| s.speaking);
+        if current.is_some_and(speaking) {
+            return Ok(());
+        }
+        let next = members
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter(|p| w.participants.get(*p).is_ok_and(|(.., local)| !local))
+            .filter(|p| speaking(*p))
+            .max_by_key(|p| self.speaking_since.get(p).copied());
+        let Some(next) = next else {
+            return Ok(());
+        };
+        let uid = w.user(next).uid;
+        let (.., mut layout, _, _) = w
+            .calls
+            .get_mut(call)
+            .map_err(|_| HuddleError::NoActiveCall)?;
+        layout.dominant_speaker = Some(next);
+        w.emit(CallEvent::DominantSpeakerChanged {
+            call,
+            uid: Some(uid),
+        });
+        Ok(())
+    }
+
     fn set_flag(
         &mut self,
         call: Entity,

@@ -2,7 +2,8 @@
 //! system:
 //!
 //! - [`drain_media_events`]: control news — peer signals out to the call's transport,
-//!   errors, link quality (→ `ConnectionQualityChanged`), and failed links rebuilt;
+//!   errors, link quality (→ `ConnectionQualityChanged`), who speaks (→ `Speaking`), and
+//!   failed links rebuilt;
 //! - [`show_video_frames`]: the newest decoded picture of each participant (taken from the
 //!   session's newest-wins slots; our own sent picture for the self-view) moves into their
 //!   tile's `Image`, screen-share pictures to [`PendingScreenFrames`];
@@ -110,6 +111,12 @@ pub(crate) fn drain_media_events(
                         media.session.remove_peer(&uid);
                         media.session.add_peer(&uid);
                     }
+                }
+                PeerEvent::Speaking { uid, speaking } => {
+                    updates.write(SessionUpdate {
+                        call,
+                        change: SessionChange::Speaking { uid, speaking },
+                    });
                 }
                 PeerEvent::Connected { .. } => {}
                 PeerEvent::IceServerProblem(problem) => {

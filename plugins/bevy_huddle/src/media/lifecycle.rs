@@ -82,6 +82,7 @@ pub(crate) fn start_call_media(
                     .map(|d| d.id.clone()),
                 stereo_audio: settings.stereo_audio,
                 measure: settings.measure,
+                talk_pattern: settings.talk_pattern,
             },
         );
         session.set_local_preview(settings.local_preview);

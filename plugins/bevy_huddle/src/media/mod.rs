@@ -95,6 +95,8 @@ pub struct MediaSettings {
     /// Measure what arrives (tests, bots, benchmarks): latency from synthetic stamps and
     /// tones, off the main thread ([`MediaStats`]); counting is always on.
     pub measure: bool,
+    /// The synthetic voice (no microphone) talks in turns; `None`: its tone never stops.
+    pub talk_pattern: Option<huddle_media::speech::TalkPattern>,
 }
 
 impl Default for MediaSettings {
@@ -106,6 +108,7 @@ impl Default for MediaSettings {
             stereo_audio: false,
             local_preview: true,
             measure: false,
+            talk_pattern: None,
         }
     }
 }
