@@ -108,7 +108,13 @@ fn start_call(mut commands: Commands) {
             format!("bot-{i}"),
             format!("Bot {i}"),
             BotJoin::Session("room".into()),
-            huddle::desktop::demo_media_settings(),
+            bevy_huddle::media::MediaSettings {
+                talk_pattern: Some(huddle::desktop::taking_turns(
+                    usize::from(i - 1),
+                    usize::from(BOTS),
+                )),
+                ..huddle::desktop::demo_media_settings()
+            },
         );
     }
     commands.insert_resource(runtime);

@@ -450,7 +450,13 @@ pub fn run(args: AppArgs) -> ExitCode {
                         format!("bot-{i}"),
                         format!("Bot {i}"),
                         BotJoin::AnswerCalls,
-                        crate::desktop::demo_media_settings(),
+                        bevy_huddle::media::MediaSettings {
+                            talk_pattern: Some(crate::desktop::taking_turns(
+                                usize::from(i - 1),
+                                usize::from(args.bots),
+                            )),
+                            ..crate::desktop::demo_media_settings()
+                        },
                     );
                 }
                 url

@@ -94,6 +94,9 @@ pub struct BotArgs {
     /// Video bitrate in kbps.
     #[arg(long, default_value_t = 2500)]
     pub kbps: u32,
+    /// The synthetic voice talks in turns, e.g. `2s-on-3s-off` (default: it never stops).
+    #[arg(long, value_name = "PATTERN")]
+    pub talk_pattern: Option<huddle_media::speech::TalkPattern>,
     /// Send stereo audio (synthetic: a second tone, 1.5 × the first, on the right).
     #[arg(long)]
     pub stereo: bool,
@@ -250,6 +253,7 @@ pub fn run(args: BotArgs) -> ExitCode {
             keyframe_interval: (args.fps * 4.0) as u32,
         },
         stereo_audio: args.stereo,
+        talk_pattern: args.talk_pattern,
         // Headless: nobody looks at our own tile.
         local_preview: false,
         // The bot reports latency and tones.

@@ -9,8 +9,9 @@
 //! 3. Everyone sends a moving test pattern (frame number and capture time stamped in the
 //!    picture) and a tone over real WebRTC (H.264 + Opus, full mesh on loopback); remote
 //!    tiles show what was decoded. [`render_synthetic_video`] draws the local preview.
-//! 4. [`rotate_dominant_speaker`] makes a different bot the dominant speaker every few
-//!    seconds, so Spotlight follows the "speaker".
+//! 4. The bots talk in turns ([`crate::desktop::taking_turns`]): each packet's audio level
+//!    tells everyone who speaks (the speaking ring), and Spotlight follows the dominant
+//!    speaker.
 //! 5. Keys: M mute, V pause video, Tab next layout mode, P pin/unpin the main tile, Esc leave.
 //! 6. With `--screenshot`, a screenshot is saved once every tile shows video and the app
 //!    quits; `--exit-after` bounds the run (exit code 1 if the screenshot was not saved).
@@ -64,7 +65,6 @@ pub fn run(args: DemoArgs) -> ExitCode {
             (
                 attach_synthetic_sources,
                 render_synthetic_video,
-                rotate_dominant_speaker,
                 handle_keys,
                 show_status,
                 take_screenshot,
@@ -177,6 +177,7 @@ fn open_call(mut commands: Commands, config: Res<DemoConfig>, mut exit: MessageW
         }
     };
     info!("embedded server at {url}");
+    let bot_count = bots.len();
     for (i, uid) in bots.into_iter().enumerate() {
         spawn_bot(
             runtime.clone(),
@@ -184,7 +185,10 @@ fn open_call(mut commands: Commands, config: Res<DemoConfig>, mut exit: MessageW
             uid,
             format!("Bot {}", i + 1),
             BotJoin::AnswerCalls,
-            demo_media_settings_at(config.video),
+            bevy_huddle::media::MediaSettings {
+                talk_pattern: Some(crate::desktop::taking_turns(i, bot_count)),
+                ..demo_media_settings_at(config.video)
+            },
         );
     }
     commands.insert_resource(runtime);
@@ -279,40 +283,6 @@ fn render_synthetic_video(
                 });
             }
         }
-    }
-}
-
-/// Every four seconds another bot becomes the dominant speaker.
-fn rotate_dominant_speaker(
-    time: Res<Time>,
-    mut next_change: Local<f32>,
-    mut turn: Local<usize>,
-    calls: Query<(Entity, &CallParticipants, &CallState)>,
-    participants: Query<&Participant, Without<LocalParticipant>>,
-    mut updates: MessageWriter<SessionUpdate>,
-) {
-    if time.elapsed_secs() < *next_change {
-        return;
-    }
-    *next_change = time.elapsed_secs() + 4.0;
-    for (call, members, state) in &calls {
-        if *state != CallState::InCall {
-            continue;
-        }
-        let bots: Vec<&Participant> = members
-            .iter()
-            .filter_map(|p| participants.get(p).ok())
-            .collect();
-        if bots.is_empty() {
-            continue;
-        }
-        *turn = (*turn + 1) % bots.len();
-        updates.write(SessionUpdate {
-            call,
-            change: SessionChange::DominantSpeaker {
-                uid: Some(bots[*turn].uid.clone()),
-            },
-        });
     }
 }
 

@@ -2,6 +2,7 @@
 //! media settings of on-screen calls. Both import this; neither imports the other.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use bevy::prelude::*;
 use bevy::window::WindowResolution;
@@ -30,6 +31,19 @@ pub fn demo_media_settings_at(size: UVec2) -> bevy_huddle::media::MediaSettings 
         ..Default::default()
     }
 }
+/// Bot `index` of `count` talking in turns: 2 s each, one after the other, 1 s apart.
+pub fn taking_turns(index: usize, count: usize) -> huddle_media::speech::TalkPattern {
+    let turn = Duration::from_secs(3);
+    let cycle = turn * u32::try_from(count.max(1)).unwrap_or(u32::MAX);
+    let on = Duration::from_secs(2);
+    let index = u32::try_from(index % count.max(1)).unwrap_or(0);
+    huddle_media::speech::TalkPattern {
+        on,
+        off: cycle - on,
+        offset: cycle - turn * index,
+    }
+}
+
 /// A windowed Huddle app: Bevy's default plugins with one `title` window of `size`, Huddle's
 /// plugins, device watching, the default call UI and PIP. `Err` (exit code 2, after saying
 /// how to run it under xvfb-run) where there is no display to open a window on.

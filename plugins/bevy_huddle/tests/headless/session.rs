@@ -600,3 +600,67 @@ fn every_end_path_removes_the_calls_entities() {
         );
     }
 }
+
+/// Speaking flags drive the dominant speaker: the first remote to speak becomes dominant; a
+/// second who starts while the first still speaks waits; when the first stops, the one still
+/// speaking takes over; silence keeps the last one. Our own speaking never makes us
+/// dominant, and a pinned participant stays the main tile whoever speaks.
+#[test]
+fn the_dominant_speaker_follows_the_talk() {
+    let mut app = app();
+    let (call, bob) = spotlight_with_bob_and_carol(&mut app);
+    let carol = participant(&mut app, "carol");
+    let speak = |app: &mut App, uid: &str, speaking: bool| {
+        session(
+            app,
+            call,
+            SessionChange::Speaking {
+                uid: uid.into(),
+                speaking,
+            },
+        );
+        run(app, 2);
+    };
+    let dominant = |app: &App| {
+        app.world()
+            .get::<CallLayout>(call)
+            .and_then(|l| l.dominant_speaker)
+    };
+    speak(&mut app, "alice", true);
+    assert_eq!(
+        dominant(&app),
+        None,
+        "we are never our own dominant speaker"
+    );
+    speak(&mut app, "bob", true);
+    assert_eq!(dominant(&app), Some(bob));
+    assert!(state_of(&mut app, "bob").speaking);
+    speak(&mut app, "carol", true);
+    assert_eq!(dominant(&app), Some(bob), "bob still speaks");
+    speak(&mut app, "bob", false);
+    assert_eq!(dominant(&app), Some(carol));
+    speak(&mut app, "carol", false);
+    assert_eq!(
+        dominant(&app),
+        Some(carol),
+        "silence keeps the last speaker"
+    );
+    let changes: Vec<Option<String>> = take_events(&mut app)
+        .into_iter()
+        .filter_map(|e| match e {
+            CallEvent::DominantSpeakerChanged { uid, .. } => Some(uid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes, [Some("bob".into()), Some("carol".into())]);
+    assert_eq!(layout_of(&mut app, "carol").role, TileRole::Main);
+
+    act(&mut app, CallAction::Pin("bob".into()));
+    run(&mut app, 2);
+    speak(&mut app, "carol", true);
+    assert_eq!(
+        layout_of(&mut app, "bob").role,
+        TileRole::Main,
+        "the pin wins"
+    );
+}
