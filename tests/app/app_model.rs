@@ -478,3 +478,42 @@ fn history_words_and_the_data_folder() {
     );
     assert_eq!(dir(None, None), None);
 }
+
+/// The glyph ids Bevy's text engine (parley over the system fonts, as the app builds it with
+/// `system_font_discovery`) picks for `text` in the sans-serif family the tiles use.
+fn bevy_text_glyphs(font_cx: &mut parley::FontContext, text: &str) -> Vec<u32> {
+    let mut layout_cx: parley::LayoutContext<()> = parley::LayoutContext::new();
+    let mut builder = layout_cx.ranged_builder(font_cx, text, 1.0, true);
+    builder.push_default(parley::GenericFamily::SansSerif);
+    let mut layout: parley::Layout<()> = builder.build(text);
+    layout.break_all_lines(None);
+    let mut glyphs = Vec::new();
+    for line in layout.lines() {
+        for item in line.items() {
+            if let parley::PositionedLayoutItem::GlyphRun(run) = item {
+                glyphs.extend(run.positioned_glyphs().map(|glyph| glyph.id));
+            }
+        }
+    }
+    glyphs
+}
+
+/// Names in any script draw on tiles: Bevy's text engine finds a real glyph for every
+/// letter of Latin with diacritics, Greek, Cyrillic, Chinese, Japanese and Korean names, never
+/// glyph 0 — the box a font draws for a character it lacks (what `Zoë 山田` showed as
+/// `Zo� ▯▯`). An unassigned code point does get glyph 0, so the check can fail.
+#[test]
+fn bevy_text_has_glyphs_for_names_in_any_script() {
+    let mut font_cx = parley::FontContext::default();
+    for name in ["Zoë", "山田", "Ω Σ", "Привет", "やまだ", "김민준"] {
+        let glyphs = bevy_text_glyphs(&mut font_cx, name);
+        assert!(
+            !glyphs.is_empty() && !glyphs.contains(&0),
+            "{name:?} shapes to {glyphs:?}: a box where a letter should be"
+        );
+    }
+    assert!(
+        bevy_text_glyphs(&mut font_cx, "\u{0378}").contains(&0),
+        "an unassigned character should shape to the box glyph"
+    );
+}
