@@ -604,6 +604,10 @@ fn a_person_uses_the_app() {
         map.get("window.devices")
             .is_some_and(|r| r[3] - r[1] > 60.0)
     });
+    // The first click on a device list opens it.
+    let microphones = app.widget("devices.AudioInput", 10);
+    display.click(microphones);
+    app.widget("devices.AudioInput.open", 5);
     std::thread::sleep(Duration::from_millis(400));
     keep(&display.screenshot(), "devices");
     let pip = app.widget("bar.Pip", 10);

@@ -424,7 +424,7 @@ fn draw_call_controls(
                         .find(|o| o.selected)
                         .map_or("none", |o| o.label.as_str())
                         .to_owned();
-                    egui::ComboBox::from_label(picker.title)
+                    let combo = egui::ComboBox::from_label(picker.title)
                         .selected_text(current)
                         .show_ui(ui, |ui| {
                             for option in &picker.options {
@@ -440,6 +440,11 @@ fn draw_call_controls(
                                 }
                             }
                         });
+                    let name = format!("devices.{:?}", picker.kind);
+                    map.note_response(name.clone(), &combo.response);
+                    if combo.inner.is_some() {
+                        map.note_response(format!("{name}.open"), &combo.response);
+                    }
                 }
             });
         if let Some(window) = window {
