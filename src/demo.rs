@@ -146,9 +146,10 @@ fn open_call(mut commands: Commands, config: Res<DemoConfig>, mut exit: MessageW
         StatusText,
         Text::new("Huddle demo"),
         TextFont::from_font_size(15.0),
+        // Between the Devices (top left) and Participants (top right) windows.
         Node {
             position_type: PositionType::Absolute,
-            left: Val::Px(12.0),
+            left: Val::Px(170.0),
             top: Val::Px(8.0),
             ..default()
         },
@@ -379,7 +380,7 @@ fn show_status(
         CallState::Ended { .. } => "ended",
     };
     let line = format!(
-        "{} | {} people, {state} | mic {} | video {} | M mute  V video  Tab layout  Esc Esc leave | {}",
+        "{} | {} people, {state} | mic {} | video {} | Tab: layout | {}",
         mode_name(layout.mode),
         members.len(),
         if me.audio_muted { "off" } else { "on" },

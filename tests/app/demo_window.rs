@@ -126,8 +126,9 @@ fn assert_moving_video(first: &image::RgbaImage, second: &image::RgbaImage, rect
     }
     let inside = |x: u32, y: u32| {
         let p = Vec2::new(x as f32, y as f32);
-        // A pixel of margin: edges are filtered.
-        rects.iter().any(|r| r.inflate(2.0).contains(p))
+        // Edges are filtered, and the speaking outline (3 px, outside the tile) comes and goes
+        // as the bots take turns talking.
+        rects.iter().any(|r| r.inflate(5.0).contains(p))
     };
     let mut outside = 0u32;
     let mut changed = 0u32;
