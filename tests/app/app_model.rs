@@ -98,6 +98,17 @@ fn command(app: &mut App, command: AppCommand) {
     app.world_mut().write_message(command);
 }
 
+/// Presses "Log in" with this uid and name.
+fn log_in(app: &mut App, uid: &str, name: &str) {
+    command(
+        app,
+        AppCommand::LogIn {
+            uid: uid.into(),
+            name: name.into(),
+        },
+    );
+}
+
 fn call_state(app: &App) -> Option<CallState> {
     let call = app.world().resource::<ActiveCall>().0?;
     app.world().get::<CallState>(call).cloned()
@@ -121,13 +132,7 @@ fn login_contacts_call_and_history() {
             .any(|s| matches!(s, ConnectionStatus::Online { .. }))
     });
     let mut ada = server.app_user();
-    command(
-        &mut ada,
-        AppCommand::LogIn {
-            uid: "ada".into(),
-            name: "Ada".into(),
-        },
-    );
+    log_in(&mut ada, "ada", "Ada");
     pump(&mut [&mut ada, &mut bob], "ada's contacts", |apps| {
         model(apps[0]).me.is_some() && !model(apps[0]).contacts.is_empty()
     });
@@ -196,13 +201,7 @@ fn join_by_session_id_and_bad_input() {
     let _serial = crate::one_media_test_at_a_time();
     let server = Server::start();
     let mut ada = server.app_user();
-    command(
-        &mut ada,
-        AppCommand::LogIn {
-            uid: "  ".into(),
-            name: "x".into(),
-        },
-    );
+    log_in(&mut ada, "  ", "x");
     ada.update();
     assert!(model(&ada).notice.is_some(), "empty uid refused");
     let connections = ada
@@ -222,13 +221,7 @@ fn join_by_session_id_and_bad_input() {
     bob.world_mut()
         .spawn(ServerConnection::dev(server.url.clone(), "bob"));
     bob.finish();
-    command(
-        &mut ada,
-        AppCommand::LogIn {
-            uid: "ada".into(),
-            name: String::new(),
-        },
-    );
+    log_in(&mut ada, "ada", "");
     pump(
         &mut [&mut ada, &mut bob],
         "both logged in, bob in room-7",
@@ -272,13 +265,7 @@ fn a_refused_login_can_be_corrected() {
     let _serial = crate::one_media_test_at_a_time();
     let server = Server::start();
     let mut app = server.app_user();
-    command(
-        &mut app,
-        AppCommand::LogIn {
-            uid: "zoë".into(),
-            name: "Zoë".into(),
-        },
-    );
+    log_in(&mut app, "zoë", "Zoë");
     pump(&mut [&mut app], "the refusal", |apps| {
         apps[0]
             .world_mut()
@@ -286,13 +273,7 @@ fn a_refused_login_can_be_corrected() {
             .iter(apps[0].world())
             .any(|s| matches!(s, ConnectionStatus::Offline { .. }))
     });
-    command(
-        &mut app,
-        AppCommand::LogIn {
-            uid: "zoe".into(),
-            name: "Zoë 山田".into(),
-        },
-    );
+    log_in(&mut app, "zoe", "Zoë 山田");
     pump(&mut [&mut app], "logged in as zoe", |apps| {
         model(apps[0]).me.is_some()
     });
@@ -318,13 +299,7 @@ fn the_history_outlives_the_embedded_server() {
     {
         let server = Server::start_with(Some(&db));
         let mut ada = server.app_user();
-        command(
-            &mut ada,
-            AppCommand::LogIn {
-                uid: "ada".into(),
-                name: "Ada".into(),
-            },
-        );
+        log_in(&mut ada, "ada", "Ada");
         pump(&mut [&mut ada], "ada logged in", |apps| {
             model(apps[0]).me.is_some()
         });
@@ -358,13 +333,7 @@ fn the_history_outlives_the_embedded_server() {
     }
     let server = Server::start_with(Some(&db));
     let mut ada = server.app_user();
-    command(
-        &mut ada,
-        AppCommand::LogIn {
-            uid: "ada".into(),
-            name: "Ada".into(),
-        },
-    );
+    log_in(&mut ada, "ada", "Ada");
     pump(&mut [&mut ada], "the history after the restart", |apps| {
         !model(apps[0]).history.is_empty()
     });
