@@ -179,6 +179,9 @@ pub enum PeerEvent {
         /// Speaking now.
         speaking: bool,
     },
+    /// We are muted and talking into a real microphone (once per stretch of talk): the app
+    /// can hint "you are muted".
+    TalkingWhileMuted,
     /// Something failed but the call goes on.
     Error {
         /// About whom.

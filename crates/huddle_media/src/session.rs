@@ -669,6 +669,15 @@ impl MediaSession {
         self.io.set_camera(device)
     }
 
+    /// Test hook (feature `test-utils`): from now on the "microphone" is the 20 ms frames
+    /// (mono, 960 samples) sent on the returned channel, as if a device delivered them.
+    #[cfg(feature = "test-utils")]
+    pub fn use_test_microphone(&self) -> Sender<Vec<i16>> {
+        let (frames_tx, frames) = crossbeam_channel::bounded(8);
+        *self.io.microphone.lock().unwrap_or_else(|p| p.into_inner()) = Some(frames);
+        frames_tx
+    }
+
     /// Whether a real microphone is being sent (else the tone).
     pub fn has_microphone(&self) -> bool {
         self.io
@@ -1359,6 +1368,8 @@ async fn send_audio(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
     let mut speaking = crate::speech::SpeakingDetector::default();
+    // Someone talking into a muted real microphone gets a hint, once per stretch of talk.
+    let mut talking_while_muted = crate::speech::SpeakingDetector::default();
     while !switches.closed.load(Ordering::Relaxed) {
         ticker.tick().await;
         let microphone = microphone.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -1396,6 +1407,10 @@ async fn send_audio(
                 uid: local_uid.clone(),
                 speaking: now,
             });
+        }
+        let voice_while_muted = level.voice && muted && microphone.is_some();
+        if talking_while_muted.frame(started.elapsed(), voice_while_muted) == Some(true) {
+            let _ = context.events.send(PeerEvent::TalkingWhileMuted);
         }
         if muted {
             continue;

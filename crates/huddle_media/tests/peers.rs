@@ -26,6 +26,8 @@ struct Received {
     last_screen: Option<huddle_media::peer::DecodedVideo>,
     /// Speaking changes told to this session, in order, with when they came.
     speaking: Vec<(String, bool, Instant)>,
+    /// "Talking while muted" hints.
+    talking_while_muted: usize,
 }
 
 fn config(uid: &str) -> SessionConfig {
@@ -97,6 +99,12 @@ fn pump(
                         .or_default()
                         .speaking
                         .push((uid, speaking, Instant::now())),
+                    PeerEvent::TalkingWhileMuted => {
+                        received
+                            .entry(me.to_string())
+                            .or_default()
+                            .talking_while_muted += 1
+                    }
                     PeerEvent::Disconnected { .. }
                     | PeerEvent::Quality { .. }
                     | PeerEvent::IceRestarted { .. }
@@ -605,5 +613,66 @@ fn speaking_follows_the_talk_pattern() {
         changes(&received, "bob", "bob"),
         [true, false],
         "muted: not speaking"
+    );
+}
+
+/// A muted talker gets one "talking while muted" hint per stretch of talk into a real
+/// microphone (here a test microphone delivering a loud sine), none while only silence comes
+/// in, and none while unmuted (then they are speaking instead).
+#[test]
+fn talking_into_a_muted_microphone_is_hinted() {
+    let _serial = one_at_a_time();
+    let runtime = media_runtime();
+    let (alice, bob) = alice_and_bob(&runtime);
+    let mut received = HashMap::new();
+    // Connected first: the session's audio worker sets up its devices as it starts.
+    pump(
+        &[("alice", &alice), ("bob", &bob)],
+        &mut received,
+        Duration::from_secs(10),
+        |r| {
+            r.get("alice").is_some_and(|a| a.connected) && r.get("bob").is_some_and(|b| b.connected)
+        },
+    );
+    let microphone = alice.use_test_microphone();
+    assert!(alice.has_microphone());
+    let loud: Vec<i16> = (0..960)
+        .map(|i| (8000.0 * (i as f32 * 0.05).sin()) as i16)
+        .collect();
+    let silent = vec![0i16; 960];
+    // 20 ms frames for `duration`, pumping the sessions meanwhile.
+    let feed = |frame: &Vec<i16>, duration: Duration, received: &mut HashMap<String, Received>| {
+        let end = Instant::now() + duration;
+        while Instant::now() < end {
+            let _ = microphone.try_send(frame.clone());
+            pump(
+                &[("alice", &alice), ("bob", &bob)],
+                received,
+                Duration::from_millis(20),
+                |_| false,
+            );
+        }
+    };
+    let hints = |r: &HashMap<String, Received>| r.get("alice").map_or(0, |a| a.talking_while_muted);
+    alice.set_audio_muted(true);
+    feed(&silent, Duration::from_millis(600), &mut received);
+    assert_eq!(hints(&received), 0, "silence is not talk");
+    feed(&loud, Duration::from_millis(800), &mut received);
+    assert_eq!(hints(&received), 1, "talking while muted");
+    feed(&loud, Duration::from_millis(600), &mut received);
+    assert_eq!(hints(&received), 1, "once per stretch of talk");
+    feed(&silent, Duration::from_millis(1500), &mut received);
+    feed(&loud, Duration::from_millis(600), &mut received);
+    assert_eq!(hints(&received), 2, "a new stretch, a new hint");
+    alice.set_audio_muted(false);
+    feed(&silent, Duration::from_millis(1500), &mut received);
+    feed(&loud, Duration::from_millis(600), &mut received);
+    assert_eq!(hints(&received), 2, "unmuted: no hint");
+    assert!(
+        received["alice"]
+            .speaking
+            .iter()
+            .any(|(uid, speaking, _)| uid == "alice" && *speaking),
+        "unmuted talk is speaking"
     );
 }

@@ -77,6 +77,7 @@ impl Plugin for HuddleUiStatePlugin {
                         ringing::follow_ringing,
                         ringing::apply_ringing_choices,
                         ringtone::ring_while_incoming,
+                        ringing::hint_when_talking_muted,
                     )
                         .chain()
                         .after(HuddleSystems::Apply),

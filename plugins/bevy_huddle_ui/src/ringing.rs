@@ -278,6 +278,21 @@ pub(crate) fn follow_ringing(
     }
 }
 
+/// Talking into a muted microphone gets a hint, as a toast.
+pub(crate) fn hint_when_talking_muted(
+    mut events: MessageReader<CallEvent>,
+    mut screens: ResMut<RingingScreens>,
+    shortcuts: Res<crate::CallShortcuts>,
+) {
+    for event in events.read() {
+        if matches!(event, CallEvent::TalkingWhileMuted { .. }) {
+            let key = format!("{:?}", shortcuts.mute);
+            let key = key.trim_start_matches("Key");
+            screens.toast(format!("You are muted: press {key} to unmute"));
+        }
+    }
+}
+
 /// Sends the request for each [`RingingChoice`] and joins calls whose token arrived.
 pub(crate) fn apply_ringing_choices(
     mut choices: MessageReader<RingingChoice>,

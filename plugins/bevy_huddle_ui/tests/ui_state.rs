@@ -617,3 +617,21 @@ fn names_in_any_script_have_glyphs() {
         "egui's own fonts lack CJK, so this test would not notice a missing chain"
     );
 }
+
+/// Talking into a muted microphone shows a hint naming the mute key.
+#[test]
+fn talking_while_muted_shows_a_hint() {
+    let mut app = app();
+    let call = joined(&mut app, CallSettings::default());
+    app.world_mut()
+        .write_message(CallEvent::TalkingWhileMuted { call });
+    app.update();
+    let toasts: Vec<String> = app
+        .world()
+        .resource::<RingingScreens>()
+        .toasts
+        .iter()
+        .map(|t| t.text.clone())
+        .collect();
+    assert_eq!(toasts, ["You are muted: press M to unmute"]);
+}

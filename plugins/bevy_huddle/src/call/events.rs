@@ -230,6 +230,12 @@ pub enum CallEvent {
         /// Locally muted.
         muted: bool,
     },
+    /// We are muted and talking into our microphone (once per stretch of talk), the cue for
+    /// a "you are muted" hint as Meet and Zoom show.
+    TalkingWhileMuted {
+        /// The call.
+        call: Entity,
+    },
 }
 
 impl CallEvent {

@@ -118,6 +118,9 @@ pub(crate) fn drain_media_events(
                         change: SessionChange::Speaking { uid, speaking },
                     });
                 }
+                PeerEvent::TalkingWhileMuted => {
+                    errors.write(CallEvent::TalkingWhileMuted { call });
+                }
                 PeerEvent::Connected { .. } => {}
                 PeerEvent::IceServerProblem(problem) => {
                     errors.write(CallEvent::Error {
