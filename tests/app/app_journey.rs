@@ -187,33 +187,35 @@ struct AppUnderTest {
     server: String,
 }
 
-/// A `huddle bot` process, killed when dropped.
-struct BotProcess(Child);
+/// A `huddle bot` process (its log in the temp folder), killed and its log removed when
+/// dropped.
+struct BotProcess {
+    process: Child,
+    log: PathBuf,
+}
 
 impl BotProcess {
     /// A bot logged in to `server` as `uid`, with `args` (e.g. `--call zoe`).
     fn start(server: &str, uid: &str, name: &str, args: &[&str]) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_huddle"))
+        let log =
+            std::env::temp_dir().join(format!("huddle-journey-{}-{uid}.log", std::process::id()));
+        let process = Command::new(env!("CARGO_BIN_EXE_huddle"))
             .args(["bot", "--server", server, "--uid", uid, "--name", name])
             .args(["--width", "320", "--height", "180"])
             .args(args)
             .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(
-                    std::env::temp_dir().join(format!("huddle-journey-{uid}.log")),
-                )
-                .map_or_else(|_| Stdio::null(), Stdio::from),
-            )
+            .stderr(std::fs::File::create(&log).map_or_else(|_| Stdio::null(), Stdio::from))
             .spawn()
             .expect("the huddle binary");
-        Self(child)
+        Self { process, log }
     }
 }
 
 impl Drop for BotProcess {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
