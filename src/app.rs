@@ -844,18 +844,16 @@ mod draw {
             }
             for log in &model.history {
                 ui.horizontal(|ui| {
-                    let with = model.display_name(other_party(model, log));
-                    look::avatar(ui, with, other_party(model, log), 30.0, None);
+                    let other = other_party(model, log);
+                    let with = model.display_name(other);
+                    look::avatar(ui, with, other, 30.0, None);
                     ui.vertical(|ui| {
-                        ui.horizontal(|ui| {
-                            let status_color = match log.status {
-                                CallStatus::Ended | CallStatus::Ongoing => {
-                                    ui.visuals().text_color()
-                                }
-                                _ => egui::Color32::LIGHT_RED,
-                            };
-                            ui.colored_label(status_color, egui::RichText::new(with).strong());
-                        });
+                        // Calls that did not happen (missed, declined, …) in red.
+                        let status_color = match log.status {
+                            CallStatus::Ended | CallStatus::Ongoing => ui.visuals().text_color(),
+                            _ => egui::Color32::LIGHT_RED,
+                        };
+                        ui.colored_label(status_color, egui::RichText::new(with).strong());
                         ui.small(super::history_line(log));
                     });
                     ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {

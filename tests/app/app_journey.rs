@@ -362,13 +362,13 @@ fn background_share(
 }
 
 /// Clicks a call button and measures the click → "Calling…"/"Joining" feedback and the click
-/// → in-call times; returns the in-call UI map.
+/// → in-call times.
 fn place_call(
     display: &VirtualDisplay,
     app: &mut AppUnderTest,
     button: &str,
     timings: &mut Vec<(String, Duration)>,
-) -> UiMap {
+) {
     let rect = app.widget(button, 30);
     display.click(rect);
     let (_, feedback) = app.wait("feedback after the click", 10, |map| {
@@ -376,10 +376,9 @@ fn place_call(
             .iter()
             .any(|name| map.contains_key(*name))
     });
-    let (map, in_call) = app.wait("the call's bar", 30, |map| map.contains_key("bar"));
+    let (_, in_call) = app.wait("the call's bar", 30, |map| map.contains_key("bar"));
     timings.push((format!("{button}: click → Calling/Joining"), feedback));
     timings.push((format!("{button}: click → in call"), feedback + in_call));
-    map
 }
 
 /// Leaves the call with the bar's Leave button and waits for home.

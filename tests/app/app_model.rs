@@ -303,7 +303,8 @@ fn the_history_outlives_the_embedded_server() {
         pump(&mut [&mut ada], "ada logged in", |apps| {
             model(apps[0]).me.is_some()
         });
-        // Ringing someone who never answers, then cancelling, leaves a log.
+        // Placing a call logs it at once (the server writes the log as it places the call);
+        // cancelling it once placed stops the ringing.
         command(
             &mut ada,
             AppCommand::Call {
@@ -312,23 +313,19 @@ fn the_history_outlives_the_embedded_server() {
                 call_type: CallType::Audio,
             },
         );
-        pump(
-            &mut [&mut ada],
-            "the cancelled call in the history",
-            |apps| {
-                let outgoing = apps[0]
-                    .world()
-                    .resource::<bevy_huddle_ui::RingingScreens>()
-                    .outgoing
-                    .clone();
-                if let Some(call) = outgoing {
-                    apps[0]
-                        .world_mut()
-                        .write_message(bevy_huddle_ui::RingingChoice::Cancel(call.session_id));
-                }
-                !model(apps[0]).history.is_empty()
-            },
-        );
+        pump(&mut [&mut ada], "the placed call in the history", |apps| {
+            let outgoing = apps[0]
+                .world()
+                .resource::<bevy_huddle_ui::RingingScreens>()
+                .outgoing
+                .clone();
+            if let Some(call) = outgoing {
+                apps[0]
+                    .world_mut()
+                    .write_message(bevy_huddle_ui::RingingChoice::Cancel(call.session_id));
+            }
+            !model(apps[0]).history.is_empty()
+        });
         server.runtime.shutdown_background();
     }
     let server = Server::start_with(Some(&db));

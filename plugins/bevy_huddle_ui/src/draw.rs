@@ -41,7 +41,7 @@ pub(crate) fn build(app: &mut App) {
     if !app.is_plugin_added::<EguiPlugin>() {
         app.add_plugins(EguiPlugin::default());
     }
-    app.init_resource::<UiMap>()
+    app.insert_resource(UiMap::from_env())
         .add_systems(
             EguiPrimaryContextPass,
             (
@@ -55,7 +55,12 @@ pub(crate) fn build(app: &mut App) {
                 .chain()
                 .in_set(CallUiDraw),
         )
-        .add_systems(Last, (look::note_tiles, look::write_ui_map).chain());
+        .add_systems(
+            Last,
+            (look::note_tiles, look::write_ui_map)
+                .chain()
+                .run_if(look::recording),
+        );
 }
 
 /// Shortcuts pause while an egui text field has the keyboard.
@@ -165,24 +170,22 @@ fn draw_ringing(
     let calling = match (&screens.outgoing, &screens.placing) {
         (Some(call), _) => Some((
             call.receiver.as_str(),
+            call.receiver_type,
             call.call_type,
             Some(&call.session_id),
         )),
-        (None, Some(placing)) => Some((placing.receiver_id.as_str(), placing.call_type, None)),
+        (None, Some(placing)) => Some((
+            placing.receiver_id.as_str(),
+            placing.receiver_type,
+            placing.call_type,
+            None,
+        )),
         (None, None) => None,
     };
-    if let Some((receiver, call_type, session)) = calling {
+    if let Some((receiver, receiver_type, call_type, session)) = calling {
         let name = screens.display_name(receiver);
         let title = format!("Calling {name}…");
-        let group = screens
-            .placing
-            .as_ref()
-            .is_some_and(|p| p.receiver_type == ReceiverType::Group)
-            || screens
-                .outgoing
-                .as_ref()
-                .is_some_and(|c| c.receiver_type == ReceiverType::Group);
-        let line = if group {
+        let line = if receiver_type == ReceiverType::Group {
             format!("Group {}", call_kind(call_type).to_lowercase())
         } else {
             call_kind(call_type).to_owned()
@@ -194,12 +197,12 @@ fn draw_ringing(
             &title,
             &line,
             |ui| {
-                let cancel = ui.add_enabled(
-                    session.is_some(),
-                    egui::Button::new(egui::RichText::new("Cancel").color(egui::Color32::WHITE))
-                        .fill(look::RED)
-                        .min_size(egui::vec2(96.0, 34.0)),
-                );
+                // Enabled once the server has placed the call (a session to cancel).
+                let cancel = ui
+                    .add_enabled_ui(session.is_some(), |ui| {
+                        colored_button(ui, "Cancel", look::RED)
+                    })
+                    .inner;
                 map.note_response("calling.cancel", &cancel);
                 if cancel.clicked()
                     && let Some(session) = session

@@ -73,11 +73,12 @@ pub fn system_fallback_chain() -> Vec<FallbackFont> {
 }
 
 /// egui's default fonts with `chain` appended to both families (after egui's own fonts,
-/// so its glyphs and emoji stay as they are, and every other character finds a font).
-pub fn font_definitions(chain: &[FallbackFont]) -> egui::FontDefinitions {
+/// so its glyphs and emoji stay as they are, and every other character finds a font). The
+/// font files move into egui, uncopied (a CJK font is tens of megabytes).
+pub fn font_definitions(chain: Vec<FallbackFont>) -> egui::FontDefinitions {
     let mut fonts = egui::FontDefinitions::default();
     for font in chain {
-        let mut data = egui::FontData::from_owned(font.data.clone());
+        let mut data = egui::FontData::from_owned(font.data);
         data.index = font.index;
         fonts
             .font_data
@@ -111,7 +112,7 @@ pub(crate) fn install_fallback_fonts(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    ctx.set_fonts(font_definitions(&chain));
+    ctx.set_fonts(font_definitions(chain));
     *installed = true;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! [`write_ui_map`] writes it to `FILE` as JSON (`{"name": [left, top, right, bottom]}` in
 //! window pixels) whenever it changes, so a test driving real input (xdotool) finds the
 //! "Log in" button, a contact's call button or the bar's Leave button where they are drawn.
+//! Without the variable nothing is noted or written.
 
 use std::collections::BTreeMap;
 
@@ -82,28 +83,43 @@ pub fn avatar(ui: &mut egui::Ui, name: &str, id: &str, size: f32, online: Option
     }
 }
 
-/// Where named widgets were drawn this frame, in window pixels (see the module doc).
+/// Where named widgets were drawn this frame, in window pixels (see the module doc). The
+/// default records nothing; [`UiMap::from_env`] records when `HUDDLE_UI_MAP` names a file.
 #[derive(Resource, Clone, Debug, Default, PartialEq)]
 pub struct UiMap {
     /// Widget name → `[left, top, right, bottom]`.
     pub widgets: BTreeMap<String, [f32; 4]>,
     /// Names drawn this frame (the map keeps only these at the end of the frame).
     drawn: Vec<String>,
+    /// Where the map is written; `None`: nothing is recorded.
+    file: Option<std::path::PathBuf>,
 }
 
 impl UiMap {
+    /// A map written to `$HUDDLE_UI_MAP`, or one that records nothing without the variable.
+    pub fn from_env() -> Self {
+        Self {
+            file: std::env::var_os("HUDDLE_UI_MAP").map(Into::into),
+            ..Self::default()
+        }
+    }
+
+    /// Whether widgets are being recorded.
+    pub fn is_recording(&self) -> bool {
+        self.file.is_some()
+    }
+
     /// Notes that `name` was drawn at `rect` (egui points) on a screen of `pixels_per_point`.
     pub fn note(&mut self, name: impl Into<String>, rect: egui::Rect, pixels_per_point: f32) {
-        let name = name.into();
-        let scaled = [rect.min.x, rect.min.y, rect.max.x, rect.max.y].map(|v| v * pixels_per_point);
-        if self.widgets.get(&name) != Some(&scaled) {
-            self.widgets.insert(name.clone(), scaled);
-        }
-        self.drawn.push(name);
+        let rect = [rect.min.x, rect.min.y, rect.max.x, rect.max.y].map(|v| v * pixels_per_point);
+        self.note_pixels(name, rect);
     }
 
     /// Notes that `name` was drawn at `[left, top, right, bottom]` window pixels.
     pub fn note_pixels(&mut self, name: impl Into<String>, rect: [f32; 4]) {
+        if !self.is_recording() {
+            return;
+        }
         let name = name.into();
         if self.widgets.get(&name) != Some(&rect) {
             self.widgets.insert(name.clone(), rect);
@@ -205,17 +221,18 @@ pub(crate) fn note_tiles(
     }
 }
 
-/// Writes the [`UiMap`] to `$HUDDLE_UI_MAP` when it changed (nothing without the variable).
+/// Run condition: the [`UiMap`] is recording.
+pub(crate) fn recording(map: Res<UiMap>) -> bool {
+    map.is_recording()
+}
+
+/// Writes the [`UiMap`] to its file when it changed.
 pub(crate) fn write_ui_map(
     mut map: ResMut<UiMap>,
     mut written: Local<Option<BTreeMap<String, [f32; 4]>>>,
-    mut path: Local<Option<Option<std::path::PathBuf>>>,
 ) {
     let removed = map.end_frame();
-    let path = path
-        .get_or_insert_with(|| std::env::var_os("HUDDLE_UI_MAP").map(Into::into))
-        .clone();
-    let Some(path) = path else {
+    let Some(path) = map.file.clone() else {
         return;
     };
     if !removed && written.as_ref() == Some(&map.widgets) {
@@ -230,8 +247,8 @@ pub(crate) fn write_ui_map(
 }
 
 /// Installs the style once (the first frame with an egui context), and notes `ui.ready` in
-/// the [`UiMap`] from the tenth frame after it: by then egui has built its font atlas (the
-/// fallback fonts make the first frames slow), and input is taken as it comes.
+/// the [`UiMap`] from the tenth frame after it: by then the first windows have left egui's
+/// sizing pass and stand where they stay.
 pub(crate) fn style_once(
     mut contexts: EguiContexts,
     mut frames: Local<u32>,

@@ -604,11 +604,12 @@ fn egui_draws(fonts: bevy_egui::egui::FontDefinitions, text: &str) -> bool {
 fn names_in_any_script_have_glyphs() {
     use bevy_huddle_ui::fonts::{font_definitions, system_fallback_chain};
     let chain = system_fallback_chain();
-    let families: Vec<&str> = chain.iter().map(|f| f.family.as_str()).collect();
+    let families: Vec<String> = chain.iter().map(|f| f.family.clone()).collect();
     assert!(!chain.is_empty(), "no system fonts found");
+    let with_chain = font_definitions(chain);
     for text in ["Zoë", "Ω Σ", "Привет", "山田", "やまだ", "김"] {
         assert!(
-            egui_draws(font_definitions(&chain), text),
+            egui_draws(with_chain.clone(), text),
             "{text:?} has no glyphs in {families:?}"
         );
     }

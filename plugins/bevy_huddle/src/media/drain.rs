@@ -36,7 +36,7 @@ pub(crate) fn drain_media_events(
     mut signals: MessageWriter<OutboundPeerSignal>,
     mut checks: MessageWriter<TransportCheckWanted>,
     mut updates: MessageWriter<SessionUpdate>,
-    mut errors: MessageWriter<CallEvent>,
+    mut events: MessageWriter<CallEvent>,
     mut actions: MessageWriter<CallAction>,
 ) {
     for (call, media, mut stats, members) in &mut calls {
@@ -46,19 +46,19 @@ pub(crate) fn drain_media_events(
                     signals.write(OutboundPeerSignal { call, to, signal });
                 }
                 PeerEvent::DeviceFailed { kind, id, reason } => {
-                    errors.write(CallEvent::Error {
+                    events.write(CallEvent::Error {
                         call: Some(call),
                         error: HuddleError::DeviceUnavailable { kind, id, reason },
                     });
                 }
                 PeerEvent::Error { uid, reason } => {
-                    errors.write(CallEvent::Error {
+                    events.write(CallEvent::Error {
                         call: Some(call),
                         error: HuddleError::Media { uid, reason },
                     });
                 }
                 PeerEvent::ScreenShareEnded { reason } => {
-                    errors.write(CallEvent::Error {
+                    events.write(CallEvent::Error {
                         call: Some(call),
                         error: HuddleError::ScreenShare(reason),
                     });
@@ -119,11 +119,11 @@ pub(crate) fn drain_media_events(
                     });
                 }
                 PeerEvent::TalkingWhileMuted => {
-                    errors.write(CallEvent::TalkingWhileMuted { call });
+                    events.write(CallEvent::TalkingWhileMuted { call });
                 }
                 PeerEvent::Connected { .. } => {}
                 PeerEvent::IceServerProblem(problem) => {
-                    errors.write(CallEvent::Error {
+                    events.write(CallEvent::Error {
                         call: Some(call),
                         error: HuddleError::IceServer(problem),
                     });
