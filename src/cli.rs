@@ -40,4 +40,6 @@ pub enum Command {
     Server(huddle_server::ServerArgs),
     /// A headless participant: log in, call or answer, stay, hang up, print statistics.
     Bot(crate::bot::BotArgs),
+    /// Measure the voice processing (echo, noise, gain) on a generated scene; no devices.
+    AudioCheck(crate::audio_check::AudioCheckArgs),
 }

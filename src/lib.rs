@@ -10,8 +10,10 @@
 //!   settings); neither imports the other.
 //! - [`embedded`]: the embedded server and the demo's bots.
 //! - [`bot`]: `huddle bot`, a headless participant that prints its statistics.
+//! - [`audio_check`]: `huddle audio-check`, the voice processing's figures on a scene.
 
 pub mod app;
+pub mod audio_check;
 pub mod bot;
 pub mod cli;
 pub mod demo;

@@ -11,6 +11,7 @@ fn main() -> ExitCode {
         Command::App(args) => huddle::app::run(args),
         Command::Demo(args) => huddle::demo::run(args),
         Command::Bot(args) => huddle::bot::run(args),
+        Command::AudioCheck(args) => huddle::audio_check::run(args),
         Command::Server(args) => match huddle_server::run_from_args(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

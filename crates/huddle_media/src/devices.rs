@@ -6,7 +6,8 @@
 //! - [`start_output`]: plays the mix on a device from its own thread (cpal streams are not
 //!   `Send` everywhere); the audio callback pulls from the mixer with `try_lock`, so it never
 //!   waits on another thread.
-//! - [`start_input`]: captures a microphone at 48 kHz into 20 ms mono frames.
+//! - [`start_input`]: captures a microphone into 20 ms frames at 48 kHz: at its own rate and
+//!   channel count, converted by a [`CaptureConverter`] (rubato resamples a 44.1 kHz device).
 //!
 //! Devices can be listed and still fail when opened (cpal always lists ALSA's `default`, even
 //! without a sound card): starting then returns an error and the caller falls back to the
@@ -163,8 +164,9 @@ pub fn start_output(
     })
 }
 
-/// Captures the input device named `name` at 48 kHz into 20 ms frames sent on `frames` (mono,
-/// or interleaved stereo with `stereo`), until `stop` is set.
+/// Captures the input device named `name` into 20 ms frames at 48 kHz sent on `frames`
+/// (mono, or interleaved stereo with `stereo`), until `stop` is set. The device runs at its
+/// own default rate and channel count; a [`CaptureConverter`] does the rest.
 pub fn start_input(
     name: &str,
     frames: crossbeam_channel::Sender<Vec<i16>>,
@@ -175,44 +177,158 @@ pub fn start_input(
     run_stream(format!("audio in {name}"), name.clone(), stop, move || {
         let host = cpal::default_host();
         let device = find_device(host.input_devices(), "input", &name)?;
-        let channels = device
+        let default = device
             .default_input_config()
-            .map(|c| c.channels())
-            .unwrap_or(1)
-            .max(1);
+            .map_err(|e| format!("`{name}` has no input configuration: {e}"))?;
+        let channels = default.channels().max(1);
+        let rate = default.sample_rate().0;
         let config = cpal::StreamConfig {
             channels,
-            sample_rate: cpal::SampleRate(SAMPLE_RATE),
+            sample_rate: cpal::SampleRate(rate),
             buffer_size: cpal::BufferSize::Default,
         };
-        // Mono sends channel 0; stereo sends channels 0 and 1 (a mono device on both).
-        let picked: &[usize] = match (stereo, channels) {
-            (false, _) => &[0],
-            (true, 1) => &[0, 0],
-            (true, _) => &[0, 1],
-        };
-        let frame_len = FRAME_SAMPLES * picked.len();
-        let mut pending: Vec<i16> = Vec::with_capacity(frame_len);
+        let mut converter = CaptureConverter::new(rate, channels, stereo)?;
         Ok(device.build_input_stream(
             &config,
             move |data: &[f32], _| {
-                for frame in data.chunks_exact(usize::from(channels)) {
-                    for &channel in picked {
-                        let sample = frame[channel].clamp(-1.0, 1.0) * f32::from(i16::MAX);
-                        pending.push(sample as i16);
-                    }
-                    if pending.len() == frame_len {
-                        let _ = frames.try_send(std::mem::replace(
-                            &mut pending,
-                            Vec::with_capacity(frame_len),
-                        ));
-                    }
-                }
+                converter.push(data, |frame| {
+                    let _ = frames.try_send(frame);
+                });
             },
             |err| tracing::warn!("audio input: {err}"),
             None,
         ))
     })
+}
+
+/// Turns a capture device's samples (interleaved f32 at its own rate and channel count) into
+/// 20 ms frames of 48 kHz 16-bit audio: mono sends channel 0; stereo sends channels 0 and 1
+/// (a mono device on both). Another rate than 48 kHz goes through rubato's FFT resampler,
+/// 10 ms of input at a time.
+pub struct CaptureConverter {
+    device_channels: usize,
+    picked: Vec<usize>,
+    resampler: Option<rubato::Fft<f32>>,
+    /// Input per picked channel waiting for the resampler's next chunk.
+    waiting: Vec<Vec<f32>>,
+    /// 48 kHz output, interleaved, waiting to fill a frame.
+    pending: Vec<i16>,
+}
+
+impl CaptureConverter {
+    /// A converter for a device at `rate` Hz with `channels` channels.
+    pub fn new(rate: u32, channels: u16, stereo: bool) -> Result<Self, String> {
+        let device_channels = usize::from(channels.max(1));
+        let picked: Vec<usize> = match (stereo, device_channels) {
+            (false, _) => vec![0],
+            (true, 1) => vec![0, 0],
+            (true, _) => vec![0, 1],
+        };
+        let resampler = if rate == SAMPLE_RATE {
+            None
+        } else {
+            let chunk = (rate as usize / 100).max(1);
+            Some(
+                rubato::Fft::<f32>::new(
+                    rate as usize,
+                    SAMPLE_RATE as usize,
+                    chunk,
+                    picked.len(),
+                    rubato::FixedSync::Input,
+                )
+                .map_err(|e| format!("cannot resample {rate} Hz to {SAMPLE_RATE} Hz: {e}"))?,
+            )
+        };
+        Ok(Self {
+            device_channels,
+            waiting: vec![Vec::new(); picked.len()],
+            pending: Vec::with_capacity(FRAME_SAMPLES * picked.len() * 2),
+            picked,
+            resampler,
+        })
+    }
+
+    /// Takes one buffer from the device; calls `frame` with every 20 ms frame completed.
+    pub fn push(&mut self, data: &[f32], mut frame: impl FnMut(Vec<i16>)) {
+        let to_i16 = |s: f32| (s.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16;
+        match &mut self.resampler {
+            None => {
+                for device_frame in data.chunks_exact(self.device_channels) {
+                    for &channel in &self.picked {
+                        self.pending.push(to_i16(device_frame[channel]));
+                    }
+                }
+            }
+            Some(resampler) => {
+                use rubato::Resampler;
+                for device_frame in data.chunks_exact(self.device_channels) {
+                    for (waiting, &channel) in self.waiting.iter_mut().zip(&self.picked) {
+                        waiting.push(device_frame[channel]);
+                    }
+                }
+                loop {
+                    let needed = resampler.input_frames_next();
+                    if self.waiting[0].len() < needed {
+                        break;
+                    }
+                    let chunk: Vec<Vec<f32>> = self
+                        .waiting
+                        .iter_mut()
+                        .map(|w| w.drain(..needed).collect())
+                        .collect();
+                    let Ok(input) =
+                        rubato::audioadapter_buffers::direct::SequentialSliceOfVecs::new(
+                            &chunk,
+                            chunk.len(),
+                            needed,
+                        )
+                    else {
+                        break;
+                    };
+                    match resampler.process(&input, None) {
+                        Ok(output) => self
+                            .pending
+                            .extend(output.take_data().into_iter().map(to_i16)),
+                        Err(err) => {
+                            tracing::warn!("audio input: resampling: {err}");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let frame_len = FRAME_SAMPLES * self.picked.len();
+        while self.pending.len() >= frame_len {
+            frame(self.pending.drain(..frame_len).collect());
+        }
+    }
+}
+
+/// A whole mono clip at `rate` Hz resampled to 48 kHz (rubato's FFT resampler, delay trimmed).
+pub fn resample_to_48k(mono: &[f32], rate: u32) -> Result<Vec<f32>, crate::voice::VoiceError> {
+    use rubato::Resampler;
+    if rate == SAMPLE_RATE {
+        return Ok(mono.to_vec());
+    }
+    let failed = |e: &dyn std::fmt::Display| {
+        crate::voice::VoiceError::new(format!("cannot resample {rate} Hz: {e}"))
+    };
+    let mut resampler = rubato::Fft::<f32>::new(
+        rate as usize,
+        SAMPLE_RATE as usize,
+        1024,
+        1,
+        rubato::FixedSync::Input,
+    )
+    .map_err(|e| failed(&e))?;
+    let clip = [mono.to_vec()];
+    let input =
+        rubato::audioadapter_buffers::direct::SequentialSliceOfVecs::new(&clip, 1, mono.len())
+            .map_err(|e| failed(&e))?;
+    Ok(resampler
+        .process_all(&input, mono.len(), None)
+        .map_err(|e| failed(&e))?
+        .take_data())
 }
 
 #[cfg(test)]
@@ -237,6 +353,57 @@ mod tests {
             assert!(list.iter().all(|d| d.id != "null"));
             assert!(list.iter().all(|d| d.synthetic == is_synthetic(&d.id)));
         }
+    }
+
+    /// A 44.1 kHz stereo device is resampled, not refused: a 1 kHz tone on the left and a
+    /// 1.5 kHz one on the right come out as 20 ms frames at 48 kHz with the same tones, mono
+    /// (the left) or stereo (both); a 48 kHz mono device passes straight through.
+    #[test]
+    fn a_44_1_khz_stereo_device_is_resampled() {
+        let device_rate = 44_100.0;
+        let device: Vec<f32> = (0..44_100)
+            .flat_map(|n| {
+                let t = n as f32 / device_rate;
+                [
+                    0.3 * (std::f32::consts::TAU * 1000.0 * t).sin(),
+                    0.3 * (std::f32::consts::TAU * 1500.0 * t).sin(),
+                ]
+            })
+            .collect();
+        for stereo in [false, true] {
+            let mut converter = CaptureConverter::new(44_100, 2, stereo).expect("converter");
+            let mut frames = Vec::new();
+            // Device buffers of an odd size, as a sound card delivers them.
+            for buffer in device.chunks(2 * 441 + 14) {
+                converter.push(buffer, |frame| frames.push(frame));
+            }
+            let channels = if stereo { 2 } else { 1 };
+            assert!(frames.iter().all(|f| f.len() == FRAME_SAMPLES * channels));
+            assert!(
+                (48..=50).contains(&frames.len()),
+                "{} frames in 1 s",
+                frames.len()
+            );
+            let samples: Vec<i16> = frames[5..].concat();
+            let left: Vec<i16> = samples.iter().step_by(channels).copied().collect();
+            let heard = crate::audio::detect_tone(&left).expect("a tone");
+            assert!((heard - 1000.0).abs() < 2.0, "left at {heard} Hz");
+            if stereo {
+                let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+                let heard = crate::audio::detect_tone(&right).expect("a tone");
+                assert!((heard - 1500.0).abs() < 2.0, "right at {heard} Hz");
+            }
+        }
+        let mut straight = CaptureConverter::new(48_000, 1, false).expect("converter");
+        let mut frames = Vec::new();
+        straight.push(&vec![0.5; FRAME_SAMPLES * 3], |frame| frames.push(frame));
+        assert_eq!(frames.len(), 3);
+        assert!(
+            frames
+                .iter()
+                .flatten()
+                .all(|s| *s == (0.5 * 32767.0) as i16)
+        );
     }
 
     /// Opening a device that does not exist is an error, not a panic or a hang.

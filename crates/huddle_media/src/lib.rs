@@ -19,6 +19,8 @@
 //! - [`peer`]: one WebRTC connection per remote participant; [`session`]: a call's media.
 //! - [`frames`]: newest-wins slots of decoded pictures; [`probe`]: receive statistics.
 //! - [`mixer`]: jitter buffers, gains, outputs; [`devices`]: cpal microphones and speakers.
+//! - [`voice`]: echo cancellation, noise suppression and gain control of the microphone
+//!   (WebRTC's AudioProcessing); [`voice_check`]: its figures on a generated scene.
 //! - [`recording`]: the call recorded as received into one Matroska file.
 //! - [`screen`]: screen-share sources (the X11 desktop, frames pushed by the app).
 //! - [`DeviceKind`], [`DeviceInfo`], [`DeviceLists`]: the device vocabulary.
@@ -38,6 +40,8 @@ pub mod session;
 pub mod speech;
 pub mod synthetic;
 pub mod video;
+pub mod voice;
+pub mod voice_check;
 
 use std::fmt;
 

@@ -10,6 +10,8 @@
 //!   changes never click.
 //! - **Mono and stereo voices**: a mono voice goes to both channels, a stereo one keeps its
 //!   left and right; each channel then takes its gain (pan, volume).
+//! - **What was played** goes, as mono, to every listener ([`Mixer::listen_played`]): the
+//!   echo canceller's far-end reference ([`crate::voice`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -70,7 +72,13 @@ pub struct Mixer {
     stats: MixStats,
     /// Voices not worth decoding (out of earshot); their packets are dropped undecoded.
     culled: std::collections::HashSet<String>,
+    /// Listeners of what the output played (mono), such as the echo canceller.
+    played: Vec<crossbeam_channel::Sender<Vec<f32>>>,
 }
+
+/// Chunks of played audio a listener may fall behind by before chunks are dropped for it
+/// (about a second at 20 ms per chunk).
+const PLAYED_BACKLOG: usize = 50;
 
 impl Mixer {
     /// Adds decoded samples (mono, 48 kHz) from `uid`.
@@ -142,6 +150,15 @@ impl Mixer {
         }
     }
 
+    /// From now on, every mixed chunk as played (mono: the mean of left and right, 48 kHz,
+    /// −1..1) is sent on the returned channel. A listener that falls a second behind loses
+    /// chunks; one that is dropped is forgotten.
+    pub fn listen_played(&mut self) -> crossbeam_channel::Receiver<Vec<f32>> {
+        let (listener, played) = crossbeam_channel::bounded(PLAYED_BACKLOG);
+        self.played.push(listener);
+        played
+    }
+
     /// Forgets a source (the participant left).
     pub fn remove(&mut self, uid: &str) {
         self.sources.remove(uid);
@@ -182,6 +199,15 @@ impl Mixer {
             pair[1] = pair[1].clamp(-1.0, 1.0);
             sums.0 += f64::from(pair[0]) * f64::from(pair[0]);
             sums.1 += f64::from(pair[1]) * f64::from(pair[1]);
+        }
+        if !self.played.is_empty() {
+            let mono: Vec<f32> = out.chunks_exact(2).map(|p| 0.5 * (p[0] + p[1])).collect();
+            self.played.retain(|listener| {
+                !matches!(
+                    listener.try_send(mono.clone()),
+                    Err(crossbeam_channel::TrySendError::Disconnected(_))
+                )
+            });
         }
         let n = frames.max(1) as f64;
         self.stats.rms = ((sums.0 / n).sqrt() as f32, (sums.1 / n).sqrt() as f32);

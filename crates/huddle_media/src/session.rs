@@ -76,6 +76,8 @@ pub struct SessionConfig {
     pub measure: bool,
     /// The synthetic voice talks in turns (`None`: the tone never stops).
     pub talk_pattern: Option<crate::speech::TalkPattern>,
+    /// Which stages clean a real microphone sent as mono voice ([`crate::voice`]).
+    pub voice_processing: crate::voice::VoiceProcessing,
 }
 
 impl SessionConfig {
@@ -91,6 +93,7 @@ impl SessionConfig {
             stereo_audio: false,
             measure: false,
             talk_pattern: None,
+            voice_processing: crate::voice::VoiceProcessing::default(),
         }
     }
 }
@@ -588,6 +591,7 @@ impl MediaSession {
                 reason: format!("cannot start the video sender: {err}"),
             });
         }
+        let played = crate::mixer::lock(&mixer).listen_played();
         runtime.spawn(send_audio(
             (
                 config.local_uid.clone(),
@@ -595,7 +599,7 @@ impl MediaSession {
                 config.stereo_audio,
                 config.talk_pattern,
             ),
-            io.microphone.clone(),
+            (io.microphone.clone(), config.voice_processing, played),
             peers.clone(),
             switches.clone(),
             context.clone(),
@@ -676,6 +680,13 @@ impl MediaSession {
         let (frames_tx, frames) = crossbeam_channel::bounded(8);
         *self.io.microphone.lock().unwrap_or_else(|p| p.into_inner()) = Some(frames);
         frames_tx
+    }
+
+    /// Test hook (feature `test-utils`): every chunk the output plays from now on (mono,
+    /// 48 kHz, −1..1), as a speaker would send it into the room.
+    #[cfg(feature = "test-utils")]
+    pub fn listen_played(&self) -> Receiver<Vec<f32>> {
+        crate::mixer::lock(&self.mixer).listen_played()
     }
 
     /// Whether a real microphone is being sent (else the tone).
@@ -1339,9 +1350,10 @@ impl VideoSendLoop {
     }
 }
 
-/// Sends 20 ms of audio every 20 ms: the microphone's frames when there is one, else the tone
-/// (in turns, with a talk pattern); each packet carries its level and voice flag, and our own
-/// speaking is told from the same level (never while muted).
+/// Sends 20 ms of audio every 20 ms: the microphone's frames when there is one, cleaned by
+/// the voice processing (echo of what was `played`, noise, gain; mono voice only), else the
+/// tone (in turns, with a talk pattern); each packet carries its level and voice flag, and our
+/// own speaking is told from the same level (never while muted).
 async fn send_audio(
     (local_uid, tone_hz, stereo, talk_pattern): (
         String,
@@ -1349,7 +1361,11 @@ async fn send_audio(
         bool,
         Option<crate::speech::TalkPattern>,
     ),
-    microphone: SharedMicrophone,
+    (microphone, stages, played): (
+        SharedMicrophone,
+        crate::voice::VoiceProcessing,
+        Receiver<Vec<f32>>,
+    ),
     peers: Peers,
     switches: Arc<SendSwitches>,
     context: Arc<PeerContext>,
@@ -1370,14 +1386,16 @@ async fn send_audio(
     let mut speaking = crate::speech::SpeakingDetector::default();
     // Someone talking into a muted real microphone gets a hint, once per stretch of talk.
     let mut talking_while_muted = crate::speech::SpeakingDetector::default();
+    let mut processing = VoiceStage::new(&local_uid, stages, stereo);
     while !switches.closed.load(Ordering::Relaxed) {
         ticker.tick().await;
         let microphone = microphone.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match &microphone {
             Some(frames) => {
                 // If the microphone runs a little fast, skip to the newest frames so latency
-                // never builds up.
-                while frames.len() > 2 {
+                // never builds up past 80 ms (a skip also moves the echo canceller's delay, so
+                // a little jitter is let through).
+                while frames.len() > MICROPHONE_BACKLOG {
                     let _ = frames.try_recv();
                 }
                 match frames.try_recv() {
@@ -1400,6 +1418,7 @@ async fn send_audio(
         {
             samples.fill(0);
         }
+        processing.clean(microphone.is_some(), &played, &mut samples, &context.events);
         let level = crate::speech::AudioLevel::of(&samples);
         let muted = switches.audio_muted.load(Ordering::Relaxed);
         if let Some(now) = speaking.frame(started.elapsed(), level.voice && !muted) {
@@ -1432,6 +1451,70 @@ async fn send_audio(
         }
         if sent {
             counters.audio_frames_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Microphone frames (20 ms) that may wait for the audio sender before the oldest are skipped.
+const MICROPHONE_BACKLOG: usize = 4;
+
+/// The voice processing of the audio sender: a [`crate::voice::VoiceProcessor`] while a real
+/// microphone is sent as mono voice, none otherwise (the tone, stereo sends, every stage off).
+struct VoiceStage {
+    local_uid: String,
+    stages: crate::voice::VoiceProcessing,
+    wanted: bool,
+    processor: Option<crate::voice::VoiceProcessor>,
+    /// Set once the processing failed: the microphone is then sent as captured.
+    failed: bool,
+}
+
+impl VoiceStage {
+    fn new(local_uid: &str, stages: crate::voice::VoiceProcessing, stereo: bool) -> Self {
+        Self {
+            local_uid: local_uid.to_owned(),
+            stages,
+            wanted: stages.any() && !stereo,
+            processor: None,
+            failed: false,
+        }
+    }
+
+    /// Feeds what was played since the last frame to the echo canceller, then cleans the
+    /// 20 ms microphone frame in `samples` when it comes from a real microphone. A failure is
+    /// reported once and the microphone goes on unprocessed.
+    fn clean(
+        &mut self,
+        from_microphone: bool,
+        played: &Receiver<Vec<f32>>,
+        samples: &mut [i16],
+        events: &Sender<PeerEvent>,
+    ) {
+        if !(self.wanted && from_microphone) || self.failed {
+            // The reference only matters while processing; a new microphone starts afresh.
+            self.processor = None;
+            while played.try_recv().is_ok() {}
+            return;
+        }
+        let result = (|| {
+            let processor = match &mut self.processor {
+                Some(processor) => processor,
+                None => self
+                    .processor
+                    .insert(crate::voice::VoiceProcessor::new(self.stages)?),
+            };
+            for chunk in played.try_iter() {
+                processor.far_end(&chunk)?;
+            }
+            processor.near_end(samples)
+        })();
+        if let Err(err) = result {
+            self.failed = true;
+            self.processor = None;
+            let _ = events.send(PeerEvent::Error {
+                uid: self.local_uid.clone(),
+                reason: format!("{err}; sending the microphone unprocessed"),
+            });
         }
     }
 }

@@ -83,6 +83,7 @@ pub(crate) fn start_call_media(
                 stereo_audio: settings.stereo_audio,
                 measure: settings.measure,
                 talk_pattern: settings.talk_pattern,
+                voice_processing: settings.voice_processing,
             },
         );
         session.set_local_preview(settings.local_preview);

@@ -97,6 +97,9 @@ pub struct MediaSettings {
     pub measure: bool,
     /// The synthetic voice (no microphone) talks in turns; `None`: its tone never stops.
     pub talk_pattern: Option<huddle_media::speech::TalkPattern>,
+    /// Which stages clean a real microphone (echo cancellation, noise suppression, gain
+    /// control; all on by default). Never applied to the synthetic tone or a stereo send.
+    pub voice_processing: huddle_media::voice::VoiceProcessing,
 }
 
 impl Default for MediaSettings {
@@ -109,6 +112,7 @@ impl Default for MediaSettings {
             local_preview: true,
             measure: false,
             talk_pattern: None,
+            voice_processing: huddle_media::voice::VoiceProcessing::default(),
         }
     }
 }
