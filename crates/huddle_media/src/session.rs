@@ -1621,3 +1621,40 @@ impl ScreenShareLoop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The voice processing cleans only a real microphone sent as mono voice: the synthetic
+    /// tone, a stereo send and a session with every stage off pass sample for sample, and
+    /// what was played is drained either way; a mono microphone's DC offset is taken out by
+    /// the processing's high-pass filter.
+    #[test]
+    fn voice_processing_cleans_only_a_mono_microphone() {
+        let (events, _events_rx) = crossbeam_channel::unbounded();
+        let (speaker, played) = crossbeam_channel::unbounded();
+        let offset = vec![4_000i16; FRAME_SAMPLES];
+        let run = |stage: &mut VoiceStage, from_microphone: bool| {
+            let mut samples = offset.clone();
+            for _ in 0..50 {
+                let _ = speaker.send(vec![0.0f32; FRAME_SAMPLES]);
+                samples.copy_from_slice(&offset);
+                stage.clean(from_microphone, &played, &mut samples, &events);
+            }
+            assert!(played.is_empty(), "what was played is drained");
+            samples
+        };
+        let stages = crate::voice::VoiceProcessing::default();
+        assert_eq!(run(&mut VoiceStage::new("a", stages, false), false), offset);
+        assert_eq!(run(&mut VoiceStage::new("a", stages, true), true), offset);
+        let off = crate::voice::VoiceProcessing::OFF;
+        assert_eq!(run(&mut VoiceStage::new("a", off, false), true), offset);
+        let cleaned = run(&mut VoiceStage::new("a", stages, false), true);
+        let mean = cleaned.iter().map(|s| f64::from(*s)).sum::<f64>() / cleaned.len() as f64;
+        assert!(
+            mean.abs() < 400.0,
+            "the offset is filtered out: mean {mean}"
+        );
+    }
+}

@@ -80,10 +80,7 @@ impl VoiceProcessing {
             noise_suppression: self.noise_suppression.then_some(apm::NoiseSuppression {
                 suppression_level: apm::NoiseSuppressionLevel::High,
             }),
-            // Its voice flag drives the input volume (below).
-            voice_detection: self.gain_control.then_some(apm::VoiceDetection {
-                detection_likelihood: apm::VoiceDetectionLikelihood::Moderate,
-            }),
+            voice_detection: None,
             gain_control: self.gain_control.then_some(apm::GainControl {
                 mode: apm::GainControlMode::AdaptiveDigital,
                 target_level_dbfs: TARGET_PEAK_DBFS,
@@ -108,6 +105,8 @@ const MAX_INPUT_GAIN_DB: f32 = 24.0;
 /// How fast the input volume moves while someone speaks off target, dB per 10 ms frame
 /// (3 dB a second).
 const INPUT_GAIN_STEP_DB: f32 = 0.03;
+/// A processed frame louder than this (dBFS RMS) is taken as speech by the input volume.
+const VOICED_DBFS: f32 = -50.0;
 /// How far the speech level may sit from the target before the volume moves, dB.
 const INPUT_GAIN_DEADBAND_DB: f32 = 2.0;
 
@@ -120,8 +119,8 @@ const FAR_END_HOLD_FRAMES: u32 = 50;
 /// The microphone volume. Debian's AudioProcessing 0.3 always runs WebRTC's "experimental"
 /// AGC (AgcManagerDirect), which adds at most 12 dB digitally and expects the host to turn
 /// the device's analog volume as it recommends; the crate cannot read that recommendation.
-/// This is that volume, applied digitally before the module: while the module says there is
-/// voice, the smoothed level of its output is steered toward [`SPEECH_TARGET_DBFS`] by a few
+/// This is that volume, applied digitally before the module: while someone speaks, the
+/// smoothed level of its output is steered toward [`SPEECH_TARGET_DBFS`] by a few
 /// dB a second, between unity and +24 dB, and it holds while the far end plays or has just
 /// played (its echo must never turn the volume up). The module's own gain and limiter still
 /// act on top.
@@ -140,13 +139,14 @@ impl InputVolume {
         }
     }
 
-    /// Follows one processed frame.
-    fn follow(&mut self, processed: &[f32], voiced: bool) {
-        if !voiced {
-            return;
-        }
+    /// Follows one processed frame: frames above [`VOICED_DBFS`] count as someone speaking
+    /// (noise suppression has taken the room's noise down by then).
+    fn follow(&mut self, processed: &[f32]) {
         let power = processed.iter().map(|s| s * s).sum::<f32>() / processed.len() as f32;
         let level = 10.0 * power.max(1e-12).log10();
+        if level < VOICED_DBFS {
+            return;
+        }
         // About a second of voiced frames.
         let smoothed = match self.speech_dbfs {
             Some(previous) => previous + (level - previous) * 0.01,
@@ -237,8 +237,7 @@ impl VoiceProcessor {
         if let Some(volume) = &mut self.input_volume
             && self.far_end_recent == 0
         {
-            let voiced = self.processor.get_stats().has_voice == Some(true);
-            volume.follow(frame, voiced);
+            volume.follow(frame);
         }
         Ok(())
     }

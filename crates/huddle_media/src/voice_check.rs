@@ -442,12 +442,13 @@ fn snr_db(signal: &[f32], active: &[bool], skip: usize) -> f64 {
 fn correlation_at(out: &[f32], reference: &[f32], frames: &[usize], lag: isize) -> f64 {
     let (mut cross, mut out_power, mut ref_power) = (0.0f64, 0.0f64, 0.0f64);
     for &frame in frames {
-        for n in frame * PROCESSING_FRAME..(frame + 1) * PROCESSING_FRAME {
+        let start = frame * PROCESSING_FRAME;
+        for (n, r) in (start..).zip(&reference[start..start + PROCESSING_FRAME]) {
             let m = n as isize + lag;
             if m < 0 || m as usize >= out.len() {
                 continue;
             }
-            let (o, r) = (f64::from(out[m as usize]), f64::from(reference[n]));
+            let (o, r) = (f64::from(out[m as usize]), f64::from(*r));
             cross += o * r;
             out_power += o * o;
             ref_power += r * r;
