@@ -15,7 +15,8 @@
 //!   capture frame.
 //! - **Delay.** The time between playing a sample and hearing it back (device buffers, the
 //!   room) is unknown to us: the canceller runs delay-agnostic with its extended filter, and
-//!   finds it itself.
+//!   finds it itself up to about 130 ms (`huddle audio-check --echo-delay-ms`: 52 dB of ERLE
+//!   at 20–130 ms, 9 dB at 140 ms, none at 200 ms). Longer paths are not cancelled yet.
 //! - **When.** Only a real microphone sent as mono voice is processed: never the synthetic
 //!   tone (it has no room and no echo), never a stereo "music" send, and each stage can be
 //!   turned off in [`VoiceProcessing`].
