@@ -14,14 +14,17 @@
 //!   [`Mixer::listen_played`](crate::mixer::Mixer::listen_played) and fed in before each
 //!   capture frame.
 //! - **Delay.** The time between playing a sample and hearing it back (device buffers, the
-//!   room) is unknown to us: the canceller runs delay-agnostic with its extended filter, and
-//!   finds it itself up to about 130 ms (`huddle audio-check --echo-delay-ms`: 52 dB of ERLE
-//!   at 20–130 ms, 9 dB at 140 ms, none at 200 ms). Longer paths are not cancelled yet.
+//!   room) is unknown to us. The canceller runs delay-agnostic with its extended filter and
+//!   finds up to about 130 ms itself; beyond, a bulk delay found from the two signals' energy
+//!   envelopes holds the far end back so that the rest is within its reach (`huddle
+//!   audio-check --echo-delay-ms`: 40–56 dB of ERLE from 20 to 300 ms).
 //! - **When.** Only a real microphone sent as mono voice is processed: never the synthetic
 //!   tone (it has no room and no echo), never a stereo "music" send, and each stage can be
 //!   turned off in [`VoiceProcessing`].
 //! - [`VoiceProcessor`] wraps one AudioProcessing instance; [`crate::voice_check`] measures
 //!   it on a generated scene (`huddle audio-check`).
+
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 use webrtc_audio_processing as apm;
@@ -111,6 +114,136 @@ const VOICED_DBFS: f32 = -50.0;
 /// How far the speech level may sit from the target before the volume moves, dB.
 const INPUT_GAIN_DEADBAND_DB: f32 = 2.0;
 
+/// The canceller (delay-agnostic, extended filter) finds echoes up to about 130 ms after the
+/// far end it was given (`audio-check`: 52 dB of ERLE at 130 ms, 9 dB at 140 ms). Sound cards
+/// and rooms can take longer, so the bulk of the delay is found here, from the 10 ms energy
+/// envelopes of the far end and the microphone (the lag of their best correlation), and the
+/// far end is held back by all of it but [`DELAY_LEFT_TO_CANCELLER`].
+#[derive(Debug)]
+struct BulkDelay {
+    /// Log energy of the last far-end and microphone frames, newest last.
+    far: VecDeque<f32>,
+    near: VecDeque<f32>,
+    frames_to_next_estimate: u32,
+    /// Far-end frames held back now.
+    held_frames: usize,
+    /// Whether an estimate has been believed yet.
+    found: bool,
+}
+
+/// Frames of envelope kept (3.5 s).
+const DELAY_HISTORY: usize = 350;
+/// Most frames compared per estimate (3 s).
+const DELAY_WINDOW: usize = 300;
+/// Fewest frames compared per estimate, and shortest delay range looked over (0.5 s).
+const MIN_DELAY_WINDOW: usize = 50;
+/// Longest delay looked for, in 10 ms frames (500 ms).
+const MAX_BULK_DELAY: usize = 50;
+/// Delays the canceller finds by itself, in 10 ms frames (130 ms): nothing is held back.
+const CANCELLER_REACH: usize = 13;
+/// What is left for the canceller to find when the far end is held back, in 10 ms frames.
+const DELAY_LEFT_TO_CANCELLER: usize = 6;
+/// The envelope correlation an estimate needs to be believed.
+const DELAY_CONFIDENCE: f32 = 0.6;
+
+impl Default for BulkDelay {
+    fn default() -> Self {
+        Self {
+            far: VecDeque::with_capacity(DELAY_HISTORY + 1),
+            near: VecDeque::with_capacity(DELAY_HISTORY + 1),
+            frames_to_next_estimate: 0,
+            held_frames: 0,
+            found: false,
+        }
+    }
+}
+
+impl BulkDelay {
+    fn push(envelope: &mut VecDeque<f32>, power: f32) {
+        envelope.push_back(10.0 * (power + 1e-10).log10());
+        if envelope.len() > DELAY_HISTORY {
+            envelope.pop_front();
+        }
+    }
+
+    fn far_frame(&mut self, power: f32) {
+        Self::push(&mut self.far, power);
+    }
+
+    /// Takes a microphone frame's power and now and then re-estimates the delay (every
+    /// quarter second until one is found, then every second). True when the far end is to be
+    /// held back by a different amount.
+    fn near_frame(&mut self, power: f32) -> bool {
+        Self::push(&mut self.near, power);
+        if self.frames_to_next_estimate > 0 {
+            self.frames_to_next_estimate -= 1;
+            return false;
+        }
+        self.frames_to_next_estimate = if self.found { 100 } else { 25 };
+        let Some(delay) = self.estimate() else {
+            return false;
+        };
+        self.found = true;
+        // Within the canceller's reach, nothing is held back; once holding, a shorter delay
+        // only shortens the hold (so an estimate wavering at the edge does not flap).
+        if self.held_frames == 0 && delay <= CANCELLER_REACH {
+            return false;
+        }
+        let wanted = delay.saturating_sub(DELAY_LEFT_TO_CANCELLER);
+        // Small moves are the canceller's own business; every move makes it re-adapt.
+        if wanted.abs_diff(self.held_frames) < 3 {
+            return false;
+        }
+        tracing::debug!(delay, wanted, "echo bulk delay, in 10 ms frames");
+        self.held_frames = wanted;
+        true
+    }
+
+    /// The lag (frames) at which the microphone's envelope best follows the far end's, when
+    /// the far end varied and the match is good.
+    fn estimate(&self) -> Option<usize> {
+        // Early on, a shorter window: the far end's history must cover window + lag.
+        let longest = MAX_BULK_DELAY.min(self.far.len().saturating_sub(MIN_DELAY_WINDOW));
+        let window = self
+            .near
+            .len()
+            .min(DELAY_WINDOW)
+            .min(self.far.len() - longest);
+        if window < MIN_DELAY_WINDOW || longest < MIN_DELAY_WINDOW {
+            return None;
+        }
+        let near: Vec<f32> = self.near.iter().rev().take(window).copied().collect();
+        let far: Vec<f32> = self.far.iter().rev().copied().collect();
+        let (mut best, mut best_correlation) = (0, f32::MIN);
+        for lag in 0..=longest {
+            let correlation = pearson(&near, &far[lag..lag + window])?;
+            if correlation > best_correlation {
+                (best, best_correlation) = (lag, correlation);
+            }
+        }
+        (best_correlation >= DELAY_CONFIDENCE).then_some(best)
+    }
+}
+
+/// Pearson correlation of two series of the same length; `None` when either is flat (a
+/// silent far end tells nothing).
+fn pearson(a: &[f32], b: &[f32]) -> Option<f32> {
+    let n = a.len() as f32;
+    let (mean_a, mean_b) = (a.iter().sum::<f32>() / n, b.iter().sum::<f32>() / n);
+    let (mut cross, mut var_a, mut var_b) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        let (dx, dy) = (x - mean_a, y - mean_b);
+        cross += dx * dy;
+        var_a += dx * dx;
+        var_b += dy * dy;
+    }
+    (var_a > 1.0 && var_b > 1.0).then(|| cross / (var_a * var_b).sqrt())
+}
+
+fn mean_power(frame: &[f32]) -> f32 {
+    frame.iter().map(|s| s * s).sum::<f32>() / frame.len().max(1) as f32
+}
+
 /// Far-end power (per 10 ms frame) above which the far end counts as playing: −60 dBFS.
 const FAR_END_AUDIBLE_POWER: f32 = 1e-6;
 /// How long the input volume holds after the far end last played, in 10 ms frames (the
@@ -143,8 +276,7 @@ impl InputVolume {
     /// Follows one processed frame: frames above [`VOICED_DBFS`] count as someone speaking
     /// (noise suppression has taken the room's noise down by then).
     fn follow(&mut self, processed: &[f32]) {
-        let power = processed.iter().map(|s| s * s).sum::<f32>() / processed.len() as f32;
-        let level = 10.0 * power.max(1e-12).log10();
+        let level = 10.0 * mean_power(processed).max(1e-12).log10();
         if level < VOICED_DBFS {
             return;
         }
@@ -190,6 +322,12 @@ pub struct VoiceProcessor {
     /// Capture frames left before the far end counts as quiet again (the input volume holds
     /// while it plays, so that echo never turns it up).
     far_end_recent: u32,
+    /// Finds the echo's bulk delay.
+    bulk_delay: BulkDelay,
+    /// Far-end frames held back by the bulk delay before the canceller gets them.
+    far_end_held: VecDeque<Vec<f32>>,
+    /// The last far-end frames, to fill a new hold from.
+    far_end_history: VecDeque<Vec<f32>>,
     /// A 10 ms frame being processed.
     frame: Vec<f32>,
 }
@@ -209,6 +347,9 @@ impl VoiceProcessor {
             input_volume: stages.gain_control.then(InputVolume::default),
             far_end_pending: Vec::with_capacity(PROCESSING_FRAME * 4),
             far_end_recent: 0,
+            bulk_delay: BulkDelay::default(),
+            far_end_held: VecDeque::new(),
+            far_end_history: VecDeque::with_capacity(MAX_BULK_DELAY + 1),
             frame: vec![0.0; PROCESSING_FRAME],
         })
     }
@@ -217,19 +358,45 @@ impl VoiceProcessor {
     pub fn far_end(&mut self, played: &[f32]) -> Result<(), VoiceError> {
         self.far_end_pending.extend_from_slice(played);
         let whole = self.far_end_pending.len() / PROCESSING_FRAME * PROCESSING_FRAME;
-        for chunk in self.far_end_pending[..whole].chunks_exact_mut(PROCESSING_FRAME) {
-            let power = chunk.iter().map(|s| s * s).sum::<f32>() / PROCESSING_FRAME as f32;
+        for chunk in self.far_end_pending[..whole].chunks_exact(PROCESSING_FRAME) {
+            let power = mean_power(chunk);
             if power > FAR_END_AUDIBLE_POWER {
                 self.far_end_recent = FAR_END_HOLD_FRAMES;
             }
-            self.processor.process_render_frame(chunk)?;
+            self.bulk_delay.far_frame(power);
+            self.far_end_held.push_back(chunk.to_vec());
+            self.far_end_history.push_back(chunk.to_vec());
+            if self.far_end_history.len() > MAX_BULK_DELAY {
+                self.far_end_history.pop_front();
+            }
         }
         self.far_end_pending.drain(..whole);
+        self.feed_far_end()
+    }
+
+    /// Hands the canceller the far-end frames older than the bulk delay.
+    fn feed_far_end(&mut self) -> Result<(), VoiceError> {
+        while self.far_end_held.len() > self.bulk_delay.held_frames {
+            if let Some(mut frame) = self.far_end_held.pop_front() {
+                self.processor.process_render_frame(&mut frame)?;
+            }
+        }
         Ok(())
     }
 
     /// Cleans one 10 ms microphone frame in place (mono, 48 kHz, −1..1).
     pub fn process_frame(&mut self, frame: &mut [f32]) -> Result<(), VoiceError> {
+        if self.bulk_delay.near_frame(mean_power(frame)) {
+            // From now on the canceller gets the far end later: the frames of the new hold,
+            // already played, wait their turn (a canceller starved of far end instead took
+            // seconds to find its echo again).
+            let held = self.bulk_delay.held_frames.min(self.far_end_history.len());
+            self.far_end_held = self
+                .far_end_history
+                .range(self.far_end_history.len() - held..)
+                .cloned()
+                .collect();
+        }
         if let Some(volume) = &self.input_volume {
             volume.apply(frame);
         }
