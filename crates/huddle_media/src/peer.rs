@@ -179,6 +179,15 @@ pub enum PeerEvent {
         /// Speaking now.
         speaking: bool,
     },
+    /// How loud `uid` has been over about the last second of their voice (from the audio
+    /// level extension; [`crate::speech::RecentLoudness`]): sent every
+    /// [`LOUDNESS_INTERVAL`] while they speak, so the loudest speaker can lead.
+    Loudness {
+        /// Who.
+        uid: String,
+        /// dBov: 0 loudest, −127 silence.
+        dbov: f32,
+    },
     /// We are muted and talking into a real microphone (once per stretch of talk): the app
     /// can hint "you are muted".
     TalkingWhileMuted,
@@ -920,6 +929,9 @@ fn spawn_video_decoder(
     Ok(packets)
 }
 
+/// How often a speaking remote's loudness is told ([`PeerEvent::Loudness`]).
+pub const LOUDNESS_INTERVAL: Duration = Duration::from_millis(250);
+
 /// How often a quiet audio track checks whether its talker stopped speaking.
 const SPEAKING_TICK: Duration = Duration::from_millis(200);
 
@@ -944,6 +956,8 @@ async fn receive_audio(
     };
     let started = Instant::now();
     let mut speaking = crate::speech::SpeakingDetector::default();
+    let mut loudness = crate::speech::RecentLoudness::default();
+    let mut last_loudness = Instant::now();
     let tell = |now: bool| {
         let _ = context.events.send(PeerEvent::Speaking {
             uid: uid.to_owned(),
@@ -964,15 +978,25 @@ async fn receive_audio(
             TrackRemoteEvent::OnEnded => break,
             _ => continue,
         };
-        let voice = match audio_level_id.load(Ordering::Relaxed) {
+        let level_byte = match audio_level_id.load(Ordering::Relaxed) {
             0 => None,
             id => packet.header.get_extension(id),
         }
-        .and_then(|payload| payload.first().copied())
+        .and_then(|payload| payload.first().copied());
         // RFC 6464: the V bit, then the level in −dBov.
-        .is_some_and(|byte| byte & 0x80 != 0);
+        let voice = level_byte.is_some_and(|byte| byte & 0x80 != 0);
+        if let Some(byte) = level_byte {
+            loudness.frame(byte & 0x7f, voice);
+        }
         if let Some(now) = speaking.frame(started.elapsed(), voice) {
             tell(now);
+        }
+        if speaking.speaking() && last_loudness.elapsed() >= LOUDNESS_INTERVAL {
+            last_loudness = Instant::now();
+            let _ = context.events.send(PeerEvent::Loudness {
+                uid: uid.to_owned(),
+                dbov: loudness.dbov(),
+            });
         }
         let seq = packet.header.sequence_number;
         if let Some(recorder) = recorder_of(&context.recording) {

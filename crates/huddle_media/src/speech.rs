@@ -8,8 +8,10 @@
 //!    [`VOICED_TO_START`] of the frames in the last [`START_WINDOW`] had voice (so within
 //!    300 ms of speech), off after [`SILENCE_TO_STOP`] without any. Time is an argument: no
 //!    clock, no sleeping in tests.
-//! 3. [`audio_level_extension_id`] finds the extension's negotiated id in an SDP.
-//! 4. [`TalkPattern`] makes a synthetic voice talk in turns (`2s-on-3s-off`), so bots show
+//! 3. [`RecentLoudness`] keeps how loud a talker has been over about the last second (from
+//!    the same levels), so the loudest of several speakers can be the dominant one.
+//! 4. [`audio_level_extension_id`] finds the extension's negotiated id in an SDP.
+//! 5. [`TalkPattern`] makes a synthetic voice talk in turns (`2s-on-3s-off`), so bots show
 //!    real switching.
 
 use std::collections::VecDeque;
@@ -17,6 +19,36 @@ use std::time::Duration;
 
 /// The RFC 6464 client-to-mixer audio level header extension.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// How loud a talker has been lately: the mean level of their voiced 20 ms frames, in dBov
+/// (0 loudest, −127 silence), weighted over about the last second of voice; frames without
+/// voice leave it as it is (pauses between words do not make a talker quieter).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecentLoudness {
+    dbov: Option<f32>,
+}
+
+/// The weight of one voiced frame in [`RecentLoudness`] (50 frames ≈ 1 s).
+const LOUDNESS_WEIGHT: f32 = 1.0 / 50.0;
+
+impl RecentLoudness {
+    /// Takes one frame's RFC 6464 level (−dBov) and voice flag.
+    pub fn frame(&mut self, level: u8, voice: bool) {
+        if !voice {
+            return;
+        }
+        let dbov = -f32::from(level.min(127));
+        self.dbov = Some(match self.dbov {
+            Some(mean) => mean + (dbov - mean) * LOUDNESS_WEIGHT,
+            None => dbov,
+        });
+    }
+
+    /// The loudness in dBov; −127 before any voice.
+    pub fn dbov(&self) -> f32 {
+        self.dbov.unwrap_or(-127.0)
+    }
+}
 
 /// Frames at this level (−dBov) or louder count as voice: −45 dBov is well above a quiet
 /// room through a laptop microphone and well below speech at a normal distance.
@@ -181,6 +213,31 @@ impl std::str::FromStr for TalkPattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Loudness follows the voiced frames' levels over about a second, ignores pauses, and
+    /// tells a talker 10 dB louder apart from a quieter one.
+    #[test]
+    fn recent_loudness_follows_voiced_levels() {
+        let mut quiet = RecentLoudness::default();
+        let mut loud = RecentLoudness::default();
+        assert_eq!(quiet.dbov(), -127.0);
+        for i in 0..100 {
+            quiet.frame(35, true);
+            loud.frame(25, true);
+            // Pauses between words: silent frames change nothing.
+            if i % 4 == 0 {
+                quiet.frame(127, false);
+                loud.frame(127, false);
+            }
+        }
+        assert!((quiet.dbov() + 35.0).abs() < 0.5, "{}", quiet.dbov());
+        assert!(loud.dbov() - quiet.dbov() > 9.0);
+        // A second of a louder voice moves most of the way.
+        for _ in 0..50 {
+            quiet.frame(25, true);
+        }
+        assert!(quiet.dbov() > -30.0, "{}", quiet.dbov());
+    }
 
     /// Full scale is 0 −dBov (a square wave; a sine is 3 dB lower), silence 127, and a tone at
     /// a tenth of full scale about 23; voice starts at −45 dBov.

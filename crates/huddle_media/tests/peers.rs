@@ -28,6 +28,8 @@ struct Received {
     speaking: Vec<(String, bool, Instant)>,
     /// "Talking while muted" hints.
     talking_while_muted: usize,
+    /// Loudness reports told to this session, in order.
+    loudness: Vec<(String, f32)>,
 }
 
 fn config(uid: &str) -> SessionConfig {
@@ -105,6 +107,11 @@ fn pump(
                             .or_default()
                             .talking_while_muted += 1
                     }
+                    PeerEvent::Loudness { uid, dbov } => received
+                        .entry(me.to_string())
+                        .or_default()
+                        .loudness
+                        .push((uid, dbov)),
                     PeerEvent::Disconnected { .. }
                     | PeerEvent::Quality { .. }
                     | PeerEvent::IceRestarted { .. }
@@ -530,8 +537,9 @@ fn desktop_screen_share_reaches_the_other_side() {
 /// Speaking travels in the audio packets' RFC 6464 level extension: alice's synthetic voice
 /// talks 1 s in every 3 s; bob is told alice speaks, then stops, then speaks again, each
 /// within the hysteresis (on within 300 ms of speech, off 1 s after it), and alice is told
-/// the same about herself from her own level. Bob's own tone never stops, so he speaks
-/// throughout, and muting him ends his speaking for both.
+/// the same about herself from her own level, and hears how loud she is while she speaks.
+/// Bob's own tone never stops, so he speaks throughout, and muting him ends his speaking for
+/// both.
 #[test]
 fn speaking_follows_the_talk_pattern() {
     let _serial = one_at_a_time();
@@ -595,6 +603,21 @@ fn speaking_follows_the_talk_pattern() {
         changes(&received, "alice", "bob"),
         [true],
         "bob's tone never stops"
+    );
+    // While alice speaks, bob hears how loud she is, four times a second: her tone at a
+    // third of full scale is about −13.5 dBov.
+    let alice_loudness: Vec<f32> = received["bob"]
+        .loudness
+        .iter()
+        .filter(|(uid, _)| uid == "alice")
+        .map(|(_, dbov)| *dbov)
+        .collect();
+    assert!(alice_loudness.len() >= 6, "{alice_loudness:?}");
+    assert!(
+        alice_loudness
+            .iter()
+            .all(|dbov| (-17.0..-10.0).contains(dbov)),
+        "{alice_loudness:?}"
     );
 
     bob.set_audio_muted(true);

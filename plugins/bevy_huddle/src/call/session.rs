@@ -92,6 +92,14 @@ pub enum SessionChange {
         /// Speaking now.
         speaking: bool,
     },
+    /// How loud a speaking participant has been over about the last second, dBov (0
+    /// loudest, −127 silence); told a few times a second while they speak.
+    Loudness {
+        /// Who.
+        uid: String,
+        /// dBov.
+        dbov: f32,
+    },
     /// The dominant speaker changed.
     DominantSpeaker {
         /// Who, if anyone.
@@ -233,6 +241,10 @@ pub(crate) fn start_new_calls(
     }
 }
 
+/// How much louder (dB) a speaker must be than a dominant speaker who is still speaking to
+/// take over: a talker does not lose the main tile to someone murmuring along.
+pub const DOMINANCE_MARGIN_DB: f32 = 6.0;
+
 /// What [`apply_session_updates`] needs besides the [`CallWorld`].
 #[derive(SystemParam)]
 pub(crate) struct SessionWorld<'w, 's> {
@@ -242,6 +254,8 @@ pub(crate) struct SessionWorld<'w, 's> {
     tiles: Query<'w, 's, (&'static TileOf, &'static mut VideoTile), Without<ScreenShareTile>>,
     /// When each participant last started speaking (a sequence number: later is larger).
     speaking_since: Local<'s, std::collections::HashMap<Entity, u64>>,
+    /// How loud each participant has lately been when speaking (dBov).
+    loudness: Local<'s, std::collections::HashMap<Entity, f32>>,
 }
 
 impl SessionWorld<'_, '_> {
@@ -407,11 +421,23 @@ impl SessionWorld<'_, '_> {
                     .set_flag(call, uid, *speaking, |s| &mut s.speaking)?
                     .is_some()
                 {
+                    let participant = self.known(call, uid)?;
                     if *speaking {
-                        let participant = self.known(call, uid)?;
                         let next = self.speaking_since.values().max().map_or(0, |n| n + 1);
                         self.speaking_since.insert(participant, next);
+                    } else {
+                        self.loudness.remove(&participant);
                     }
+                    self.follow_speakers(call)?;
+                }
+            }
+            SessionChange::Loudness { uid, dbov } => {
+                // Only a speaker's loudness counts; it is forgotten when they stop.
+                let participant = self.known(call, uid)?;
+                let speaking = (self.world.participants.get(participant))
+                    .is_ok_and(|(_, _, state, _)| state.speaking);
+                if speaking {
+                    self.loudness.insert(participant, *dbov);
                     self.follow_speakers(call)?;
                 }
             }
@@ -529,23 +555,33 @@ impl SessionWorld<'_, '_> {
     }
 
     /// Sets one flag of a participant; `Some(user)` when it changed.
-    /// The dominant speaker follows the talk: a remote who is speaking takes over from a
-    /// dominant speaker who is not (the one who started last, when several are); while
-    /// nobody speaks, the last one stays.
+    /// The dominant speaker follows the talk: the loudest remote who is speaking (by their
+    /// recent loudness; the one who started last among equals) takes over from a dominant
+    /// speaker who is not speaking, or who is [`DOMINANCE_MARGIN_DB`] quieter; while nobody
+    /// speaks, the last one stays.
     fn follow_speakers(&mut self, call: Entity) -> Result<(), HuddleError> {
         let w = &mut self.world;
         let (.., layout, _, members) = w.calls.get(call).map_err(|_| HuddleError::NoActiveCall)?;
         let current = layout.dominant_speaker;
         let speaking = |p: Entity| w.participants.get(p).is_ok_and(|(_, _, s, _)| s.speaking);
-        if current.is_some_and(speaking) {
-            return Ok(());
-        }
+        let loudness = |p: Entity| self.loudness.get(&p).copied().unwrap_or(-127.0);
         let next = members
             .into_iter()
             .flat_map(|m| m.iter())
             .filter(|p| w.participants.get(*p).is_ok_and(|(.., local)| !local))
             .filter(|p| speaking(*p))
-            .max_by_key(|p| self.speaking_since.get(p).copied());
+            .max_by(|a, b| {
+                loudness(*a)
+                    .total_cmp(&loudness(*b))
+                    .then_with(|| self.speaking_since.get(a).cmp(&self.speaking_since.get(b)))
+            });
+        if let Some(current) = current.filter(|c| speaking(*c))
+            && next.is_none_or(|n| {
+                n == current || loudness(n) < loudness(current) + DOMINANCE_MARGIN_DB
+            })
+        {
+            return Ok(());
+        }
         let Some(next) = next else {
             return Ok(());
         };

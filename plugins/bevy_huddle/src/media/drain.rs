@@ -118,6 +118,12 @@ pub(crate) fn drain_media_events(
                         change: SessionChange::Speaking { uid, speaking },
                     });
                 }
+                PeerEvent::Loudness { uid, dbov } => {
+                    updates.write(SessionUpdate {
+                        call,
+                        change: SessionChange::Loudness { uid, dbov },
+                    });
+                }
                 PeerEvent::TalkingWhileMuted => {
                     events.write(CallEvent::TalkingWhileMuted { call });
                 }

@@ -664,3 +664,57 @@ fn the_dominant_speaker_follows_the_talk() {
         "the pin wins"
     );
 }
+
+/// The loudest speaker leads: with bob and carol both speaking, carol takes the main tile
+/// only once she is at least 6 dB louder than bob (a murmur 3 dB louder does not), and bob
+/// takes it back only the same way; the loudness of someone not speaking is ignored, and
+/// forgotten when a speaker stops.
+#[test]
+fn the_loudest_speaker_becomes_dominant() {
+    let mut app = app();
+    let (call, bob) = spotlight_with_bob_and_carol(&mut app);
+    let carol = participant(&mut app, "carol");
+    let tell = |app: &mut App, change: SessionChange| {
+        session(app, call, change);
+        run(app, 2);
+    };
+    let speak = |uid: &str| SessionChange::Speaking {
+        uid: uid.into(),
+        speaking: true,
+    };
+    let loud = |uid: &str, dbov: f32| SessionChange::Loudness {
+        uid: uid.into(),
+        dbov,
+    };
+    let dominant = |app: &App| {
+        app.world()
+            .get::<CallLayout>(call)
+            .and_then(|l| l.dominant_speaker)
+    };
+    tell(&mut app, loud("carol", -10.0));
+    assert_eq!(dominant(&app), None, "carol is not speaking");
+    tell(&mut app, speak("bob"));
+    tell(&mut app, loud("bob", -30.0));
+    tell(&mut app, speak("carol"));
+    tell(&mut app, loud("carol", -27.0));
+    assert_eq!(dominant(&app), Some(bob), "3 dB louder is not enough");
+    tell(&mut app, loud("carol", -22.0));
+    assert_eq!(dominant(&app), Some(carol), "8 dB louder takes over");
+    assert_eq!(layout_of(&mut app, "carol").role, TileRole::Main);
+    tell(&mut app, loud("bob", -25.0));
+    assert_eq!(dominant(&app), Some(carol), "bob only 3 dB louder");
+    tell(&mut app, loud("bob", -15.0));
+    assert_eq!(dominant(&app), Some(bob));
+    // Carol stops, and her loudness goes with it: speaking again, she is −127 dBov until
+    // she is told otherwise, and the quieter bob stays.
+    tell(&mut app, loud("bob", -30.0));
+    tell(
+        &mut app,
+        SessionChange::Speaking {
+            uid: "carol".into(),
+            speaking: false,
+        },
+    );
+    tell(&mut app, speak("carol"));
+    assert_eq!(dominant(&app), Some(bob));
+}
