@@ -451,9 +451,10 @@ pub fn run(args: AppArgs) -> ExitCode {
                         format!("Bot {i}"),
                         BotJoin::AnswerCalls,
                         bevy_huddle::media::MediaSettings {
+                            // The user without a microphone takes the last turn.
                             talk_pattern: Some(crate::desktop::taking_turns(
                                 usize::from(i - 1),
-                                usize::from(args.bots),
+                                usize::from(args.bots) + 1,
                             )),
                             ..crate::desktop::demo_media_settings()
                         },
@@ -469,7 +470,15 @@ pub fn run(args: AppArgs) -> ExitCode {
     };
     app.add_plugins(AppModelPlugin)
         .insert_resource(runtime)
-        .insert_resource(crate::desktop::demo_media_settings())
+        .insert_resource(bevy_huddle::media::MediaSettings {
+            // Without a microphone the user's synthetic voice takes its turn after the bots,
+            // instead of a tone that never stops (their own tile would always show speaking).
+            talk_pattern: Some(crate::desktop::taking_turns(
+                usize::from(args.bots),
+                usize::from(args.bots) + 1,
+            )),
+            ..crate::desktop::demo_media_settings()
+        })
         .insert_resource(AppServer {
             url,
             ca_file: args.ca_file.clone(),

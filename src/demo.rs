@@ -53,6 +53,11 @@ pub fn run(args: DemoArgs) -> ExitCode {
         .insert_resource(bevy_huddle::media::MediaSettings {
             // The demo draws its own preview of the pattern (SyntheticCamera).
             local_preview: false,
+            // The viewer's synthetic voice takes its turn after the bots'.
+            talk_pattern: Some(crate::desktop::taking_turns(
+                usize::from(args.bots),
+                usize::from(args.bots) + 1,
+            )),
             ..demo_media_settings_at(DemoConfig::from(&args).video)
         })
         .init_resource::<ScreenshotState>()
@@ -187,7 +192,8 @@ fn open_call(mut commands: Commands, config: Res<DemoConfig>, mut exit: MessageW
             format!("Bot {}", i + 1),
             BotJoin::AnswerCalls,
             bevy_huddle::media::MediaSettings {
-                talk_pattern: Some(crate::desktop::taking_turns(i, bot_count)),
+                // The viewer's synthetic voice takes the last turn.
+                talk_pattern: Some(crate::desktop::taking_turns(i, bot_count + 1)),
                 ..demo_media_settings_at(config.video)
             },
         );

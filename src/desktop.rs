@@ -31,7 +31,8 @@ pub fn demo_media_settings_at(size: UVec2) -> bevy_huddle::media::MediaSettings 
         ..Default::default()
     }
 }
-/// Bot `index` of `count` talking in turns: 2 s each, one after the other, 1 s apart.
+/// Talker `index` of `count` (the bots, then the local user) talking in turns: 2 s each, one
+/// after the other, 1 s apart.
 pub fn taking_turns(index: usize, count: usize) -> huddle_media::speech::TalkPattern {
     let turn = Duration::from_secs(3);
     let cycle = turn * u32::try_from(count.max(1)).unwrap_or(u32::MAX);

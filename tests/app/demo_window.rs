@@ -105,7 +105,11 @@ fn changed_share(a: &image::RgbaImage, b: &image::RgbaImage, rect: &Rect) -> f32
 /// its stamp counts up), and the frame number read from the second shot is larger; outside
 /// every picture (gaps, background, the bar and panels, below the status line) they are
 /// the same.
-fn assert_moving_video(first: &image::RgbaImage, second: &image::RgbaImage, rects: &[Rect]) {
+fn assert_moving_video(
+    first: &image::RgbaImage,
+    second: &image::RgbaImage,
+    (rects, cells): (&[Rect], &[Rect]),
+) {
     for (i, rect) in rects.iter().enumerate() {
         let share = changed_share(first, second, rect);
         assert!(
@@ -126,9 +130,11 @@ fn assert_moving_video(first: &image::RgbaImage, second: &image::RgbaImage, rect
     }
     let inside = |x: u32, y: u32| {
         let p = Vec2::new(x as f32, y as f32);
-        // Edges are filtered, and the speaking outline (3 px, outside the tile) comes and goes
-        // as the bots take turns talking.
-        rects.iter().any(|r| r.inflate(5.0).contains(p))
+        // Edges are filtered, and the speaking outline (3 px, just outside each tile's cell)
+        // comes and goes as everyone takes turns talking.
+        let on_outline =
+            |cell: &Rect| cell.inflate(5.0).contains(p) && !cell.inflate(-3.0).contains(p);
+        rects.iter().any(|r| r.inflate(5.0).contains(p)) || cells.iter().any(on_outline)
     };
     let mut outside = 0u32;
     let mut changed = 0u32;
@@ -178,6 +184,24 @@ fn content_rects(mode: LayoutMode, tiles: usize) -> Vec<Rect> {
 
 /// [`content_rects`] in a call area that ends `bottom` pixels above the window's bottom.
 fn content_rects_above(mode: LayoutMode, tiles: usize, bottom: f32) -> Vec<Rect> {
+    layout_above(mode, tiles, bottom)
+        .into_iter()
+        .map(|(content, _)| content)
+        .collect()
+}
+
+/// The tiles' cells (where the speaking outline is drawn around), as in
+/// [`content_rects_above`].
+fn cells_above(mode: LayoutMode, tiles: usize, bottom: f32) -> Vec<Rect> {
+    layout_above(mode, tiles, bottom)
+        .into_iter()
+        .map(|(_, cell)| cell)
+        .collect()
+}
+
+/// Each tile's picture and cell in the window for `tiles` tiles laid out in `mode` above a
+/// band of `bottom` px, below the status line.
+fn layout_above(mode: LayoutMode, tiles: usize, bottom: f32) -> Vec<(Rect, Rect)> {
     let layout_tiles: Vec<LayoutTile> = (0..tiles)
         .map(|i| LayoutTile {
             key: bevy::ecs::entity::Entity::from_raw_u32(i as u32 + 1).expect("entity"),
@@ -190,8 +214,8 @@ fn content_rects_above(mode: LayoutMode, tiles: usize, bottom: f32) -> Vec<Rect>
         mode,
         viewport,
         tiles: &layout_tiles,
-        // Any remote can be the main tile (the demo rotates the speaker); the set of rects is
-        // the same whichever it is.
+        // Any remote can be the main tile (the loudest speaker); the set of rects is the same
+        // whichever it is.
         main: layout_tiles.last().map(|tile| tile.key),
         floating_position: None,
         fit: AspectFit::Contain,
@@ -199,7 +223,10 @@ fn content_rects_above(mode: LayoutMode, tiles: usize, bottom: f32) -> Vec<Rect>
     .into_iter()
     .map(|(_, layout)| {
         let offset = Vec2::new(0.0, STATUS_HEIGHT);
-        Rect::from_corners(layout.content.min + offset, layout.content.max + offset)
+        (
+            Rect::from_corners(layout.content.min + offset, layout.content.max + offset),
+            Rect::from_corners(layout.rect.min + offset, layout.rect.max + offset),
+        )
     })
     .collect()
 }
@@ -214,8 +241,9 @@ fn demo_grid_screenshot_shows_video_in_every_tile() {
     let _serial = crate::one_media_test_at_a_time();
     let (image, later) = demo_screenshots("grid", &["--bots", "3", "--mode", "grid"]);
     let rects = content_rects(LayoutMode::Default, 4);
+    let cells = cells_above(LayoutMode::Default, 4, bevy_huddle_ui::CALL_BAR_HEIGHT);
     assert_video_in(&image, &rects);
-    assert_moving_video(&image, &later, &rects);
+    assert_moving_video(&image, &later, (&rects, &cells));
     // Between the first two tiles of the top row lies background, not video.
     let gap_x = ((rects[0].max.x + rects[1].min.x) / 2.0) as u32;
     let gap_y = rects[0].center().y as u32;
@@ -242,8 +270,9 @@ fn demo_spotlight_without_bar_shows_only_tiles() {
         &["--bots", "3", "--mode", "spotlight", "--no-bar"],
     );
     let rects = content_rects_above(LayoutMode::Spotlight, 4, 0.0);
+    let cells = cells_above(LayoutMode::Spotlight, 4, 0.0);
     assert_video_in(&image, &rects);
-    assert_moving_video(&image, &later, &rects);
+    assert_moving_video(&image, &later, (&rects, &cells));
     let bar = bar_fill_share(&image);
     assert!(
         bar < 0.02,
