@@ -5,7 +5,8 @@
 //!   device is left out: it is not paced and would spin a core).
 //! - [`start_output`]: plays the mix on a device from its own thread (cpal streams are not
 //!   `Send` everywhere); the audio callback pulls from the mixer with `try_lock`, so it never
-//!   waits on another thread.
+//!   waits on another thread. A device that cannot run at 48 kHz stereo is fed through a
+//!   [`PlaybackConverter`] (rubato).
 //! - [`start_input`]: captures a microphone into 20 ms frames at 48 kHz: at its own rate and
 //!   channel count, converted by a [`CaptureConverter`] (rubato resamples a 44.1 kHz device).
 //!
@@ -136,7 +137,9 @@ fn find_device<I: Iterator<Item = cpal::Device>>(
         .ok_or_else(|| format!("no {kind} device `{name}`"))
 }
 
-/// Plays the mix on the output device named `name` until `stop` is set.
+/// Plays the mix on the output device named `name` until `stop` is set. A device that runs
+/// at 48 kHz stereo (its default, or offered) gets the mix straight into its buffer; any
+/// other rate or channel count goes through a [`PlaybackConverter`].
 pub fn start_output(
     name: &str,
     mixer: SharedMixer,
@@ -146,23 +149,139 @@ pub fn start_output(
     run_stream(format!("audio out {name}"), name.clone(), stop, move || {
         let host = cpal::default_host();
         let device = find_device(host.output_devices(), "output", &name)?;
+        let native = device.supported_output_configs().is_ok_and(|mut configs| {
+            configs.any(|c| {
+                c.channels() == 2
+                    && (c.min_sample_rate().0..=c.max_sample_rate().0).contains(&SAMPLE_RATE)
+            })
+        });
+        if native {
+            let config = cpal::StreamConfig {
+                channels: 2,
+                sample_rate: cpal::SampleRate(SAMPLE_RATE),
+                buffer_size: cpal::BufferSize::Default,
+            };
+            return Ok(device.build_output_stream(
+                &config,
+                // Mixed straight into the device's buffer (interleaved stereo).
+                move |data: &mut [f32], _| match mixer.try_lock() {
+                    Ok(mut mixer) => mixer.mix(data, data.len() / 2),
+                    Err(_) => data.fill(0.0),
+                },
+                |err| tracing::warn!("audio output: {err}"),
+                None,
+            ));
+        }
+        let default = device
+            .default_output_config()
+            .map_err(|e| format!("`{name}` has no output configuration: {e}"))?;
+        let (rate, channels) = (default.sample_rate().0, default.channels().max(1));
+        let mut converter = PlaybackConverter::new(rate, channels)?;
         let config = cpal::StreamConfig {
-            channels: 2,
-            sample_rate: cpal::SampleRate(SAMPLE_RATE),
+            channels,
+            sample_rate: cpal::SampleRate(rate),
             buffer_size: cpal::BufferSize::Default,
         };
         Ok(device.build_output_stream(
             &config,
-            // Mixed straight into the device's buffer (interleaved stereo).
-            move |data: &mut [f32], _| match mixer.try_lock() {
-                Ok(mut mixer) => mixer.mix(data, data.len() / 2),
-                Err(_) => data.fill(0.0),
-            },
+            move |data: &mut [f32], _| converter.fill(data, &mixer),
             |err| tracing::warn!("audio output: {err}"),
             None,
         ))
     })
 }
+
+/// Plays the 48 kHz stereo mix on a device at another rate or channel count: the mix is
+/// pulled 10 ms at a time, resampled with rubato's FFT resampler, and spread over the
+/// device's channels (mono: the mean of left and right; more than two: left, right, then
+/// silence).
+pub struct PlaybackConverter {
+    device_channels: usize,
+    resampler: Option<rubato::Fft<f32>>,
+    mixed: Vec<f32>,
+    /// Device-rate samples, interleaved in the device's channels, waiting to be played.
+    ready: std::collections::VecDeque<f32>,
+}
+
+impl PlaybackConverter {
+    /// A converter for a device at `rate` Hz with `channels` channels.
+    pub fn new(rate: u32, channels: u16) -> Result<Self, String> {
+        let resampler = if rate == SAMPLE_RATE {
+            None
+        } else {
+            Some(
+                rubato::Fft::<f32>::new(
+                    SAMPLE_RATE as usize,
+                    rate as usize,
+                    MIX_CHUNK,
+                    2,
+                    rubato::FixedSync::Input,
+                )
+                .map_err(|e| format!("cannot resample {SAMPLE_RATE} Hz to {rate} Hz: {e}"))?,
+            )
+        };
+        Ok(Self {
+            device_channels: usize::from(channels.max(1)),
+            resampler,
+            mixed: vec![0.0; MIX_CHUNK * 2],
+            ready: std::collections::VecDeque::new(),
+        })
+    }
+
+    /// Fills a device buffer (interleaved in the device's channels) from `mixer`; a mixer
+    /// busy elsewhere plays silence rather than wait.
+    pub fn fill(&mut self, data: &mut [f32], mixer: &SharedMixer) {
+        while self.ready.len() < data.len() {
+            // As many frames as the resampler takes next (10 ms, rounded to its ratio).
+            let frames = self.resampler.as_ref().map_or(MIX_CHUNK, |r| {
+                use rubato::Resampler;
+                r.input_frames_next()
+            });
+            self.mixed.resize(frames * 2, 0.0);
+            match mixer.try_lock() {
+                Ok(mut mixer) => mixer.mix(&mut self.mixed, frames),
+                Err(_) => self.mixed.fill(0.0),
+            }
+            self.convert_chunk();
+        }
+        let wanted = data.len();
+        for (slot, sample) in data.iter_mut().zip(self.ready.drain(..wanted)) {
+            *slot = sample;
+        }
+    }
+
+    /// Resamples the mixed chunk and spreads it over the device's channels.
+    fn convert_chunk(&mut self) {
+        let stereo: Vec<f32> = match &mut self.resampler {
+            None => self.mixed.clone(),
+            Some(resampler) => {
+                use rubato::Resampler;
+                let frames = self.mixed.len() / 2;
+                let input = rubato::audioadapter_buffers::direct::InterleavedSlice::new(
+                    &self.mixed,
+                    2,
+                    frames,
+                );
+                match input.map(|input| resampler.process(&input, None)) {
+                    Ok(Ok(output)) => output.take_data(),
+                    _ => vec![0.0; resampler.output_frames_next() * 2],
+                }
+            }
+        };
+        for pair in stereo.chunks_exact(2) {
+            match self.device_channels {
+                1 => self.ready.push_back(0.5 * (pair[0] + pair[1])),
+                channels => {
+                    self.ready.extend(pair);
+                    self.ready.extend(std::iter::repeat_n(0.0, channels - 2));
+                }
+            }
+        }
+    }
+}
+
+/// Frames of mix pulled at a time for a [`PlaybackConverter`] (10 ms at 48 kHz).
+const MIX_CHUNK: usize = 480;
 
 /// Captures the input device named `name` into 20 ms frames at 48 kHz sent on `frames`
 /// (mono, or interleaved stereo with `stereo`), until `stop` is set. The device runs at its
@@ -404,6 +523,44 @@ mod tests {
                 .flatten()
                 .all(|s| *s == (0.5 * 32767.0) as i16)
         );
+    }
+
+    /// A 44.1 kHz mono speaker gets the mix resampled: a 1 kHz tone in the mixer comes out
+    /// at 1 kHz (measured at the device's rate), 44,100 samples a second, pulled in odd-sized
+    /// buffers; a 48 kHz four-channel device gets left and right, then silence.
+    #[test]
+    fn a_44_1_khz_mono_speaker_plays_the_mix() {
+        let mixer: SharedMixer = Default::default();
+        let mut tone = crate::audio::ToneSource::new(1000.0);
+        // The voice arrives as the device plays it: 448 device samples are 487.6 at 48 kHz.
+        let mut samples = vec![0i16; 488];
+        let mut converter = PlaybackConverter::new(44_100, 1).expect("converter");
+        let mut played = Vec::new();
+        for _ in 0..90 {
+            tone.fill(&mut samples);
+            crate::mixer::lock(&mixer).push("bob", &samples);
+            let mut buffer = vec![0.0f32; 441 + 7];
+            converter.fill(&mut buffer, &mixer);
+            played.extend(buffer);
+        }
+        let heard: Vec<i16> = played[4_410..36_000]
+            .iter()
+            .map(|s| (s * 32767.0) as i16)
+            .collect();
+        // detect_tone counts at 48 kHz: scale to the device's rate.
+        let hz = crate::audio::detect_tone(&heard).expect("a tone") * 44_100.0 / 48_000.0;
+        assert!((hz - 1000.0).abs() < 3.0, "{hz} Hz");
+
+        let mut four = PlaybackConverter::new(48_000, 4).expect("converter");
+        let mut samples = vec![0i16; FRAME_SAMPLES * 8];
+        tone.fill(&mut samples);
+        crate::mixer::lock(&mixer).push("bob", &samples);
+        let mut buffer = vec![0.0f32; 4 * 960];
+        for _ in 0..4 {
+            four.fill(&mut buffer, &mixer);
+        }
+        assert!(buffer.chunks_exact(4).any(|f| f[0] != 0.0 && f[1] != 0.0));
+        assert!(buffer.chunks_exact(4).all(|f| f[2] == 0.0 && f[3] == 0.0));
     }
 
     /// Opening a device that does not exist is an error, not a panic or a hang.
