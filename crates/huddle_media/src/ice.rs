@@ -141,10 +141,12 @@ pub fn selected_path(report: &RTCStatsReport) -> Option<CandidatePath> {
         .unwrap_or_else(|| "prflx".to_owned());
     let local_type = local.candidate_type.to_string();
     let protocol = if local_type == "relay" {
-        // `udp`, `tcp` or `tls`, as the statistics serialize it.
+        // `udp`, `tcp` or `tls`, as the statistics serialize it; webrtc 0.21 leaves it
+        // `Unspecified` for its relay candidates, which it only allocates over UDP.
         match serde_json::to_value(local.relay_protocol) {
-            Ok(serde_json::Value::String(protocol)) if protocol == "udp" => protocol,
-            Ok(serde_json::Value::String(protocol)) if !protocol.is_empty() => "tcp".into(),
+            Ok(serde_json::Value::String(protocol)) if protocol == "tcp" || protocol == "tls" => {
+                "tcp".into()
+            }
             _ => "udp".to_owned(),
         }
     } else {
