@@ -1317,7 +1317,7 @@ impl VideoSendLoop {
             }
             let congestion = switches.target_bitrate.load(Ordering::Relaxed);
             let congestion = if congestion > 0 {
-                congestion
+                video_share_of(congestion)
             } else {
                 settings.bitrate_bps
             };
@@ -1454,6 +1454,19 @@ async fn send_audio(
         }
     }
 }
+
+/// What the camera may use of congestion control's target, which is for everything sent:
+/// the pacer releases packets at that target, so video at all of it plus the voice, packet
+/// headers and retransmissions queued without end (under a 250 kbit/s cap, frames arrived
+/// 0.3-0.6 s late and were given up from the third second). The voice (32 kbit/s Opus), the
+/// headers of its 50 packets a second and of video's, and retransmissions get
+/// [`NON_VIDEO_BPS`] and a tenth of the rest.
+fn video_share_of(target_bps: u32) -> u32 {
+    (target_bps.saturating_sub(NON_VIDEO_BPS) / 10 * 9).max(crate::video::MIN_BITRATE_BPS)
+}
+
+/// Bits per second of a call that are not the camera's: see [`video_share_of`].
+const NON_VIDEO_BPS: u32 = 70_000;
 
 /// Microphone frames (20 ms) that may wait for the audio sender before the oldest are skipped.
 const MICROPHONE_BACKLOG: usize = 4;

@@ -204,7 +204,7 @@ pub struct EncodedFrame {
 }
 
 /// The lowest video bitrate the encoder is given.
-const MIN_BITRATE_BPS: u32 = 50_000;
+pub const MIN_BITRATE_BPS: u32 = 50_000;
 
 /// Sets a running openh264 encoder's target (and maximum) bitrate for all layers through its
 /// `SetOption` (`ENCODER_OPTION_BITRATE`, `ENCODER_OPTION_MAX_BITRATE`), which the `openh264`
