@@ -22,12 +22,20 @@ pub struct AudioCheckArgs {
     /// The echo path's delay, ms.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=500))]
     pub echo_delay_ms: u32,
-    /// The echo path's gain.
-    #[arg(long, default_value_t = 0.5)]
+    /// The echo path's gain, 0 to 1.
+    #[arg(long, default_value_t = 0.5, value_parser = echo_gain)]
     pub echo_gain: f32,
     /// Exit with failure when a figure misses its target.
     #[arg(long)]
     pub strict: bool,
+}
+
+/// An echo gain: a number from 0 to 1.
+fn echo_gain(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(gain) if (0.0..=1.0).contains(&gain) => Ok(gain),
+        _ => Err(format!("`{text}` is not a gain from 0 to 1")),
+    }
 }
 
 /// Runs the check and prints the figures.
@@ -82,7 +90,8 @@ fn table(f: &CheckFigures) -> String {
         ),
         format!(
             "convergence                   {:>7} ms    target ≤ {} ms\n",
-            f.convergence_ms,
+            f.convergence_ms
+                .map_or_else(|| "never".to_owned(), |ms| ms.to_string()),
             targets::CONVERGENCE_MS
         ),
         format!(

@@ -358,6 +358,56 @@ fn the_app_takes_its_options_without_a_subcommand() {
     assert!(Cli::try_parse_from(["huddle", "--uid", "carl", "bot"]).is_err());
 }
 
+/// `huddle audio-check --json` runs with no devices and prints every figure the voice issue
+/// asks for, with ERLE, noise suppression and gain control at their targets; a gain outside
+/// 0..1 and a file that is not a WAV are refused with a message and a failure status.
+#[test]
+fn audio_check_prints_its_figures() {
+    let huddle = env!("CARGO_BIN_EXE_huddle");
+    let output = std::process::Command::new(huddle)
+        .args(["audio-check", "--json"])
+        .output()
+        .expect("audio-check runs");
+    assert!(output.status.success(), "{output:?}");
+    let figures: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    for figure in [
+        "erle_db",
+        "convergence_ms",
+        "double_talk_correlation",
+        "ns_snr_gain_db",
+        "agc_output_dbfs",
+        "cpu_us_per_10ms",
+    ] {
+        assert!(figures[figure].is_number(), "{figure}: {figures:#}");
+    }
+    assert!(figures["erle_db"].as_f64() >= Some(25.0), "{figures:#}");
+    assert!(
+        figures["ns_snr_gain_db"].as_f64() >= Some(10.0),
+        "{figures:#}"
+    );
+    let agc = figures["agc_output_dbfs"].as_f64().unwrap_or(0.0);
+    assert!((agc + 20.0).abs() <= 5.0, "{figures:#}");
+
+    let refused = |args: &[&str]| {
+        let output = std::process::Command::new(huddle)
+            .args(args)
+            .output()
+            .expect("audio-check runs");
+        assert!(!output.status.success(), "{args:?} was accepted");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    assert!(refused(&["audio-check", "--echo-gain", "2"]).contains("not a gain from 0 to 1"));
+    let not_wav = std::env::temp_dir().join(format!("huddle-not-a-wav-{}", std::process::id()));
+    std::fs::write(&not_wav, b"plain text").expect("temp file");
+    let message = refused(&[
+        "audio-check",
+        "--far",
+        not_wav.to_str().expect("utf-8 path"),
+    ]);
+    let _ = std::fs::remove_file(&not_wav);
+    assert!(message.contains("not a WAV file"), "{message}");
+}
+
 /// The history's words: "1 call", names for ids, how each call went, local dates; and the
 /// data folder follows the XDG rules.
 #[test]

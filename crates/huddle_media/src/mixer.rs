@@ -77,8 +77,8 @@ pub struct Mixer {
 }
 
 /// Chunks of played audio a listener may fall behind by before chunks are dropped for it
-/// (about a second at 20 ms per chunk).
-const PLAYED_BACKLOG: usize = 50;
+/// (two seconds of the null sink's 20 ms chunks; less with a device's smaller buffers).
+const PLAYED_BACKLOG: usize = 100;
 
 impl Mixer {
     /// Adds decoded samples (mono, 48 kHz) from `uid`.
@@ -151,8 +151,10 @@ impl Mixer {
     }
 
     /// From now on, every mixed chunk as played (mono: the mean of left and right, 48 kHz,
-    /// −1..1) is sent on the returned channel. A listener that falls a second behind loses
-    /// chunks; one that is dropped is forgotten.
+    /// −1..1) is sent on the returned channel. A listener [`PLAYED_BACKLOG`] chunks behind
+    /// loses chunks; one that is dropped is forgotten. (An output that finds the mixer locked
+    /// plays silence and tells no listener: rare, and it shifts the echo canceller by that
+    /// buffer.)
     pub fn listen_played(&mut self) -> crossbeam_channel::Receiver<Vec<f32>> {
         let (listener, played) = crossbeam_channel::bounded(PLAYED_BACKLOG);
         self.played.push(listener);

@@ -1390,6 +1390,8 @@ async fn send_audio(
     while !switches.closed.load(Ordering::Relaxed) {
         ticker.tick().await;
         let microphone = microphone.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Whether a microphone frame came in this tick (a late one leaves silence).
+        let mut captured = false;
         match &microphone {
             Some(frames) => {
                 // If the microphone runs a little fast, skip to the newest frames so latency
@@ -1399,7 +1401,10 @@ async fn send_audio(
                     let _ = frames.try_recv();
                 }
                 match frames.try_recv() {
-                    Ok(frame) if frame.len() == samples.len() => samples.copy_from_slice(&frame),
+                    Ok(frame) if frame.len() == samples.len() => {
+                        samples.copy_from_slice(&frame);
+                        captured = true;
+                    }
                     _ => samples.fill(0),
                 }
             }
@@ -1418,7 +1423,12 @@ async fn send_audio(
         {
             samples.fill(0);
         }
-        processing.clean(microphone.is_some(), &played, &mut samples, &context.events);
+        let source = match (&microphone, captured) {
+            (None, _) => CaptureSource::Synthetic,
+            (Some(_), true) => CaptureSource::Microphone,
+            (Some(_), false) => CaptureSource::MicrophoneLate,
+        };
+        processing.clean(source, &played, &mut samples, &context.events);
         let level = crate::speech::AudioLevel::of(&samples);
         let muted = switches.audio_muted.load(Ordering::Relaxed);
         if let Some(now) = speaking.frame(started.elapsed(), level.voice && !muted) {
@@ -1458,9 +1468,10 @@ async fn send_audio(
 /// What the camera may use of congestion control's target, which is for everything sent:
 /// the pacer releases packets at that target, so video at all of it plus the voice, packet
 /// headers and retransmissions queued without end (under a 250 kbit/s cap, frames arrived
-/// 0.3-0.6 s late and were given up from the third second). The voice (32 kbit/s Opus), the
-/// headers of its 50 packets a second and of video's, and retransmissions get
-/// [`NON_VIDEO_BPS`] and a tenth of the rest.
+/// 0.3-0.6 s late and were given up from the third second). The voice (32 kbit/s mono
+/// Opus), the headers of its 50 packets a second and of video's, and retransmissions get
+/// [`NON_VIDEO_BPS`] and a tenth of the rest. (A stereo send, 64 kbit/s, and a screen share
+/// are not counted apart: they eat into that tenth.)
 fn video_share_of(target_bps: u32) -> u32 {
     (target_bps.saturating_sub(NON_VIDEO_BPS) / 10 * 9).max(crate::video::MIN_BITRATE_BPS)
 }
@@ -1470,6 +1481,17 @@ const NON_VIDEO_BPS: u32 = 70_000;
 
 /// Microphone frames (20 ms) that may wait for the audio sender before the oldest are skipped.
 const MICROPHONE_BACKLOG: usize = 4;
+
+/// Where the audio sender's frame came from this tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CaptureSource {
+    /// The tone (no microphone).
+    Synthetic,
+    /// A frame from the microphone.
+    Microphone,
+    /// A microphone is open but its frame has not come yet (silence is sent).
+    MicrophoneLate,
+}
 
 /// The voice processing of the audio sender: a [`crate::voice::VoiceProcessor`] while a real
 /// microphone is sent as mono voice, none otherwise (the tone, stereo sends, every stage off).
@@ -1498,12 +1520,17 @@ impl VoiceStage {
     /// reported once and the microphone goes on unprocessed.
     fn clean(
         &mut self,
-        from_microphone: bool,
+        source: CaptureSource,
         played: &Receiver<Vec<f32>>,
         samples: &mut [i16],
         events: &Sender<PeerEvent>,
     ) {
-        if !(self.wanted && from_microphone) || self.failed {
+        if source == CaptureSource::MicrophoneLate {
+            // The frame is only late: it comes next tick, and what was played waits for it,
+            // so the canceller's two streams stay in step.
+            return;
+        }
+        if !(self.wanted && source == CaptureSource::Microphone) || self.failed {
             // The reference only matters while processing; a new microphone starts afresh.
             self.processor = None;
             while played.try_recv().is_ok() {}
@@ -1641,29 +1668,49 @@ mod tests {
 
     /// The voice processing cleans only a real microphone sent as mono voice: the synthetic
     /// tone, a stereo send and a session with every stage off pass sample for sample, and
-    /// what was played is drained either way; a mono microphone's DC offset is taken out by
-    /// the processing's high-pass filter.
+    /// what was played is drained either way; a late microphone frame leaves both alone; a
+    /// mono microphone's DC offset is taken out by the processing's high-pass filter.
     #[test]
     fn voice_processing_cleans_only_a_mono_microphone() {
         let (events, _events_rx) = crossbeam_channel::unbounded();
         let (speaker, played) = crossbeam_channel::unbounded();
         let offset = vec![4_000i16; FRAME_SAMPLES];
-        let run = |stage: &mut VoiceStage, from_microphone: bool| {
+        let run = |stage: &mut VoiceStage, source: CaptureSource| {
             let mut samples = offset.clone();
             for _ in 0..50 {
                 let _ = speaker.send(vec![0.0f32; FRAME_SAMPLES]);
                 samples.copy_from_slice(&offset);
-                stage.clean(from_microphone, &played, &mut samples, &events);
+                stage.clean(source, &played, &mut samples, &events);
             }
             assert!(played.is_empty(), "what was played is drained");
             samples
         };
         let stages = crate::voice::VoiceProcessing::default();
-        assert_eq!(run(&mut VoiceStage::new("a", stages, false), false), offset);
-        assert_eq!(run(&mut VoiceStage::new("a", stages, true), true), offset);
+        let (tone, microphone) = (CaptureSource::Synthetic, CaptureSource::Microphone);
+        assert_eq!(run(&mut VoiceStage::new("a", stages, false), tone), offset);
+        assert_eq!(
+            run(&mut VoiceStage::new("a", stages, true), microphone),
+            offset
+        );
         let off = crate::voice::VoiceProcessing::OFF;
-        assert_eq!(run(&mut VoiceStage::new("a", off, false), true), offset);
-        let cleaned = run(&mut VoiceStage::new("a", stages, false), true);
+        assert_eq!(
+            run(&mut VoiceStage::new("a", off, false), microphone),
+            offset
+        );
+        // A late microphone frame: the silence sent meanwhile is left alone, and what was
+        // played waits for the frame.
+        let mut stage = VoiceStage::new("a", stages, false);
+        let _ = speaker.send(vec![0.0f32; FRAME_SAMPLES]);
+        let mut silence = vec![0i16; FRAME_SAMPLES];
+        stage.clean(
+            CaptureSource::MicrophoneLate,
+            &played,
+            &mut silence,
+            &events,
+        );
+        assert_eq!(played.len(), 1, "what was played waits");
+        while played.try_recv().is_ok() {}
+        let cleaned = run(&mut VoiceStage::new("a", stages, false), microphone);
         let mean = cleaned.iter().map(|s| f64::from(*s)).sum::<f64>() / cleaned.len() as f64;
         assert!(
             mean.abs() < 400.0,

@@ -5,8 +5,8 @@
 //! ```text
 //! mixer ─▶ output (speakers or null sink) ──── what was played, mono ──▶ far end (render)
 //!                                                                         │
-//! microphone 20 ms ─▶ 2 × 10 ms ─▶ high-pass ─▶ echo canceller ─▶ noise suppressor ─▶ gain
-//!   control ─▶ level (speaking, RFC 6464) ─▶ Opus
+//! microphone 20 ms ─▶ 2 × 10 ms ─▶ input volume ─▶ high-pass ─▶ echo canceller ─▶ noise
+//!   suppressor ─▶ gain control ─▶ level (speaking, RFC 6464) ─▶ Opus
 //! ```
 //!
 //! - **Far end.** The echo canceller's reference is exactly what the output pulled from the
@@ -135,8 +135,10 @@ struct BulkDelay {
 const DELAY_HISTORY: usize = 350;
 /// Most frames compared per estimate (3 s).
 const DELAY_WINDOW: usize = 300;
-/// Fewest frames compared per estimate, and shortest delay range looked over (0.5 s).
+/// Fewest frames compared per estimate (0.5 s).
 const MIN_DELAY_WINDOW: usize = 50;
+/// The shortest range of delays an estimate looks over, in 10 ms frames (0.5 s).
+const MIN_DELAY_RANGE: usize = 50;
 /// Longest delay looked for, in 10 ms frames (500 ms).
 const MAX_BULK_DELAY: usize = 50;
 /// Delays the canceller finds by itself, in 10 ms frames (130 ms): nothing is held back.
@@ -202,21 +204,25 @@ impl BulkDelay {
     /// The lag (frames) at which the microphone's envelope best follows the far end's, when
     /// the far end varied and the match is good.
     fn estimate(&self) -> Option<usize> {
-        // Early on, a shorter window: the far end's history must cover window + lag.
+        // Early on, a shorter window and a shorter range of lags: the far end's history must
+        // cover both.
         let longest = MAX_BULK_DELAY.min(self.far.len().saturating_sub(MIN_DELAY_WINDOW));
         let window = self
             .near
             .len()
             .min(DELAY_WINDOW)
             .min(self.far.len() - longest);
-        if window < MIN_DELAY_WINDOW || longest < MIN_DELAY_WINDOW {
+        if window < MIN_DELAY_WINDOW || longest < MIN_DELAY_RANGE {
             return None;
         }
         let near: Vec<f32> = self.near.iter().rev().take(window).copied().collect();
         let far: Vec<f32> = self.far.iter().rev().copied().collect();
         let (mut best, mut best_correlation) = (0, f32::MIN);
         for lag in 0..=longest {
-            let correlation = pearson(&near, &far[lag..lag + window])?;
+            // A flat stretch of far end at this lag tells nothing about it.
+            let Some(correlation) = pearson(&near, &far[lag..lag + window]) else {
+                continue;
+            };
             if correlation > best_correlation {
                 (best, best_correlation) = (lag, correlation);
             }
@@ -269,7 +275,8 @@ impl InputVolume {
     fn apply(&self, frame: &mut [f32]) {
         let gain = 10f32.powf(self.gain_db / 20.0);
         for sample in frame {
-            *sample *= gain;
+            // The module would saturate anyway; clipping here keeps it out of its filters.
+            *sample = (*sample * gain).clamp(-1.0, 1.0);
         }
     }
 
@@ -277,7 +284,7 @@ impl InputVolume {
     /// (noise suppression has taken the room's noise down by then).
     fn follow(&mut self, processed: &[f32]) {
         let level = 10.0 * mean_power(processed).max(1e-12).log10();
-        if level < VOICED_DBFS {
+        if !level.is_finite() || level < VOICED_DBFS {
             return;
         }
         // About a second of voiced frames.
@@ -338,6 +345,8 @@ impl VoiceProcessor {
         let mut processor = apm::Processor::new(&apm::InitializationConfig {
             num_capture_channels: 1,
             num_render_channels: 1,
+            // Not "off": the wrapper only ever sets it on, and Debian's 0.3 has it on by
+            // default (see `InputVolume`).
             enable_experimental_agc: false,
             enable_intelligibility_enhancer: false,
         })?;
@@ -376,10 +385,10 @@ impl VoiceProcessor {
 
     /// Hands the canceller the far-end frames older than the bulk delay.
     fn feed_far_end(&mut self) -> Result<(), VoiceError> {
-        while self.far_end_held.len() > self.bulk_delay.held_frames {
-            if let Some(mut frame) = self.far_end_held.pop_front() {
-                self.processor.process_render_frame(&mut frame)?;
-            }
+        while self.far_end_held.len() > self.bulk_delay.held_frames
+            && let Some(mut frame) = self.far_end_held.pop_front()
+        {
+            self.processor.process_render_frame(&mut frame)?;
         }
         Ok(())
     }

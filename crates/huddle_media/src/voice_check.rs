@@ -78,10 +78,13 @@ pub struct CheckScene {
 /// The figures, with the scene's levels they were measured at.
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckFigures {
-    /// Echo return loss enhancement over the far-end-only part after convergence, dB.
+    /// Echo return loss enhancement over the far-end-only part after convergence, dB: a lower
+    /// bound, as what is left includes the room noise after suppression.
     pub erle_db: f64,
-    /// From the far end's start until every later 500 ms window keeps ≥ 20 dB ERLE, ms.
-    pub convergence_ms: u32,
+    /// From when the echo first reaches the microphone to the end of the first 500 ms window
+    /// after which every window with echo in the far-end-only part keeps ≥ 20 dB of ERLE, ms;
+    /// `None`: it never did.
+    pub convergence_ms: Option<u32>,
     /// Correlation of the output with the clean near-end talker during double talk.
     pub double_talk_correlation: f64,
     /// The same correlation for the unprocessed microphone (near end plus echo): what the
@@ -133,12 +136,13 @@ impl CheckFigures {
                 targets::ERLE_DB
             ));
         }
-        if self.convergence_ms > targets::CONVERGENCE_MS {
-            misses.push(format!(
-                "convergence {} ms > {} ms",
-                self.convergence_ms,
+        match self.convergence_ms {
+            Some(ms) if ms <= targets::CONVERGENCE_MS => {}
+            Some(ms) => misses.push(format!(
+                "convergence {ms} ms > {} ms",
                 targets::CONVERGENCE_MS
-            ));
+            )),
+            None => misses.push("the echo canceller never converged".to_owned()),
         }
         if self.double_talk_correlation < targets::DOUBLE_TALK_CORRELATION {
             misses.push(format!(
@@ -197,7 +201,7 @@ pub fn run(scene: &CheckScene) -> Result<CheckFigures, VoiceError> {
 
 struct EchoFigures {
     erle_db: f64,
-    convergence_ms: u32,
+    convergence_ms: Option<u32>,
     double_talk_correlation: f64,
     processing_delay_ms: f64,
     unprocessed_correlation: f64,
@@ -213,6 +217,12 @@ fn echo_run(
     path: &EchoPath,
     stages: VoiceProcessing,
 ) -> Result<EchoFigures, VoiceError> {
+    if far.len() < seconds(NEAR_START_S) {
+        return Err(VoiceError::new(format!(
+            "the far end talks {:.1} s: it needs at least {NEAR_START_S} s",
+            far.len() as f64 / f64::from(SAMPLE_RATE)
+        )));
+    }
     let far = at_level(far, -20.0);
     let near_start = seconds(NEAR_START_S);
     let length = far.len().max(near_start + near.len());
@@ -262,17 +272,24 @@ fn echo_run(
                 .filter(|w| w.iter().any(audible))
                 .all(|w| erle(w) >= CONVERGED_ERLE_DB)
         })
-        .unwrap_or(windows.len());
+        .filter(|&start| start < windows.len());
     let far_starts = far.iter().position(|s| s.abs() > 1e-3).unwrap_or(0) + path_delay(path);
-    let convergence_ms =
-        ((first_converged * block + 5 * block).saturating_sub(far_starts) / SAMPLES_PER_MS) as u32;
+    let convergence_ms = first_converged.map(|start| {
+        ((start * block + 5 * block).saturating_sub(far_starts) / SAMPLES_PER_MS) as u32
+    });
 
-    // Double talk: where both talk, the output against the clean near end.
+    // Double talk: where the near end talks and the far end's echo is at the microphone,
+    // the output against the clean near end.
     let active_near = active_frames(&clean_near);
-    let active_far = active_frames(&played);
+    let echo_present = active_frames(&echo);
     let both: Vec<usize> = (0..active_near.len())
-        .filter(|&f| active_near[f] && active_far[f])
+        .filter(|&f| active_near[f] && echo_present[f])
         .collect();
+    if both.is_empty() {
+        return Err(VoiceError::new(format!(
+            "the scene has no double talk: the far end must still talk {NEAR_START_S} s in"
+        )));
+    }
     let (double_talk_correlation, delay) = best_correlation(&out, &clean_near, &both);
     let (unprocessed_correlation, _) = best_correlation(&microphone, &clean_near, &both);
     Ok(EchoFigures {
@@ -575,12 +592,31 @@ mod tests {
                 echo_run(&far, &near, &path, VoiceProcessing::default()).expect("echo run");
             assert!(
                 figures.erle_db >= targets::ERLE_DB
-                    && figures.convergence_ms <= targets::CONVERGENCE_MS,
-                "{delay_ms} ms at {gain}: {:.1} dB, converged in {} ms",
+                    && figures
+                        .convergence_ms
+                        .is_some_and(|ms| ms <= targets::CONVERGENCE_MS),
+                "{delay_ms} ms at {gain}: {:.1} dB, converged in {:?} ms",
                 figures.erle_db,
                 figures.convergence_ms
             );
         }
+    }
+
+    /// A far end too short for the scene is a clear error, not a figure from nothing.
+    #[test]
+    fn a_short_far_end_is_an_error() {
+        let far = decode_wav(FAR_CLIP).expect("clip");
+        let near = decode_wav(NEAR_CLIP).expect("clip");
+        let short = &far[..seconds(4.0)];
+        let err = echo_run(
+            short,
+            &near,
+            &EchoPath::default(),
+            VoiceProcessing::default(),
+        )
+        .err()
+        .expect("an error");
+        assert!(err.to_string().contains("needs at least"), "{err}");
     }
 
     /// A WAV file at 22,050 Hz comes out at 48 kHz with its length kept (within a frame);

@@ -575,10 +575,13 @@ impl SessionWorld<'_, '_> {
                     .total_cmp(&loudness(*b))
                     .then_with(|| self.speaking_since.get(a).cmp(&self.speaking_since.get(b)))
             });
+        // A dominant speaker still speaking stays until someone is clearly louder; one whose
+        // loudness has not been told yet stays too.
         if let Some(current) = current.filter(|c| speaking(*c))
-            && next.is_none_or(|n| {
-                n == current || loudness(n) < loudness(current) + DOMINANCE_MARGIN_DB
-            })
+            && (!self.loudness.contains_key(&current)
+                || next.is_none_or(|n| {
+                    n == current || loudness(n) < loudness(current) + DOMINANCE_MARGIN_DB
+                }))
         {
             return Ok(());
         }
