@@ -29,7 +29,6 @@ const SERVER_IP: &str = "10.77.0.1";
 /// The public network's gateway to "elsewhere" (the bridge's own address; it forwards
 /// nothing).
 const INTERNET_GATEWAY: &str = "10.77.0.254";
-const INTERNET_GATEWAY_CIDR: &str = "10.77.0.254/24";
 const TURN_SECRET: &str = "lab-turn-secret";
 
 /// Runs a command; panics with its output if it fails.
@@ -134,7 +133,14 @@ impl Lab {
         // permitted, and closed that allocation within 0.2 s of the call's start.
         lab.in_ns(
             &public,
-            &["ip", "addr", "add", INTERNET_GATEWAY_CIDR, "dev", "br0"],
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{INTERNET_GATEWAY}/24"),
+                "dev",
+                "br0",
+            ],
         );
         lab.in_ns(
             &server,

@@ -62,6 +62,11 @@ impl ToneSource {
     }
 }
 
+/// A sample in −1..1 as 16-bit (clipped at full scale).
+pub fn sample_to_i16(sample: f32) -> i16 {
+    (sample.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16
+}
+
 /// Whether an Opus packet carries stereo (the `s` bit of its TOC byte, RFC 6716 §3.1).
 pub fn is_stereo_packet(packet: &[u8]) -> bool {
     packet.first().is_some_and(|toc| toc & 0b100 != 0)

@@ -209,16 +209,7 @@ impl PlaybackConverter {
         let resampler = if rate == SAMPLE_RATE {
             None
         } else {
-            Some(
-                rubato::Fft::<f32>::new(
-                    SAMPLE_RATE as usize,
-                    rate as usize,
-                    MIX_CHUNK,
-                    2,
-                    rubato::FixedSync::Input,
-                )
-                .map_err(|e| format!("cannot resample {SAMPLE_RATE} Hz to {rate} Hz: {e}"))?,
-            )
+            Some(fft_resampler(SAMPLE_RATE, rate, MIX_CHUNK, 2)?)
         };
         Ok(Self {
             device_channels: usize::from(channels.max(1)),
@@ -346,17 +337,9 @@ impl CaptureConverter {
         let resampler = if rate == SAMPLE_RATE {
             None
         } else {
+            // 10 ms of input at a time.
             let chunk = (rate as usize / 100).max(1);
-            Some(
-                rubato::Fft::<f32>::new(
-                    rate as usize,
-                    SAMPLE_RATE as usize,
-                    chunk,
-                    picked.len(),
-                    rubato::FixedSync::Input,
-                )
-                .map_err(|e| format!("cannot resample {rate} Hz to {SAMPLE_RATE} Hz: {e}"))?,
-            )
+            Some(fft_resampler(rate, SAMPLE_RATE, chunk, picked.len())?)
         };
         Ok(Self {
             device_channels,
@@ -369,7 +352,7 @@ impl CaptureConverter {
 
     /// Takes one buffer from the device; calls `frame` with every 20 ms frame completed.
     pub fn push(&mut self, data: &[f32], mut frame: impl FnMut(Vec<i16>)) {
-        let to_i16 = |s: f32| (s.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16;
+        let to_i16 = crate::audio::sample_to_i16;
         match &mut self.resampler {
             None => {
                 for device_frame in data.chunks_exact(self.device_channels) {
@@ -423,6 +406,24 @@ impl CaptureConverter {
     }
 }
 
+/// Rubato's FFT resampler from `from` Hz to `to` Hz, taking `chunk` frames of `channels`
+/// channels at a time.
+fn fft_resampler(
+    from: u32,
+    to: u32,
+    chunk: usize,
+    channels: usize,
+) -> Result<rubato::Fft<f32>, String> {
+    rubato::Fft::<f32>::new(
+        from as usize,
+        to as usize,
+        chunk,
+        channels,
+        rubato::FixedSync::Input,
+    )
+    .map_err(|e| format!("cannot resample {from} Hz to {to} Hz: {e}"))
+}
+
 /// A whole mono clip at `rate` Hz resampled to 48 kHz (rubato's FFT resampler, delay trimmed).
 pub fn resample_to_48k(mono: &[f32], rate: u32) -> Result<Vec<f32>, crate::voice::VoiceError> {
     use rubato::Resampler;
@@ -432,14 +433,7 @@ pub fn resample_to_48k(mono: &[f32], rate: u32) -> Result<Vec<f32>, crate::voice
     let failed = |e: &dyn std::fmt::Display| {
         crate::voice::VoiceError::new(format!("cannot resample {rate} Hz: {e}"))
     };
-    let mut resampler = rubato::Fft::<f32>::new(
-        rate as usize,
-        SAMPLE_RATE as usize,
-        1024,
-        1,
-        rubato::FixedSync::Input,
-    )
-    .map_err(|e| failed(&e))?;
+    let mut resampler = fft_resampler(rate, SAMPLE_RATE, 1024, 1).map_err(|e| failed(&e))?;
     let clip = [mono.to_vec()];
     let input =
         rubato::audioadapter_buffers::direct::SequentialSliceOfVecs::new(&clip, 1, mono.len())

@@ -432,16 +432,10 @@ impl VoiceProcessor {
             self.frame = frame;
             processed?;
             for (sample, processed) in chunk.iter_mut().zip(&self.frame) {
-                *sample = (processed.clamp(-1.0, 1.0) * scale) as i16;
+                *sample = crate::audio::sample_to_i16(*processed);
             }
         }
         Ok(())
-    }
-
-    /// The processor's own figures after the last capture frame (echo return loss
-    /// enhancement, estimated delay), where it reports them.
-    pub fn stats(&self) -> apm::Stats {
-        self.processor.get_stats()
     }
 }
 

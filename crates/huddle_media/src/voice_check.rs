@@ -365,7 +365,7 @@ fn opus_cost_per_10ms(audio: &[f32]) -> Result<f64, VoiceError> {
         crate::audio::OpusEncoder::new(32_000).map_err(|e| VoiceError::new(e.to_string()))?;
     let samples: Vec<i16> = audio
         .iter()
-        .map(|s| (s.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16)
+        .map(|s| crate::audio::sample_to_i16(*s))
         .collect();
     let frames = samples.chunks_exact(crate::audio::FRAME_SAMPLES);
     let count = frames.len();
