@@ -443,6 +443,11 @@ pub fn run(args: AppArgs) -> ExitCode {
             },
         ) {
             Ok(url) => {
+                if let Some(web) = crate::embedded::web_client_url(&url) {
+                    println!(
+                        "huddle: web client at {web} (a browser on this machine can call you)"
+                    );
+                }
                 for i in 1..=args.bots {
                     spawn_bot(
                         runtime.clone(),

@@ -73,6 +73,19 @@ pub fn start_embedded_server_with(
     Ok(url)
 }
 
+/// The web client's address on the server whose WebSocket URL is `ws_url`
+/// (`ws://HOST:PORT/ws` → `http://HOST:PORT/`, `wss://` → `https://`).
+pub fn web_client_url(ws_url: &str) -> Option<String> {
+    let (scheme, rest) = ws_url.split_once("://")?;
+    let web = match scheme {
+        "ws" => "http",
+        "wss" => "https",
+        _ => return None,
+    };
+    let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+    Some(format!("{web}://{host}/"))
+}
+
 /// Where the app keeps its data: `$XDG_DATA_HOME/huddle`, or `~/.local/share/huddle` when
 /// `XDG_DATA_HOME` is unset or not an absolute path (the XDG base directory rules); `None`
 /// without a home directory.

@@ -92,6 +92,111 @@ pub enum PeerError {
     /// The operating system gave no randomness (for an SSRC).
     #[error("no randomness for an SSRC: {0}")]
     NoRandomness(getrandom::Error),
+    /// The remote side (or we) renegotiated more than [`MAX_RENEGOTIATIONS`] times within
+    /// [`RENEGOTIATION_WINDOW`]: a negotiation loop. The offer is refused and no
+    /// `renegotiation_wanted` is sent until the window has passed.
+    #[error("renegotiation loop: more than {limit} renegotiations within {window:?}")]
+    RenegotiationLimit {
+        /// The cap ([`MAX_RENEGOTIATIONS`]).
+        limit: usize,
+        /// The window it applies to ([`RENEGOTIATION_WINDOW`]).
+        window: Duration,
+    },
+}
+
+/// At most this many renegotiations (offers on a connection that has a remote description,
+/// ICE restarts aside) per [`RENEGOTIATION_WINDOW`], sent and received together. Huddle
+/// needs one per switch to video; a client that answers every answer with a new offer hits
+/// the cap within a second instead of looping for ever.
+pub const MAX_RENEGOTIATIONS: usize = 10;
+
+/// The window of [`MAX_RENEGOTIATIONS`].
+pub const RENEGOTIATION_WINDOW: Duration = Duration::from_secs(30);
+
+/// The renegotiations of one connection in the last [`RENEGOTIATION_WINDOW`].
+#[derive(Debug, Default)]
+struct RenegotiationBudget {
+    recent: std::sync::Mutex<VecDeque<Instant>>,
+}
+
+impl RenegotiationBudget {
+    /// Counts one renegotiation at `now`, or refuses it when the window is full.
+    fn spend(&self, now: Instant) -> Result<(), PeerError> {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        while recent
+            .front()
+            .is_some_and(|&at| now.saturating_duration_since(at) >= RENEGOTIATION_WINDOW)
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= MAX_RENEGOTIATIONS {
+            return Err(PeerError::RenegotiationLimit {
+                limit: MAX_RENEGOTIATIONS,
+                window: RENEGOTIATION_WINDOW,
+            });
+        }
+        recent.push_back(now);
+        Ok(())
+    }
+}
+
+/// One `m=video` section of a session description: its `a=msid` stream and track ids, if
+/// it has them (a browser's `recvonly` line has none).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VideoLine {
+    /// The media stream id (`a=msid:STREAM TRACK`).
+    pub stream_id: Option<String>,
+    /// The track id.
+    pub track_id: Option<String>,
+}
+
+/// The `m=video` sections of `sdp`, in order.
+pub fn video_lines(sdp: &str) -> Vec<VideoLine> {
+    let mut lines = Vec::new();
+    let mut in_video = false;
+    for line in sdp.lines().map(str::trim) {
+        if let Some(media) = line.strip_prefix("m=") {
+            in_video = media.starts_with("video");
+            if in_video {
+                lines.push(VideoLine::default());
+            }
+        } else if in_video && let Some(msid) = line.strip_prefix("a=msid:") {
+            let mut ids = msid.split_whitespace();
+            if let Some(current) = lines.last_mut() {
+                current.stream_id = ids.next().map(str::to_owned);
+                current.track_id = ids.next().map(str::to_owned);
+            }
+        }
+    }
+    lines
+}
+
+/// Whether an offer has a line for our camera: a video line that is not Huddle's screen
+/// share (`huddle-screen`). The camera goes on the first such line, whatever its stream id
+/// and wherever it is (a browser's one `m=video`, sendrecv or recvonly, is one).
+pub fn offers_camera_line(sdp: &str) -> bool {
+    video_lines(sdp)
+        .iter()
+        .any(|line| line.stream_id.as_deref() != Some(SCREEN_STREAM))
+}
+
+/// Whether a received video track is a camera or a screen share. Huddle's own stream ids
+/// say it (`huddle-video`, `huddle-screen`); for any other client, the first video line of
+/// its description is the camera and a later one the screen share.
+pub fn video_track_kind(stream_id: &str, track_id: &str, remote_sdp: &str) -> VideoTrackKind {
+    match stream_id {
+        SCREEN_STREAM => return VideoTrackKind::Screen,
+        CAMERA_STREAM => return VideoTrackKind::Camera,
+        _ => {}
+    }
+    let position = video_lines(remote_sdp).iter().position(|line| {
+        line.track_id.as_deref() == Some(track_id)
+            || (line.track_id.is_none() && line.stream_id.as_deref() == Some(stream_id))
+    });
+    match position {
+        Some(index) if index > 0 => VideoTrackKind::Screen,
+        _ => VideoTrackKind::Camera,
+    }
 }
 
 /// A decoded video frame from a remote participant.
@@ -342,6 +447,9 @@ struct Handler {
     connected: Arc<AtomicBool>,
     ice: Arc<IceHealth>,
     trickle: Arc<Trickle>,
+    /// The remote description last applied, to tell a foreign client's camera from its
+    /// screen share by line position ([`video_track_kind`]).
+    remote_sdp: Arc<std::sync::Mutex<String>>,
     context: Arc<PeerContext>,
 }
 
@@ -515,15 +623,13 @@ impl PeerConnectionEventHandler for Handler {
         let uid = self.remote_uid.clone();
         let context = self.context.clone();
         let audio_level_id = self.audio_level_id.clone();
+        let remote_sdp = self.remote_sdp.clone();
         tokio::spawn(async move {
             let kind = track.kind().await;
             let result = if kind == RtpCodecKind::Video {
-                let screen = track.stream_id().await == SCREEN_STREAM;
-                let kind = if screen {
-                    VideoTrackKind::Screen
-                } else {
-                    VideoTrackKind::Camera
-                };
+                let (stream_id, track_id) = (track.stream_id().await, track.track_id().await);
+                let remote_sdp = remote_sdp.lock().map(|s| s.clone()).unwrap_or_default();
+                let kind = video_track_kind(&stream_id, &track_id, &remote_sdp);
                 receive_video(track, (&uid, kind), &context).await
             } else {
                 receive_audio(track, (&uid, &audio_level_id), &context).await
@@ -834,8 +940,11 @@ impl VideoReceiver {
     }
 }
 
-/// The media stream id of screen-share tracks (camera video is `huddle-video`).
+/// The media stream id of screen-share tracks.
 const SCREEN_STREAM: &str = "huddle-screen";
+
+/// The media stream id of camera tracks.
+const CAMERA_STREAM: &str = "huddle-video";
 
 /// The name a participant's screen share is recorded under.
 pub fn screen_track_name(uid: &str) -> String {
@@ -1084,6 +1193,10 @@ pub struct Peer {
     remote_candidates: Mutex<Vec<rtc::peer_connection::transport::RTCIceCandidateInit>>,
     /// Whether `.local` (mDNS) candidates can be resolved.
     multicast_dns: bool,
+    /// The remote description last applied (shared with the track handler).
+    remote_sdp: Arc<std::sync::Mutex<String>>,
+    /// Renegotiations in the last [`RENEGOTIATION_WINDOW`].
+    renegotiations: RenegotiationBudget,
     context: Arc<PeerContext>,
 }
 
@@ -1328,12 +1441,14 @@ impl Peer {
         let connected = Arc::new(AtomicBool::new(false));
         let ice = Arc::new(IceHealth::default());
         let audio_level_id = Arc::new(AtomicU8::new(0));
+        let remote_sdp = Arc::new(std::sync::Mutex::new(String::new()));
         let handler = Arc::new(Handler {
             remote_uid: setup.remote_uid.clone(),
             audio_level_id: audio_level_id.clone(),
             connected: connected.clone(),
             ice: ice.clone(),
             trickle: trickle.clone(),
+            remote_sdp: remote_sdp.clone(),
             context: context.clone(),
         });
         let pc = build_connection(&setup.ice, handler).await?;
@@ -1364,6 +1479,8 @@ impl Peer {
             ice,
             remote_candidates: Mutex::new(Vec::new()),
             multicast_dns: setup.ice.multicast_dns,
+            remote_sdp,
+            renegotiations: RenegotiationBudget::default(),
             context,
         });
         Ok(peer)
@@ -1469,7 +1586,15 @@ impl Peer {
             self.renegotiate_after_answer.store(true, Ordering::Relaxed);
             return Ok(());
         }
+        self.renegotiations.spend(Instant::now())?;
         self.send_offer().await
+    }
+
+    /// Keeps the remote description just applied, for [`video_track_kind`].
+    fn remember_remote_sdp(&self, sdp: String) {
+        if let Ok(mut current) = self.remote_sdp.lock() {
+            *current = sdp;
+        }
     }
 
     /// Creates and sets an offer, sends it, and lets its candidates follow.
@@ -1584,18 +1709,22 @@ impl Peer {
     pub async fn handle_signal(&self, signal: PeerSignal) -> Result<(), PeerError> {
         match signal {
             PeerSignal::Offer { sdp } => {
-                // A camera m-line besides the screen's: the offerer sends video, so we
-                // negotiate ours too (an audio-only call that switched to video).
-                let offers_camera = sdp.matches("m=video").count() >= 2;
+                // A video line that is not Huddle's screen share: the camera's (a browser's
+                // single m=video, or an audio-only call that switched to video).
+                let offers_camera = offers_camera_line(&sdp);
                 let renegotiation = self.has_remote_description().await;
                 // New ICE credentials on a connection we have: the offerer restarted ICE.
                 let ice_restart = match self.pc.remote_description().await {
                     Some(current) => ice_ufrag(&current.sdp) != ice_ufrag(&sdp),
                     None => false,
                 };
-                let offer = RTCSessionDescription::offer(sdp)
+                if renegotiation && !ice_restart {
+                    self.renegotiations.spend(Instant::now())?;
+                }
+                let offer = RTCSessionDescription::offer(sdp.clone())
                     .map_err(|e| PeerError::MalformedDescription(e.to_string()))?;
                 self.pc.set_remote_description(offer).await?;
+                self.remember_remote_sdp(sdp);
                 self.add_waiting_candidates().await;
                 // Our camera goes only on the offer's camera line: a camera track added to
                 // an offer without one would take the screen share's line.
@@ -1617,7 +1746,10 @@ impl Peer {
                 }
                 self.learn_payload_types().await;
                 if self.wants_video.load(Ordering::Relaxed) && !self.video_attached() {
-                    // We send video but the offer had no camera line: ask for one.
+                    // We send video but the offer had no camera line: ask for one (once
+                    // the budget is spent, a client that re-offers without one is not
+                    // asked again).
+                    self.renegotiations.spend(Instant::now())?;
                     self.send_signal(PeerSignal::RenegotiationWanted);
                 }
             }
@@ -1627,9 +1759,10 @@ impl Peer {
                     // restart offered again), arriving late. Nothing to apply it to.
                     return Ok(());
                 }
-                let answer = RTCSessionDescription::answer(sdp)
+                let answer = RTCSessionDescription::answer(sdp.clone())
                     .map_err(|e| PeerError::MalformedDescription(e.to_string()))?;
                 self.pc.set_remote_description(answer).await?;
+                self.remember_remote_sdp(sdp);
                 self.add_waiting_candidates().await;
                 self.learn_payload_types().await;
                 if self.renegotiate_after_answer.swap(false, Ordering::Relaxed) {
@@ -1959,5 +2092,83 @@ mod tests {
             "resumes at the next keyframe: {numbers:?}"
         );
         assert!(numbers.windows(2).all(|w| w[1] > w[0]));
+    }
+
+    /// A browser's offer: audio first, then one sendrecv video line with a random stream id.
+    const BROWSER_OFFER: &str = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+        a=msid:3f1c5e b1e2\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:1\r\n\
+        a=msid:3f1c5e cam-7\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:2\r\n\
+        a=msid:9a9a scr-8\r\n";
+
+    /// The video lines of an SDP are read in order with their msid stream and track ids, and
+    /// a line without msid (a browser's recvonly line) has none.
+    #[test]
+    fn video_lines_are_read_in_order_with_their_msid() {
+        let lines = video_lines(BROWSER_OFFER);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].track_id.as_deref(), Some("cam-7"));
+        assert_eq!(lines[1].stream_id.as_deref(), Some("9a9a"));
+        let recvonly = "m=audio 9 X 111\r\nm=video 9 X 102\r\na=recvonly\r\n";
+        assert_eq!(video_lines(recvonly), vec![VideoLine::default()]);
+    }
+
+    /// Any video line but Huddle's screen share is a camera line: a browser's single or
+    /// recvonly line is one, Huddle's audio-only offer (screen line only) has none, and its
+    /// switch-to-video offer (screen then camera) has one.
+    #[test]
+    fn a_camera_line_is_any_video_line_but_the_huddle_screen() {
+        assert!(offers_camera_line(BROWSER_OFFER));
+        assert!(offers_camera_line(
+            "m=audio 9 X 111\r\nm=video 9 X 102\r\na=recvonly\r\n"
+        ));
+        let audio_only = "m=audio 9 X 111\r\na=msid:huddle-audio a\r\n\
+            m=video 9 X 102\r\na=msid:huddle-screen s\r\n";
+        assert!(!offers_camera_line(audio_only));
+        let switched = format!("{audio_only}m=video 9 X 102\r\na=msid:huddle-video v\r\n");
+        assert!(offers_camera_line(&switched));
+        assert!(!offers_camera_line("m=audio 9 X 111\r\n"));
+    }
+
+    /// Huddle's stream ids say camera or screen wherever the line is; a foreign client's
+    /// first video line is its camera and its second the screen share; a track not found in
+    /// the description is taken for a camera.
+    #[test]
+    fn a_foreign_clients_second_video_line_is_its_screen() {
+        use VideoTrackKind::{Camera, Screen};
+        assert_eq!(video_track_kind("3f1c5e", "cam-7", BROWSER_OFFER), Camera);
+        assert_eq!(video_track_kind("9a9a", "scr-8", BROWSER_OFFER), Screen);
+        assert_eq!(video_track_kind("huddle-screen", "x", ""), Screen);
+        assert_eq!(
+            video_track_kind("huddle-video", "scr-8", BROWSER_OFFER),
+            Camera
+        );
+        assert_eq!(video_track_kind("other", "unknown", BROWSER_OFFER), Camera);
+    }
+
+    /// The renegotiation budget takes MAX_RENEGOTIATIONS within the window, refuses the
+    /// next with the typed error, and takes more once the window has passed.
+    #[test]
+    fn renegotiations_beyond_the_cap_are_refused_until_the_window_passes() {
+        let budget = RenegotiationBudget::default();
+        let start = Instant::now();
+        for i in 0..MAX_RENEGOTIATIONS {
+            budget
+                .spend(start + Duration::from_millis(i as u64))
+                .expect("within the cap");
+        }
+        let refused = budget.spend(start + Duration::from_secs(1));
+        assert!(
+            matches!(
+                refused,
+                Err(PeerError::RenegotiationLimit {
+                    limit: MAX_RENEGOTIATIONS,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        budget
+            .spend(start + RENEGOTIATION_WINDOW + Duration::from_millis(1))
+            .expect("the first ones left the window");
     }
 }

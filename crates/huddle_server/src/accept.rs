@@ -249,6 +249,10 @@ where
 
 /// The address clients reach us at, for the log line.
 pub(crate) fn describe(addr: SocketAddr, tls: bool) -> String {
-    let scheme = if tls { "wss" } else { "ws" };
-    format!("{addr} ({scheme}://{addr}/ws)")
+    let (scheme, web) = if tls {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
+    format!("{addr} ({scheme}://{addr}/ws; web client {web}://{addr}/)")
 }

@@ -12,6 +12,7 @@
 //! - [`store`]: users, groups, auth tokens, the token secret and call logs, durably.
 //! - [`token`]: HS256 call tokens.
 //! - `net`: the axum WebSocket endpoint, the admin API and `/healthz`.
+//! - [`web`]: the browser client, served at `/`.
 //!
 //! Start one with [`bind`] then [`Server::serve`] (until Ctrl-C/SIGTERM) or
 //! [`Server::serve_until`]; bind to port 0 in tests and read [`Server::local_addr`].
@@ -23,6 +24,7 @@ mod net;
 pub mod store;
 pub mod tls;
 pub mod token;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;

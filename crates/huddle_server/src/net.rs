@@ -177,9 +177,11 @@ impl Shared {
     }
 }
 
-/// The router: `/ws`, `/healthz`, `/api/...`.
+/// The router: `/ws`, `/healthz`, `/api/...`, and the web client at `/`.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", get(crate::web::index))
+        .route("/{*path}", get(crate::web::file))
         .route("/ws", get(upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/users/{uid}", put(put_user))
