@@ -210,8 +210,10 @@ pub struct RemoteStats {
     /// Decoded frames per second once video flows (the seconds before the first picture,
     /// and the first second with pictures, left out).
     pub video_fps: f32,
-    /// Capture → decoded latency from the stamps.
-    pub video_latency_ms: Percentiles,
+    /// Capture → decoded latency from the stamps; absent when their pictures carry none (a
+    /// browser's camera, a real one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video_latency_ms: Option<Percentiles>,
     /// Audio frames decoded.
     pub audio_frames_decoded: u64,
     /// Tone heard (the left channel of stereo).
@@ -649,7 +651,8 @@ fn collect_stats(
                     video_width: remote.video_size.x,
                     video_height: remote.video_size.y,
                     video_fps: fps,
-                    video_latency_ms: percentiles(&remote.video_latency_ms),
+                    video_latency_ms: (!remote.video_latency_ms.is_empty())
+                        .then(|| percentiles(&remote.video_latency_ms)),
                     audio_frames_decoded: remote.audio_frames_decoded,
                     audio_tone_hz: remote.audio_tone_hz,
                     audio_channels: remote.audio_channels,

@@ -46,7 +46,7 @@ impl Server {
     }
 
     /// A headless app with Huddle (no media devices: synthetic, small video).
-    fn headless(&self) -> App {
+    pub(crate) fn headless(&self) -> App {
         let mut app = App::new();
         app.add_plugins((MinimalPlugins, AssetPlugin::default(), HuddlePlugins))
             .insert_resource(HuddleRuntime::from(self.runtime.handle().clone()))

@@ -230,16 +230,18 @@ mod doc_examples {
 
     /// Every JSON example in `docs/protocol.md` parses as the frame type it is labelled with
     /// (`json client` / `json server`) and serializes back to the same JSON value, so the
-    /// document cannot drift from the code.
+    /// document cannot drift from the code. A `json client-browser` example uses the browser's
+    /// candidate field names, and serializes back to the same values under Huddle's names.
     #[test]
     fn every_example_in_the_protocol_doc_parses() {
         let doc = include_str!("../../../docs/protocol.md");
         let mut seen = (0, 0);
         let mut lines = doc.lines();
         while let Some(line) = lines.next() {
-            let side = match line.trim() {
-                "```json client" => "client",
-                "```json server" => "server",
+            let (side, browser_names) = match line.trim() {
+                "```json client" => ("client", false),
+                "```json client-browser" => ("client", true),
+                "```json server" => ("server", false),
                 _ => continue,
             };
             let body: String = lines
@@ -247,8 +249,11 @@ mod doc_examples {
                 .take_while(|l| l.trim() != "```")
                 .collect::<Vec<_>>()
                 .join("\n");
-            let value: serde_json::Value =
+            let mut value: serde_json::Value =
                 serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
+            if browser_names {
+                value = huddle_names(value);
+            }
             let back = if side == "client" {
                 seen.0 += 1;
                 let frame: ClientFrame =
@@ -263,6 +268,26 @@ mod doc_examples {
             assert_eq!(strip_defaults(back), strip_defaults(value), "{body}");
         }
         assert!(seen.0 >= 15 && seen.1 >= 18, "examples found: {seen:?}");
+    }
+
+    /// The browser's `RTCIceCandidate` field names renamed to Huddle's.
+    fn huddle_names(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| {
+                        let key = match k.as_str() {
+                            "sdpMid" => "sdp_mid".to_owned(),
+                            "sdpMLineIndex" => "sdp_mline_index".to_owned(),
+                            "usernameFragment" => "username_fragment".to_owned(),
+                            _ => k,
+                        };
+                        (key, huddle_names(v))
+                    })
+                    .collect(),
+            ),
+            other => other,
+        }
     }
 
     /// Drops `false` booleans, so that omitted defaults compare equal to explicit ones.

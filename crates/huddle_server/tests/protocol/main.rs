@@ -7,3 +7,4 @@ mod harness;
 mod ringing;
 mod sessions;
 mod tokens;
+mod web;

@@ -1,0 +1,518 @@
+//! The web client in a real browser: Debian's Chromium, headless with fake camera, microphone
+//! and screen, driven through Debian's chromedriver (WebDriver, with `fantoccini`), against an
+//! in-process server with the app's dev lobby, `huddle bot` processes and a headless Bevy app.
+//!
+//! What a person does is done with real input (typing into the login form, clicking the
+//! contact's call button, Accept, Mute, Join, Share screen); what they get is read from the
+//! page's `getStats` (through `window.huddle.stats()`), the bots' `--stats-json`, the app's
+//! ECS, and a decoded screenshot of the page.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy_huddle::prelude::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use huddle::embedded::{JoinOnLogin, join_on_login};
+use serde_json::{Value, json};
+
+use crate::app_model::Server;
+
+/// Headless Chromium behind a chromedriver of its own; dropping it ends both and removes
+/// the profile folder, also when a test fails.
+struct Browser {
+    runtime: tokio::runtime::Runtime,
+    client: Option<Client>,
+    driver: Child,
+    profile: PathBuf,
+}
+
+impl Browser {
+    fn start(name: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver, installed by scripts/setup)");
+        let profile =
+            std::env::temp_dir().join(format!("huddle-chromium-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&profile);
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                    "--auto-select-desktop-capture-source=Entire screen",
+                    "--autoplay-policy=no-user-gesture-required",
+                    "--window-size=1280,720",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            let attempt = runtime.block_on(
+                ClientBuilder::new(connector)
+                    .capabilities(capabilities.clone())
+                    .connect(&url),
+            );
+            match attempt {
+                Ok(client) => break client,
+                Err(err) if Instant::now() > deadline => {
+                    let _ = driver.kill();
+                    panic!("no WebDriver session: {err}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        Self {
+            runtime,
+            client: Some(client),
+            driver,
+            profile,
+        }
+    }
+
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("open")
+    }
+
+    fn open(&self, url: &str) {
+        self.runtime
+            .block_on(self.client().goto(url))
+            .expect("page loads");
+    }
+
+    /// Runs `body` (an async function body that `return`s a JSON-able value) in the page.
+    fn eval(&self, body: &str) -> Value {
+        let script = format!(
+            "const done = arguments[arguments.length - 1];\
+             (async () => {{ {body} }})().then(done, (e) => done({{ error: String(e) }}));"
+        );
+        let value = self
+            .runtime
+            .block_on(self.client().execute_async(&script, Vec::new()))
+            .expect("script runs");
+        assert!(value.get("error").is_none(), "page script failed: {value}");
+        value
+    }
+
+    /// Evaluates `body` until `done` holds for its value, or fails after `limit`.
+    fn wait_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        body: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let value = self.eval(body);
+            if done(&value) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {value}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The page's media statistics per remote uid.
+    fn stats(&self) -> Value {
+        self.eval("return await window.huddle.stats();")
+    }
+
+    fn wait_stats(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(
+            what,
+            Duration::from_secs(20),
+            "return await window.huddle.stats();",
+            done,
+        )
+    }
+
+    /// Clicks the element, as a person would (WebDriver's element click: real input events).
+    fn click(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let clicked = self.runtime.block_on(async {
+                let element = self.client().find(Locator::Css(css)).await?;
+                element.click().await
+            });
+            match clicked {
+                Ok(()) => return,
+                Err(err) if Instant::now() > deadline => panic!("cannot click {css}: {err}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        self.runtime
+            .block_on(async {
+                let element = self.client().find(Locator::Css(css)).await?;
+                element.send_keys(text).await
+            })
+            .unwrap_or_else(|err| panic!("cannot type into {css}: {err}"));
+    }
+
+    /// Opens the web client of `server` and logs in as `uid` (dev login) from the form.
+    fn log_in(&self, server: &Server, uid: &str) {
+        let web = huddle::embedded::web_client_url(&server.url).expect("web URL");
+        self.open(&web);
+        self.type_into("#login-uid", uid);
+        self.type_into("#login-name", &uid.to_uppercase());
+        self.click("#login-button");
+        self.wait_for(
+            "the home screen",
+            Duration::from_secs(10),
+            "return !document.getElementById('home-view').hidden;",
+            |v| v == &json!(true),
+        );
+    }
+
+    fn screenshot(&self) -> image::RgbaImage {
+        let png = self
+            .runtime
+            .block_on(self.client().screenshot())
+            .expect("screenshot");
+        image::load_from_memory(&png).expect("a PNG").to_rgba8()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = self.runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), client.close()).await
+            });
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// A `huddle bot` process (small video), killed if the test ends first.
+struct Bot {
+    child: Child,
+    stats: PathBuf,
+}
+
+impl Bot {
+    fn start(server: &Server, uid: &str, extra: &[&str]) -> Self {
+        let stats =
+            std::env::temp_dir().join(format!("huddle-browser-{uid}-{}.json", std::process::id()));
+        let _ = std::fs::remove_file(&stats);
+        let child = Command::new(env!("CARGO_BIN_EXE_huddle"))
+            .args(["bot", "--server", &server.url, "--uid", uid])
+            .args(["--width", "320", "--height", "180", "--kbps", "400"])
+            .arg("--stats-json")
+            .arg(&stats)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("huddle bot starts");
+        Self { child, stats }
+    }
+
+    /// Waits for the bot to leave and returns its statistics.
+    fn finish(mut self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "bot did not finish");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let stats = std::fs::read(&self.stats).expect("bot statistics");
+        serde_json::from_slice(&stats).expect("json")
+    }
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stats);
+    }
+}
+
+fn num(value: &Value, path: &[&str]) -> f64 {
+    path.iter()
+        .fold(value, |v, key| &v[*key])
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+/// A browser user calls a bot from the contact list (the bot's uid is smaller, so the bot
+/// offers), then another bot rings the browser, which accepts from the ringing banner (the
+/// browser's uid is smaller, so it offers): in both calls H.264 video is decoded and Opus
+/// audio received both ways, by the page's `getStats` and the bot's statistics. In the
+/// second call the page's screenshot shows the bot's moving test pattern in its tile, and
+/// Mute stops the browser's audio packets at the bot.
+#[test]
+fn a_browser_calls_a_bot_and_a_bot_calls_the_browser() {
+    let _serial = crate::one_media_test_at_a_time();
+    let server = Server::start();
+    let first = Bot::start(&server, "abot", &["--answer", "--seconds", "6"]);
+    let browser = Browser::start("calls");
+    browser.log_in(&server, "m-web");
+    browser.click("#contacts li[data-uid='abot'] .call-video");
+    let stats = browser.wait_stats("video and audio from abot", |s| {
+        num(s, &["abot", "camera_frames_decoded"]) > 30.0
+            && num(s, &["abot", "audio_packets_received"]) > 50.0
+            && num(s, &["abot", "video_frames_encoded"]) > 30.0
+    });
+    eprintln!("browser ← abot (abot offered): {stats}");
+    let bot = first.finish();
+    let from_browser = &bot["remotes"]["m-web"];
+    eprintln!("abot ← browser: {from_browser}");
+    assert_eq!(bot["errors"], json!([]), "{bot}");
+    assert!(num(from_browser, &["video_frames_decoded"]) > 30.0, "{bot}");
+    assert_eq!(from_browser["video_width"], json!(640), "{bot}");
+    assert!(num(from_browser, &["audio_frames_decoded"]) > 50.0, "{bot}");
+    browser.wait_for(
+        "the call to end when abot leaves",
+        Duration::from_secs(20),
+        "return document.getElementById('call-view').hidden;",
+        |v| v == &json!(true),
+    );
+
+    let second = Bot::start(&server, "zbot", &["--call", "m-web", "--seconds", "9"]);
+    browser.click("#accept-button");
+    let stats = browser.wait_stats("video and audio from zbot", |s| {
+        num(s, &["zbot", "camera_frames_decoded"]) > 30.0
+            && num(s, &["zbot", "audio_packets_received"]) > 50.0
+            && num(s, &["zbot", "audio_packets_sent"]) > 50.0
+    });
+    eprintln!("browser ← zbot (browser offered): {stats}");
+
+    // The bot's tile shows its test pattern, moving: many colours, and a change within 1 s.
+    let tile = browser.eval(
+        "const r = document.querySelector(\".tile[data-key='zbot'] video\").getBoundingClientRect();\
+         return [r.x, r.y, r.width, r.height, window.devicePixelRatio];",
+    );
+    let rect: Vec<f64> = serde_json::from_value(tile).expect("a rectangle");
+    let crop = |shot: &image::RgbaImage| {
+        let scale = rect[4];
+        image::imageops::crop_imm(
+            shot,
+            (rect[0] * scale) as u32,
+            (rect[1] * scale) as u32,
+            (rect[2] * scale) as u32,
+            (rect[3] * scale) as u32,
+        )
+        .to_image()
+    };
+    let before = crop(&browser.screenshot());
+    std::thread::sleep(Duration::from_secs(1));
+    let after = crop(&browser.screenshot());
+    let colours: std::collections::HashSet<[u8; 3]> = before
+        .pixels()
+        .map(|p| [p[0] / 32, p[1] / 32, p[2] / 32])
+        .collect();
+    assert!(
+        colours.len() >= 6,
+        "the tile shows the pattern: {} colours",
+        colours.len()
+    );
+    let changed = before
+        .pixels()
+        .zip(after.pixels())
+        .filter(|(a, b)| a.0.iter().zip(b.0.iter()).any(|(x, y)| x.abs_diff(*y) > 40))
+        .count();
+    assert!(changed > 100, "the picture moves: {changed} pixels changed");
+    if let Ok(dir) = std::env::var("HUDDLE_SCREENSHOTS") {
+        let _ = browser
+            .screenshot()
+            .save(PathBuf::from(dir).join("web-call.png"));
+    }
+
+    browser.click("#mute-button");
+    let sent_at_mute = num(&browser.stats(), &["zbot", "audio_packets_sent"]);
+    let bot = second.finish();
+    let from_browser = &bot["remotes"]["m-web"];
+    eprintln!("zbot ← browser: {from_browser}; browser sent {sent_at_mute} before Mute");
+    assert_eq!(bot["errors"], json!([]), "{bot}");
+    assert!(num(from_browser, &["video_frames_decoded"]) > 30.0, "{bot}");
+    let heard = num(from_browser, &["audio_frames_decoded"]);
+    assert!(heard > 50.0, "audio before Mute: {bot}");
+    assert!(
+        heard <= sent_at_mute + 5.0,
+        "nothing after Mute: the bot decoded {heard}, the page had sent {sent_at_mute}"
+    );
+}
+
+/// A naive page that follows only the standard (one `addTrack` per device, so audio then
+/// a single video line with random stream ids; candidates trickled as the browser's
+/// `RTCIceCandidate.toJSON()`, end of candidates as `candidate: null`) offers to a bot in a
+/// direct session: it gets the bot's camera video within 3 s of its offer, on that one video
+/// line, and is never asked to renegotiate.
+#[test]
+fn a_naive_browser_offer_gets_camera_video_within_3_s() {
+    let _serial = crate::one_media_test_at_a_time();
+    let server = Server::start();
+    let _bot = Bot::start(
+        &server,
+        "zz-bot",
+        &["--session", "naive-room", "--seconds", "30"],
+    );
+    let browser = Browser::start("naive");
+    let web = huddle::embedded::web_client_url(&server.url).expect("web URL");
+    browser.open(&web);
+    let result = browser.eval(NAIVE_OFFER);
+    eprintln!("naive offer: {result}");
+    assert!(num(&result, &["frames_decoded"]) > 0.0, "{result}");
+    assert!(num(&result, &["first_frame_ms"]) < 3000.0, "{result}");
+    assert_eq!(result["renegotiations_asked"], json!(0), "{result}");
+    assert_eq!(result["video_lines"], json!(1), "{result}");
+}
+
+/// The naive page's script: raw protocol, standard WebRTC, nothing Huddle-specific.
+const NAIVE_OFFER: &str = r#"
+const ws = new WebSocket(`ws://${location.host}/ws`);
+await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = fail; });
+let id = 0;
+const waiting = new Map();
+const events = [];
+let onEvent = () => {};
+ws.onmessage = (m) => {
+  const f = JSON.parse(m.data);
+  if (f.re !== undefined && waiting.has(f.re)) { waiting.get(f.re)(f); waiting.delete(f.re); return; }
+  events.push(f); onEvent(f);
+};
+const request = (type, fields) => new Promise((ok) => { id += 1; waiting.set(id, ok); ws.send(JSON.stringify({ v: 1, id, type, ...fields })); });
+const login = await request('login', { uid: 'a-naive' });
+const token = await request('generate_token', { session_id: 'naive-room', auth_token: login.auth_token });
+let joined = await request('join_session', { session_id: 'naive-room', call_token: token.call_token });
+const deadline = Date.now() + 20000;
+while (!joined.participants.some((p) => p.uid === 'zz-bot') && !events.some((e) => e.type === 'participant_joined')) {
+  if (Date.now() > deadline) return { error: 'the bot never joined' };
+  await new Promise((r) => setTimeout(r, 100));
+}
+const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+const pc = new RTCPeerConnection();
+for (const track of stream.getTracks()) pc.addTrack(track, stream);
+const signal = (s) => request('signal', { session_id: 'naive-room', to: 'zz-bot', signal: s });
+pc.onicecandidate = (e) => signal({ kind: 'candidate', ...(e.candidate ? e.candidate.toJSON() : {}) });
+let renegotiations = 0;
+onEvent = async (f) => {
+  if (f.type !== 'signal') return;
+  const s = f.signal;
+  if (s.kind === 'answer') await pc.setRemoteDescription({ type: 'answer', sdp: s.sdp });
+  if (s.kind === 'candidate' && s.candidate) await pc.addIceCandidate({ candidate: s.candidate, sdpMid: s.sdp_mid, sdpMLineIndex: s.sdp_mline_index }).catch(() => {});
+  if (s.kind === 'renegotiation_wanted') renegotiations += 1;
+};
+await pc.setLocalDescription(await pc.createOffer());
+const started = performance.now();
+await signal({ kind: 'offer', sdp: pc.localDescription.sdp });
+let frames = 0;
+while (performance.now() - started < 10000) {
+  const report = await pc.getStats();
+  report.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames = s.framesDecoded || 0; });
+  if (frames > 0) break;
+  await new Promise((r) => setTimeout(r, 50));
+}
+const firstFrame = performance.now() - started;
+await new Promise((r) => setTimeout(r, 500));
+const lines = pc.localDescription.sdp.split('\r\n').filter((l) => l.startsWith('m=video')).length;
+ws.close();
+pc.close();
+return { frames_decoded: frames, first_frame_ms: Math.round(firstFrame), renegotiations_asked: renegotiations, video_lines: lines };
+"#;
+
+/// A browser, a headless Bevy app and a bot meet in one direct session (a 3-way mesh): the
+/// browser joins by session id from its home screen and decodes both others' video; the app
+/// shows the browser's and the bot's video in its tiles. Then the browser shares its screen
+/// (getDisplayMedia, on the line the protocol keeps for it): the app gets a screen-share
+/// tile for the browser user with pictures in it.
+#[test]
+fn a_browser_an_app_and_a_bot_in_one_mesh_with_a_screen_share() {
+    let _serial = crate::one_media_test_at_a_time();
+    let server = Server::start();
+    let bot = Bot::start(
+        &server,
+        "mesh-bot",
+        &["--session", "mesh-room", "--seconds", "40"],
+    );
+    let mut app = server.headless();
+    app.insert_resource(JoinOnLogin {
+        session_id: "mesh-room".into(),
+        settings: CallSettings::default(),
+        target: None,
+    })
+    .add_systems(Update, join_on_login);
+    app.world_mut()
+        .spawn(ServerConnection::dev(server.url.clone(), "app-user").with_name("App User"));
+    app.finish();
+
+    let browser = Browser::start("mesh");
+    browser.log_in(&server, "b-web");
+    browser.type_into("#join-session", "mesh-room");
+    browser.click("#join-form button");
+
+    // Pump the app while waiting on the page.
+    let video_in_app = |app: &mut App, uid: &str, screen: bool| {
+        let world = app.world_mut();
+        let mut tiles = world.query::<(&VideoTile, &TileOf, Has<ScreenShareTile>)>();
+        let owners: Vec<Entity> = tiles
+            .iter(world)
+            .filter(|(tile, _, is_screen)| tile.has_video() && *is_screen == screen)
+            .map(|(_, of, _)| of.0)
+            .collect();
+        owners.into_iter().any(|owner| {
+            world
+                .get::<Participant>(owner)
+                .is_some_and(|p| p.uid == uid)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        app.update();
+        let stats = browser.stats();
+        let browser_sees_both = num(&stats, &["mesh-bot", "camera_frames_decoded"]) > 10.0
+            && num(&stats, &["app-user", "camera_frames_decoded"]) > 10.0;
+        if browser_sees_both
+            && video_in_app(&mut app, "b-web", false)
+            && video_in_app(&mut app, "mesh-bot", false)
+        {
+            eprintln!("mesh, the browser's view: {stats}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no 3-way video: {stats}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    browser.click("#share-button");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !video_in_app(&mut app, "b-web", true) {
+        assert!(
+            Instant::now() < deadline,
+            "no screen tile in the app; page errors: {}",
+            browser.eval("return window.huddle.state.call.errors;")
+        );
+        app.update();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(bot);
+}
