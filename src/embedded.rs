@@ -309,3 +309,23 @@ pub fn spawn_bot(
         error!("cannot start a bot thread: {err}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::web_client_url;
+
+    /// The web client's address is the server's, over HTTP(S): what the app prints.
+    #[test]
+    fn the_web_client_is_at_the_servers_address() {
+        assert_eq!(
+            web_client_url("ws://127.0.0.1:7878/ws").as_deref(),
+            Some("http://127.0.0.1:7878/")
+        );
+        assert_eq!(
+            web_client_url("wss://huddle.example.org/ws").as_deref(),
+            Some("https://huddle.example.org/")
+        );
+        assert_eq!(web_client_url("http://x/ws"), None);
+        assert_eq!(web_client_url("ws:///ws"), None);
+    }
+}

@@ -361,21 +361,36 @@ fn a_browser_calls_a_bot_and_a_bot_calls_the_browser() {
         heard <= sent_at_mute + 5.0,
         "nothing after Mute: the bot decoded {heard}, the page had sent {sent_at_mute}"
     );
+
+    // The auth token lives in sessionStorage while logged in (never localStorage), and
+    // logging out forgets it.
+    let storage = "return [sessionStorage.length, localStorage.length];";
+    browser.wait_for(
+        "the call to end",
+        Duration::from_secs(20),
+        "return document.getElementById('call-view').hidden;",
+        |v| v == &json!(true),
+    );
+    assert_eq!(browser.eval(storage), json!([1, 0]));
+    browser.click("#logout-button");
+    assert_eq!(browser.eval(storage), json!([0, 0]));
 }
 
 /// A naive page that follows only the standard (one `addTrack` per device, so audio then
 /// a single video line with random stream ids; candidates trickled as the browser's
 /// `RTCIceCandidate.toJSON()`, end of candidates as `candidate: null`) offers to a bot in a
 /// direct session: it gets the bot's camera video within 3 s of its offer, on that one video
-/// line, and is never asked to renegotiate.
+/// line, and is never asked to renegotiate. Then it loops, offering again after every
+/// answer: the bot answers `MAX_RENEGOTIATIONS` of them, no more, and reports the typed
+/// renegotiation-loop error.
 #[test]
 fn a_naive_browser_offer_gets_camera_video_within_3_s() {
     let _serial = crate::one_media_test_at_a_time();
     let server = Server::start();
-    let _bot = Bot::start(
+    let bot = Bot::start(
         &server,
         "zz-bot",
-        &["--session", "naive-room", "--seconds", "30"],
+        &["--session", "naive-room", "--seconds", "12"],
     );
     let browser = Browser::start("naive");
     let web = huddle::embedded::web_client_url(&server.url).expect("web URL");
@@ -386,6 +401,14 @@ fn a_naive_browser_offer_gets_camera_video_within_3_s() {
     assert!(num(&result, &["first_frame_ms"]) < 3000.0, "{result}");
     assert_eq!(result["renegotiations_asked"], json!(0), "{result}");
     assert_eq!(result["video_lines"], json!(1), "{result}");
+    assert_eq!(
+        result["renegotiations_answered"],
+        json!(huddle_media::peer::MAX_RENEGOTIATIONS),
+        "{result}"
+    );
+    let bot = bot.finish();
+    let errors = bot["errors"].to_string();
+    assert!(errors.contains("renegotiation loop"), "{bot}");
 }
 
 /// The naive page's script: raw protocol, standard WebRTC, nothing Huddle-specific.
@@ -416,10 +439,11 @@ for (const track of stream.getTracks()) pc.addTrack(track, stream);
 const signal = (s) => request('signal', { session_id: 'naive-room', to: 'zz-bot', signal: s });
 pc.onicecandidate = (e) => signal({ kind: 'candidate', ...(e.candidate ? e.candidate.toJSON() : {}) });
 let renegotiations = 0;
+let answerWaiter = () => {};
 onEvent = async (f) => {
   if (f.type !== 'signal') return;
   const s = f.signal;
-  if (s.kind === 'answer') await pc.setRemoteDescription({ type: 'answer', sdp: s.sdp });
+  if (s.kind === 'answer') { await pc.setRemoteDescription({ type: 'answer', sdp: s.sdp }); answerWaiter(true); }
   if (s.kind === 'candidate' && s.candidate) await pc.addIceCandidate({ candidate: s.candidate, sdpMid: s.sdp_mid, sdpMLineIndex: s.sdp_mline_index }).catch(() => {});
   if (s.kind === 'renegotiation_wanted') renegotiations += 1;
 };
@@ -436,9 +460,18 @@ while (performance.now() - started < 10000) {
 const firstFrame = performance.now() - started;
 await new Promise((r) => setTimeout(r, 500));
 const lines = pc.localDescription.sdp.split('\r\n').filter((l) => l.startsWith('m=video')).length;
+// A client that loops: a new offer after every answer, until one is not answered.
+let looped = 0;
+for (let i = 0; i < 20; i++) {
+  const answered = new Promise((ok) => { answerWaiter = ok; setTimeout(() => ok(false), 2000); });
+  await pc.setLocalDescription(await pc.createOffer());
+  await signal({ kind: 'offer', sdp: pc.localDescription.sdp });
+  if (!(await answered)) break;
+  looped += 1;
+}
 ws.close();
 pc.close();
-return { frames_decoded: frames, first_frame_ms: Math.round(firstFrame), renegotiations_asked: renegotiations, video_lines: lines };
+return { frames_decoded: frames, first_frame_ms: Math.round(firstFrame), renegotiations_asked: renegotiations, video_lines: lines, renegotiations_answered: looped };
 "#;
 
 /// A browser, a headless Bevy app and a bot meet in one direct session (a 3-way mesh): the

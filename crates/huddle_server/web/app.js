@@ -156,6 +156,7 @@ function startRinging(text, incoming) {
   $('ringing-text').textContent = text;
   $('accept-button').hidden = !incoming;
   $('reject-button').hidden = !incoming;
+  $('busy-button').hidden = !incoming;
   $('cancel-button').hidden = incoming;
   $('ringing').hidden = false;
   if (incoming) ringtone = playRingtone();
@@ -204,6 +205,7 @@ $('accept-button').addEventListener('click', async () => {
   }
 });
 $('reject-button').addEventListener('click', () => endRinging('rejected'));
+$('busy-button').addEventListener('click', () => endRinging('busy'));
 $('cancel-button').addEventListener('click', () => endRinging('cancelled'));
 
 async function endRinging(status) {
