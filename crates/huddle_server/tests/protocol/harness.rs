@@ -367,8 +367,6 @@ pub async fn http(
     key: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
     let body = body.unwrap_or("");
     let auth = key
         .map(|k| format!("Authorization: Bearer {k}\r\n"))
@@ -377,17 +375,25 @@ pub async fn http(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
+    let (status, _, body) = raw_http(addr, &request).await;
+    (status, body)
+}
+
+/// Sends `request` as it is and reads the whole answer: (status, head, body).
+pub async fn raw_http(addr: SocketAddr, request: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = String::new();
     tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
         .await
         .expect("in time")
         .expect("read");
-    let status = response
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status");
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    (status, body)
+    (status, head.to_owned(), body.to_owned())
 }

@@ -3,29 +3,14 @@
 
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-use crate::harness::{TestServer, WAIT};
+use crate::harness::{TestServer, raw_http};
 
 /// `GET path` with extra header lines; returns (status, lower-cased head, body).
 async fn get(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
-        .await
-        .expect("in time")
-        .expect("read");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a head");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    (status, head.to_ascii_lowercase(), body.to_owned())
+    let (status, head, body) = raw_http(addr, &request).await;
+    (status, head.to_ascii_lowercase(), body)
 }
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
