@@ -68,7 +68,7 @@ impl Server {
     }
 
     /// Someone who answers every call.
-    fn answering(&self, uid: &str) -> App {
+    pub(crate) fn answering(&self, uid: &str) -> App {
         let mut app = self.headless();
         app.add_systems(Update, answer_calls);
         app.world_mut()

@@ -549,3 +549,97 @@ fn a_browser_an_app_and_a_bot_in_one_mesh_with_a_screen_share() {
     }
     drop(bot);
 }
+
+/// A browser user rings the app's user (a headless app that answers, as the desktop app's
+/// Accept does): the call connects with video both ways. In the call, the page's controls
+/// work as a person uses them: clicking the app user's tile pins it (Spotlight, the tile
+/// takes the main place), Raise hand reaches the app as `hand_raised`, and the volume slider
+/// in the participants panel sets the level of that person's audio element.
+#[test]
+fn a_browser_rings_the_apps_user_and_uses_the_call_controls() {
+    let _serial = crate::one_media_test_at_a_time();
+    let server = Server::start();
+    let mut app = server.answering("app-user");
+    let browser = Browser::start("controls");
+    browser.log_in(&server, "c-web");
+    // The app logs in as it updates; the page lists it once it is there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while browser
+        .eval("return !!document.querySelector(\"#contacts li[data-uid='app-user'] .dot.online\");")
+        != json!(true)
+    {
+        assert!(Instant::now() < deadline, "the app user never came online");
+        app.update();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    browser.click("#contacts li[data-uid='app-user'] .call-video");
+
+    let browsers_participant = |app: &mut App| {
+        let world = app.world_mut();
+        let mut participants = world.query::<(&Participant, &ParticipantState)>();
+        participants
+            .iter(world)
+            .find(|(p, _)| p.uid == "c-web")
+            .map(|(_, state)| state.clone())
+    };
+    let app_shows_browser_video = |app: &mut App| {
+        let world = app.world_mut();
+        let mut tiles = world.query::<(&VideoTile, &TileOf)>();
+        let owners: Vec<Entity> = tiles
+            .iter(world)
+            .filter(|(tile, _)| tile.has_video())
+            .map(|(_, of)| of.0)
+            .collect();
+        owners.into_iter().any(|owner| {
+            world
+                .get::<Participant>(owner)
+                .is_some_and(|p| p.uid == "c-web")
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        app.update();
+        let stats = browser.stats();
+        if num(&stats, &["app-user", "camera_frames_decoded"]) > 10.0
+            && app_shows_browser_video(&mut app)
+        {
+            eprintln!("browser ↔ app: {stats}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no video between the browser and the app: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Click to pin: Spotlight, the pinned tile is the main one (the widest).
+    browser.click(".tile[data-key='app-user']");
+    let layout = browser.eval(
+        "const main = document.querySelector(\".tile[data-key='app-user']\");\
+         const local = document.querySelector(\".tile[data-key='local']\");\
+         return [document.getElementById('layout-button').textContent, main.classList.contains('pinned'),\
+                 main.getBoundingClientRect().width > 2 * local.getBoundingClientRect().width];",
+    );
+    assert_eq!(layout, json!(["Spotlight", true, true]));
+
+    browser.click("#hand-button");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !browsers_participant(&mut app).is_some_and(|s| s.hand_raised) {
+        assert!(
+            Instant::now() < deadline,
+            "the app never saw the raised hand"
+        );
+        app.update();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    browser.click("#panel-button");
+    browser.eval(
+        "const slider = document.querySelector(\"#participants li[data-uid='app-user'] input[type=range]\");\
+         slider.value = '0.25'; slider.dispatchEvent(new Event('input')); return true;",
+    );
+    let volume =
+        browser.eval("return document.querySelector(\"audio[data-uid='app-user']\").volume;");
+    assert_eq!(volume, json!(0.25));
+}
