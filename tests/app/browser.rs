@@ -141,6 +141,13 @@ impl Browser {
         self.eval("return await window.huddle.stats();")
     }
 
+    /// Waits until the page's `condition` (a JS expression) is true, for at most `limit`.
+    fn wait_until(&self, what: &str, limit: Duration, condition: &str) {
+        self.wait_for(what, limit, &format!("return !!({condition});"), |v| {
+            v == &json!(true)
+        });
+    }
+
     fn wait_stats(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         self.wait_for(
             what,
@@ -182,11 +189,10 @@ impl Browser {
         self.type_into("#login-uid", uid);
         self.type_into("#login-name", &uid.to_uppercase());
         self.click("#login-button");
-        self.wait_for(
+        self.wait_until(
             "the home screen",
             Duration::from_secs(10),
-            "return !document.getElementById('home-view').hidden;",
-            |v| v == &json!(true),
+            "!document.getElementById('home-view').hidden",
         );
     }
 
@@ -257,6 +263,40 @@ impl Drop for Bot {
     }
 }
 
+/// Updates the app until `ready` says so (`Ok`), or fails after `limit` with its last reason.
+fn pump_until(
+    app: &mut App,
+    limit: Duration,
+    mut ready: impl FnMut(&mut App) -> Result<(), String>,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        app.update();
+        match ready(app) {
+            Ok(()) => return,
+            Err(reason) => assert!(Instant::now() < deadline, "timed out: {reason}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether the app shows pictures of `uid` in one of its tiles: the camera tile, or with
+/// `screen` the screen-share tile.
+fn app_shows_video_of(app: &mut App, uid: &str, screen: bool) -> bool {
+    let world = app.world_mut();
+    let mut tiles = world.query::<(&VideoTile, &TileOf, Has<ScreenShareTile>)>();
+    let owners: Vec<Entity> = tiles
+        .iter(world)
+        .filter(|(tile, _, is_screen)| tile.has_video() && *is_screen == screen)
+        .map(|(_, of, _)| of.0)
+        .collect();
+    owners.into_iter().any(|owner| {
+        world
+            .get::<Participant>(owner)
+            .is_some_and(|p| p.uid == uid)
+    })
+}
+
 fn num(value: &Value, path: &[&str]) -> f64 {
     path.iter()
         .fold(value, |v, key| &v[*key])
@@ -291,11 +331,10 @@ fn a_browser_calls_a_bot_and_a_bot_calls_the_browser() {
     assert!(num(from_browser, &["video_frames_decoded"]) > 30.0, "{bot}");
     assert_eq!(from_browser["video_width"], json!(640), "{bot}");
     assert!(num(from_browser, &["audio_frames_decoded"]) > 50.0, "{bot}");
-    browser.wait_for(
+    browser.wait_until(
         "the call to end when abot leaves",
         Duration::from_secs(20),
-        "return document.getElementById('call-view').hidden;",
-        |v| v == &json!(true),
+        "document.getElementById('call-view').hidden",
     );
 
     let second = Bot::start(&server, "zbot", &["--call", "m-web", "--seconds", "9"]);
@@ -379,11 +418,10 @@ fn a_browser_calls_a_bot_and_a_bot_calls_the_browser() {
     // The auth token lives in sessionStorage while logged in (never localStorage), and
     // logging out forgets it.
     let storage = "return [sessionStorage.length, localStorage.length];";
-    browser.wait_for(
+    browser.wait_until(
         "the call to end",
         Duration::from_secs(20),
-        "return document.getElementById('call-view').hidden;",
-        |v| v == &json!(true),
+        "document.getElementById('call-view').hidden",
     );
     assert_eq!(browser.eval(storage), json!([1, 0]));
     browser.click("#logout-button");
@@ -518,49 +556,28 @@ fn a_browser_an_app_and_a_bot_in_one_mesh_with_a_screen_share() {
     browser.type_into("#join-session", "mesh-room");
     browser.click("#join-form button");
 
-    // Pump the app while waiting on the page.
-    let video_in_app = |app: &mut App, uid: &str, screen: bool| {
-        let world = app.world_mut();
-        let mut tiles = world.query::<(&VideoTile, &TileOf, Has<ScreenShareTile>)>();
-        let owners: Vec<Entity> = tiles
-            .iter(world)
-            .filter(|(tile, _, is_screen)| tile.has_video() && *is_screen == screen)
-            .map(|(_, of, _)| of.0)
-            .collect();
-        owners.into_iter().any(|owner| {
-            world
-                .get::<Participant>(owner)
-                .is_some_and(|p| p.uid == uid)
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        app.update();
+    pump_until(&mut app, Duration::from_secs(30), |app| {
         let stats = browser.stats();
         let browser_sees_both = num(&stats, &["mesh-bot", "camera_frames_decoded"]) > 10.0
             && num(&stats, &["app-user", "camera_frames_decoded"]) > 10.0;
         if browser_sees_both
-            && video_in_app(&mut app, "b-web", false)
-            && video_in_app(&mut app, "mesh-bot", false)
+            && app_shows_video_of(app, "b-web", false)
+            && app_shows_video_of(app, "mesh-bot", false)
         {
             eprintln!("mesh, the browser's view: {stats}");
-            break;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "no 3-way video: {stats}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        Err(format!("no 3-way video: {stats}"))
+    });
 
     browser.click("#share-button");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !video_in_app(&mut app, "b-web", true) {
-        assert!(
-            Instant::now() < deadline,
-            "no screen tile in the app; page errors: {}",
-            browser.eval("return window.huddle.state.call.errors;")
-        );
-        app.update();
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    pump_until(&mut app, Duration::from_secs(20), |app| {
+        if app_shows_video_of(app, "b-web", true) {
+            return Ok(());
+        }
+        let errors = browser.eval("return window.huddle.state.call.errors;");
+        Err(format!("no screen tile in the app; page errors: {errors}"))
+    });
     drop(bot);
 }
 
@@ -577,15 +594,14 @@ fn a_browser_rings_the_apps_user_and_uses_the_call_controls() {
     let browser = Browser::start("controls");
     browser.log_in(&server, "c-web");
     // The app logs in as it updates; the page lists it once it is there.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while browser
-        .eval("return !!document.querySelector(\"#contacts li[data-uid='app-user'] .dot.online\");")
-        != json!(true)
-    {
-        assert!(Instant::now() < deadline, "the app user never came online");
-        app.update();
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    pump_until(&mut app, Duration::from_secs(20), |_| {
+        let online = browser.eval(
+            "return !!document.querySelector(\"#contacts li[data-uid='app-user'] .dot.online\");",
+        );
+        (online == json!(true))
+            .then_some(())
+            .ok_or_else(|| "the app user never came online".to_owned())
+    });
     browser.click("#contacts li[data-uid='app-user'] .call-video");
 
     let browsers_participant = |app: &mut App| {
@@ -596,36 +612,16 @@ fn a_browser_rings_the_apps_user_and_uses_the_call_controls() {
             .find(|(p, _)| p.uid == "c-web")
             .map(|(_, state)| state.clone())
     };
-    let app_shows_browser_video = |app: &mut App| {
-        let world = app.world_mut();
-        let mut tiles = world.query::<(&VideoTile, &TileOf)>();
-        let owners: Vec<Entity> = tiles
-            .iter(world)
-            .filter(|(tile, _)| tile.has_video())
-            .map(|(_, of)| of.0)
-            .collect();
-        owners.into_iter().any(|owner| {
-            world
-                .get::<Participant>(owner)
-                .is_some_and(|p| p.uid == "c-web")
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        app.update();
+    pump_until(&mut app, Duration::from_secs(30), |app| {
         let stats = browser.stats();
         if num(&stats, &["app-user", "camera_frames_decoded"]) > 10.0
-            && app_shows_browser_video(&mut app)
+            && app_shows_video_of(app, "c-web", false)
         {
             eprintln!("browser ↔ app: {stats}");
-            break;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "no video between the browser and the app: {stats}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        Err(format!("no video between the browser and the app: {stats}"))
+    });
 
     // Click to pin: Spotlight, the pinned tile is the main one (the widest).
     browser.click(".tile[data-key='app-user']");
@@ -638,15 +634,12 @@ fn a_browser_rings_the_apps_user_and_uses_the_call_controls() {
     assert_eq!(layout, json!(["Spotlight", true, true]));
 
     browser.click("#hand-button");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !browsers_participant(&mut app).is_some_and(|s| s.hand_raised) {
-        assert!(
-            Instant::now() < deadline,
-            "the app never saw the raised hand"
-        );
-        app.update();
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    pump_until(&mut app, Duration::from_secs(10), |app| {
+        browsers_participant(app)
+            .is_some_and(|s| s.hand_raised)
+            .then_some(())
+            .ok_or_else(|| "the app never saw the raised hand".to_owned())
+    });
 
     browser.click("#panel-button");
     browser.eval(

@@ -171,25 +171,29 @@ pub fn video_lines(sdp: &str) -> Vec<VideoLine> {
     lines
 }
 
-/// Whether an offer has a line for our camera: a video line that is not Huddle's screen
+/// Whether an offer's video lines ([`video_lines`]) have one for our camera: a video line that is not Huddle's screen
 /// share (`huddle-screen`). The camera goes on the first such line, whatever its stream id
 /// and wherever it is (a browser's one `m=video`, sendrecv or recvonly, is one).
-pub fn offers_camera_line(sdp: &str) -> bool {
-    video_lines(sdp)
+pub fn offers_camera_line(lines: &[VideoLine]) -> bool {
+    lines
         .iter()
         .any(|line| line.stream_id.as_deref() != Some(SCREEN_STREAM))
 }
 
 /// Whether a received video track is a camera or a screen share. Huddle's own stream ids
-/// say it (`huddle-video`, `huddle-screen`); for any other client, the first video line of
-/// its description is the camera and a later one the screen share.
-pub fn video_track_kind(stream_id: &str, track_id: &str, remote_sdp: &str) -> VideoTrackKind {
+/// say it (`huddle-video`, `huddle-screen`); for any other client, the first of the video
+/// lines of its description ([`video_lines`]) is the camera and a later one the screen share.
+pub fn video_track_kind(
+    stream_id: &str,
+    track_id: &str,
+    remote_lines: &[VideoLine],
+) -> VideoTrackKind {
     match stream_id {
         SCREEN_STREAM => return VideoTrackKind::Screen,
         CAMERA_STREAM => return VideoTrackKind::Camera,
         _ => {}
     }
-    let position = video_lines(remote_sdp).iter().position(|line| {
+    let position = remote_lines.iter().position(|line| {
         line.track_id.as_deref() == Some(track_id)
             || (line.track_id.is_none() && line.stream_id.as_deref() == Some(stream_id))
     });
@@ -447,9 +451,9 @@ struct Handler {
     connected: Arc<AtomicBool>,
     ice: Arc<IceHealth>,
     trickle: Arc<Trickle>,
-    /// The remote description last applied, to tell a foreign client's camera from its
-    /// screen share by line position ([`video_track_kind`]).
-    remote_sdp: Arc<std::sync::Mutex<String>>,
+    /// The video lines of the remote description last applied, to tell a foreign client's
+    /// camera from its screen share by position ([`video_track_kind`]).
+    remote_video_lines: Arc<std::sync::Mutex<Vec<VideoLine>>>,
     context: Arc<PeerContext>,
 }
 
@@ -623,13 +627,16 @@ impl PeerConnectionEventHandler for Handler {
         let uid = self.remote_uid.clone();
         let context = self.context.clone();
         let audio_level_id = self.audio_level_id.clone();
-        let remote_sdp = self.remote_sdp.clone();
+        let remote_video_lines = self.remote_video_lines.clone();
         tokio::spawn(async move {
             let kind = track.kind().await;
             let result = if kind == RtpCodecKind::Video {
                 let (stream_id, track_id) = (track.stream_id().await, track.track_id().await);
-                let remote_sdp = remote_sdp.lock().map(|s| s.clone()).unwrap_or_default();
-                let kind = video_track_kind(&stream_id, &track_id, &remote_sdp);
+                let lines = remote_video_lines
+                    .lock()
+                    .map(|lines| lines.clone())
+                    .unwrap_or_default();
+                let kind = video_track_kind(&stream_id, &track_id, &lines);
                 receive_video(track, (&uid, kind), &context).await
             } else {
                 receive_audio(track, (&uid, &audio_level_id), &context).await
@@ -1193,8 +1200,8 @@ pub struct Peer {
     remote_candidates: Mutex<Vec<rtc::peer_connection::transport::RTCIceCandidateInit>>,
     /// Whether `.local` (mDNS) candidates can be resolved.
     multicast_dns: bool,
-    /// The remote description last applied (shared with the track handler).
-    remote_sdp: Arc<std::sync::Mutex<String>>,
+    /// The video lines of the remote description last applied (shared with the handler).
+    remote_video_lines: Arc<std::sync::Mutex<Vec<VideoLine>>>,
     /// Renegotiations in the last [`RENEGOTIATION_WINDOW`].
     renegotiations: RenegotiationBudget,
     context: Arc<PeerContext>,
@@ -1441,14 +1448,14 @@ impl Peer {
         let connected = Arc::new(AtomicBool::new(false));
         let ice = Arc::new(IceHealth::default());
         let audio_level_id = Arc::new(AtomicU8::new(0));
-        let remote_sdp = Arc::new(std::sync::Mutex::new(String::new()));
+        let remote_video_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
         let handler = Arc::new(Handler {
             remote_uid: setup.remote_uid.clone(),
             audio_level_id: audio_level_id.clone(),
             connected: connected.clone(),
             ice: ice.clone(),
             trickle: trickle.clone(),
-            remote_sdp: remote_sdp.clone(),
+            remote_video_lines: remote_video_lines.clone(),
             context: context.clone(),
         });
         let pc = build_connection(&setup.ice, handler).await?;
@@ -1479,7 +1486,7 @@ impl Peer {
             ice,
             remote_candidates: Mutex::new(Vec::new()),
             multicast_dns: setup.ice.multicast_dns,
-            remote_sdp,
+            remote_video_lines,
             renegotiations: RenegotiationBudget::default(),
             context,
         });
@@ -1590,10 +1597,11 @@ impl Peer {
         self.send_offer().await
     }
 
-    /// Keeps the remote description just applied, for [`video_track_kind`].
-    fn remember_remote_sdp(&self, sdp: String) {
-        if let Ok(mut current) = self.remote_sdp.lock() {
-            *current = sdp;
+    /// Keeps the video lines of the remote description just applied, for
+    /// [`video_track_kind`].
+    fn remember_remote_video_lines(&self, lines: Vec<VideoLine>) {
+        if let Ok(mut current) = self.remote_video_lines.lock() {
+            *current = lines;
         }
     }
 
@@ -1711,7 +1719,8 @@ impl Peer {
             PeerSignal::Offer { sdp } => {
                 // A video line that is not Huddle's screen share: the camera's (a browser's
                 // single m=video, or an audio-only call that switched to video).
-                let offers_camera = offers_camera_line(&sdp);
+                let lines = video_lines(&sdp);
+                let offers_camera = offers_camera_line(&lines);
                 let renegotiation = self.has_remote_description().await;
                 // New ICE credentials on a connection we have: the offerer restarted ICE.
                 let ice_restart = match self.pc.remote_description().await {
@@ -1721,10 +1730,10 @@ impl Peer {
                 if renegotiation && !ice_restart {
                     self.renegotiations.spend(Instant::now())?;
                 }
-                let offer = RTCSessionDescription::offer(sdp.clone())
+                let offer = RTCSessionDescription::offer(sdp)
                     .map_err(|e| PeerError::MalformedDescription(e.to_string()))?;
                 self.pc.set_remote_description(offer).await?;
-                self.remember_remote_sdp(sdp);
+                self.remember_remote_video_lines(lines);
                 self.add_waiting_candidates().await;
                 // Our camera goes only on the offer's camera line: a camera track added to
                 // an offer without one would take the screen share's line.
@@ -1759,10 +1768,11 @@ impl Peer {
                     // restart offered again), arriving late. Nothing to apply it to.
                     return Ok(());
                 }
-                let answer = RTCSessionDescription::answer(sdp.clone())
+                let lines = video_lines(&sdp);
+                let answer = RTCSessionDescription::answer(sdp)
                     .map_err(|e| PeerError::MalformedDescription(e.to_string()))?;
                 self.pc.set_remote_description(answer).await?;
-                self.remember_remote_sdp(sdp);
+                self.remember_remote_video_lines(lines);
                 self.add_waiting_candidates().await;
                 self.learn_payload_types().await;
                 if self.renegotiate_after_answer.swap(false, Ordering::Relaxed) {
@@ -2117,16 +2127,16 @@ mod tests {
     /// switch-to-video offer (screen then camera) has one.
     #[test]
     fn a_camera_line_is_any_video_line_but_the_huddle_screen() {
-        assert!(offers_camera_line(BROWSER_OFFER));
-        assert!(offers_camera_line(
+        assert!(offers_camera_line(&video_lines(BROWSER_OFFER)));
+        assert!(offers_camera_line(&video_lines(
             "m=audio 9 X 111\r\nm=video 9 X 102\r\na=recvonly\r\n"
-        ));
+        )));
         let audio_only = "m=audio 9 X 111\r\na=msid:huddle-audio a\r\n\
             m=video 9 X 102\r\na=msid:huddle-screen s\r\n";
-        assert!(!offers_camera_line(audio_only));
+        assert!(!offers_camera_line(&video_lines(audio_only)));
         let switched = format!("{audio_only}m=video 9 X 102\r\na=msid:huddle-video v\r\n");
-        assert!(offers_camera_line(&switched));
-        assert!(!offers_camera_line("m=audio 9 X 111\r\n"));
+        assert!(offers_camera_line(&video_lines(&switched)));
+        assert!(!offers_camera_line(&video_lines("m=audio 9 X 111\r\n")));
     }
 
     /// Huddle's stream ids say camera or screen wherever the line is; a foreign client's
@@ -2135,14 +2145,12 @@ mod tests {
     #[test]
     fn a_foreign_clients_second_video_line_is_its_screen() {
         use VideoTrackKind::{Camera, Screen};
-        assert_eq!(video_track_kind("3f1c5e", "cam-7", BROWSER_OFFER), Camera);
-        assert_eq!(video_track_kind("9a9a", "scr-8", BROWSER_OFFER), Screen);
-        assert_eq!(video_track_kind("huddle-screen", "x", ""), Screen);
-        assert_eq!(
-            video_track_kind("huddle-video", "scr-8", BROWSER_OFFER),
-            Camera
-        );
-        assert_eq!(video_track_kind("other", "unknown", BROWSER_OFFER), Camera);
+        let browser = video_lines(BROWSER_OFFER);
+        assert_eq!(video_track_kind("3f1c5e", "cam-7", &browser), Camera);
+        assert_eq!(video_track_kind("9a9a", "scr-8", &browser), Screen);
+        assert_eq!(video_track_kind("huddle-screen", "x", &[]), Screen);
+        assert_eq!(video_track_kind("huddle-video", "scr-8", &browser), Camera);
+        assert_eq!(video_track_kind("other", "unknown", &browser), Camera);
     }
 
     /// The renegotiation budget takes MAX_RENEGOTIATIONS within the window, refuses the

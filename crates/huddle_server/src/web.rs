@@ -33,11 +33,6 @@ pub(crate) async fn file(Path(path): Path<String>, headers: HeaderMap) -> Respon
     serve(&path, &headers)
 }
 
-/// Whether the web client has a file at `path` (for tests and the startup line).
-pub fn has_file(path: &str) -> bool {
-    WebClient::get(path).is_some()
-}
-
 fn serve(path: &str, request: &HeaderMap) -> Response {
     let Some(file) = WebClient::get(path) else {
         return (StatusCode::NOT_FOUND, "not found").into_response();

@@ -5,7 +5,7 @@
 // list. `window.huddle` exposes the state and the media statistics (the browser tests read
 // them).
 
-import { Connection, ProtocolError, serverUrl } from './protocol.js';
+import { Connection, serverUrl } from './protocol.js';
 import { Call } from './call.js';
 
 const $ = (id) => document.getElementById(id);
@@ -31,16 +31,11 @@ const state = {
   volumes: new Map(),
   audioElements: new Map(),
   speaker: '',
-  events: [],
 };
 window.huddle = { state, stats: async () => (state.call ? state.call.stats() : {}) };
 
 function show(view) {
   for (const id of ['login-view', 'home-view', 'call-view']) $(id).hidden = id !== view;
-}
-
-function note(kind, detail) {
-  state.events.push({ kind, ...detail });
 }
 
 // ---- login ----
@@ -217,7 +212,6 @@ async function endRinging(status) {
 // ---- events ----
 
 async function onEvent(type, frame) {
-  note(type, { session_id: frame.session_id || (frame.call && frame.call.session_id) });
   switch (type) {
     case 'incoming_call_received':
       if (state.call || state.ringing) {
@@ -643,10 +637,7 @@ setInterval(async () => {
     else if (state.speaking.has(uid) && now - state.speaking.get(uid) > 1000) state.speaking.delete(uid);
     if (state.speaking.has(uid) && (!loudest || level > loudest.level)) loudest = { uid, level };
   }
-  if (loudest && loudest.uid !== state.dominant) {
-    state.dominant = loudest.uid;
-    note('dominant_speaker', { uid: loudest.uid });
-  }
+  if (loudest) state.dominant = loudest.uid;
   renderCall();
 }, 250);
 
@@ -662,4 +653,3 @@ if (saved) {
     sessionStorage.removeItem(TOKEN_KEY);
   }
 }
-export { ProtocolError };

@@ -180,7 +180,6 @@ export class Peer {
     params.encodings[0].active = !paused;
     if (maxBitrate > 0) params.encodings[0].maxBitrate = maxBitrate;
     else delete params.encodings[0].maxBitrate;
-    this.wanted = { paused, maxBitrate };
     await transceiver.sender.setParameters(params).catch((e) => this.call.report(`setParameters: ${e}`));
   }
 
@@ -196,10 +195,6 @@ export class Peer {
     this.tracks[role] = track;
     track.onunmute = () => this.call.changed();
     this.call.changed();
-  }
-
-  async replaceScreen(track) {
-    if (this.transceivers.screen) await this.transceivers.screen.sender.replaceTrack(track);
   }
 
   async replace(kind, track) {
@@ -285,7 +280,7 @@ export class Call extends EventTarget {
 
   async setScreen(track) {
     this.screenTrack = track;
-    for (const peer of this.peers.values()) await peer.replaceScreen(track);
+    for (const peer of this.peers.values()) await peer.replace('screen', track);
   }
 
   /** What we send as `kind` ('camera' or 'audio'): the local track, or nothing while
