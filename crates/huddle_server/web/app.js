@@ -327,6 +327,7 @@ function leaveCall(tell = true) {
   state.call = null;
   state.session = null;
   $('stage').replaceChildren();
+  $('participants').replaceChildren();
   show(state.connection ? 'home-view' : 'login-view');
 }
 
@@ -592,33 +593,45 @@ function renderAudio() {
   }
 }
 
+/** The participants panel: one row per person, kept across renders (the call re-renders
+ *  every 250 ms, and a volume slider being dragged must stay the same element). */
 function renderParticipants() {
   if ($('participants-panel').hidden) return;
   const list = $('participants');
-  list.replaceChildren();
+  const rows = new Map([...list.children].map((li) => [li.dataset.uid, li]));
   for (const [uid, who] of state.session.participants) {
-    const li = document.createElement('li');
-    li.dataset.uid = uid;
-    const name = document.createElement('span');
-    name.className = 'name';
-    name.textContent = `${who.name}${uid === state.user.uid ? ' (you)' : ''}${who.audio_muted ? ' 🔇' : ''}${who.hand_raised ? ' ✋' : ''}`;
-    li.append(name);
-    if (uid !== state.user.uid) {
-      const volume = document.createElement('input');
-      volume.type = 'range';
-      volume.min = '0';
-      volume.max = '1';
-      volume.step = '0.05';
-      volume.value = String(state.volumes.has(uid) ? state.volumes.get(uid) : 1);
-      volume.title = 'Volume';
-      volume.addEventListener('input', () => {
-        state.volumes.set(uid, Number(volume.value));
-        renderAudio();
-      });
-      li.append(volume);
+    let li = rows.get(uid);
+    rows.delete(uid);
+    if (!li) {
+      li = participantRow(uid);
+      list.append(li);
     }
-    list.append(li);
+    li.querySelector('.name').textContent = `${who.name}${uid === state.user.uid ? ' (you)' : ''}${who.audio_muted ? ' 🔇' : ''}${who.hand_raised ? ' ✋' : ''}`;
   }
+  for (const gone of rows.values()) gone.remove();
+}
+
+function participantRow(uid) {
+  const li = document.createElement('li');
+  li.dataset.uid = uid;
+  const name = document.createElement('span');
+  name.className = 'name';
+  li.append(name);
+  if (uid !== state.user.uid) {
+    const volume = document.createElement('input');
+    volume.type = 'range';
+    volume.min = '0';
+    volume.max = '1';
+    volume.step = '0.05';
+    volume.value = String(state.volumes.has(uid) ? state.volumes.get(uid) : 1);
+    volume.title = 'Volume';
+    volume.addEventListener('input', () => {
+      state.volumes.set(uid, Number(volume.value));
+      renderAudio();
+    });
+    li.append(volume);
+  }
+  return li;
 }
 
 // ---- who speaks ----
