@@ -12,6 +12,7 @@ mod browser;
 mod demo_window;
 mod net_lab;
 mod pip;
+mod sfu;
 
 /// Tests that run real media between several participants (and the demo, which renders on
 /// the CPU) take this lock, so they run one at a time: together they oversubscribe a 2-core

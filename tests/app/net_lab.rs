@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const SERVER_IP: &str = "10.77.0.1";
+pub(crate) const SERVER_IP: &str = "10.77.0.1";
 /// The public network's gateway to "elsewhere" (the bridge's own address; it forwards
 /// nothing).
 const INTERNET_GATEWAY: &str = "10.77.0.254";
@@ -70,7 +70,7 @@ fn nft(namespace: &str, ruleset: &str) {
 
 /// How a host reaches the public network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Uplink {
+pub(crate) enum Uplink {
     /// On the public network itself.
     Lan,
     /// Behind an endpoint-independent NAT ("full cone": port-preserving masquerade, and
@@ -85,25 +85,27 @@ enum Uplink {
 }
 
 /// One case's hosts and processes.
-struct Lab {
+pub(crate) struct Lab {
     prefix: String,
     namespaces: Vec<String>,
     children: Vec<Child>,
-    dir: PathBuf,
+    /// How many of `children` are servers (started before the bots).
+    servers: usize,
+    pub(crate) dir: PathBuf,
     hosts: u32,
     /// Frames per second the bots send.
-    fps: u32,
+    pub(crate) fps: u32,
     /// Their video bitrate, kbps.
-    kbps: u32,
+    pub(crate) kbps: u32,
     /// Their video size.
-    size: (u32, u32),
+    pub(crate) size: (u32, u32),
     /// `ws` or `wss`.
     scheme: &'static str,
 }
 
 impl Lab {
     /// The public network and the server host (no processes yet).
-    fn new(case: &str) -> Self {
+    pub(crate) fn new(case: &str) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
         sweep_namespaces_of_dead_runs();
@@ -115,6 +117,7 @@ impl Lab {
             prefix,
             namespaces: Vec::new(),
             children: Vec::new(),
+            servers: 0,
             dir,
             hosts: 0,
             fps: 15,
@@ -149,7 +152,7 @@ impl Lab {
         lab
     }
 
-    fn ns(&self, role: &str) -> String {
+    pub(crate) fn ns(&self, role: &str) -> String {
         format!("{}{role}", self.prefix)
     }
 
@@ -162,7 +165,7 @@ impl Lab {
         name
     }
 
-    fn in_ns(&self, namespace: &str, command: &[&str]) -> String {
+    pub(crate) fn in_ns(&self, namespace: &str, command: &[&str]) -> String {
         let mut args = vec!["netns", "exec", namespace];
         args.extend_from_slice(command);
         run("ip", &args)
@@ -201,7 +204,7 @@ impl Lab {
 
     /// A host named `role` (`a`, `b`), reaching the public network through `uplink`.
     /// Returns its namespace.
-    fn host(&mut self, role: &str, number: u8, uplink: Uplink) -> String {
+    pub(crate) fn host(&mut self, role: &str, number: u8, uplink: Uplink) -> String {
         let host = self.namespace(role);
         if uplink == Uplink::Lan {
             self.attach_public(&host, &format!("10.77.0.{}/24", 10 + number));
@@ -282,7 +285,7 @@ impl Lab {
     }
 
     /// Starts a process inside `namespace`, its output in the lab directory.
-    fn spawn(&mut self, namespace: &str, log: &str, command: &[&str]) {
+    pub(crate) fn spawn(&mut self, namespace: &str, log: &str, command: &[&str]) {
         let log = std::fs::File::create(self.dir.join(log)).expect("log file");
         let child = Command::new("ip")
             .args(["netns", "exec", namespace])
@@ -301,7 +304,7 @@ impl Lab {
 
     /// coturn on the server host (UDP and TCP on 3478, shared-secret credentials), and the
     /// huddle server handing it out with `server_args`; waits until both listen.
-    fn start_servers(&mut self, server_args: &[&str]) {
+    pub(crate) fn start_servers(&mut self, server_args: &[&str]) {
         let server = self.ns("srv");
         let huddle = env!("CARGO_BIN_EXE_huddle");
         let db = self.dir.join("huddle.db");
@@ -348,15 +351,66 @@ impl Lab {
                 "/dev/null",
             ],
         );
+        self.servers += 2;
+        self.wait_for_port(&server, 7878);
+        self.wait_for_port(&server, 3478);
+    }
+
+    /// Waits (at most 10 s) until something in `namespace` listens on TCP `port` of the
+    /// server address.
+    pub(crate) fn wait_for_port(&self, namespace: &str, port: u16) {
         let ready = format!(
-            "for i in $(seq 100); do (echo > /dev/tcp/{SERVER_IP}/7878) 2>/dev/null && \
-             (echo > /dev/tcp/{SERVER_IP}/3478) 2>/dev/null && exit 0; sleep 0.1; done; exit 1"
+            "for i in $(seq 100); do (echo > /dev/tcp/{SERVER_IP}/{port}) 2>/dev/null && exit 0; \
+             sleep 0.1; done; exit 1"
         );
-        self.in_ns(&server, &["bash", "-c", &ready]);
+        self.in_ns(namespace, &["bash", "-c", &ready]);
+    }
+
+    /// A Janus Gateway (VideoRoom, WebSocket API on 8188) on the server host, configured by
+    /// `scripts/janus-config` like the development cluster's; waits until it listens.
+    /// Start it before [`Self::start_servers`] points the huddle server at it.
+    pub(crate) fn start_janus(&mut self) {
+        let server = self.ns("srv");
+        let config = self.dir.join("janus");
+        let config = config.to_str().expect("utf-8 path").to_owned();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/janus-config");
+        run(script, &[&config, "8188", "20000-20999"]);
+        let file = format!("{config}/janus.jcfg");
+        self.spawn(&server, "janus.log", &["janus", "-F", &config, "-C", &file]);
+        self.servers += 1;
+        self.wait_for_port(&server, 8188);
+    }
+
+    /// The statistics a bot wrote when it finished.
+    pub(crate) fn stats_of(&self, uid: &str) -> Value {
+        let path = self.dir.join(format!("{uid}.json"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|err| {
+            panic!("{}: {err}; logs in {}", path.display(), self.dir.display())
+        });
+        serde_json::from_str(&text).expect("stats JSON")
+    }
+
+    /// Waits for the bots (the processes started after the servers) to exit, at most
+    /// `limit`.
+    pub(crate) fn wait_for_bots(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        for child in self.children.iter_mut().skip(self.servers) {
+            loop {
+                if child.try_wait().expect("wait").is_some() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "bots still running after {limit:?}; logs in {}",
+                    self.dir.display()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 
     /// Starts a bot in `namespace` with the lab's video settings, for `seconds`.
-    fn bot(&mut self, namespace: &str, uid: &str, seconds: u32, role: &[&str]) {
+    pub(crate) fn bot(&mut self, namespace: &str, uid: &str, seconds: u32, role: &[&str]) {
         let huddle = env!("CARGO_BIN_EXE_huddle");
         let server = format!("{}://{SERVER_IP}:7878/ws", self.scheme);
         let stats = self.dir.join(format!("{uid}.json"));
@@ -391,32 +445,10 @@ impl Lab {
         self.spawn(namespace, &format!("{uid}.log"), &command);
     }
 
-    /// Waits for the bots (the processes started after the servers) to exit, at most
-    /// `limit`; returns alice's and bob's statistics.
+    /// Waits for the bots to exit, at most `limit`; returns alice's and bob's statistics.
     fn bot_stats(&mut self, limit: Duration) -> (Value, Value) {
-        let deadline = Instant::now() + limit;
-        // The first two children are the servers.
-        for child in self.children.iter_mut().skip(2) {
-            loop {
-                if child.try_wait().expect("wait").is_some() {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "bots still running after {limit:?}; logs in {}",
-                    self.dir.display()
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        let read = |uid: &str| -> Value {
-            let path = self.dir.join(format!("{uid}.json"));
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|err| {
-                panic!("{}: {err}; logs in {}", path.display(), self.dir.display())
-            });
-            serde_json::from_str(&text).expect("stats JSON")
-        };
-        (read("alice"), read("bob"))
+        self.wait_for_bots(limit);
+        (self.stats_of("alice"), self.stats_of("bob"))
     }
 
     /// A call of `seconds` between alice (on `a`, calling) and bob (on `b`, answering).
@@ -506,7 +538,7 @@ fn assert_media_both_ways(alice: &Value, bob: &Value, min_fps: f64) {
 }
 
 /// The lab needs root for namespaces.
-fn require_root() {
+pub(crate) fn require_root() {
     assert!(
         run("id", &["-u"]).trim() == "0",
         "the network lab needs root (network namespaces); CI runs as root"

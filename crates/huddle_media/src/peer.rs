@@ -445,6 +445,7 @@ pub struct PeerContext {
 
 /// Everything the event handler needs.
 struct Handler {
+    role: PeerRole,
     remote_uid: String,
     /// The negotiated id of the audio level extension (0 until negotiated).
     audio_level_id: Arc<AtomicU8>,
@@ -624,19 +625,41 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let uid = self.remote_uid.clone();
+        let mut uid = self.remote_uid.clone();
         let context = self.context.clone();
         let audio_level_id = self.audio_level_id.clone();
         let remote_video_lines = self.remote_video_lines.clone();
+        let role = self.role;
         tokio::spawn(async move {
             let kind = track.kind().await;
+            let (stream_id, track_id) = (track.stream_id().await, track.track_id().await);
+            let sfu_owner = if role == PeerRole::SfuSubscriber {
+                match sfu_track_owner(&stream_id, &track_id) {
+                    Some(owner) => Some(owner),
+                    None => {
+                        let reason =
+                            format!("an SFU track without an owner: msid {stream_id} {track_id}");
+                        let _ = context.events.send(PeerEvent::Error { uid, reason });
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some((owner, _)) = &sfu_owner {
+                uid = owner.clone();
+            }
             let result = if kind == RtpCodecKind::Video {
-                let (stream_id, track_id) = (track.stream_id().await, track.track_id().await);
-                let lines = remote_video_lines
-                    .lock()
-                    .map(|lines| lines.clone())
-                    .unwrap_or_default();
-                let kind = video_track_kind(&stream_id, &track_id, &lines);
+                let kind = match sfu_owner {
+                    Some((_, kind)) => kind,
+                    None => {
+                        let lines = remote_video_lines
+                            .lock()
+                            .map(|lines| lines.clone())
+                            .unwrap_or_default();
+                        video_track_kind(&stream_id, &track_id, &lines)
+                    }
+                };
                 receive_video(track, (&uid, kind), &context).await
             } else {
                 receive_audio(track, (&uid, &audio_level_id), &context).await
@@ -1159,8 +1182,36 @@ async fn receive_audio(
     Ok(())
 }
 
-/// One WebRTC connection to one remote participant.
+/// What a connection is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PeerRole {
+    /// To one remote participant (full mesh): both ways; the smaller uid offers.
+    #[default]
+    Mesh,
+    /// To the SFU ([`huddle_protocol::SFU_PUBLISH_PEER`]): we offer and send our tracks.
+    SfuPublisher,
+    /// From the SFU ([`huddle_protocol::SFU_SUBSCRIBE_PEER`]): it offers everyone else's
+    /// tracks (again as people come and go, so its renegotiations are not capped) and we
+    /// answer, sending nothing; each track's `msid` names its owner and kind.
+    SfuSubscriber,
+}
+
+/// Whose track a subscriber track is and what it carries, from its `msid` as the SFU labels
+/// them: `huddle-video video-<uid>`, `huddle-audio audio-<uid>`, `huddle-screen screen-<uid>`.
+pub fn sfu_track_owner(stream_id: &str, track_id: &str) -> Option<(String, VideoTrackKind)> {
+    let (prefix, kind) = match stream_id {
+        "huddle-video" => ("video-", VideoTrackKind::Camera),
+        "huddle-audio" => ("audio-", VideoTrackKind::Camera),
+        "huddle-screen" => ("screen-", VideoTrackKind::Screen),
+        _ => return None,
+    };
+    let uid = track_id.strip_prefix(prefix)?;
+    huddle_protocol::messages::is_valid_uid(uid).then(|| (uid.to_owned(), kind))
+}
+
+/// One WebRTC connection to one remote participant (or to the SFU).
 pub struct Peer {
+    role: PeerRole,
     remote_uid: String,
     /// What the remote wants of our video (adaptive receive): paused, and a bitrate cap.
     wanted_paused: AtomicBool,
@@ -1427,6 +1478,8 @@ pub struct LinkTotals {
 /// How to reach and set up a peer.
 #[derive(Clone, Debug)]
 pub struct PeerSetup {
+    /// What the connection is for.
+    pub role: PeerRole,
     /// Our uid.
     pub local_uid: String,
     /// Theirs.
@@ -1450,6 +1503,7 @@ impl Peer {
         let audio_level_id = Arc::new(AtomicU8::new(0));
         let remote_video_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
         let handler = Arc::new(Handler {
+            role: setup.role,
             remote_uid: setup.remote_uid.clone(),
             audio_level_id: audio_level_id.clone(),
             connected: connected.clone(),
@@ -1460,13 +1514,19 @@ impl Peer {
         });
         let pc = build_connection(&setup.ice, handler).await?;
         let (video_ssrc, audio_ssrc, screen_ssrc) = (random_u32()?, random_u32()?, random_u32()?);
+        let offerer = match setup.role {
+            PeerRole::Mesh => setup.local_uid < setup.remote_uid,
+            PeerRole::SfuPublisher => true,
+            PeerRole::SfuSubscriber => false,
+        };
         let peer = Arc::new(Self {
+            role: setup.role,
             remote_uid: setup.remote_uid.clone(),
             wanted_paused: AtomicBool::new(false),
             wanted_max_bitrate: std::sync::atomic::AtomicU32::new(0),
             video_frames_written: AtomicU64::new(0),
             connected,
-            offerer: setup.local_uid < setup.remote_uid,
+            offerer,
             pc: Arc::new(pc),
             video: local_track(RtpCodecKind::Video, h264_codec(), video_ssrc, "video")?,
             audio: local_track(RtpCodecKind::Audio, opus_codec(), audio_ssrc, "audio")?,
@@ -1496,6 +1556,11 @@ impl Peer {
     /// Whether the remote side's description was applied (negotiation happened).
     pub async fn has_remote_description(&self) -> bool {
         self.pc.remote_description().await.is_some()
+    }
+
+    /// What the connection is for.
+    pub fn role(&self) -> PeerRole {
+        self.role
     }
 
     /// The remote participant.
@@ -1727,7 +1792,7 @@ impl Peer {
                     Some(current) => ice_ufrag(&current.sdp) != ice_ufrag(&sdp),
                     None => false,
                 };
-                if renegotiation && !ice_restart {
+                if renegotiation && !ice_restart && self.role != PeerRole::SfuSubscriber {
                     self.renegotiations.spend(Instant::now())?;
                 }
                 let offer = RTCSessionDescription::offer(sdp)
@@ -1737,7 +1802,9 @@ impl Peer {
                 self.add_waiting_candidates().await;
                 // Our camera goes only on the offer's camera line: a camera track added to
                 // an offer without one would take the screen share's line.
-                if renegotiation {
+                if self.role == PeerRole::SfuSubscriber {
+                    // Receive only.
+                } else if renegotiation {
                     if offers_camera {
                         self.attach_video().await?;
                     }
@@ -1754,7 +1821,10 @@ impl Peer {
                     self.resend_local_candidates().await;
                 }
                 self.learn_payload_types().await;
-                if self.wants_video.load(Ordering::Relaxed) && !self.video_attached() {
+                if self.role == PeerRole::Mesh
+                    && self.wants_video.load(Ordering::Relaxed)
+                    && !self.video_attached()
+                {
                     // We send video but the offer had no camera line: ask for one (once
                     // the budget is spent, a client that re-offers without one is not
                     // asked again).

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use huddle_protocol::PeerSignal;
+use huddle_protocol::{MediaRoute, PeerSignal, SFU_PUBLISH_PEER, SFU_SUBSCRIBE_PEER};
 use tokio::sync::mpsc;
 
 use crate::audio::{FRAME_SAMPLES, OpusEncoder, ToneSource, tone_frequency_for};
@@ -41,7 +41,7 @@ use crate::devices;
 use crate::frames::{VideoFrame, VideoSlots};
 use crate::mixer::{MixStats, Mixer, NullSink, SharedMixer, StereoGain};
 use crate::peer::{
-    LossInjection, MediaCounters, Peer, PeerContext, PeerEvent, PeerSetup, RecordingTap,
+    LossInjection, MediaCounters, Peer, PeerContext, PeerEvent, PeerRole, PeerSetup, RecordingTap,
     recorder_of,
 };
 use crate::probe::{MediaProbe, ProbeSnapshot, wall_clock_ms};
@@ -112,6 +112,8 @@ struct SendSwitches {
 }
 
 enum Command {
+    /// Mesh (a connection per participant) or SFU (one publishing, one receiving).
+    SetRoute(MediaRoute),
     AddPeer(String),
     RemovePeer(String),
     Signal {
@@ -820,7 +822,15 @@ impl MediaSession {
         recorder_of(&self.context.recording).is_some()
     }
 
-    /// Connects to a remote participant (the smaller uid offers).
+    /// How the media travels: a connection per remote participant (the default), or two
+    /// connections to the server's SFU. Switching closes the old connections and opens the
+    /// new ones; the participants added stay.
+    pub fn set_route(&self, route: MediaRoute) {
+        let _ = self.commands.send(Command::SetRoute(route));
+    }
+
+    /// A remote participant: on the mesh, connects to them (the smaller uid offers); through
+    /// the SFU, their tracks arrive on the SFU's connection.
     pub fn add_peer(&self, remote_uid: &str) {
         let _ = self.commands.send(Command::AddPeer(remote_uid.to_owned()));
     }
@@ -988,7 +998,8 @@ async fn run_actor(
     context: Arc<PeerContext>,
 ) {
     let events = &context.events;
-    let setup = |remote: &str| PeerSetup {
+    let setup = |remote: &str, role: PeerRole| PeerSetup {
+        role,
         local_uid: config.local_uid.clone(),
         remote_uid: remote.to_owned(),
         ice: config.ice.clone(),
@@ -1001,30 +1012,66 @@ async fn run_actor(
         });
     };
     // Builds the connection to `remote` and registers it.
-    let create = |remote: &str| {
-        let (setup, peers, context) = (setup(remote), peers.clone(), context.clone());
+    let create = |remote: &str, role: PeerRole| {
+        let (setup, peers, context) = (setup(remote, role), peers.clone(), context.clone());
         async move {
             let peer = Peer::create(&setup, context).await?;
             peers.lock().insert(setup.remote_uid.clone(), peer.clone());
             Ok::<_, crate::peer::PeerError>(peer)
         }
     };
+    // Connects and starts (the offering side offers now).
+    let connect = |remote: String, role: PeerRole| {
+        let create = &create;
+        let report = &report;
+        async move {
+            match create(&remote, role).await {
+                Ok(peer) => {
+                    if let Err(err) = peer.start().await {
+                        report(&remote, err.to_string());
+                    }
+                }
+                Err(err) => report(&remote, err.to_string()),
+            }
+        }
+    };
+    let mut route = MediaRoute::Mesh;
+    // Remote participants, whatever the route.
+    let mut members: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     while let Some(command) = commands.recv().await {
         match command {
-            Command::AddPeer(uid) => {
-                if uid == config.local_uid || peers.lock().contains_key(&uid) {
+            Command::SetRoute(next) => {
+                if next == route {
                     continue;
                 }
-                match create(&uid).await {
-                    Ok(peer) => {
-                        if let Err(err) = peer.start().await {
-                            report(&uid, err.to_string());
+                route = next;
+                // The old connections go; what they delivered is delivered again by the new.
+                let old: Vec<Arc<Peer>> = peers.lock().drain().map(|(_, p)| p).collect();
+                for peer in old {
+                    peer.close().await;
+                }
+                match route {
+                    MediaRoute::Sfu => {
+                        connect(SFU_PUBLISH_PEER.to_owned(), PeerRole::SfuPublisher).await;
+                    }
+                    MediaRoute::Mesh => {
+                        for uid in members.clone() {
+                            connect(uid, PeerRole::Mesh).await;
                         }
                     }
-                    Err(err) => report(&uid, err.to_string()),
+                }
+            }
+            Command::AddPeer(uid) => {
+                if uid == config.local_uid {
+                    continue;
+                }
+                members.insert(uid.clone());
+                if route == MediaRoute::Mesh && !peers.lock().contains_key(&uid) {
+                    connect(uid, PeerRole::Mesh).await;
                 }
             }
             Command::RemovePeer(uid) => {
+                members.remove(&uid);
                 let removed = peers.lock().remove(&uid);
                 crate::mixer::lock(&context.mixer).remove(&uid);
                 context.frames.remove(&uid);
@@ -1034,6 +1081,19 @@ async fn run_actor(
                 }
             }
             Command::Signal { from, signal } => {
+                let role = match from.as_str() {
+                    SFU_PUBLISH_PEER => PeerRole::SfuPublisher,
+                    SFU_SUBSCRIBE_PEER => PeerRole::SfuSubscriber,
+                    _ => PeerRole::Mesh,
+                };
+                let on_route = match route {
+                    MediaRoute::Mesh => role == PeerRole::Mesh,
+                    MediaRoute::Sfu => role != PeerRole::Mesh,
+                };
+                if !on_route {
+                    // Left over from the route we left.
+                    continue;
+                }
                 let existing = peers.get(&from);
                 // A fresh offer for a peer we already have, with another DTLS certificate,
                 // means they started over (their app restarted, or they rebuilt the link):
@@ -1053,14 +1113,16 @@ async fn run_actor(
                 };
                 let peer = match existing {
                     Some(peer) => peer,
-                    None if !matches!(signal, PeerSignal::Offer { .. }) => {
+                    None if !matches!(signal, PeerSignal::Offer { .. })
+                        || role == PeerRole::SfuPublisher =>
+                    {
                         // Only an offer starts a connection; anything else for a peer we do
                         // not know (yet, or any more) is stale.
                         continue;
                     }
                     None => {
                         // An offer may arrive before we were told about its sender.
-                        match create(&from).await {
+                        match create(&from, role).await {
                             Ok(peer) => peer,
                             Err(err) => {
                                 report(&from, err.to_string());
@@ -1119,7 +1181,9 @@ async fn measure_links(
                 target_bitrate_bps: target,
                 path,
             } = peer.link_totals().await;
-            if let Some(target) = target {
+            if let Some(target) = target
+                && peer.role() != PeerRole::SfuSubscriber
+            {
                 lowest_target = Some(lowest_target.map_or(target, |t| t.min(target)));
             }
             let uid = peer.remote_uid().to_owned();

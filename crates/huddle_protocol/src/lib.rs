@@ -17,8 +17,9 @@ pub mod token;
 
 pub use messages::{
     Call, CallDirection, CallLog, CallLogQuery, ClientFrame, ErrorBody, GroupInfo, IceServer,
-    MAX_FRAME_BYTES, PeerSignal, Presence, Reply, Request, ServerEvent, ServerFrame, ServerPayload,
-    SessionEndReason, SessionParticipant, StateChange, User,
+    MAX_FRAME_BYTES, MediaRoute, PeerSignal, Presence, Reply, Request, SFU_PUBLISH_PEER,
+    SFU_SUBSCRIBE_PEER, ServerEvent, ServerFrame, ServerPayload, SessionEndReason,
+    SessionParticipant, StateChange, User,
 };
 
 use std::fmt;

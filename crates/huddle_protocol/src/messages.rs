@@ -83,6 +83,28 @@ pub struct SessionParticipant {
     pub screen_sharing: bool,
 }
 
+/// How a session's media travels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaRoute {
+    /// Full mesh: one connection per remote participant, signals relayed between them.
+    #[default]
+    Mesh,
+    /// Through the server's SFU: one connection that publishes ours (we offer to
+    /// [`SFU_PUBLISH_PEER`]) and one that receives everyone else's (the server offers from
+    /// [`SFU_SUBSCRIBE_PEER`]); a received track's `msid` is `huddle-<kind> <kind>-<uid>`
+    /// (`huddle-video video-alice`).
+    Sfu,
+}
+
+/// The SFU's publishing side, as a peer: `signal` to it (our offer, candidates) and get its
+/// answer and candidates `from` it. Never a user's uid (`:` is not allowed in uids).
+pub const SFU_PUBLISH_PEER: &str = "sfu:publish";
+
+/// The SFU's receiving side, as a peer: it offers (again whenever people come and go) and we
+/// answer.
+pub const SFU_SUBSCRIBE_PEER: &str = "sfu:subscribe";
+
 /// What peers exchange to set up media, relayed verbatim to one participant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -390,6 +412,9 @@ pub enum Reply {
         /// short-lived TURN credentials (empty: host candidates only, e.g. on a LAN).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         ice_servers: Vec<IceServer>,
+        /// How the session's media travels now (`mesh` when absent).
+        #[serde(default, skip_serializing_if = "is_mesh")]
+        media_route: MediaRoute,
     },
     /// Call logs, newest first.
     CallLogs {
@@ -484,6 +509,15 @@ pub enum ServerEvent {
         from: String,
         /// The signal.
         signal: PeerSignal,
+    },
+    /// The session's media moved (a call that grew past the server's SFU threshold goes
+    /// through the SFU; an SFU that failed sends it back to the mesh): close the old
+    /// connections and open the new ones. The call, its participants and its log go on.
+    MediaRouteChanged {
+        /// The session.
+        session_id: String,
+        /// The route from now on.
+        route: MediaRoute,
     },
     /// A participant's state changed.
     ParticipantState {
@@ -587,6 +621,10 @@ pub fn is_valid_session_id(session_id: &str) -> bool {
         && session_id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
+fn is_mesh(route: &MediaRoute) -> bool {
+    *route == MediaRoute::Mesh
 }
 
 /// User and group ids: 1..=64 characters from `[A-Za-z0-9._@-]`.

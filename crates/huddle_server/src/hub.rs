@@ -20,12 +20,13 @@ use std::collections::HashMap;
 
 use huddle_protocol::messages::{is_valid_session_id, is_valid_uid};
 use huddle_protocol::{
-    Call, CallLogQuery, CallStatus, CallType, ClientFrame, ErrorCode, PROTOCOL_VERSION, PeerSignal,
-    Presence, ReceiverType, Reply, Request, ServerEvent, ServerFrame, SessionEndReason,
+    Call, CallLogQuery, CallStatus, CallType, ClientFrame, ErrorCode, MediaRoute, PROTOCOL_VERSION,
+    PeerSignal, Presence, ReceiverType, Reply, Request, ServerEvent, ServerFrame, SessionEndReason,
     SessionParticipant, StateChange, User,
 };
 
 use crate::ice::IceServersConfig;
+use crate::sfu::{SfuCommand, SfuLeg, SfuNews};
 use crate::store::{NewCallLog, Store, StoreError};
 use crate::token::{self, CallClaims, TokenError};
 
@@ -39,6 +40,8 @@ pub enum Out {
     Send(ConnId, ServerFrame),
     /// Close a connection with a WebSocket close code and reason.
     Close(ConnId, u16, String),
+    /// Ask the SFU (Janus) for something (only with [`HubConfig::sfu_above`] set).
+    Sfu(SfuCommand),
 }
 
 /// Tunables of the hub.
@@ -61,6 +64,9 @@ pub struct HubConfig {
     pub dev_lobby: Option<String>,
     /// STUN and TURN servers handed out with each `join_session` answer.
     pub ice: IceServersConfig,
+    /// With an SFU: sessions with more participants than this go through it (0: every
+    /// session); `None`: every session is a mesh.
+    pub sfu_above: Option<usize>,
 }
 
 impl Default for HubConfig {
@@ -73,6 +79,7 @@ impl Default for HubConfig {
             reconnect_grace_ms: 15_000,
             idle_timeout_ms: 180_000,
             dev_lobby: None,
+            sfu_above: None,
             ice: IceServersConfig {
                 turn_credential_ttl_secs: crate::ice::DEFAULT_TURN_CREDENTIAL_TTL_SECS,
                 ..IceServersConfig::default()
@@ -183,6 +190,9 @@ struct Member {
 const MAX_HELD_SIGNALS: usize = 64;
 
 struct Session {
+    /// Mesh, or through the SFU (a session only moves to the SFU, and back to the mesh
+    /// only if the SFU fails).
+    route: MediaRoute,
     one_to_one: bool,
     members: Vec<Member>,
     idle_timeout_ms: u64,
@@ -981,6 +991,11 @@ impl Hub {
         now: u64,
     ) {
         if let Some(session) = self.sessions.remove(session_id) {
+            if session.route == MediaRoute::Sfu {
+                self.after_reply.push(Out::Sfu(SfuCommand::CloseRoom {
+                    session_id: session_id.to_owned(),
+                }));
+            }
             for member in session.members {
                 if Some(member.info.uid.as_str()) == ender {
                     continue;
@@ -1128,6 +1143,7 @@ impl Hub {
                 participants: session.participants(),
                 one_to_one: session.one_to_one,
                 ice_servers: self.config.ice.for_user(me, now),
+                media_route: session.route,
             });
         }
         if self
@@ -1195,6 +1211,7 @@ impl Hub {
             .sessions
             .entry(session_id.to_owned())
             .or_insert_with(|| Session {
+                route: MediaRoute::Mesh,
                 one_to_one,
                 members: Vec::new(),
                 idle_timeout_ms,
@@ -1209,6 +1226,20 @@ impl Hub {
         });
         session.alone_since = (session.members.len() == 1).then_some(now);
         let participants = session.participants();
+        let to_sfu = session.route == MediaRoute::Mesh
+            && self
+                .config
+                .sfu_above
+                .is_some_and(|above| session.members.len() > above);
+        if to_sfu {
+            session.route = MediaRoute::Sfu;
+        }
+        let media_route = session.route;
+        if to_sfu {
+            self.after_reply.push(Out::Sfu(SfuCommand::OpenRoom {
+                session_id: session_id.to_owned(),
+            }));
+        }
         for other in others {
             self.send_to_conn(
                 other,
@@ -1217,6 +1248,15 @@ impl Hub {
                     participant: info.clone(),
                 },
             );
+            if to_sfu {
+                self.send_to_conn(
+                    other,
+                    ServerEvent::MediaRouteChanged {
+                        session_id: session_id.to_owned(),
+                        route: MediaRoute::Sfu,
+                    },
+                );
+            }
         }
         if let Some(live) = self.calls.get_mut(session_id) {
             // Back in the call they had left.
@@ -1228,6 +1268,7 @@ impl Hub {
             participants,
             one_to_one,
             ice_servers: self.config.ice.for_user(me, now),
+            media_route,
         })
     }
 
@@ -1251,6 +1292,12 @@ impl Hub {
             return;
         };
         session.members.retain(|m| m.info.uid != uid);
+        if session.route == MediaRoute::Sfu {
+            self.after_reply.push(Out::Sfu(SfuCommand::Leave {
+                session_id: session_id.to_owned(),
+                uid: uid.to_owned(),
+            }));
+        }
         if let Some(live) = self.calls.get_mut(session_id)
             && !live.left.iter().any(|u| u == uid)
         {
@@ -1285,21 +1332,59 @@ impl Hub {
         signal: PeerSignal,
     ) -> HubResult<Reply> {
         let session = self.session_of(me, session_id)?;
+        if session.route == MediaRoute::Sfu {
+            let to_member = session.member(to).is_some();
+            if let Some(leg) = SfuLeg::of_peer(to) {
+                self.after_reply.push(Out::Sfu(SfuCommand::Signal {
+                    session_id: session_id.to_owned(),
+                    uid: me.to_owned(),
+                    leg,
+                    signal,
+                }));
+                return Ok(Reply::Ok);
+            }
+            if let PeerSignal::VideoWanted { paused, .. } = signal
+                && to_member
+            {
+                // The SFU forwards (or not) their camera to us; they keep sending it.
+                self.after_reply.push(Out::Sfu(SfuCommand::WantVideo {
+                    session_id: session_id.to_owned(),
+                    subscriber: me.to_owned(),
+                    publisher: to.to_owned(),
+                    paused,
+                }));
+                return Ok(Reply::Ok);
+            }
+        }
+        let session = self.session_of(me, session_id)?;
         let target = session.member(to).ok_or_else(|| {
             HubError::new(
                 ErrorCode::InvalidArgument,
                 format!("no participant `{to}` in this session"),
             )
         })?;
+        let target = target.conn;
         let event = ServerEvent::Signal {
             session_id: session_id.to_owned(),
             from: me.to_owned(),
             signal,
         };
-        match target.conn {
+        self.deliver_signal(session_id, to, target, event);
+        Ok(Reply::Ok)
+    }
+
+    /// Sends a signal event to `to`'s connection, or holds it while they reconnect (an
+    /// offer is sent only once).
+    fn deliver_signal(
+        &mut self,
+        session_id: &str,
+        to: &str,
+        conn: Option<ConnId>,
+        event: ServerEvent,
+    ) {
+        match conn {
             Some(conn) => self.send_to_conn(conn, event),
             None => {
-                // Reconnecting: hold it for their rejoin (the offer is sent only once).
                 if let Some(member) = self
                     .sessions
                     .get_mut(session_id)
@@ -1310,7 +1395,66 @@ impl Hub {
                 }
             }
         }
-        Ok(Reply::Ok)
+    }
+
+    /// What the SFU reports: its signals go to their participant; a room that could not be
+    /// placed sends the session back to the mesh (the call goes on); a failed leg is logged
+    /// (the client's own connection state shows the failure).
+    pub fn handle_sfu_news(&mut self, news: SfuNews) {
+        match news {
+            SfuNews::Signal {
+                session_id,
+                uid,
+                leg,
+                signal,
+            } => {
+                let Some(member) = self.sessions.get(&session_id).and_then(|s| s.member(&uid))
+                else {
+                    return;
+                };
+                let conn = member.conn;
+                let event = ServerEvent::Signal {
+                    session_id: session_id.clone(),
+                    from: leg.peer().to_owned(),
+                    signal,
+                };
+                self.deliver_signal(&session_id, &uid, conn, event);
+            }
+            SfuNews::RoomFailed { session_id, error } => {
+                tracing::warn!("sfu: session {session_id} stays a mesh: {error}");
+                let Some(session) = self.sessions.get_mut(&session_id) else {
+                    return;
+                };
+                if session.route != MediaRoute::Sfu {
+                    return;
+                }
+                session.route = MediaRoute::Mesh;
+                let conns: Vec<ConnId> = session.members.iter().filter_map(|m| m.conn).collect();
+                for conn in conns {
+                    self.send_to_conn(
+                        conn,
+                        ServerEvent::MediaRouteChanged {
+                            session_id: session_id.clone(),
+                            route: MediaRoute::Mesh,
+                        },
+                    );
+                }
+            }
+            SfuNews::LegFailed {
+                session_id,
+                uid,
+                leg,
+                error,
+            } => {
+                tracing::warn!("sfu: session {session_id}: {uid}'s {leg:?} leg failed: {error}");
+            }
+        }
+        self.flush_after_reply();
+    }
+
+    /// The media route of a session (`None` if there is no such session).
+    pub fn media_route(&self, session_id: &str) -> Option<MediaRoute> {
+        self.sessions.get(session_id).map(|s| s.route)
     }
 
     fn change_state(

@@ -21,6 +21,7 @@ mod accept;
 pub mod hub;
 pub mod ice;
 mod net;
+pub mod sfu;
 pub mod store;
 pub mod tls;
 pub mod token;
@@ -62,6 +63,8 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Connection caps and the header-read timeout.
     pub limits: ConnectionLimits,
+    /// Janus instances for large calls (`hub.sfu_above` decides which calls use them).
+    pub sfu: Option<sfu::SfuConfig>,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +81,7 @@ impl Default for ServerConfig {
             tls: None,
             allowed_origins: Vec::new(),
             limits: ConnectionLimits::default(),
+            sfu: None,
         }
     }
 }
@@ -135,7 +139,15 @@ pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         tracing::info!("closed {closed} call log entries left open by the last run");
     }
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
-    let hub = Hub::new(store, config.hub.clone())?;
+    let mut hub_config = config.hub.clone();
+    if config
+        .sfu
+        .as_ref()
+        .is_none_or(|sfu| sfu.janus_urls.is_empty())
+    {
+        hub_config.sfu_above = None;
+    }
+    let hub = Hub::new(store, hub_config)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let shared = Arc::new(net::Shared::new(
         hub,
@@ -144,6 +156,9 @@ pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         config.rate,
         config.allowed_origins,
     ));
+    if let Some(sfu) = config.sfu.filter(|sfu| !sfu.janus_urls.is_empty()) {
+        shared.start_sfu(sfu);
+    }
     Ok(Server {
         listener,
         shared,
@@ -265,6 +280,17 @@ pub struct ServerArgs {
     /// Connections open at once from one IP address.
     #[arg(long, default_value_t = ConnectionLimits::default().max_per_address)]
     pub max_connections_per_address: usize,
+    /// A Janus instance (its WebSocket API, e.g. `ws://127.0.0.1:8188`) for calls that go
+    /// through the SFU, repeatable: each room goes to the least-loaded one that answers.
+    #[arg(long = "janus", value_name = "URL")]
+    pub janus: Vec<String>,
+    /// Janus's `api_secret`.
+    #[arg(long, env = "HUDDLE_JANUS_API_SECRET", hide_env_values = true)]
+    pub janus_api_secret: Option<String>,
+    /// With --janus: calls with more participants than this go through Janus (0: every
+    /// call); smaller calls stay a mesh, and a call that grows past it moves to Janus.
+    #[arg(long, default_value_t = 4)]
+    pub sfu_above: usize,
 }
 
 impl From<ServerArgs> for ServerConfig {
@@ -282,8 +308,13 @@ impl From<ServerArgs> for ServerConfig {
                     turn_secret: args.turn_secret,
                     turn_credential_ttl_secs: args.turn_ttl_secs,
                 },
+                sfu_above: Some(args.sfu_above),
                 ..HubConfig::default()
             },
+            sfu: Some(sfu::SfuConfig {
+                janus_urls: args.janus,
+                api_secret: args.janus_api_secret,
+            }),
             tls: args
                 .tls_cert
                 .zip(args.tls_key)

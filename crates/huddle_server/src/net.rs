@@ -93,6 +93,8 @@ pub(crate) struct Shared {
     shutting_down: std::sync::atomic::AtomicBool,
     /// Browser origins besides the server's own that may open `/ws`.
     allowed_origins: Vec<String>,
+    /// The SFU's router, when Janus is configured (set once, right after start).
+    sfu: std::sync::OnceLock<crate::sfu::SfuRouter>,
 }
 
 impl Shared {
@@ -113,7 +115,19 @@ impl Shared {
             rate,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             allowed_origins,
+            sfu: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Starts the SFU router; what it reports goes to the hub.
+    pub(crate) fn start_sfu(self: &Arc<Self>, config: crate::sfu::SfuConfig) {
+        let shared = Arc::downgrade(self);
+        let router = crate::sfu::SfuRouter::start(config, move |news| {
+            if let Some(shared) = shared.upgrade() {
+                shared.with_hub(|hub| hub.handle_sfu_news(news));
+            }
+        });
+        let _ = self.sfu.set(router);
     }
 
     /// Refuses new connections, ends every call and closes every connection.
@@ -161,6 +175,13 @@ impl Shared {
                     }
                 },
                 Out::Close(conn, code, reason) => (conn, Outgoing::Close(code, reason)),
+                Out::Sfu(command) => {
+                    match self.sfu.get() {
+                        Some(sfu) => sfu.send(command),
+                        None => tracing::error!("an SFU command without an SFU: {command:?}"),
+                    }
+                    continue;
+                }
             };
             if let Some(writer) = writers.get(&conn)
                 && writer.queue.try_send(item).is_err()

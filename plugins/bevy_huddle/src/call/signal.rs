@@ -20,6 +20,12 @@ pub struct RelayedBy(pub Entity);
 #[derive(Component, Clone, Debug, Default, PartialEq, Eq)]
 pub struct IceServers(pub Vec<huddle_protocol::IceServer>);
 
+/// How a call's media travels, as the transport relaying it says: a mesh of connections
+/// (the default when absent) or two connections through the server's SFU. It can change
+/// during the call (a call that grows moves to the SFU); the media follows.
+#[derive(Component, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallMediaRoute(pub huddle_protocol::MediaRoute);
+
 /// The media of a call lost its path for a while (an ICE restart): the transport relaying
 /// the call should make sure its own connection survived the outage too, and reconnect at
 /// once if not, so that the restart's offer and answer get through.

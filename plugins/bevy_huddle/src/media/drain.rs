@@ -75,30 +75,45 @@ pub(crate) fn drain_media_events(
                     loss,
                     path,
                 } => {
-                    let remote = stats.remotes.entry(uid.clone()).or_default();
-                    remote.rtt_ms = rtt_ms;
-                    remote.loss = loss;
-                    if let Some(path) = path {
-                        remote.ice = Some(path.clone());
+                    // Through the SFU, every remote's media comes over the receiving
+                    // connection: its link is theirs. The publishing connection's figures
+                    // are the SFU's, not a participant's.
+                    let remotes: Vec<String> = match uid.as_str() {
+                        huddle_protocol::SFU_PUBLISH_PEER => Vec::new(),
+                        huddle_protocol::SFU_SUBSCRIBE_PEER => members
+                            .iter()
+                            .filter_map(|p| participants.get(p).ok())
+                            .map(|who| who.uid.clone())
+                            .filter(|who| *who != media.local_uid)
+                            .collect(),
+                        _ => vec![uid],
+                    };
+                    for uid in remotes {
+                        let remote = stats.remotes.entry(uid.clone()).or_default();
+                        remote.rtt_ms = rtt_ms;
+                        remote.loss = loss;
+                        if let Some(path) = &path {
+                            remote.ice = Some(path.clone());
+                            updates.write(SessionUpdate {
+                                call,
+                                change: SessionChange::MediaPath {
+                                    uid: uid.clone(),
+                                    path: MediaPath {
+                                        local_candidate_type: path.local_candidate_type.clone(),
+                                        remote_candidate_type: path.remote_candidate_type.clone(),
+                                        protocol: path.protocol.clone(),
+                                    },
+                                },
+                            });
+                        }
                         updates.write(SessionUpdate {
                             call,
-                            change: SessionChange::MediaPath {
-                                uid: uid.clone(),
-                                path: MediaPath {
-                                    local_candidate_type: path.local_candidate_type,
-                                    remote_candidate_type: path.remote_candidate_type,
-                                    protocol: path.protocol,
-                                },
+                            change: SessionChange::ConnectionQuality {
+                                uid,
+                                quality: quality_from(rtt_ms, loss),
                             },
                         });
                     }
-                    updates.write(SessionUpdate {
-                        call,
-                        change: SessionChange::ConnectionQuality {
-                            uid,
-                            quality: quality_from(rtt_ms, loss),
-                        },
-                    });
                 }
                 PeerEvent::Disconnected { uid, .. } => {
                     // A failed link (ICE lost after a network change) is rebuilt if they are
@@ -135,7 +150,9 @@ pub(crate) fn drain_media_events(
                     });
                 }
                 PeerEvent::IceRestarted { uid } => {
-                    stats.remotes.entry(uid).or_default().ice_restarts += 1;
+                    if uid != huddle_protocol::SFU_PUBLISH_PEER {
+                        stats.remotes.entry(uid).or_default().ice_restarts += 1;
+                    }
                     checks.write(TransportCheckWanted { call });
                 }
             }

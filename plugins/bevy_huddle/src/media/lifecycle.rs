@@ -17,7 +17,7 @@ use crate::call::devices::{DeviceKind, MediaDevices};
 use crate::call::events::CallEvent;
 use crate::call::model::*;
 use crate::call::route::RouteGain;
-use crate::call::signal::{IceServers, PeerSignalReceived, RelayedBy};
+use crate::call::signal::{CallMediaRoute, IceServers, PeerSignalReceived, RelayedBy};
 
 /// Starts the media of server-connected calls once they are in the session.
 pub(crate) fn start_call_media(
@@ -29,6 +29,7 @@ pub(crate) fn start_call_media(
             &CallMedia,
             &CallParticipants,
             Option<&IceServers>,
+            Option<&CallMediaRoute>,
         ),
         (With<RelayedBy>, Without<CallMediaSession>),
     >,
@@ -44,7 +45,7 @@ pub(crate) fn start_call_media(
     let Some(runtime) = runtime else {
         return;
     };
-    for (call, request, state, media, members, ice_servers) in &calls {
+    for (call, request, state, media, members, ice_servers, route) in &calls {
         if *state != CallState::InCall {
             continue;
         }
@@ -90,6 +91,7 @@ pub(crate) fn start_call_media(
         session.set_audio_muted(local_state.audio_muted);
         session.set_video_paused(local_state.video_paused);
         session.set_video_enabled(!media.audio_only);
+        session.set_route(route.map(|r| r.0).unwrap_or_default());
         for (uid, local, _) in &people {
             if !local {
                 session.add_peer(uid);
@@ -137,6 +139,16 @@ pub(crate) fn follow_participants(
             }
             _ => {}
         }
+    }
+}
+
+/// A call whose route changed (it grew past the server's SFU threshold, or the SFU failed)
+/// moves its media: the old connections close, the new ones open.
+pub(crate) fn follow_media_route(
+    calls: Query<(&CallMediaRoute, &CallMediaSession), Changed<CallMediaRoute>>,
+) {
+    for (route, media) in &calls {
+        media.session.set_route(route.0);
     }
 }
 

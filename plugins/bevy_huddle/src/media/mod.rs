@@ -58,6 +58,7 @@ impl Plugin for CallMediaPlugin {
                 (
                     lifecycle::start_call_media,
                     lifecycle::follow_participants,
+                    lifecycle::follow_media_route,
                     lifecycle::follow_local_state,
                     lifecycle::route_peer_signals,
                     lifecycle::apply_audio_routes,

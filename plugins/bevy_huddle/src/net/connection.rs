@@ -40,7 +40,8 @@ use crate::call::model::*;
 use crate::call::session::{ParticipantInfo, SessionChange, SessionUpdate};
 use crate::call::settings::CallSettings;
 use crate::call::signal::{
-    IceServers, OutboundPeerSignal, PeerSignalReceived, RelayedBy, TransportCheckWanted,
+    CallMediaRoute, IceServers, OutboundPeerSignal, PeerSignalReceived, RelayedBy,
+    TransportCheckWanted,
 };
 
 /// A connection to a Huddle server (request component).
@@ -561,11 +562,12 @@ fn route_answer(
                 participants,
                 one_to_one,
                 ice_servers,
+                media_route,
                 ..
             }),
         ) => {
             if let Ok(mut entity) = bridge.commands.get_entity(call) {
-                entity.insert(IceServers(ice_servers));
+                entity.insert((IceServers(ice_servers), CallMediaRoute(media_route)));
             }
             if let Ok((_, mut info, ..)) = bridge.calls.get_mut(call) {
                 info.is_group = !one_to_one;
@@ -707,6 +709,13 @@ fn route_event(event: ServerEvent, bridge: &mut Bridge) {
                 },
             };
             bridge.update(call, change);
+        }
+        ServerEvent::MediaRouteChanged { session_id, route } => {
+            if let Some(call) = bridge.call_for_session(&session_id)
+                && let Ok(mut entity) = bridge.commands.get_entity(call)
+            {
+                entity.insert(CallMediaRoute(route));
+            }
         }
         ServerEvent::Signal {
             session_id,
