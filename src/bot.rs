@@ -135,6 +135,9 @@ struct Timeline {
     next_sample: Option<Instant>,
     frames: std::collections::BTreeMap<String, Vec<u64>>,
     target_bps: Vec<u32>,
+    /// Each remote's figures at the last sample: a participant who left before us is still
+    /// in our report, with what we had of them.
+    last_seen: std::collections::BTreeMap<String, bevy_huddle::media::RemoteMediaStats>,
 }
 
 /// Statistics written on exit.
@@ -361,6 +364,7 @@ fn sample_timeline(
         let totals = timeline.frames.entry(uid.clone()).or_default();
         totals.resize(second, 0);
         totals.push(remote.video_frames_decoded);
+        timeline.last_seen.insert(uid.clone(), remote.clone());
     }
 }
 
@@ -625,7 +629,10 @@ fn collect_stats(
             .map(|t| t.elapsed().as_secs_f32())
             .unwrap_or(0.0)
             .max(0.001);
-        for (uid, remote) in &stats.remotes {
+        // Who is still here, and who left before us (as last seen).
+        let mut remotes = bot.timeline.last_seen.clone();
+        remotes.extend(stats.remotes.iter().map(|(u, r)| (u.clone(), r.clone())));
+        for (uid, remote) in &remotes {
             let per_second = per_second(
                 bot.timeline
                     .frames

@@ -70,3 +70,107 @@ fn sfu_call_of_four_goes_through_janus() {
     let all = session_of_bots(&mut lab, 4, "sfu-four", 8);
     assert_everyone_receives_everyone(&all, 5.0);
 }
+
+/// The server's log, for what it decided (where a room went, which instance failed).
+fn server_log(lab: &Lab) -> String {
+    std::fs::read_to_string(lab.dir.join("server.log")).unwrap_or_default()
+}
+
+/// A call that grows from three to six with the threshold at 4 moves from the mesh to Janus
+/// without ending: the first three keep receiving each other across the move (pictures in
+/// its first seconds, on the mesh, and in its last, through Janus) and receive the three
+/// newcomers, who receive everyone.
+#[test]
+fn sfu_call_growing_from_three_to_six_moves_to_janus_without_ending() {
+    require_root();
+    let _serial = crate::one_media_test_at_a_time();
+    let mut lab = Lab::new("grow");
+    lab.start_janus();
+    lab.start_servers(&["--janus", "ws://10.77.0.1:8188", "--sfu-above", "4"]);
+    let hosts: Vec<String> = (1..=6u8)
+        .map(|n| lab.host(&format!("h{n}"), n, Uplink::Lan))
+        .collect();
+    for (n, host) in hosts.iter().enumerate().take(3) {
+        lab.bot(host, &format!("p{}", n + 1), 16, &["--session", "grow"]);
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        !server_log(&lab).contains("sfu: session grow"),
+        "three stay a mesh: {}",
+        server_log(&lab)
+    );
+    for (n, host) in hosts.iter().enumerate().skip(3) {
+        lab.bot(host, &format!("p{}", n + 1), 8, &["--session", "grow"]);
+    }
+    lab.wait_for_bots(Duration::from_secs(90));
+    let log = server_log(&lab);
+    assert!(
+        log.contains("sfu: session grow on ws://10.77.0.1:8188"),
+        "{log}"
+    );
+    let all: Vec<(String, Value)> = (1..=6)
+        .map(|n| format!("p{n}"))
+        .map(|uid| {
+            let stats = lab.stats_of(&uid);
+            (uid, stats)
+        })
+        .collect();
+    assert_everyone_receives_everyone(&all, 5.0);
+    for (uid, stats) in &all[..3] {
+        for (other, _) in all[..3].iter().filter(|(o, _)| o != uid) {
+            let per_second: Vec<u64> = stats["remotes"][other]["video_frames_per_second"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default();
+            let (early, late) = (
+                per_second.iter().take(4).sum::<u64>(),
+                per_second.iter().rev().take(3).sum::<u64>(),
+            );
+            assert!(
+                early > 10 && late > 10 && per_second.len() >= 12,
+                "{uid} of {other}: mesh then SFU, per second {per_second:?}"
+            );
+        }
+    }
+}
+
+/// Of two Janus instances, the first unreachable: the room goes to the second, and the
+/// failure of the first is reported with its URL. With no reachable instance at all, the
+/// session stays a mesh (`media_route_changed` back) and the call works the same.
+#[test]
+fn sfu_unreachable_janus_is_skipped_or_the_call_stays_a_mesh() {
+    require_root();
+    let _serial = crate::one_media_test_at_a_time();
+    let mut lab = Lab::new("sfudown");
+    lab.start_janus();
+    // Nothing listens on 8189.
+    lab.start_servers(&[
+        "--janus",
+        "ws://10.77.0.1:8189",
+        "--janus",
+        "ws://10.77.0.1:8188",
+        "--sfu-above",
+        "0",
+    ]);
+    let all = session_of_bots(&mut lab, 3, "skip", 6);
+    assert_everyone_receives_everyone(&all, 5.0);
+    let log = server_log(&lab);
+    assert!(
+        log.contains("cannot reach Janus at ws://10.77.0.1:8189"),
+        "{log}"
+    );
+    assert!(
+        log.contains("sfu: session skip on ws://10.77.0.1:8188"),
+        "{log}"
+    );
+
+    let mut lab = Lab::new("nosfu");
+    lab.start_servers(&["--janus", "ws://10.77.0.1:8189", "--sfu-above", "0"]);
+    let all = session_of_bots(&mut lab, 3, "mesh", 6);
+    assert_everyone_receives_everyone(&all, 5.0);
+    let log = server_log(&lab);
+    assert!(
+        log.contains("sfu: session mesh stays a mesh: cannot reach Janus"),
+        "{log}"
+    );
+}

@@ -193,6 +193,8 @@ struct Session {
     /// Mesh, or through the SFU (a session only moves to the SFU, and back to the mesh
     /// only if the SFU fails).
     route: MediaRoute,
+    /// The SFU could not place this session's room: it stays a mesh.
+    sfu_failed: bool,
     one_to_one: bool,
     members: Vec<Member>,
     idle_timeout_ms: u64,
@@ -1212,6 +1214,7 @@ impl Hub {
             .entry(session_id.to_owned())
             .or_insert_with(|| Session {
                 route: MediaRoute::Mesh,
+                sfu_failed: false,
                 one_to_one,
                 members: Vec::new(),
                 idle_timeout_ms,
@@ -1227,6 +1230,7 @@ impl Hub {
         session.alone_since = (session.members.len() == 1).then_some(now);
         let participants = session.participants();
         let to_sfu = session.route == MediaRoute::Mesh
+            && !session.sfu_failed
             && self
                 .config
                 .sfu_above
@@ -1357,6 +1361,10 @@ impl Hub {
             }
         }
         let session = self.session_of(me, session_id)?;
+        if matches!(signal, PeerSignal::VideoWanted { .. }) && session.member(to).is_none() {
+            // A video wish for someone who just left (sent before the asker heard): stale.
+            return Ok(Reply::Ok);
+        }
         let target = session.member(to).ok_or_else(|| {
             HubError::new(
                 ErrorCode::InvalidArgument,
@@ -1429,6 +1437,7 @@ impl Hub {
                     return;
                 }
                 session.route = MediaRoute::Mesh;
+                session.sfu_failed = true;
                 let conns: Vec<ConnId> = session.members.iter().filter_map(|m| m.conn).collect();
                 for conn in conns {
                     self.send_to_conn(

@@ -13,6 +13,7 @@ use huddle_protocol::{
 };
 
 use super::{ConnId, Hub, HubConfig, InternalError, Out, RandomnessError};
+use crate::sfu::{SFU_PUBLISH_PEER, SfuCommand, SfuLeg, SfuNews};
 use crate::store::{Store, StoreError};
 
 /// A made-up "now" (2023-11-14T22:13:20Z) in ms since the epoch: a whole second, so that
@@ -1237,4 +1238,232 @@ fn documented_errors_of_reject_leave_and_initiate() {
     h.login(CAROL, "carol", T0 + 6_000);
     let to_carol = h.call(ALICE, "carol", None, T0 + 6_000);
     assert_eq!(to_carol.status, CallStatus::Initiated);
+}
+
+/// The route of a `joined` answer.
+fn route_of(reply: &Result<Reply, ErrorBody>) -> huddle_protocol::MediaRoute {
+    match reply {
+        Ok(Reply::Joined { media_route, .. }) => *media_route,
+        other => panic!("expected joined, got {other:?}"),
+    }
+}
+
+fn signal(session_id: &str, to: &str, signal: PeerSignal) -> Request {
+    Request::Signal {
+        session_id: session_id.into(),
+        to: to.into(),
+        signal,
+    }
+}
+
+/// With the SFU threshold at 2, a direct session is a mesh for two and moves to the SFU when
+/// the third joins: the room is opened once, the third is told `sfu` in its answer and the
+/// two already in get `media_route_changed`; nobody leaves the call.
+#[test]
+fn a_session_growing_past_the_threshold_moves_to_the_sfu_once() {
+    use huddle_protocol::MediaRoute;
+    let mut h = Harness::new(HubConfig {
+        sfu_above: Some(2),
+        ..HubConfig::default()
+    });
+    for (conn, uid) in [(ALICE, "alice"), (BOB, "bob"), (CAROL, "carol")] {
+        h.login(conn, uid, T0);
+    }
+    let (first, outs) = h.join(ALICE, "big", None, T0);
+    assert_eq!(route_of(&first), MediaRoute::Mesh);
+    assert!(!outs.iter().any(|o| matches!(o, Out::Sfu(_))), "{outs:?}");
+    let (second, _) = h.join(BOB, "big", None, T0);
+    assert_eq!(route_of(&second), MediaRoute::Mesh);
+    let (third, outs) = h.join(CAROL, "big", None, T0);
+    assert_eq!(route_of(&third), MediaRoute::Sfu);
+    let opened: Vec<&Out> = outs.iter().filter(|o| matches!(o, Out::Sfu(_))).collect();
+    assert_eq!(
+        opened,
+        vec![&Out::Sfu(SfuCommand::OpenRoom {
+            session_id: "big".into()
+        })]
+    );
+    for conn in [ALICE, BOB] {
+        assert!(
+            outs.contains(&event(
+                conn,
+                ServerEvent::MediaRouteChanged {
+                    session_id: "big".into(),
+                    route: MediaRoute::Sfu,
+                }
+            )),
+            "{conn} told: {outs:?}"
+        );
+    }
+    assert_eq!(h.hub.media_route("big"), Some(MediaRoute::Sfu));
+    // A fourth joins the SFU session as it is: no second room.
+    let dave: ConnId = 5;
+    h.login(dave, "dave", T0);
+    let (fourth, outs) = h.join(dave, "big", None, T0);
+    assert_eq!(route_of(&fourth), MediaRoute::Sfu);
+    assert!(
+        !outs
+            .iter()
+            .any(|o| matches!(o, Out::Sfu(SfuCommand::OpenRoom { .. })))
+    );
+}
+
+/// In an SFU session, signals to the pseudo-peers go to the SFU (tagged with the sender and
+/// leg), a `video_wanted` for a participant becomes a pause of their stream for the asker
+/// (not a relay to them), the SFU's signals reach their participant `from` the leg, and a
+/// leave and the end tell the SFU.
+#[test]
+fn sfu_sessions_route_signals_through_the_sfu() {
+    let mut h = Harness::new(HubConfig {
+        sfu_above: Some(0),
+        ..HubConfig::default()
+    });
+    h.login(ALICE, "alice", T0);
+    h.login(BOB, "bob", T0);
+    h.join(ALICE, "room", None, T0);
+    h.join(BOB, "room", None, T0);
+    let offer = PeerSignal::Offer { sdp: "v=0".into() };
+    let (answer, outs) = h.request(ALICE, signal("room", SFU_PUBLISH_PEER, offer.clone()), T0);
+    assert_eq!(answer, Ok(Reply::Ok));
+    assert_eq!(
+        outs,
+        vec![Out::Sfu(SfuCommand::Signal {
+            session_id: "room".into(),
+            uid: "alice".into(),
+            leg: SfuLeg::Publish,
+            signal: offer,
+        })]
+    );
+    let wish = PeerSignal::VideoWanted {
+        paused: true,
+        max_bitrate_bps: 0,
+    };
+    let (_, outs) = h.request(BOB, signal("room", "alice", wish), T0);
+    assert_eq!(
+        outs,
+        vec![Out::Sfu(SfuCommand::WantVideo {
+            session_id: "room".into(),
+            subscriber: "bob".into(),
+            publisher: "alice".into(),
+            paused: true,
+        })]
+    );
+    let from_janus = PeerSignal::Answer {
+        sdp: "v=0 janus".into(),
+    };
+    h.hub.handle_sfu_news(SfuNews::Signal {
+        session_id: "room".into(),
+        uid: "alice".into(),
+        leg: SfuLeg::Publish,
+        signal: from_janus.clone(),
+    });
+    assert_eq!(
+        h.hub.drain(),
+        vec![event(
+            ALICE,
+            ServerEvent::Signal {
+                session_id: "room".into(),
+                from: SFU_PUBLISH_PEER.into(),
+                signal: from_janus,
+            }
+        )]
+    );
+    // News for someone not in the session goes nowhere.
+    h.hub.handle_sfu_news(SfuNews::Signal {
+        session_id: "room".into(),
+        uid: "mallory".into(),
+        leg: SfuLeg::Subscribe,
+        signal: PeerSignal::Answer { sdp: "x".into() },
+    });
+    assert!(h.hub.drain().is_empty());
+    let (_, outs) = h.request(
+        BOB,
+        Request::LeaveSession {
+            session_id: "room".into(),
+        },
+        T0,
+    );
+    assert!(outs.contains(&Out::Sfu(SfuCommand::Leave {
+        session_id: "room".into(),
+        uid: "bob".into()
+    })));
+    let (_, outs) = h.request(
+        ALICE,
+        Request::LeaveSession {
+            session_id: "room".into(),
+        },
+        T0,
+    );
+    assert!(outs.contains(&Out::Sfu(SfuCommand::CloseRoom {
+        session_id: "room".into()
+    })));
+}
+
+/// A room the SFU could not place anywhere sends the session back to the mesh: everyone in
+/// it is told, later joiners are answered `mesh`, and the call goes on.
+#[test]
+fn a_room_the_sfu_cannot_place_keeps_the_call_on_the_mesh() {
+    use huddle_protocol::MediaRoute;
+    let mut h = Harness::new(HubConfig {
+        sfu_above: Some(0),
+        ..HubConfig::default()
+    });
+    h.login(ALICE, "alice", T0);
+    let (first, _) = h.join(ALICE, "room", None, T0);
+    assert_eq!(route_of(&first), MediaRoute::Sfu);
+    h.hub.handle_sfu_news(SfuNews::RoomFailed {
+        session_id: "room".into(),
+        error: crate::sfu::janus::JanusError::Unreachable {
+            url: "ws://10.0.0.9:8188".into(),
+            reason: "connection refused".into(),
+        },
+    });
+    assert_eq!(
+        h.hub.drain(),
+        vec![event(
+            ALICE,
+            ServerEvent::MediaRouteChanged {
+                session_id: "room".into(),
+                route: MediaRoute::Mesh,
+            }
+        )]
+    );
+    h.login(BOB, "bob", T0);
+    let (second, _) = h.join(BOB, "room", None, T0);
+    assert_eq!(route_of(&second), MediaRoute::Mesh);
+    // Signals between them are relayed peer to peer again.
+    let (answer, outs) = h.request(
+        BOB,
+        signal("room", "alice", PeerSignal::Offer { sdp: "o".into() }),
+        T0,
+    );
+    assert_eq!(answer, Ok(Reply::Ok));
+    assert!(matches!(&outs[..], [Out::Send(ALICE, _)]), "{outs:?}");
+}
+
+/// A forged call token is refused in SFU mode as anywhere, and the SFU hears nothing of it;
+/// a pseudo-peer signal from someone outside the session is refused too.
+#[test]
+fn forged_tokens_and_outsiders_never_reach_the_sfu() {
+    let mut h = Harness::new(HubConfig {
+        sfu_above: Some(0),
+        ..HubConfig::default()
+    });
+    h.login(ALICE, "alice", T0);
+    h.login(BOB, "bob", T0);
+    h.join(ALICE, "room", None, T0);
+    let token = h.token(BOB, "room", T0);
+    let mut forged = token.clone();
+    forged.pop();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    let (answer, outs) = h.request(BOB, join("room", &forged, None), T0);
+    assert_eq!(
+        answer.map_err(|e| e.code),
+        Err(ErrorCode::TokenInvalidSignature)
+    );
+    assert!(!outs.iter().any(|o| matches!(o, Out::Sfu(_))), "{outs:?}");
+    let offer = PeerSignal::Offer { sdp: "v=0".into() };
+    let (answer, outs) = h.request(BOB, signal("room", SFU_PUBLISH_PEER, offer), T0);
+    assert_eq!(answer.map_err(|e| e.code), Err(ErrorCode::CallNotFound));
+    assert!(outs.is_empty(), "{outs:?}");
 }

@@ -172,6 +172,19 @@ impl SessionChange {
             SessionChange::Ended { reason },
         ]
     }
+
+    /// The participant a media measurement is about (speaking, loudness, link quality, media
+    /// path, picture size); `None` for every other change.
+    pub fn measured_participant(&self) -> Option<&str> {
+        match self {
+            SessionChange::Speaking { uid, .. }
+            | SessionChange::Loudness { uid, .. }
+            | SessionChange::ConnectionQuality { uid, .. }
+            | SessionChange::MediaPath { uid, .. }
+            | SessionChange::VideoFormat { uid, .. } => Some(uid),
+            _ => None,
+        }
+    }
 }
 
 /// A [`SessionChange`] for one call.
@@ -302,6 +315,13 @@ impl SessionWorld<'_, '_> {
         let ended = w.calls.get(call).is_ok_and(|(_, s, ..)| s.is_ended());
         if ended {
             // Late news about a finished call changes nothing.
+            return Ok(Applied::Done);
+        }
+        if let Some(uid) = change.measured_participant()
+            && w.participant_by_uid(call, uid).is_none()
+        {
+            // The media's late figures about someone who just left (their connection's last
+            // report raced their leave): stale, not an error.
             return Ok(Applied::Done);
         }
         match change {
