@@ -1320,8 +1320,8 @@ fn sfu_sessions_route_signals_through_the_sfu() {
     });
     h.login(ALICE, "alice", T0);
     h.login(BOB, "bob", T0);
-    h.join(ALICE, "room", None, T0);
-    h.join(BOB, "room", None, T0);
+    h.join(ALICE, "room", None, T0).0.expect("joined");
+    h.join(BOB, "room", None, T0).0.expect("joined");
     let offer = PeerSignal::Offer { sdp: "v=0".into() };
     let (answer, outs) = h.request(ALICE, signal("room", SFU_PUBLISH_PEER, offer.clone()), T0);
     assert_eq!(answer, Ok(Reply::Ok));
@@ -1451,7 +1451,7 @@ fn forged_tokens_and_outsiders_never_reach_the_sfu() {
     });
     h.login(ALICE, "alice", T0);
     h.login(BOB, "bob", T0);
-    h.join(ALICE, "room", None, T0);
+    h.join(ALICE, "room", None, T0).0.expect("joined");
     let token = h.token(BOB, "room", T0);
     let mut forged = token.clone();
     forged.pop();
