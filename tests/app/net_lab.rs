@@ -382,6 +382,16 @@ impl Lab {
         self.wait_for_port(&server, 8188);
     }
 
+    /// The process id of the `index`th process started (servers first, then bots).
+    pub(crate) fn child_pid(&self, index: usize) -> u32 {
+        self.children[index].id()
+    }
+
+    /// How many processes were started.
+    pub(crate) fn child_count(&self) -> usize {
+        self.children.len()
+    }
+
     /// The statistics a bot wrote when it finished.
     pub(crate) fn stats_of(&self, uid: &str) -> Value {
         let path = self.dir.join(format!("{uid}.json"));

@@ -174,3 +174,120 @@ fn sfu_unreachable_janus_is_skipped_or_the_call_stays_a_mesh() {
         "{log}"
     );
 }
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start after its closing parenthesis.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Bytes a host has sent on its uplink.
+fn tx_bytes(lab: &Lab, namespace: &str) -> u64 {
+    lab.in_ns(
+        namespace,
+        &["cat", "/sys/class/net/eth0/statistics/tx_bytes"],
+    )
+    .trim()
+    .parse()
+    .unwrap_or(0)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+/// The SFU benchmark (`scripts/bench-sfu`, not part of the suite): N bots (320×180, 15 fps,
+/// 300 kbps, each on its own LAN host) in one session for 20 s, through Janus or, with
+/// `HUDDLE_BENCH_ROUTE=mesh`, as a mesh; prints one JSON line: who received everyone, the
+/// median fps over every (receiver, sender) pair, Janus's and the server's CPU, each bot's
+/// CPU and its uplink (bytes sent on its host's interface over the call).
+#[test]
+#[ignore = "a benchmark: scripts/bench-sfu runs it"]
+fn bench_sfu() {
+    require_root();
+    let _serial = crate::one_media_test_at_a_time();
+    let participants: u8 = std::env::var("HUDDLE_BENCH_PARTICIPANTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(4);
+    let mesh = std::env::var("HUDDLE_BENCH_ROUTE").is_ok_and(|r| r == "mesh");
+    let seconds = 20u32;
+    let mut lab = Lab::new("bench");
+    lab.start_janus();
+    let above = if mesh { "1000" } else { "0" };
+    lab.start_servers(&["--janus", "ws://10.77.0.1:8188", "--sfu-above", above]);
+    let (janus, server) = (lab.child_pid(0), lab.child_pid(1));
+    let hosts: Vec<String> = (1..=participants)
+        .map(|n| lab.host(&format!("h{n}"), n, Uplink::Lan))
+        .collect();
+    let sent_before: Vec<u64> = hosts.iter().map(|h| tx_bytes(&lab, h)).collect();
+    let cpu_before = (cpu_seconds(janus), cpu_seconds(server));
+    let started = std::time::Instant::now();
+    let mut bots = Vec::new();
+    for (n, host) in hosts.iter().enumerate() {
+        lab.bot(
+            host,
+            &format!("p{}", n + 1),
+            seconds,
+            &["--session", "bench"],
+        );
+        bots.push(lab.child_pid(lab.child_count() - 1));
+    }
+    // Sample the bots' CPU just before they end (their processes are gone after).
+    std::thread::sleep(Duration::from_secs(u64::from(seconds)));
+    let bot_cpu: Vec<f64> = bots.iter().map(|&pid| cpu_seconds(pid)).collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = (cpu_seconds(janus), cpu_seconds(server));
+    let sent_after: Vec<u64> = hosts.iter().map(|h| tx_bytes(&lab, h)).collect();
+    lab.wait_for_bots(Duration::from_secs(90));
+    let all: Vec<(String, Value)> = (1..=participants)
+        .map(|n| format!("p{n}"))
+        .map(|uid| {
+            let stats = lab.stats_of(&uid);
+            (uid, stats)
+        })
+        .collect();
+    let mut fps = Vec::new();
+    let mut receiving_all = 0;
+    for (uid, stats) in &all {
+        let mut everyone = true;
+        for (other, _) in all.iter().filter(|(o, _)| o != uid) {
+            let f = stats["remotes"][other]["video_fps"].as_f64().unwrap_or(0.0);
+            everyone &= f >= 5.0;
+            fps.push(f);
+        }
+        receiving_all += usize::from(everyone);
+    }
+    let uplink_kbps: Vec<f64> = sent_before
+        .iter()
+        .zip(&sent_after)
+        .map(|(b, a)| (a - b) as f64 * 8.0 / 1000.0 / elapsed)
+        .collect();
+    let line = serde_json::json!({
+        "route": if mesh { "mesh" } else { "sfu" },
+        "participants": participants,
+        "receiving_all": receiving_all,
+        "fps_p50": median(fps),
+        "janus_cpu_percent": (cpu_after.0 - cpu_before.0) / elapsed * 100.0,
+        "server_cpu_percent": (cpu_after.1 - cpu_before.1) / elapsed * 100.0,
+        "client_cpu_percent_p50": median(bot_cpu.iter().map(|c| c / elapsed * 100.0).collect()),
+        "client_uplink_kbps_p50": median(uplink_kbps),
+    });
+    println!("BENCH {line}");
+}
