@@ -1240,6 +1240,14 @@ fn documented_errors_of_reject_leave_and_initiate() {
     assert_eq!(to_carol.status, CallStatus::Initiated);
 }
 
+/// A hub whose sessions go through the SFU above `above` participants.
+fn sfu_harness(above: usize) -> Harness {
+    Harness::new(HubConfig {
+        sfu_above: Some(above),
+        ..HubConfig::default()
+    })
+}
+
 /// The route of a `joined` answer.
 fn route_of(reply: &Result<Reply, ErrorBody>) -> huddle_protocol::MediaRoute {
     match reply {
@@ -1262,10 +1270,7 @@ fn signal(session_id: &str, to: &str, signal: PeerSignal) -> Request {
 #[test]
 fn a_session_growing_past_the_threshold_moves_to_the_sfu_once() {
     use huddle_protocol::MediaRoute;
-    let mut h = Harness::new(HubConfig {
-        sfu_above: Some(2),
-        ..HubConfig::default()
-    });
+    let mut h = sfu_harness(2);
     for (conn, uid) in [(ALICE, "alice"), (BOB, "bob"), (CAROL, "carol")] {
         h.login(conn, uid, T0);
     }
@@ -1314,10 +1319,7 @@ fn a_session_growing_past_the_threshold_moves_to_the_sfu_once() {
 /// leave and the end tell the SFU.
 #[test]
 fn sfu_sessions_route_signals_through_the_sfu() {
-    let mut h = Harness::new(HubConfig {
-        sfu_above: Some(0),
-        ..HubConfig::default()
-    });
+    let mut h = sfu_harness(0);
     h.login(ALICE, "alice", T0);
     h.login(BOB, "bob", T0);
     h.join(ALICE, "room", None, T0).0.expect("joined");
@@ -1404,10 +1406,7 @@ fn sfu_sessions_route_signals_through_the_sfu() {
 #[test]
 fn a_room_the_sfu_cannot_place_keeps_the_call_on_the_mesh() {
     use huddle_protocol::MediaRoute;
-    let mut h = Harness::new(HubConfig {
-        sfu_above: Some(0),
-        ..HubConfig::default()
-    });
+    let mut h = sfu_harness(0);
     h.login(ALICE, "alice", T0);
     let (first, _) = h.join(ALICE, "room", None, T0);
     assert_eq!(route_of(&first), MediaRoute::Sfu);
@@ -1445,10 +1444,7 @@ fn a_room_the_sfu_cannot_place_keeps_the_call_on_the_mesh() {
 /// a pseudo-peer signal from someone outside the session is refused too.
 #[test]
 fn forged_tokens_and_outsiders_never_reach_the_sfu() {
-    let mut h = Harness::new(HubConfig {
-        sfu_above: Some(0),
-        ..HubConfig::default()
-    });
+    let mut h = sfu_harness(0);
     h.login(ALICE, "alice", T0);
     h.login(BOB, "bob", T0);
     h.join(ALICE, "room", None, T0).0.expect("joined");
