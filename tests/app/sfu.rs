@@ -25,7 +25,13 @@ fn session_of_bots(lab: &mut Lab, count: u8, session: &str, seconds: u32) -> Vec
         lab.bot(host, uid, seconds, &["--session", session]);
     }
     lab.wait_for_bots(Duration::from_secs(u64::from(seconds) + 60));
-    uids.into_iter()
+    reports_of_bots(lab, count)
+}
+
+/// What bots `p1`…`pN` reported, in order.
+fn reports_of_bots(lab: &Lab, count: u8) -> Vec<(String, Value)> {
+    (1..=count)
+        .map(|n| format!("p{n}"))
         .map(|uid| {
             let stats = lab.stats_of(&uid);
             (uid, stats)
@@ -109,13 +115,7 @@ fn sfu_call_growing_from_three_to_six_moves_to_janus_without_ending() {
         log.contains("sfu: session grow on ws://10.77.0.1:8188"),
         "{log}"
     );
-    let all: Vec<(String, Value)> = (1..=6)
-        .map(|n| format!("p{n}"))
-        .map(|uid| {
-            let stats = lab.stats_of(&uid);
-            (uid, stats)
-        })
-        .collect();
+    let all = reports_of_bots(&lab, 6);
     assert_everyone_receives_everyone(&all, 5.0);
     for (uid, stats) in &all[..3] {
         for (other, _) in all[..3].iter().filter(|(o, _)| o != uid) {
@@ -257,13 +257,7 @@ fn bench_sfu() {
     let cpu_after = (cpu_seconds(janus), cpu_seconds(server));
     let sent_after: Vec<u64> = hosts.iter().map(|h| tx_bytes(&lab, h)).collect();
     lab.wait_for_bots(Duration::from_secs(90));
-    let all: Vec<(String, Value)> = (1..=participants)
-        .map(|n| format!("p{n}"))
-        .map(|uid| {
-            let stats = lab.stats_of(&uid);
-            (uid, stats)
-        })
-        .collect();
+    let all = reports_of_bots(&lab, participants);
     let mut fps = Vec::new();
     let mut receiving_all = 0;
     for (uid, stats) in &all {

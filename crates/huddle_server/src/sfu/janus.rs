@@ -81,7 +81,6 @@ type HandleEvents = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Value>>>>;
 
 /// One connection to one Janus instance, with its Janus session.
 pub struct JanusConnection {
-    url: String,
     api_secret: Option<String>,
     outgoing: mpsc::UnboundedSender<Message>,
     waiting: Waiting,
@@ -155,7 +154,6 @@ impl JanusConnection {
             });
         }
         let connection = Arc::new(Self {
-            url: url.to_owned(),
             api_secret,
             outgoing,
             waiting,
@@ -167,12 +165,7 @@ impl JanusConnection {
         let created = connection
             .request("create", json!({"janus": "create"}))
             .await?;
-        let session_id = created["data"]["id"]
-            .as_u64()
-            .ok_or_else(|| JanusError::Malformed {
-                request: "create".into(),
-                reason: "no session id".into(),
-            })?;
+        let session_id = id_in(&created, "create")?;
         connection.session_id.store(session_id, Ordering::Relaxed);
         let keeper = Arc::downgrade(&connection);
         tokio::spawn(async move {
@@ -192,20 +185,19 @@ impl JanusConnection {
         Ok(connection)
     }
 
-    /// The instance's URL.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Whether the socket is still open.
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Relaxed)
     }
 
-    /// Sends `body` with a transaction (and the session and API secret) and waits for the
-    /// answer that is not an `ack`.
-    async fn request(&self, name: &str, mut body: Value) -> Result<Value, JanusError> {
-        let transaction = format!("h{}", self.next_transaction.fetch_add(1, Ordering::Relaxed));
+    /// A fresh transaction id.
+    fn transaction(&self) -> String {
+        format!("h{}", self.next_transaction.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Sends `body` with `transaction`, the Janus session (once there is one) and the API
+    /// secret; false if the socket is gone.
+    fn send(&self, mut body: Value, transaction: &str) -> bool {
         body["transaction"] = json!(transaction);
         let session_id = self.session_id.load(Ordering::Relaxed);
         if session_id != 0 {
@@ -214,14 +206,17 @@ impl JanusConnection {
         if let Some(secret) = &self.api_secret {
             body["apisecret"] = json!(secret);
         }
+        self.outgoing
+            .send(Message::Text(body.to_string().into()))
+            .is_ok()
+    }
+
+    /// Sends `body` and waits for the answer that is not an `ack`.
+    async fn request(&self, name: &str, body: Value) -> Result<Value, JanusError> {
+        let transaction = self.transaction();
         let (answer, answered) = oneshot::channel();
         lock(&self.waiting).insert(transaction.clone(), answer);
-        if !self.is_alive()
-            || self
-                .outgoing
-                .send(Message::Text(body.to_string().into()))
-                .is_err()
-        {
+        if !self.is_alive() || !self.send(body, &transaction) {
             lock(&self.waiting).remove(&transaction);
             return Err(JanusError::Closed);
         }
@@ -260,12 +255,7 @@ impl JanusConnection {
                 json!({"janus": "attach", "plugin": "janus.plugin.videoroom"}),
             )
             .await?;
-        let handle = answer["data"]["id"]
-            .as_u64()
-            .ok_or_else(|| JanusError::Malformed {
-                request: "attach".into(),
-                reason: "no handle id".into(),
-            })?;
+        let handle = id_in(&answer, "attach")?;
         let (events, receiver) = mpsc::unbounded_channel();
         lock(&self.handles).insert(handle, events);
         Ok((handle, receiver))
@@ -308,17 +298,8 @@ impl JanusConnection {
     /// Trickles one candidate (`{"candidate", "sdpMid", "sdpMLineIndex"}`) or the end of
     /// candidates (`{"completed": true}`) to `handle`. Not waited for: Janus acks it.
     pub fn trickle(&self, handle: u64, candidate: Value) {
-        let mut body = json!({
-            "janus": "trickle",
-            "handle_id": handle,
-            "candidate": candidate,
-            "session_id": self.session_id.load(Ordering::Relaxed),
-            "transaction": format!("t{}", self.next_transaction.fetch_add(1, Ordering::Relaxed)),
-        });
-        if let Some(secret) = &self.api_secret {
-            body["apisecret"] = json!(secret);
-        }
-        let _ = self.outgoing.send(Message::Text(body.to_string().into()));
+        let body = json!({"janus": "trickle", "handle_id": handle, "candidate": candidate});
+        self.send(body, &self.transaction());
     }
 
     /// Detaches `handle` (Janus hangs up its PeerConnection; a publisher leaves its room).
@@ -332,17 +313,21 @@ impl JanusConnection {
 
 impl Drop for JanusConnection {
     fn drop(&mut self) {
-        let session_id = self.session_id.load(Ordering::Relaxed);
-        if session_id != 0 {
-            let mut body =
-                json!({"janus": "destroy", "session_id": session_id, "transaction": "bye"});
-            if let Some(secret) = &self.api_secret {
-                body["apisecret"] = json!(secret);
-            }
-            let _ = self.outgoing.send(Message::Text(body.to_string().into()));
+        if self.session_id.load(Ordering::Relaxed) != 0 {
+            self.send(json!({"janus": "destroy"}), "bye");
         }
         let _ = self.outgoing.send(Message::Close(None));
     }
+}
+
+/// The `data.id` of Janus's answer to `request` (a session or handle id).
+fn id_in(answer: &Value, request: &str) -> Result<u64, JanusError> {
+    answer["data"]["id"]
+        .as_u64()
+        .ok_or_else(|| JanusError::Malformed {
+            request: request.into(),
+            reason: "no id".into(),
+        })
 }
 
 fn http_header(value: &str) -> Result<tokio_tungstenite::tungstenite::http::HeaderValue, String> {

@@ -244,7 +244,7 @@ async fn route_commands(
                     }
                 }
                 match placed {
-                    Some((index, room)) => {
+                    Some((index, (room, janus_events))) => {
                         instances[index].rooms += 1;
                         tracing::info!(
                             "sfu: session {session_id} on {} (room {})",
@@ -252,7 +252,7 @@ async fn route_commands(
                             room.room_id
                         );
                         let (sender, receiver) = mpsc::unbounded_channel();
-                        tokio::spawn(room.run(receiver, news.clone()));
+                        tokio::spawn(room.run(receiver, janus_events, news.clone()));
                         rooms.insert(session_id, (index, sender));
                     }
                     None => news(SfuNews::RoomFailed {
@@ -441,10 +441,12 @@ struct Room {
     /// The handle that created the room (and destroys it).
     admin: u64,
     members: BTreeMap<String, RoomMember>,
-    /// Every handle's events, tagged with (uid, leg).
-    events: mpsc::UnboundedSender<(String, SfuLeg, Value)>,
-    event_receiver: Option<mpsc::UnboundedReceiver<(String, SfuLeg, Value)>>,
+    /// Every handle's events, tagged with (uid, leg), into [`Room::run`].
+    events: mpsc::UnboundedSender<TaggedEvent>,
 }
+
+/// A Janus event on one participant's leg.
+type TaggedEvent = (String, SfuLeg, Value);
 
 /// Most publishers in one room.
 const MAX_PUBLISHERS: u32 = 100;
@@ -462,8 +464,11 @@ fn random_u64() -> u64 {
 }
 
 impl Room {
-    /// Creates the VideoRoom on `janus`.
-    async fn create(janus: Arc<JanusConnection>, session_id: &str) -> Result<Self, JanusError> {
+    /// Creates the VideoRoom on `janus`; its handles' events arrive on the receiver.
+    async fn create(
+        janus: Arc<JanusConnection>,
+        session_id: &str,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<TaggedEvent>), JanusError> {
         let (admin, _) = janus.attach_videoroom().await?;
         let room_id = random_u64().max(1);
         let mut secret_bytes = [0u8; 16];
@@ -492,8 +497,8 @@ impl Room {
                 None,
             )
             .await?;
-        let (events, event_receiver) = mpsc::unbounded_channel();
-        Ok(Self {
+        let (events, janus_events) = mpsc::unbounded_channel();
+        let room = Self {
             janus,
             session_id: session_id.to_owned(),
             room_id,
@@ -501,15 +506,17 @@ impl Room {
             admin,
             members: BTreeMap::new(),
             events,
-            event_receiver: Some(event_receiver),
-        })
+        };
+        Ok((room, janus_events))
     }
 
     /// Applies commands and Janus's events in order until the room is closed.
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<SfuCommand>, news: NewsSink) {
-        let Some(mut janus_events) = self.event_receiver.take() else {
-            return;
-        };
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<SfuCommand>,
+        mut janus_events: mpsc::UnboundedReceiver<TaggedEvent>,
+        news: NewsSink,
+    ) {
         loop {
             tokio::select! {
                 command = commands.recv() => {
