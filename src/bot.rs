@@ -110,6 +110,11 @@ pub struct BotArgs {
     /// Trust the CA certificates in this PEM file too (a `wss://` server with its own CA).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Ask every remote for at most this much video, as a small tile would (in a mesh their
+    /// bitrate; through the SFU it picks the simulcast layer: below 500 the quarter picture,
+    /// below 1500 the half).
+    #[arg(long, value_name = "KBPS")]
+    pub want_video_kbps: Option<u32>,
 }
 
 /// The bot's progress.
@@ -219,6 +224,8 @@ pub struct RemoteStats {
     pub video_latency_ms: Option<Percentiles>,
     /// Audio frames decoded.
     pub audio_frames_decoded: u64,
+    /// Audio packets received but not decoded (not among the loudest few of a large call).
+    pub audio_frames_skipped: u64,
     /// Tone heard (the left channel of stereo).
     pub audio_tone_hz: Option<f32>,
     /// Channels of their audio (1 mono, 2 stereo).
@@ -274,6 +281,14 @@ pub fn run(args: BotArgs) -> ExitCode {
         Update,
         (drive_bot, record_errors, sample_timeline).after(HuddleSystems::Apply),
     );
+    if let Some(kbps) = args.want_video_kbps {
+        // After the view has published what is on screen, so that media asks for this.
+        app.add_systems(
+            PostUpdate,
+            (move |demands: Query<&mut VideoDemand>| want_video_of_everyone(demands, kbps))
+                .after(HuddleSystems::Layout),
+        );
+    }
     let mut connection = ServerConnection::dev(args.server.clone(), args.uid.clone());
     if let Some(name) = &args.name {
         connection = connection.with_name(name.clone());
@@ -330,6 +345,18 @@ pub fn run(args: BotArgs) -> ExitCode {
     match app.run() {
         AppExit::Success => ExitCode::SUCCESS,
         AppExit::Error(code) => ExitCode::from(code.get()),
+    }
+}
+
+/// `--want-video-kbps`: every remote's video demand is that cap, whatever the view published.
+fn want_video_of_everyone(mut demands: Query<&mut VideoDemand>, kbps: u32) {
+    for mut demand in &mut demands {
+        let capped = VideoDemand {
+            paused: false,
+            max_bitrate_bps: kbps.saturating_mul(1000),
+            wanted_size: demand.wanted_size,
+        };
+        demand.set_if_neq(capped);
     }
 }
 
@@ -661,6 +688,7 @@ fn collect_stats(
                     video_latency_ms: (!remote.video_latency_ms.is_empty())
                         .then(|| percentiles(&remote.video_latency_ms)),
                     audio_frames_decoded: remote.audio_frames_decoded,
+                    audio_frames_skipped: remote.audio_frames_skipped,
                     audio_tone_hz: remote.audio_tone_hz,
                     audio_channels: remote.audio_channels,
                     audio_concealed_ratio: if remote.audio_frames_decoded == 0 {

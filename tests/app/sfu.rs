@@ -78,6 +78,49 @@ fn sfu_call_of_twelve_goes_through_janus() {
     assert_everyone_receives_everyone(&all, 5.0);
 }
 
+/// Simulcast through Janus: each bot publishes its camera in three layers (320×180, 160×90,
+/// 80×44) and the bitrate cap a receiver asks for (what a small, medium or large tile asks)
+/// picks the layer the SFU forwards it: p1 asks 250 kbit/s and gets everyone's quarter
+/// picture, p2 asks 800 kbit/s and gets the half, p3 and p4 ask nothing and get the whole
+/// picture, all at the frame rate sent.
+#[test]
+fn sfu_simulcast_layer_follows_the_wanted_size() {
+    require_root();
+    let _serial = crate::one_media_test_at_a_time();
+    let mut lab = Lab::new("simul");
+    lab.start_janus();
+    lab.start_servers(&["--janus", "ws://10.77.0.1:8188", "--sfu-above", "0"]);
+    let wants: [&[&str]; 4] = [
+        &["--want-video-kbps", "250"],
+        &["--want-video-kbps", "800"],
+        &[],
+        &[],
+    ];
+    for (n, want) in (1..=4u8).zip(wants) {
+        let host = lab.host(&format!("h{n}"), n, Uplink::Lan);
+        let mut role = vec!["--session", "simulcast"];
+        role.extend_from_slice(want);
+        lab.bot(&host, &format!("p{n}"), 12, &role);
+    }
+    lab.wait_for_bots(Duration::from_secs(80));
+    let all = reports_of_bots(&lab, 4);
+    assert_everyone_receives_everyone(&all, 5.0);
+    let sizes = [(80, 44), (160, 90), (320, 180), (320, 180)];
+    for ((uid, stats), (width, height)) in all.iter().zip(sizes) {
+        for (other, _) in all.iter().filter(|(o, _)| o != uid) {
+            let remote = &stats["remotes"][other];
+            assert_eq!(
+                (
+                    remote["video_width"].as_u64(),
+                    remote["video_height"].as_u64()
+                ),
+                (Some(width), Some(height)),
+                "{uid}'s picture of {other}: {stats:#}"
+            );
+        }
+    }
+}
+
 /// The server's log, for what it decided (where a room went, which instance failed).
 fn server_log(lab: &Lab) -> String {
     std::fs::read_to_string(lab.dir.join("server.log")).unwrap_or_default()

@@ -72,6 +72,8 @@ pub struct Mixer {
     stats: MixStats,
     /// Voices not worth decoding (out of earshot); their packets are dropped undecoded.
     culled: std::collections::HashSet<String>,
+    /// In a large call, the few loudest talkers: the only voices decoded.
+    loudest: crate::speech::LoudestVoices,
     /// Listeners of what the output played (mono), such as the echo canceller.
     played: Vec<crossbeam_channel::Sender<Vec<f32>>>,
 }
@@ -133,9 +135,26 @@ impl Mixer {
         }
     }
 
-    /// Whether `uid`'s voice should be decoded (false when culled for distance).
+    /// Whether `uid`'s voice should be decoded: false when culled for distance, or when the
+    /// call has more voices than the decode limit and `uid` is not among the loudest talkers.
     pub fn wants(&self, uid: &str) -> bool {
-        !self.culled.contains(uid)
+        !self.culled.contains(uid) && self.loudest.decodes(uid)
+    }
+
+    /// A packet of `uid`'s voice arrived at `now` with its RFC 6464 level (−dBov) and voice
+    /// flag (see [`crate::speech::LoudestVoices`]).
+    pub fn heard(&mut self, uid: &str, level: u8, voice: bool, now: std::time::Instant) {
+        self.loudest.heard(uid, level, voice, now);
+    }
+
+    /// How many voices are decoded in a large call.
+    pub fn set_voice_decode_limit(&mut self, limit: crate::speech::VoiceDecodeLimit) {
+        self.loudest.set_limit(limit);
+    }
+
+    /// Forgets `uid`'s voice stream (it ended) in the choice of the loudest talkers.
+    pub fn forget_voice(&mut self, uid: &str) {
+        self.loudest.forget(uid);
     }
 
     /// Stops (or resumes) decoding `uid`'s voice; a culled voice's buffer is emptied.
@@ -164,6 +183,7 @@ impl Mixer {
     /// Forgets a source (the participant left).
     pub fn remove(&mut self, uid: &str) {
         self.sources.remove(uid);
+        self.loudest.forget(uid);
     }
 
     /// Mixes `frames` stereo frames into `out` (interleaved L/R, `frames * 2` floats).

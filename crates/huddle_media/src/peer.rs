@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::Sender;
-use huddle_protocol::PeerSignal;
+use huddle_protocol::{PeerSignal, SimulcastLayer};
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
@@ -48,12 +48,14 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
+use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 use tokio::sync::Mutex;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -439,6 +441,8 @@ pub struct PeerContext {
     pub keyframe_wanted: Arc<AtomicBool>,
     /// The same for the screen-share encoder.
     pub screen_keyframe_wanted: Arc<AtomicBool>,
+    /// The same for the encoders of the camera's smaller simulcast layers (medium, low).
+    pub smaller_layers_keyframe_wanted: Arc<[AtomicBool; 2]>,
     /// Test hook: induced loss of received video.
     pub loss: Arc<LossInjection>,
 }
@@ -680,20 +684,42 @@ impl Handler {
     }
 }
 
-/// Keyframe requests (PLI/FIR) from the receivers of `track` set `wanted`, for its encoder.
+/// Keyframe requests (PLI/FIR) from the receivers of `track` go to `wanted`, with the SSRC
+/// each asks a keyframe of (so a simulcast layer's request reaches that layer's encoder).
 fn forward_keyframe_requests(
     track: Arc<TrackLocalStaticSample>,
-    wanted: Arc<AtomicBool>,
+    wanted: impl Fn(u32) + Send + 'static,
     counters: Arc<MediaCounters>,
 ) {
     tokio::spawn(async move {
         while let Some(event) = track.poll().await {
-            if let TrackLocalEvent::OnRtcpPacket(_) = event {
-                wanted.store(true, Ordering::Relaxed);
+            if let TrackLocalEvent::OnRtcpPacket(packets) = event {
+                for ssrc in keyframe_request_ssrcs(&packets) {
+                    wanted(ssrc);
+                }
                 counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
             }
         }
     });
+}
+
+/// The SSRCs that keyframe requests ask a keyframe of: a PLI's media source, a FIR's entries.
+fn keyframe_request_ssrcs(packets: &[Box<dyn rtc::rtcp::Packet>]) -> Vec<u32> {
+    let mut ssrcs = Vec::new();
+    for packet in packets {
+        let any = packet.as_any();
+        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+            ssrcs.push(pli.media_ssrc);
+        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+            ssrcs.extend(fir.fir.iter().map(|entry| entry.ssrc));
+        }
+    }
+    ssrcs
+}
+
+/// Sets a flag for every keyframe request, whatever SSRC it names.
+fn any_request_sets(flag: Arc<AtomicBool>) -> impl Fn(u32) + Send + 'static {
+    move |_| flag.store(true, Ordering::Relaxed)
 }
 
 async fn request_keyframe(track: &Arc<dyn TrackRemote>, ssrc: u32) {
@@ -1076,7 +1102,8 @@ const SPEAKING_TICK: Duration = Duration::from_millis(200);
 
 /// Reads one remote audio track: speaking from each packet's audio level extension (no
 /// decoding needed), then Opus decode (with concealment of short gaps) into the mixer,
-/// counted by the probe; voices out of earshot are not decoded.
+/// counted by the probe; voices out of earshot, and in a large call those not among the
+/// loudest few ([`crate::speech::LoudestVoices`]), are not decoded.
 async fn receive_audio(
     track: Arc<dyn TrackRemote>,
     (uid, audio_level_id): (&str, &AtomicU8),
@@ -1127,6 +1154,8 @@ async fn receive_audio(
         if let Some(byte) = level_byte {
             loudness.frame(byte & 0x7f, voice);
         }
+        // A packet without the extension counts as silence for the choice of the loudest.
+        let level = level_byte.map_or(127, |byte| byte & 0x7f);
         if let Some(now) = speaking.frame(started.elapsed(), voice) {
             tell(now);
         }
@@ -1141,8 +1170,15 @@ async fn receive_audio(
         if let Some(recorder) = recorder_of(&context.recording) {
             recorder.audio(uid, &packet.payload);
         }
-        if !crate::mixer::lock(&context.mixer).wants(uid) {
-            // Out of earshot: not decoded at all (the saving of proximity culling).
+        let decode = {
+            let mut mixer = crate::mixer::lock(&context.mixer);
+            mixer.heard(uid, level, voice, Instant::now());
+            mixer.wants(uid)
+        };
+        if !decode {
+            // Out of earshot, or not among the loudest few of a large call: not decoded at
+            // all (the saving of proximity culling and of audio at scale).
+            context.probe.audio_skipped(uid);
             last_seq = Some(seq);
             continue;
         }
@@ -1179,6 +1215,7 @@ async fn receive_audio(
     if speaking.speaking() {
         tell(false);
     }
+    crate::mixer::lock(&context.mixer).forget_voice(uid);
     Ok(())
 }
 
@@ -1226,6 +1263,8 @@ pub struct Peer {
     audio: Arc<TrackLocalStaticSample>,
     screen: Arc<TrackLocalStaticSample>,
     video_ssrc: u32,
+    /// On a publishing connection to the SFU, the camera goes out in three simulcast layers.
+    simulcast: Option<SimulcastSend>,
     audio_ssrc: u32,
     /// The negotiated id of the audio level extension (0 until negotiated), shared with the
     /// receive side.
@@ -1292,23 +1331,127 @@ fn local_track(
     )?))
 }
 
-/// Writes one encoded frame as a sample on `(track, ssrc, payload type)`; counts it.
+/// The camera track of a publishing connection to the SFU: one encoding per simulcast layer,
+/// highest first (`a=rid:h send`, `m`, `l`, and `a=simulcast:send h;m;l` in the offer), each
+/// with its own SSRC (`ssrcs`, in the same order).
+fn simulcast_track(
+    codec: RTCRtpCodec,
+    ssrcs: [u32; 3],
+) -> Result<Arc<TrackLocalStaticSample>, PeerError> {
+    let encodings = SimulcastLayer::HIGHEST_FIRST
+        .iter()
+        .zip(ssrcs)
+        .map(|(layer, ssrc)| RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                rid: layer.rid().to_owned(),
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: codec.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let track = MediaStreamTrack::new(
+        "huddle-video".to_owned(),
+        format!("video-{}", ssrcs[0]),
+        "video".to_owned(),
+        RtpCodecKind::Video,
+        encodings,
+    );
+    Ok(Arc::new(TrackLocalStaticSample::new(
+        Instant::now(),
+        track,
+    )?))
+}
+
+/// The camera's simulcast layers on a publishing connection to the SFU.
+struct SimulcastSend {
+    /// One SSRC per layer, in [`SimulcastLayer::HIGHEST_FIRST`] order.
+    ssrcs: [u32; 3],
+    /// The camera m-line's mid, once our offer has it: every packet carries it with its rid
+    /// (the offer has no `a=ssrc` lines, so that is how the SFU tells the layers apart).
+    mid: std::sync::Mutex<Option<String>>,
+}
+
+impl SimulcastSend {
+    fn ssrc(&self, layer: SimulcastLayer) -> u32 {
+        let index = SimulcastLayer::HIGHEST_FIRST
+            .iter()
+            .position(|l| *l == layer)
+            .unwrap_or(0);
+        self.ssrcs[index]
+    }
+}
+
+/// The text of an RTP header extension that carries a string (the SDES `mid` and
+/// `rtp-stream-id` extensions of RFC 8843 and RFC 8852).
+struct SdesText(Bytes);
+
+impl rtc::shared::marshal::MarshalSize for SdesText {
+    fn marshal_size(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl rtc::shared::marshal::Marshal for SdesText {
+    fn marshal_to(&self, buf: &mut [u8]) -> rtc::shared::error::Result<usize> {
+        let Some(target) = buf.get_mut(..self.0.len()) else {
+            return Err(rtc::shared::error::Error::ErrBufferTooSmall);
+        };
+        target.copy_from_slice(&self.0);
+        Ok(self.0.len())
+    }
+}
+
+/// The header extensions that name a simulcast layer's packets: the m-line's mid and the
+/// layer's rid.
+fn simulcast_extensions(mid: &str, layer: SimulcastLayer) -> Vec<HeaderExtension> {
+    vec![
+        HeaderExtension::Custom {
+            uri: SDES_MID_URI.into(),
+            extension: Box::new(SdesText(Bytes::copy_from_slice(mid.as_bytes()))),
+        },
+        HeaderExtension::Custom {
+            uri: SDES_RTP_STREAM_ID_URI.into(),
+            extension: Box::new(SdesText(Bytes::from_static(layer.rid().as_bytes()))),
+        },
+    ]
+}
+
+/// The mid of the m-line that sends simulcast (`a=rid:… send`) in our own `sdp`.
+fn simulcast_mid(sdp: &str) -> Option<String> {
+    let mut mid = None;
+    for line in sdp.lines().map(str::trim) {
+        if line.starts_with("m=") {
+            mid = None;
+        } else if let Some(value) = line.strip_prefix("a=mid:") {
+            mid = Some(value.to_owned());
+        } else if line.starts_with("a=rid:") && line.ends_with(" send") && mid.is_some() {
+            return mid;
+        }
+    }
+    None
+}
+
+/// Writes one encoded frame as a sample on `(track, ssrc, payload type)`, with `extensions`
+/// on every packet; counts it.
 async fn write_frame(
     (track, ssrc, payload_type): (&TrackLocalStaticSample, u32, u8),
     frame: &EncodedFrame,
     duration: Duration,
     written_count: &AtomicU64,
+    extensions: Vec<HeaderExtension>,
 ) -> bool {
     let sample = Sample {
         data: Bytes::copy_from_slice(&frame.data),
         duration,
         ..Sample::new(Instant::now())
     };
-    let written = track
-        .sample_writer(ssrc, payload_type)
-        .write_sample(&sample)
-        .await
-        .is_ok();
+    let writer = extensions.into_iter().fold(
+        track.sample_writer(ssrc, payload_type),
+        |writer, extension| writer.with_extension(extension),
+    );
+    let written = writer.write_sample(&sample).await.is_ok();
     if written {
         written_count.fetch_add(1, Ordering::Relaxed);
     }
@@ -1514,6 +1657,17 @@ impl Peer {
         });
         let pc = build_connection(&setup.ice, handler).await?;
         let (video_ssrc, audio_ssrc, screen_ssrc) = (random_u32()?, random_u32()?, random_u32()?);
+        let simulcast = match setup.role {
+            PeerRole::SfuPublisher => Some(SimulcastSend {
+                ssrcs: [video_ssrc, random_u32()?, random_u32()?],
+                mid: std::sync::Mutex::new(None),
+            }),
+            PeerRole::Mesh | PeerRole::SfuSubscriber => None,
+        };
+        let video = match &simulcast {
+            Some(layers) => simulcast_track(h264_codec(), layers.ssrcs)?,
+            None => local_track(RtpCodecKind::Video, h264_codec(), video_ssrc, "video")?,
+        };
         let offerer = match setup.role {
             PeerRole::Mesh => setup.local_uid < setup.remote_uid,
             PeerRole::SfuPublisher => true,
@@ -1528,10 +1682,11 @@ impl Peer {
             connected,
             offerer,
             pc: Arc::new(pc),
-            video: local_track(RtpCodecKind::Video, h264_codec(), video_ssrc, "video")?,
+            video,
             audio: local_track(RtpCodecKind::Audio, opus_codec(), audio_ssrc, "audio")?,
             screen: local_track(RtpCodecKind::Video, h264_codec(), screen_ssrc, "screen")?,
             video_ssrc,
+            simulcast,
             audio_ssrc,
             screen_ssrc,
             audio_level_id,
@@ -1595,7 +1750,7 @@ impl Peer {
         *senders = Some([audio, screen]);
         forward_keyframe_requests(
             self.screen.clone(),
-            self.context.screen_keyframe_wanted.clone(),
+            any_request_sets(self.context.screen_keyframe_wanted.clone()),
             self.context.counters.clone(),
         );
         Ok(())
@@ -1614,11 +1769,29 @@ impl Peer {
                 .await?,
         );
         self.video_attached.store(true, Ordering::Release);
-        forward_keyframe_requests(
-            self.video.clone(),
-            self.context.keyframe_wanted.clone(),
-            self.context.counters.clone(),
-        );
+        let whole = self.context.keyframe_wanted.clone();
+        match &self.simulcast {
+            Some(simulcast) => {
+                // A layer's request goes to that layer's encoder (the whole picture's is the
+                // camera's own encoder).
+                let smaller = self.context.smaller_layers_keyframe_wanted.clone();
+                let ssrcs = simulcast.ssrcs;
+                forward_keyframe_requests(
+                    self.video.clone(),
+                    move |ssrc| match ssrcs.iter().position(|s| *s == ssrc) {
+                        Some(1) => smaller[0].store(true, Ordering::Relaxed),
+                        Some(2) => smaller[1].store(true, Ordering::Relaxed),
+                        _ => whole.store(true, Ordering::Relaxed),
+                    },
+                    self.context.counters.clone(),
+                )
+            }
+            None => forward_keyframe_requests(
+                self.video.clone(),
+                any_request_sets(whole),
+                self.context.counters.clone(),
+            ),
+        }
         Ok(true)
     }
 
@@ -1756,6 +1929,10 @@ impl Peer {
         // The answer repeats the offer's extension ids, so ours are the session's.
         if let Some(id) = crate::speech::audio_level_extension_id(&description.sdp) {
             self.audio_level_id.store(id, Ordering::Relaxed);
+        }
+        if let Some(simulcast) = &self.simulcast {
+            *simulcast.mid.lock().unwrap_or_else(|p| p.into_inner()) =
+                simulcast_mid(&description.sdp);
         }
         Ok(without_candidates(&description.sdp))
     }
@@ -1943,8 +2120,55 @@ impl Peer {
         if !self.has_video_track().await {
             return false;
         }
+        if self.simulcast.is_some() {
+            return self
+                .write_video_layer(SimulcastLayer::High, frame, duration)
+                .await;
+        }
         let track = (self.video.as_ref(), self.video_ssrc, pt);
-        write_frame(track, frame, duration, &self.video_frames_written).await
+        write_frame(track, frame, duration, &self.video_frames_written, vec![]).await
+    }
+
+    /// Whether our camera goes out in simulcast layers here (a publishing connection to the
+    /// SFU): the camera's whole picture is [`Peer::write_video`], the smaller layers
+    /// [`Peer::write_video_layer`].
+    pub fn sends_simulcast(&self) -> bool {
+        self.simulcast.is_some()
+    }
+
+    /// Writes one encoded frame of a simulcast layer of our camera (no-op on a connection
+    /// without simulcast, or until negotiated). Frames of the whole picture are counted.
+    pub async fn write_video_layer(
+        &self,
+        layer: SimulcastLayer,
+        frame: &EncodedFrame,
+        duration: Duration,
+    ) -> bool {
+        let Some(simulcast) = &self.simulcast else {
+            return false;
+        };
+        if !self.connected.load(Ordering::Relaxed) || !self.has_video_track().await {
+            return false;
+        }
+        let Some([pt, _, _]) = *self.payload_types.lock().await else {
+            return false;
+        };
+        let Some(mid) = simulcast
+            .mid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return false;
+        };
+        let track = (self.video.as_ref(), simulcast.ssrc(layer), pt);
+        let extensions = simulcast_extensions(&mid, layer);
+        let not_counted = AtomicU64::new(0);
+        let counter = match layer {
+            SimulcastLayer::High => &self.video_frames_written,
+            SimulcastLayer::Medium | SimulcastLayer::Low => &not_counted,
+        };
+        write_frame(track, frame, duration, counter, extensions).await
     }
 
     /// Writes one encoded frame of our screen share (no-op until negotiated).
@@ -1956,7 +2180,7 @@ impl Peer {
             return false;
         };
         let track = (self.screen.as_ref(), self.screen_ssrc, pt);
-        write_frame(track, frame, duration, &self.screen_frames_written).await
+        write_frame(track, frame, duration, &self.screen_frames_written, vec![]).await
     }
 
     /// Screen-share frames written to this peer so far.

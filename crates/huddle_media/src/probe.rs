@@ -57,6 +57,9 @@ pub struct RemoteStats {
     pub audio_frames_recovered: u64,
     /// Measuring: audio frames the probe queue had no room for.
     pub audio_frames_dropped: u64,
+    /// Audio packets received but not decoded: out of earshot, or not among the loudest few
+    /// talkers of a large call.
+    pub audio_frames_skipped: u64,
     /// Channels of their audio stream (1 mono, 2 stereo; 0 before any audio).
     pub audio_channels: u8,
     /// Measuring: the tone heard over the last half second (the only channel, or the left one).
@@ -192,6 +195,16 @@ impl MediaProbe {
         remote.audio_frames_recovered += u64::from(origin == AudioFrameOrigin::RecoveredByFec);
         remote.audio_frames_dropped += u64::from(dropped);
         remote.audio_channels = if stereo { 2 } else { 1 };
+    }
+
+    /// Counts an audio packet of `uid` received but not decoded.
+    pub fn audio_skipped(&self, uid: &str) {
+        let mut figures = self.lock();
+        figures
+            .remotes
+            .entry(uid.to_owned())
+            .or_default()
+            .audio_frames_skipped += 1;
     }
 
     /// Forgets `uid` (they left).

@@ -8,7 +8,8 @@
 //!   commands (add/remove peer, signal) ─▶ actor task (in order) ─▶ Peer negotiation
 //!   PeerEvents (signals out, state, errors) ─▶ crossbeam channel ─▶ caller
 //!   remote pictures ─▶ decode thread per track ─▶ newest-wins slot ─▶ take_video_frames()
-//!   remote voices ─▶ Opus ─▶ mixer ─▶ output;  figures ─▶ probe ─▶ stats()
+//!   remote voices ─▶ the loudest few (large calls) ─▶ Opus ─▶ mixer ─▶ output
+//!   figures ─▶ probe ─▶ stats()
 //! ```
 //!
 //! Codec work never runs on the async runtime's workers, which only do IO and timers: the
@@ -32,7 +33,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use huddle_protocol::{MediaRoute, PeerSignal, SFU_PUBLISH_PEER, SFU_SUBSCRIBE_PEER};
+use huddle_protocol::{
+    MediaRoute, PeerSignal, SFU_PUBLISH_PEER, SFU_SUBSCRIBE_PEER, SimulcastLayer,
+};
 use tokio::sync::mpsc;
 
 use crate::audio::{FRAME_SAMPLES, OpusEncoder, ToneSource, tone_frequency_for};
@@ -78,6 +81,9 @@ pub struct SessionConfig {
     pub talk_pattern: Option<crate::speech::TalkPattern>,
     /// Which stages clean a real microphone sent as mono voice ([`crate::voice`]).
     pub voice_processing: crate::voice::VoiceProcessing,
+    /// How many remote voices are decoded: all of them up to a number, beyond it only the
+    /// loudest few talkers ([`crate::speech::LoudestVoices`]).
+    pub voice_decode_limit: crate::speech::VoiceDecodeLimit,
 }
 
 impl SessionConfig {
@@ -94,6 +100,7 @@ impl SessionConfig {
             measure: false,
             talk_pattern: None,
             voice_processing: crate::voice::VoiceProcessing::default(),
+            voice_decode_limit: crate::speech::VoiceDecodeLimit::default(),
         }
     }
 }
@@ -539,7 +546,9 @@ impl MediaSession {
             target_bitrate: std::sync::atomic::AtomicU32::new(0),
         });
         let peers = Peers::default();
-        let mixer: SharedMixer = Arc::new(std::sync::Mutex::new(Mixer::default()));
+        let mut mixer = Mixer::default();
+        mixer.set_voice_decode_limit(config.voice_decode_limit);
+        let mixer: SharedMixer = Arc::new(std::sync::Mutex::new(mixer));
         let context = Arc::new(PeerContext {
             events: events_tx.clone(),
             frames: VideoSlots::default(),
@@ -549,6 +558,10 @@ impl MediaSession {
             counters: Arc::new(MediaCounters::default()),
             keyframe_wanted: switches.keyframe_wanted.clone(),
             screen_keyframe_wanted: switches.screen_keyframe_wanted.clone(),
+            smaller_layers_keyframe_wanted: Arc::new([
+                AtomicBool::new(false),
+                AtomicBool::new(false),
+            ]),
             loss: Arc::new(LossInjection::default()),
         });
         let io = DeviceIo::start(
@@ -1257,6 +1270,7 @@ impl VideoSendLoop {
             });
         };
         let mut coder: Option<(H264Encoder, I420Frame)> = None;
+        let mut smaller_layers = SmallerLayers::default();
         let period = Duration::from_secs_f32(1.0 / settings.fps.max(1.0));
         let mut next_tick = Instant::now();
         let mut rgba = Vec::new();
@@ -1379,17 +1393,35 @@ impl VideoSendLoop {
             if switches.keyframe_wanted.swap(false, Ordering::Relaxed) {
                 encoder.request_keyframe();
             }
+            // Publishing to the SFU, the camera also goes out at half and a quarter of its size.
+            let simulcast = targets.iter().any(|peer| peer.sends_simulcast());
             let congestion = switches.target_bitrate.load(Ordering::Relaxed);
-            let congestion = if congestion > 0 {
-                video_share_of(congestion)
-            } else {
-                settings.bitrate_bps
+            let congestion = match (congestion, simulcast) {
+                (0, _) => settings.bitrate_bps,
+                (target, false) => video_share_of(target),
+                (target, true) => whole_layer_share_of(video_share_of(target)),
             };
             // Never above what we were configured for, what the link carries, or what the
             // receivers want; the encoder rebuilds only on big moves.
-            let _ = encoder.set_bitrate(congestion.min(settings.bitrate_bps).min(wanted_bitrate));
+            let whole_bps = congestion.min(settings.bitrate_bps).min(wanted_bitrate);
+            let _ = encoder.set_bitrate(whole_bps);
             let Ok(Some(encoded)) = encoder.encode(frame) else {
                 continue;
+            };
+            let smaller = if simulcast {
+                smaller_layers
+                    .encode(
+                        frame,
+                        settings,
+                        whole_bps,
+                        &context.smaller_layers_keyframe_wanted,
+                    )
+                    .unwrap_or_else(|err| {
+                        report(format!("simulcast layers of {width}×{height}: {err}"));
+                        Vec::new()
+                    })
+            } else {
+                Vec::new()
             };
             if let Some(recorder) = &recorder {
                 recorder.video(&config.local_uid, &encoded.data, width, height);
@@ -1404,6 +1436,11 @@ impl VideoSendLoop {
                 let mut sent = false;
                 for peer in &targets {
                     sent |= peer.write_video(&encoded, duration).await;
+                    if peer.sends_simulcast() {
+                        for (layer, frame) in &smaller {
+                            peer.write_video_layer(*layer, frame, duration).await;
+                        }
+                    }
                 }
                 sent
             });
@@ -1526,6 +1563,87 @@ async fn send_audio(
         if sent {
             counters.audio_frames_sent.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Each smaller simulcast layer's bitrate, as a share of the whole picture's (a quarter of
+/// the pixels at a bit more than a quarter of the rate; a sixteenth at a tenth).
+const SMALLER_LAYER_SHARES: [(SimulcastLayer, f32); 2] =
+    [(SimulcastLayer::Medium, 0.28), (SimulcastLayer::Low, 0.1)];
+
+/// The whole picture's part of what the camera may send when it sends every layer.
+fn whole_layer_share_of(video_bps: u32) -> u32 {
+    let all: f32 = 1.0
+        + SMALLER_LAYER_SHARES
+            .iter()
+            .map(|(_, share)| share)
+            .sum::<f32>();
+    (video_bps as f32 / all) as u32
+}
+
+/// The encoders of the camera's smaller simulcast layers (half and a quarter of the picture,
+/// each halved from the one above), made when a publishing connection to the SFU first needs
+/// them and again when the picture's size changes. A picture too small to halve has fewer.
+#[derive(Default)]
+struct SmallerLayers {
+    coders: Vec<(SimulcastLayer, H264Encoder, I420Frame)>,
+}
+
+impl SmallerLayers {
+    /// Encodes `whole` (encoded with `settings` at `whole_bps`) at each smaller layer, at its
+    /// share of `whole_bps`; a layer whose `keyframe_wanted` flag is set (medium, low) makes
+    /// a keyframe.
+    fn encode(
+        &mut self,
+        whole: &I420Frame,
+        settings: EncoderSettings,
+        whole_bps: u32,
+        keyframe_wanted: &[AtomicBool; 2],
+    ) -> Result<Vec<(SimulcastLayer, crate::video::EncodedFrame)>, crate::video::VideoError> {
+        let mut sizes = Vec::new();
+        let mut size = whole.halved_size();
+        for _ in SMALLER_LAYER_SHARES {
+            let Some((width, height)) = size else { break };
+            sizes.push((width, height));
+            size = crate::video::halved_size(width, height);
+        }
+        let built: Vec<(u32, u32)> = self
+            .coders
+            .iter()
+            .map(|(_, _, frame)| (frame.width(), frame.height()))
+            .collect();
+        if built != sizes {
+            self.coders.clear();
+            for ((width, height), (layer, share)) in sizes.into_iter().zip(SMALLER_LAYER_SHARES) {
+                let layer_settings = EncoderSettings {
+                    width,
+                    height,
+                    bitrate_bps: (settings.bitrate_bps as f32 * share) as u32,
+                    ..settings
+                };
+                self.coders.push((
+                    layer,
+                    H264Encoder::new(layer_settings)?,
+                    I420Frame::new(width, height)?,
+                ));
+            }
+        }
+        let mut encoded = Vec::new();
+        for index in 0..self.coders.len() {
+            let (above, rest) = self.coders.split_at_mut(index);
+            let source = above.last().map_or(whole, |(_, _, frame)| &*frame);
+            let (layer, encoder, frame) = &mut rest[0];
+            source.halve_into(frame)?;
+            if keyframe_wanted[index].swap(false, Ordering::Relaxed) {
+                encoder.request_keyframe();
+            }
+            let share = SMALLER_LAYER_SHARES[index].1;
+            let _ = encoder.set_bitrate((whole_bps as f32 * share) as u32);
+            if let Some(frame) = encoder.encode(frame)? {
+                encoded.push((*layer, frame));
+            }
+        }
+        Ok(encoded)
     }
 }
 

@@ -13,9 +13,12 @@
 //! 4. [`audio_level_extension_id`] finds the extension's negotiated id in an SDP.
 //! 5. [`TalkPattern`] makes a synthetic voice talk in turns (`2s-on-3s-off`), so bots show
 //!    real switching.
+//! 6. [`LoudestVoices`] keeps a large call cheap: beyond [`VoiceDecodeLimit::decode_all_up_to`]
+//!    remote voices, only the few loudest recent talkers are decoded (as Meet and Jitsi do),
+//!    chosen from the same levels, so a silent participant costs no decoding.
 
-use std::collections::VecDeque;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 /// The RFC 6464 client-to-mixer audio level header extension.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
@@ -210,6 +213,134 @@ impl std::str::FromStr for TalkPattern {
     }
 }
 
+/// How many remote voices a call decodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoiceDecodeLimit {
+    /// Up to this many remote voices, every one is decoded.
+    pub decode_all_up_to: usize,
+    /// Beyond, only this many of the loudest recent talkers are.
+    pub loudest: usize,
+}
+
+impl Default for VoiceDecodeLimit {
+    /// Every voice up to 20; beyond, the 3 loudest talkers (Meet's and Jitsi's choice).
+    fn default() -> Self {
+        Self {
+            decode_all_up_to: 20,
+            loudest: 3,
+        }
+    }
+}
+
+/// A chosen talker silent this long gives up its place to someone talking now.
+pub const CHOSEN_SILENCE_TO_YIELD: Duration = Duration::from_millis(250);
+/// A chosen talker silent this long leaves the chosen few even if nobody wants the place.
+pub const CHOSEN_SILENCE_TO_LEAVE: Duration = SILENCE_TO_STOP;
+/// A talker louder than the quietest chosen one (still talking) by this much takes its place.
+pub const LOUDER_TO_TAKE_OVER_DB: f32 = 6.0;
+
+/// One remote voice, as [`LoudestVoices`] knows it.
+#[derive(Clone, Debug, Default)]
+struct Talker {
+    loudness: RecentLoudness,
+    last_voice: Option<Instant>,
+}
+
+impl Talker {
+    fn silent_for(&self, now: Instant) -> Duration {
+        self.last_voice
+            .map_or(Duration::MAX, |at| now.saturating_duration_since(at))
+    }
+}
+
+/// Which remote voices are worth decoding, from their packets' RFC 6464 levels alone: all of
+/// them up to [`VoiceDecodeLimit::decode_all_up_to`] voices, else the
+/// [`VoiceDecodeLimit::loudest`] chosen talkers. A talker is chosen on a voiced packet while a
+/// place is free; a chosen talker keeps its place until it has been silent for
+/// [`CHOSEN_SILENCE_TO_YIELD`] and someone else talks, or for [`CHOSEN_SILENCE_TO_LEAVE`], or
+/// until someone [`LOUDER_TO_TAKE_OVER_DB`] louder talks (the quietest gives way). Time is an
+/// argument: no clock, no sleeping in tests.
+#[derive(Clone, Debug, Default)]
+pub struct LoudestVoices {
+    limit: VoiceDecodeLimit,
+    talkers: HashMap<String, Talker>,
+    /// The chosen talkers, at most `limit.loudest`.
+    chosen: Vec<String>,
+}
+
+impl LoudestVoices {
+    /// Chooses under `limit`.
+    pub fn new(limit: VoiceDecodeLimit) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// Changes the limit (the chosen talkers stay, the extra ones leave at once).
+    pub fn set_limit(&mut self, limit: VoiceDecodeLimit) {
+        self.limit = limit;
+        self.chosen.truncate(limit.loudest);
+    }
+
+    /// A packet of `uid`'s voice arrived at `now` with its RFC 6464 level (−dBov) and voice flag.
+    pub fn heard(&mut self, uid: &str, level: u8, voice: bool, now: Instant) {
+        let talker = match self.talkers.get_mut(uid) {
+            Some(talker) => talker,
+            None => self.talkers.entry(uid.to_owned()).or_default(),
+        };
+        talker.loudness.frame(level, voice);
+        if voice {
+            talker.last_voice = Some(now);
+        }
+        let talkers = &self.talkers;
+        self.chosen.retain(|chosen| {
+            talkers
+                .get(chosen)
+                .is_some_and(|talker| talker.silent_for(now) < CHOSEN_SILENCE_TO_LEAVE)
+        });
+        if !voice || self.chosen.iter().any(|chosen| chosen == uid) {
+            return;
+        }
+        if self.chosen.len() < self.limit.loudest {
+            self.chosen.push(uid.to_owned());
+            return;
+        }
+        let loudness = self.talkers[uid].loudness.dbov();
+        // The place to take: the chosen talker silent longest, if long enough; else the
+        // quietest, if this one is that much louder.
+        let talker_of = |index: &usize| &self.talkers[&self.chosen[*index]];
+        let longest_silent = (0..self.chosen.len())
+            .max_by_key(|index| talker_of(index).silent_for(now))
+            .filter(|index| talker_of(index).silent_for(now) >= CHOSEN_SILENCE_TO_YIELD);
+        let quietest = || {
+            (0..self.chosen.len())
+                .min_by(|a, b| {
+                    let (a, b) = (talker_of(a).loudness.dbov(), talker_of(b).loudness.dbov());
+                    a.total_cmp(&b)
+                })
+                .filter(|index| {
+                    loudness >= talker_of(index).loudness.dbov() + LOUDER_TO_TAKE_OVER_DB
+                })
+        };
+        if let Some(index) = longest_silent.or_else(quietest) {
+            self.chosen[index] = uid.to_owned();
+        }
+    }
+
+    /// Whether `uid`'s voice is decoded.
+    pub fn decodes(&self, uid: &str) -> bool {
+        self.talkers.len() <= self.limit.decode_all_up_to
+            || self.chosen.iter().any(|chosen| chosen == uid)
+    }
+
+    /// Forgets `uid` (their stream ended).
+    pub fn forget(&mut self, uid: &str) {
+        self.talkers.remove(uid);
+        self.chosen.retain(|chosen| chosen != uid);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +453,125 @@ mod tests {
         ] {
             assert!(bad.parse::<TalkPattern>().is_err(), "{bad:?}");
         }
+    }
+
+    /// Feeds 20 ms packets from `from` to `to` (offsets from `start`): each uid in `talking`
+    /// sends a voiced packet at `level`, everyone else silence.
+    fn packets(
+        voices: &mut LoudestVoices,
+        start: Instant,
+        (from, to): (Duration, Duration),
+        everyone: &[&str],
+        talking: &[(&str, u8)],
+    ) {
+        let mut at = from;
+        while at < to {
+            for uid in everyone {
+                match talking.iter().find(|(talker, _)| talker == uid) {
+                    Some((_, level)) => voices.heard(uid, *level, true, start + at),
+                    None => voices.heard(uid, 127, false, start + at),
+                }
+            }
+            at += Duration::from_millis(20);
+        }
+    }
+
+    fn decoded<'a>(voices: &LoudestVoices, everyone: &[&'a str]) -> Vec<&'a str> {
+        everyone
+            .iter()
+            .copied()
+            .filter(|uid| voices.decodes(uid))
+            .collect()
+    }
+
+    /// Up to the limit every voice is decoded, talking or not; one voice more and only the
+    /// chosen talkers are, and a silent crowd costs nothing.
+    #[test]
+    fn every_voice_is_decoded_up_to_the_limit() {
+        let limit = VoiceDecodeLimit {
+            decode_all_up_to: 3,
+            loudest: 1,
+        };
+        let start = Instant::now();
+        let span = (Duration::ZERO, Duration::from_millis(200));
+        let mut voices = LoudestVoices::new(limit);
+        packets(&mut voices, start, span, &["a", "b", "c"], &[("a", 20)]);
+        assert_eq!(decoded(&voices, &["a", "b", "c"]), ["a", "b", "c"]);
+        packets(
+            &mut voices,
+            start,
+            span,
+            &["a", "b", "c", "d"],
+            &[("a", 20)],
+        );
+        assert_eq!(decoded(&voices, &["a", "b", "c", "d"]), ["a"]);
+        voices.forget("d");
+        assert_eq!(decoded(&voices, &["a", "b", "c"]), ["a", "b", "c"]);
+
+        let mut silent_crowd = LoudestVoices::new(limit);
+        packets(&mut silent_crowd, start, span, &["a", "b", "c", "d"], &[]);
+        assert!(decoded(&silent_crowd, &["a", "b", "c", "d"]).is_empty());
+    }
+
+    /// Talkers taking turns: each is chosen as they start (in the place of the one who
+    /// stopped), a talker who pauses briefly keeps the place against a new one of the same
+    /// loudness, a much louder one takes the quietest's place, and a talker silent for a
+    /// second leaves the chosen few even when nobody wants the place.
+    #[test]
+    fn the_chosen_few_follow_who_talks() {
+        let everyone = ["a", "b", "c", "d", "e"];
+        let mut voices = LoudestVoices::new(VoiceDecodeLimit {
+            decode_all_up_to: 2,
+            loudest: 2,
+        });
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        packets(
+            &mut voices,
+            start,
+            (ms(0), ms(1000)),
+            &everyone,
+            &[("a", 20), ("b", 20)],
+        );
+        assert_eq!(decoded(&voices, &everyone), ["a", "b"]);
+        // b pauses for 200 ms while c starts at the same loudness: b keeps its place.
+        packets(
+            &mut voices,
+            start,
+            (ms(1000), ms(1200)),
+            &everyone,
+            &[("a", 20), ("c", 20)],
+        );
+        assert_eq!(decoded(&voices, &everyone), ["a", "b"]);
+        // b stays quiet past the yield time: c takes its place.
+        packets(
+            &mut voices,
+            start,
+            (ms(1200), ms(1400)),
+            &everyone,
+            &[("a", 20), ("c", 20)],
+        );
+        assert_eq!(decoded(&voices, &everyone), ["a", "c"]);
+        // d shouts (20 dB louder) while a and c go on: the quietest place is d's.
+        packets(
+            &mut voices,
+            start,
+            (ms(1400), ms(1600)),
+            &everyone,
+            &[("a", 20), ("c", 30), ("d", 5)],
+        );
+        assert_eq!(decoded(&voices, &everyone), ["a", "d"]);
+        // Everyone stops: after a second of silence nobody is decoded.
+        packets(&mut voices, start, (ms(1600), ms(2700)), &everyone, &[]);
+        assert!(decoded(&voices, &everyone).is_empty());
+        // e talks: chosen on its first voiced packet.
+        packets(
+            &mut voices,
+            start,
+            (ms(2700), ms(2720)),
+            &everyone,
+            &[("e", 30)],
+        );
+        assert_eq!(decoded(&voices, &everyone), ["e"]);
     }
 }

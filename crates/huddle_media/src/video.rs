@@ -97,6 +97,48 @@ impl I420Frame {
         .map_err(|e| VideoError::Convert(e.to_string()))
     }
 
+    /// The size of this frame halved (each side rounded down to even), as
+    /// [`I420Frame::halve_into`] makes it; `None` below 16 pixels a side.
+    pub fn halved_size(&self) -> Option<(u32, u32)> {
+        halved_size(self.width, self.height)
+    }
+
+    /// Writes this frame at half its width and height into `out` (which must be of
+    /// [`I420Frame::halved_size`]): each output sample is the mean of the 2×2 it covers, in
+    /// every plane (a box filter, enough for one octave down).
+    pub fn halve_into(&self, out: &mut I420Frame) -> Result<(), VideoError> {
+        if self.halved_size() != Some((out.width, out.height)) {
+            return Err(VideoError::BadSize {
+                width: out.width,
+                height: out.height,
+            });
+        }
+        let (w, h) = (self.width as usize, self.height as usize);
+        let (ow, oh) = (out.width as usize, out.height as usize);
+        let planes_in = [(0, w), (w * h, w / 2), (w * h + (w / 2) * (h / 2), w / 2)];
+        let planes_out = [
+            (0, ow, oh),
+            (ow * oh, ow / 2, oh / 2),
+            (ow * oh + (ow / 2) * (oh / 2), ow / 2, oh / 2),
+        ];
+        for ((in_start, in_stride), (out_start, out_w, out_h)) in
+            planes_in.into_iter().zip(planes_out)
+        {
+            for y in 0..out_h {
+                let top = in_start + 2 * y * in_stride;
+                let bottom = top + in_stride;
+                for x in 0..out_w {
+                    let sum = u16::from(self.data[top + 2 * x])
+                        + u16::from(self.data[top + 2 * x + 1])
+                        + u16::from(self.data[bottom + 2 * x])
+                        + u16::from(self.data[bottom + 2 * x + 1]);
+                    out.data[out_start + y * out_w + x] = ((sum + 2) / 4) as u8;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Width in pixels.
     pub fn width(&self) -> u32 {
         self.width
@@ -106,6 +148,12 @@ impl I420Frame {
     pub fn height(&self) -> u32 {
         self.height
     }
+}
+
+/// Half of `width` × `height`, each side rounded down to even; `None` below 16 pixels a side.
+pub fn halved_size(width: u32, height: u32) -> Option<(u32, u32)> {
+    let (width, height) = ((width / 2) & !1, (height / 2) & !1);
+    (width >= 16 && height >= 16).then_some((width, height))
 }
 
 fn check_size(width: u32, height: u32) -> Result<(), VideoError> {
@@ -396,6 +444,70 @@ mod tests {
                 frames += 1;
             }
             assert!(frames >= 18, "{frames} frames decoded");
+        }
+    }
+
+    /// The simulcast layers' pictures: halving takes the mean of each 2×2 in every plane
+    /// (rounded), 320×180 halves to 160×90 and then to 80×44 (sides stay even), each of which
+    /// encodes and decodes at its size; below 16 pixels a side there is no smaller layer, and
+    /// a target of the wrong size is a typed error.
+    #[test]
+    fn frames_halve_for_the_smaller_layers() {
+        let mut tiny = I420Frame::new(32, 32).expect("frame");
+        for (i, sample) in tiny.data.iter_mut().enumerate() {
+            *sample = (i % 7 * 30) as u8;
+        }
+        let mut half = I420Frame::new(16, 16).expect("half");
+        tiny.halve_into(&mut half).expect("halve");
+        // Luma: output (x, y) is the mean of input rows 2y, 2y + 1 and columns 2x, 2x + 1.
+        for (x, y) in [(0usize, 0usize), (5, 3), (15, 15)] {
+            let at = |row: usize, column: usize| u16::from(tiny.data[row * 32 + column]);
+            let sum = at(2 * y, 2 * x)
+                + at(2 * y, 2 * x + 1)
+                + at(2 * y + 1, 2 * x)
+                + at(2 * y + 1, 2 * x + 1);
+            assert_eq!(
+                u16::from(half.data[y * 16 + x]),
+                (sum + 2) / 4,
+                "({x}, {y})"
+            );
+        }
+        // Chroma (U starts after 32 × 32 luma samples; rows of 16).
+        let at = |row: usize, column: usize| u16::from(tiny.data[32 * 32 + row * 16 + column]);
+        let sum = at(2, 4) + at(2, 5) + at(3, 4) + at(3, 5);
+        assert_eq!(u16::from(half.data[16 * 16 + 8 + 2]), (sum + 2) / 4);
+        assert_eq!(half.halved_size(), None, "16×16 is the smallest layer");
+        assert!(matches!(
+            tiny.halve_into(&mut I420Frame::new(18, 16).expect("frame")),
+            Err(VideoError::BadSize { .. })
+        ));
+
+        let pattern = TestPattern::new(320, 180, "dave");
+        let mut rgba = Vec::new();
+        let whole = pattern_frame(&pattern, 1, &mut rgba);
+        let mut layer = whole;
+        for expected in [(160, 90), (80, 44)] {
+            let (width, height) = layer.halved_size().expect("a smaller layer");
+            assert_eq!((width, height), expected);
+            let mut smaller = I420Frame::new(width, height).expect("frame");
+            layer.halve_into(&mut smaller).expect("halve");
+            let mut encoder = H264Encoder::new(EncoderSettings {
+                width,
+                height,
+                fps: 15.0,
+                bitrate_bps: 100_000,
+                keyframe_interval: 30,
+            })
+            .expect("encoder");
+            let encoded = encoder.encode(&smaller).expect("encode").expect("a frame");
+            assert!(encoded.keyframe);
+            let mut decoded = Vec::new();
+            let size = H264Decoder::new()
+                .expect("decoder")
+                .decode_rgba(&encoded.data, &mut decoded)
+                .expect("decode");
+            assert_eq!(size, Some(expected));
+            layer = smaller;
         }
     }
 

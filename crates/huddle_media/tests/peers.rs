@@ -808,3 +808,125 @@ fn the_far_end_does_not_hear_itself() {
         drops[1]
     );
 }
+
+/// Audio at scale: in a call with more voices than the decode limit, only the loudest talkers
+/// are decoded. Alice's limit is "every voice up to 2, beyond that the loudest 1"; bob and
+/// carol talk in turns (3 s each) and dave never talks. Over 7 s alice decodes bob and carol
+/// each for their turns but never both at once (together at most 60 % of their packets), and
+/// none of dave's; bob, with the default limit (every voice up to 20), decodes dave throughout,
+/// which shows the measure can fail.
+#[test]
+fn a_large_call_decodes_only_the_loudest_talkers() {
+    let _serial = one_at_a_time();
+    let runtime = media_runtime();
+    let turns = |offset: u64| huddle_media::speech::TalkPattern {
+        on: Duration::from_secs(3),
+        off: Duration::from_secs(3),
+        offset: Duration::from_secs(offset),
+    };
+    let quiet = huddle_media::speech::TalkPattern {
+        on: Duration::ZERO,
+        off: Duration::from_secs(1),
+        offset: Duration::ZERO,
+    };
+    let small_video = |uid: &str| SessionConfig {
+        video: EncoderSettings {
+            fps: 10.0,
+            ..config(uid).video
+        },
+        ..config(uid)
+    };
+    let alice = MediaSession::start(
+        runtime.handle(),
+        SessionConfig {
+            voice_decode_limit: huddle_media::speech::VoiceDecodeLimit {
+                decode_all_up_to: 2,
+                loudest: 1,
+            },
+            ..small_video("alice")
+        },
+    );
+    let bob = MediaSession::start(
+        runtime.handle(),
+        SessionConfig {
+            talk_pattern: Some(turns(0)),
+            ..small_video("bob")
+        },
+    );
+    let carol = MediaSession::start(
+        runtime.handle(),
+        SessionConfig {
+            talk_pattern: Some(turns(3)),
+            ..small_video("carol")
+        },
+    );
+    let dave = MediaSession::start(
+        runtime.handle(),
+        SessionConfig {
+            talk_pattern: Some(quiet),
+            ..small_video("dave")
+        },
+    );
+    let sessions = [
+        ("alice", &alice),
+        ("bob", &bob),
+        ("carol", &carol),
+        ("dave", &dave),
+    ];
+    for (me, session) in &sessions {
+        for (other, _) in &sessions {
+            if other != me {
+                session.add_peer(other);
+            }
+        }
+    }
+    // Every voice reaches alice and bob (decoded or not).
+    let heard_everyone = |session: &MediaSession| {
+        let stats = session.stats();
+        stats.remotes.len() == 3
+            && stats
+                .remotes
+                .values()
+                .all(|r| r.audio_frames_decoded + r.audio_frames_skipped > 50)
+    };
+    let mut received = HashMap::new();
+    pump(&sessions, &mut received, Duration::from_secs(20), |_| {
+        heard_everyone(&alice) && heard_everyone(&bob)
+    });
+    assert!(heard_everyone(&alice), "alice: {:?}", alice.stats().remotes);
+    assert!(heard_everyone(&bob), "bob: {:?}", bob.stats().remotes);
+    let (alice_before, bob_before) = (alice.stats(), bob.stats());
+    pump(&sessions, &mut received, Duration::from_secs(7), |_| false);
+    let (alice_after, bob_after) = (alice.stats(), bob.stats());
+    // (decoded, skipped) in the window.
+    let window = |before: &huddle_media::probe::ProbeSnapshot,
+                  after: &huddle_media::probe::ProbeSnapshot,
+                  uid: &str| {
+        let (b, a) = (&before.remotes[uid], &after.remotes[uid]);
+        (
+            a.audio_frames_decoded - b.audio_frames_decoded,
+            a.audio_frames_skipped - b.audio_frames_skipped,
+        )
+    };
+    let (bob_decoded, bob_skipped) = window(&alice_before, &alice_after, "bob");
+    let (carol_decoded, carol_skipped) = window(&alice_before, &alice_after, "carol");
+    let (dave_decoded, dave_skipped) = window(&alice_before, &alice_after, "dave");
+    let figures = format!(
+        "alice: bob {bob_decoded}/{bob_skipped}, carol {carol_decoded}/{carol_skipped}, \
+         dave {dave_decoded}/{dave_skipped} (decoded/skipped)"
+    );
+    assert!(bob_decoded >= 100 && carol_decoded >= 100, "{figures}");
+    let talkers_received = bob_decoded + bob_skipped + carol_decoded + carol_skipped;
+    assert!(
+        (bob_decoded + carol_decoded) as f64 <= 0.6 * talkers_received as f64,
+        "{figures}"
+    );
+    assert_eq!(dave_decoded, 0, "{figures}");
+    assert!(dave_skipped >= 250, "{figures}");
+    let (dave_at_bob, skipped_at_bob) = window(&bob_before, &bob_after, "dave");
+    assert!(
+        dave_at_bob >= 250,
+        "bob decoded {dave_at_bob} of dave's frames"
+    );
+    assert_eq!(skipped_at_bob, 0);
+}

@@ -19,7 +19,7 @@ pub use messages::{
     Call, CallDirection, CallLog, CallLogQuery, ClientFrame, ErrorBody, GroupInfo, IceServer,
     MAX_FRAME_BYTES, MediaRoute, PeerSignal, Presence, Reply, Request, SFU_PUBLISH_PEER,
     SFU_SUBSCRIBE_PEER, ServerEvent, ServerFrame, ServerPayload, SessionEndReason,
-    SessionParticipant, StateChange, User,
+    SessionParticipant, SimulcastLayer, StateChange, User,
 };
 
 use std::fmt;

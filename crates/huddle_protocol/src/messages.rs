@@ -97,6 +97,67 @@ pub enum MediaRoute {
     Sfu,
 }
 
+/// One of the three pictures a publisher sends of its camera through the SFU (simulcast), each
+/// by its own encoder: the whole picture, half its width and height, and a quarter. Each
+/// receiver gets one of them per publisher, picked by the server from the receiver's
+/// `video_wanted` bitrate cap ([`SimulcastLayer::for_bitrate_cap`]). In a mesh nobody sends
+/// layers: the cap sets the sender's bitrate instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimulcastLayer {
+    /// A quarter of the picture's width and height.
+    Low,
+    /// Half of its width and height.
+    Medium,
+    /// The whole picture.
+    High,
+}
+
+impl SimulcastLayer {
+    /// The layers in the order of the offer's `a=rid` lines: highest first (Janus's default
+    /// `rid_order`).
+    pub const HIGHEST_FIRST: [SimulcastLayer; 3] = [Self::High, Self::Medium, Self::Low];
+
+    /// The layer's RTP stream id (`a=rid`, and the `rtp-stream-id` header extension).
+    pub fn rid(self) -> &'static str {
+        match self {
+            Self::High => "h",
+            Self::Medium => "m",
+            Self::Low => "l",
+        }
+    }
+
+    /// How much smaller than the whole picture the layer is, in each dimension.
+    pub fn scale_down(self) -> u32 {
+        match self {
+            Self::High => 1,
+            Self::Medium => 2,
+            Self::Low => 4,
+        }
+    }
+
+    /// Janus's substream number (0 the lowest).
+    pub fn substream(self) -> u8 {
+        match self {
+            Self::Low => 0,
+            Self::Medium => 1,
+            Self::High => 2,
+        }
+    }
+
+    /// The layer a `video_wanted` bitrate cap asks for: no cap (0) or 1.5 Mbit/s and more the
+    /// whole picture; from 500 kbit/s the half; below, the quarter. (The app asks 250 kbit/s
+    /// for a small tile such as Spotlight's strip, 800 kbit/s for a medium one, no cap for a
+    /// large one.)
+    pub fn for_bitrate_cap(max_bitrate_bps: u32) -> Self {
+        match max_bitrate_bps {
+            0 | 1_500_000.. => Self::High,
+            500_000.. => Self::Medium,
+            _ => Self::Low,
+        }
+    }
+}
+
 /// The SFU's publishing side, as a peer: `signal` to it (our offer, candidates) and get its
 /// answer and candidates `from` it. Never a user's uid (`:` is not allowed in uids).
 pub const SFU_PUBLISH_PEER: &str = "sfu:publish";

@@ -22,7 +22,7 @@ use huddle_protocol::messages::{is_valid_session_id, is_valid_uid};
 use huddle_protocol::{
     Call, CallLogQuery, CallStatus, CallType, ClientFrame, ErrorCode, MediaRoute, PROTOCOL_VERSION,
     PeerSignal, Presence, ReceiverType, Reply, Request, ServerEvent, ServerFrame, SessionEndReason,
-    SessionParticipant, StateChange, User,
+    SessionParticipant, SimulcastLayer, StateChange, User,
 };
 
 use crate::ice::IceServersConfig;
@@ -1347,15 +1347,20 @@ impl Hub {
                 }));
                 return Ok(Reply::Ok);
             }
-            if let PeerSignal::VideoWanted { paused, .. } = signal
+            if let PeerSignal::VideoWanted {
+                paused,
+                max_bitrate_bps,
+            } = signal
                 && to_member
             {
-                // The SFU forwards (or not) their camera to us; they keep sending it.
+                // The SFU forwards (or not) their camera to us, in the simulcast layer our
+                // bitrate cap asks for; they keep sending every layer.
                 self.after_reply.push(Out::Sfu(SfuCommand::WantVideo {
                     session_id: session_id.to_owned(),
                     subscriber: me.to_owned(),
                     publisher: to.to_owned(),
                     paused,
+                    layer: SimulcastLayer::for_bitrate_cap(max_bitrate_bps),
                 }));
                 return Ok(Reply::Ok);
             }

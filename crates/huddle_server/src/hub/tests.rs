@@ -9,7 +9,7 @@
 use huddle_protocol::{
     Call, CallLog, CallLogQuery, CallStatus, CallType, ClientFrame, ErrorBody, ErrorCode,
     PeerSignal, ReceiverType, Reply, Request, ServerEvent, ServerFrame, ServerPayload,
-    SessionEndReason, StateChange,
+    SessionEndReason, SimulcastLayer, StateChange,
 };
 
 use super::{ConnId, Hub, HubConfig, InternalError, Out, RandomnessError};
@@ -1348,6 +1348,7 @@ fn sfu_sessions_route_signals_through_the_sfu() {
             subscriber: "bob".into(),
             publisher: "alice".into(),
             paused: true,
+            layer: SimulcastLayer::High,
         })]
     );
     let from_janus = PeerSignal::Answer {

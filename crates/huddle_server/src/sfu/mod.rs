@@ -18,7 +18,9 @@
 //!   answer becomes `start`. New feeds and new streams are added with `update` (one
 //!   renegotiation at a time: changes wait for the answer to the offer that is out).
 //! - **video wishes**: a client's `video_wanted` for a participant pauses or resumes that
-//!   participant's camera stream on its subscriber handle (`configure` `send`).
+//!   participant's camera stream on its subscriber handle (`configure` `send`), and its
+//!   bitrate cap picks which of the participant's simulcast layers is forwarded
+//!   (`configure` `substream`, [`SimulcastLayer::for_bitrate_cap`]).
 //!
 //! A room that cannot be placed on any instance is reported ([`SfuNews::RoomFailed`]); the
 //! hub then keeps (or puts back) the call on the mesh.
@@ -28,7 +30,7 @@ pub mod janus;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use huddle_protocol::PeerSignal;
+use huddle_protocol::{PeerSignal, SimulcastLayer};
 pub use huddle_protocol::{SFU_PUBLISH_PEER, SFU_SUBSCRIBE_PEER};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -101,6 +103,8 @@ pub enum SfuCommand {
         publisher: String,
         /// Stop forwarding it.
         paused: bool,
+        /// Which of its simulcast layers to forward.
+        layer: SimulcastLayer,
     },
     /// A participant left: their handles go.
     Leave {
@@ -594,9 +598,13 @@ impl Room {
                 subscriber,
                 publisher,
                 paused,
+                layer,
                 ..
             } => {
-                if let Err(err) = self.want_video(&subscriber, &publisher, paused).await {
+                if let Err(err) = self
+                    .want_video(&subscriber, &publisher, paused, layer)
+                    .await
+                {
                     self.failed(news, &subscriber, SfuLeg::Subscribe, err);
                 }
             }
@@ -920,12 +928,15 @@ impl Room {
         self.flush_subscriptions(uid, news).await
     }
 
-    /// Pauses or resumes `publisher`'s camera for `subscriber`.
+    /// Pauses or resumes `publisher`'s camera for `subscriber`, and picks the simulcast layer
+    /// forwarded (Janus switches at the layer's next keyframe; a publisher without simulcast
+    /// has only the one).
     async fn want_video(
         &mut self,
         subscriber: &str,
         publisher: &str,
         paused: bool,
+        layer: SimulcastLayer,
     ) -> Result<(), JanusError> {
         let Some(feed) = self.members.get(publisher).and_then(|m| m.feed) else {
             return Ok(());
@@ -945,7 +956,7 @@ impl Room {
         let streams: Vec<Value> = camera_mids
             .iter()
             .filter_map(|feed_mid| member.receiving.get(&(feed, feed_mid.clone())))
-            .map(|mid| json!({"mid": mid, "send": !paused}))
+            .map(|mid| json!({"mid": mid, "send": !paused, "substream": layer.substream()}))
             .collect();
         if streams.is_empty() {
             return Ok(());

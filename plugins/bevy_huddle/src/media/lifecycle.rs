@@ -85,6 +85,7 @@ pub(crate) fn start_call_media(
                 measure: settings.measure,
                 talk_pattern: settings.talk_pattern,
                 voice_processing: settings.voice_processing,
+                voice_decode_limit: settings.voice_decode_limit,
             },
         );
         session.set_local_preview(settings.local_preview);

@@ -101,6 +101,9 @@ pub struct MediaSettings {
     /// Which stages clean a real microphone (echo cancellation, noise suppression, gain
     /// control; all on by default). Never applied to the synthetic tone or a stereo send.
     pub voice_processing: huddle_media::voice::VoiceProcessing,
+    /// How many remote voices are decoded: every one up to 20; in a larger call only the 3
+    /// loudest talkers (chosen from the audio levels the packets carry, without decoding).
+    pub voice_decode_limit: huddle_media::speech::VoiceDecodeLimit,
 }
 
 impl Default for MediaSettings {
@@ -114,6 +117,7 @@ impl Default for MediaSettings {
             measure: false,
             talk_pattern: None,
             voice_processing: huddle_media::voice::VoiceProcessing::default(),
+            voice_decode_limit: huddle_media::speech::VoiceDecodeLimit::default(),
         }
     }
 }

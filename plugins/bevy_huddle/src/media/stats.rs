@@ -41,6 +41,9 @@ pub struct RemoteMediaStats {
     pub audio_frames_recovered: u64,
     /// Audio frames the measuring queue had no room for.
     pub audio_frames_dropped: u64,
+    /// Audio packets received but not decoded: out of earshot, or not among the loudest few
+    /// talkers of a call above the decode limit.
+    pub audio_frames_skipped: u64,
     /// Tone heard over the last second (measuring only).
     pub audio_tone_hz: Option<f32>,
     /// Tone heard on the right channel of a stereo stream (measuring only).
@@ -72,6 +75,7 @@ impl RemoteMediaStats {
             audio_frames_concealed: probe.audio_frames_concealed,
             audio_frames_recovered: probe.audio_frames_recovered,
             audio_frames_dropped: probe.audio_frames_dropped,
+            audio_frames_skipped: probe.audio_frames_skipped,
             audio_tone_hz: probe.audio_tone_hz,
             audio_right_tone_hz: probe.audio_right_tone_hz,
             audio_channels: probe.audio_channels,
