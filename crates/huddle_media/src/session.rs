@@ -1631,7 +1631,7 @@ impl SmallerLayers {
         let mut encoded = Vec::new();
         for index in 0..self.coders.len() {
             let (above, rest) = self.coders.split_at_mut(index);
-            let source = above.last().map_or(whole, |(_, _, frame)| &*frame);
+            let source = above.last().map_or(whole, |(_, _, frame)| frame);
             let (layer, encoder, frame) = &mut rest[0];
             source.halve_into(frame)?;
             if keyframe_wanted[index].swap(false, Ordering::Relaxed) {
