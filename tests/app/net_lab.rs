@@ -776,16 +776,11 @@ fn lab_fifteen_second_outage_survives_through_ice_restart() {
 }
 
 /// (f) A bandwidth cap each way on the LAN (tbf on both hosts) below what the bots send:
-/// congestion control brings its target under the cap within 5 s, video keeps at least
-/// 10 fps, and at most 2 % of the audio is concealed. The issue asks for 500 kbit/s, but the
+/// congestion control (slow start, then GCC) brings its target under the cap within 5 s,
+/// video keeps at least 10 fps, and at most 2 % of the audio is concealed. The issue asks for 500 kbit/s, but the
 /// synthetic pattern compresses so well that even 1280×720 at 30 fps needs only about
 /// 440 kbit/s (measured with `tc -s`), so 500 kbit/s never binds: the cap is 250 kbit/s.
 #[test]
-#[ignore = "fails: GCC keeps its target at 2-3 Mbit/s for the first 4 s under a 250 kbit/s \
-            cap, so the tbf drops much of those seconds; when the target does fall (150 kbit/s \
-            by the 6th second) rtc's pacer, which paces at exactly the target, holds a backlog \
-            that drains at that rate: frames arrive up to 3-4 s late and are given up, and video \
-            stays at 0-2 fps. See issue 13's note"]
 fn lab_bandwidth_cap_brings_the_target_under_it() {
     require_root();
     let _serial = crate::one_media_test_at_a_time();
@@ -804,6 +799,17 @@ fn lab_bandwidth_cap_brings_the_target_under_it() {
     lab.start_servers(&[]);
     lab.call(&a, &b, 10);
     let (alice, bob) = lab.bot_stats(Duration::from_secs(60));
+    for (stats, of) in [(&alice, "bob"), (&bob, "alice")] {
+        let remote = remote(stats, of);
+        eprintln!(
+            "250 kbit/s cap: target per second {}, {of}'s video at {} fps (latency {}), {} \
+             of the audio concealed",
+            stats["sent"]["video_target_bps_per_second"],
+            remote["video_fps"],
+            remote["video_latency_ms"],
+            remote["audio_concealed_ratio"]
+        );
+    }
     assert_media_both_ways(&alice, &bob, 10.0);
     for (stats, of) in [(&alice, "bob"), (&bob, "alice")] {
         let targets: Vec<u64> = stats["sent"]["video_target_bps_per_second"]
@@ -813,8 +819,8 @@ fn lab_bandwidth_cap_brings_the_target_under_it() {
             .map(|v| v.as_u64().unwrap_or(0))
             .collect();
         assert!(
-            targets.iter().take(5).any(|&bps| bps > 0 && bps < 500_000),
-            "target not under 500 kbit/s within 5 s: {targets:?}"
+            targets.iter().take(5).any(|&bps| bps > 0 && bps < 250_000),
+            "target not under the 250 kbit/s cap within 5 s: {targets:?}"
         );
         let concealed = remote(stats, of)["audio_concealed_ratio"]
             .as_f64()

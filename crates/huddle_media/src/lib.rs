@@ -17,6 +17,7 @@
 //! - [`synthetic`]: the test pattern carrying its frame number and capture time.
 //! - [`video`], [`audio`]: codecs, colour conversion, the tone and its detector.
 //! - [`peer`]: one WebRTC connection per remote participant; [`session`]: a call's media.
+//! - [`congestion`]: GCC behind a slow start, the target every sender follows.
 //! - [`frames`]: newest-wins slots of decoded pictures; [`probe`]: receive statistics.
 //! - [`mixer`]: jitter buffers, gains, outputs; [`devices`]: cpal microphones and speakers.
 //! - [`voice`]: echo cancellation, noise suppression and gain control of the microphone
@@ -27,6 +28,7 @@
 
 pub mod audio;
 pub mod camera;
+pub mod congestion;
 pub mod devices;
 pub mod frames;
 pub mod ice;

@@ -1526,7 +1526,7 @@ fn media_and_interceptors() -> Result<(MediaEngine, Registry), PeerError> {
     // encoder (see `link_totals`). Then NACK, reports, and TWCC receive.
     let registry = configure_congestion_control(
         Registry::new(),
-        rtc::interceptor::Gcc::new(2_500_000.0, 150_000.0, 6_000_000.0),
+        crate::congestion::SlowStartGcc::new(2_500_000.0, 150_000.0, 6_000_000.0),
         CongestionFeedback::Twcc,
         &mut media,
     )?;
