@@ -142,11 +142,12 @@ pub fn selected_path(report: &RTCStatsReport) -> Option<CandidatePath> {
     let local_type = local.candidate_type.to_string();
     let protocol = if local_type == "relay" {
         // `udp`, `tcp` or `tls`, as the statistics serialize it; webrtc 0.21 leaves it
-        // `Unspecified` for its relay candidates, which it only allocates over UDP.
+        // `Unspecified` for its relay candidates, whose URL says how the server is reached.
         match serde_json::to_value(local.relay_protocol) {
             Ok(serde_json::Value::String(protocol)) if protocol == "tcp" || protocol == "tls" => {
                 "tcp".into()
             }
+            _ if local.url.ends_with("transport=tcp") => "tcp".into(),
             _ => "udp".to_owned(),
         }
     } else {
@@ -163,7 +164,7 @@ pub fn selected_path(report: &RTCStatsReport) -> Option<CandidatePath> {
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IceServerProblem {
-    /// The URL is not one this client can use (`turns:`, TURN over TCP, a bad URL).
+    /// The URL is not one this client can use (`turns:`, `stuns:`, a bad URL).
     #[error("{url}: not supported: {reason}")]
     Unsupported {
         /// The URL.
@@ -239,9 +240,11 @@ async fn check_server(
         return unsupported("only stun: and turn: URLs (no TLS)");
     };
     let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if turn && query == "transport=tcp" {
-        return unsupported("TURN over TCP (the WebRTC stack reaches TURN over UDP only)");
-    }
+    let over_tcp = match query {
+        "" | "transport=udp" => false,
+        "transport=tcp" if turn => true,
+        _ => return unsupported("transport: udp, or tcp for TURN"),
+    };
     let host = if host.contains(':') && !host.ends_with(']') {
         host.to_owned()
     } else {
@@ -264,7 +267,7 @@ async fn check_server(
             });
         }
     };
-    match tokio::time::timeout(wait, ask(server, turn, username, password)).await {
+    match tokio::time::timeout(wait, ask(server, (turn, over_tcp), username, password)).await {
         Ok(Ok(())) => None,
         Ok(Err(reason)) if turn => Some(IceServerProblem::Refused { url, reason }),
         Ok(Err(_)) | Err(_) => Some(IceServerProblem::NoAnswer {
@@ -274,11 +277,100 @@ async fn check_server(
     }
 }
 
-/// One Binding (STUN) or Allocate (TURN) exchange with `server` over a fresh UDP socket,
-/// driving the sans-IO TURN client of the WebRTC stack.
+/// How a check reaches its server: a UDP socket, or a TCP connection (TURN over TCP, framed
+/// as RFC 5766 §2.1 frames it: STUN messages and padded ChannelData back to back).
+enum CheckTransport {
+    Udp(tokio::net::UdpSocket),
+    Tcp {
+        stream: tokio::net::TcpStream,
+        /// Bytes received and not yet a whole message.
+        pending: bytes::BytesMut,
+    },
+}
+
+impl CheckTransport {
+    async fn open(server: std::net::SocketAddr, over_tcp: bool) -> std::io::Result<Self> {
+        if over_tcp {
+            return Ok(Self::Tcp {
+                stream: tokio::net::TcpStream::connect(server).await?,
+                pending: bytes::BytesMut::new(),
+            });
+        }
+        let bind: std::net::SocketAddr = if server.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        Ok(Self::Udp(tokio::net::UdpSocket::bind(bind).await?))
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        match self {
+            Self::Udp(socket) => socket.local_addr(),
+            Self::Tcp { stream, .. } => stream.local_addr(),
+        }
+    }
+
+    async fn send(&mut self, message: &[u8], to: std::net::SocketAddr) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match self {
+            Self::Udp(socket) => socket.send_to(message, to).await.map(|_| ()),
+            Self::Tcp { stream, .. } => stream.write_all(message).await,
+        }
+    }
+
+    /// The next message and who sent it (cancel-safe: a TCP read keeps what it got).
+    async fn receive(
+        &mut self,
+        buffer: &mut [u8],
+    ) -> std::io::Result<(bytes::BytesMut, std::net::SocketAddr)> {
+        use tokio::io::AsyncReadExt;
+        match self {
+            Self::Udp(socket) => {
+                let (n, from) = socket.recv_from(buffer).await?;
+                Ok((bytes::BytesMut::from(&buffer[..n]), from))
+            }
+            Self::Tcp { stream, pending } => loop {
+                if let Some(frame) = next_turn_frame(pending) {
+                    let frame = frame.map_err(|()| {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, "not TURN framing")
+                    })?;
+                    return Ok((frame, stream.peer_addr()?));
+                }
+                if stream.read_buf(pending).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            },
+        }
+    }
+}
+
+/// The next whole message of a TURN server's TCP stream (RFC 5766 §2.1, §11.5): a STUN
+/// message (its header gives its length) or ChannelData padded to 4 bytes (the padding
+/// dropped); `None` until one is whole, `Err` for bytes that start neither.
+fn next_turn_frame(pending: &mut bytes::BytesMut) -> Option<Result<bytes::BytesMut, ()>> {
+    if pending.len() < 4 {
+        return None;
+    }
+    let length = usize::from(u16::from_be_bytes([pending[2], pending[3]]));
+    let (whole, kept) = match pending[0] >> 6 {
+        0b00 => (20 + length, 20 + length),
+        0b01 => (4 + length.next_multiple_of(4), 4 + length),
+        _ => return Some(Err(())),
+    };
+    if pending.len() < whole {
+        return None;
+    }
+    let mut frame = pending.split_to(whole);
+    frame.truncate(kept);
+    Some(Ok(frame))
+}
+
+/// One Binding (STUN) or Allocate (TURN) exchange with `server` over a fresh UDP socket or,
+/// for TURN over TCP, a fresh connection, driving the sans-IO TURN client of the WebRTC stack.
 async fn ask(
     server: std::net::SocketAddr,
-    turn: bool,
+    (turn, over_tcp): (bool, bool),
     username: String,
     password: String,
 ) -> Result<(), String> {
@@ -287,22 +379,22 @@ async fn ask(
     use rtc::turn::client::{Client, ClientConfig, Event};
     use std::time::Instant;
 
-    let bind: std::net::SocketAddr = if server.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = tokio::net::UdpSocket::bind(bind)
+    let mut socket = CheckTransport::open(server, over_tcp)
         .await
         .map_err(|e| e.to_string())?;
     let local_addr = socket.local_addr().map_err(|e| e.to_string())?;
+    let protocol = if over_tcp {
+        TransportProtocol::TCP
+    } else {
+        TransportProtocol::UDP
+    };
     let provider = rtc::crypto::default_provider().map_err(|e| e.to_string())?;
     let mut client = Client::new(
         ClientConfig {
             stun_serv_addr: server.to_string(),
             turn_serv_addr: server.to_string(),
             local_addr,
-            transport_protocol: TransportProtocol::UDP,
+            transport_protocol: protocol,
             username,
             password,
             ..ClientConfig::default()
@@ -322,7 +414,7 @@ async fn ask(
     loop {
         while let Some(out) = client.poll_write() {
             socket
-                .send_to(&out.message, out.transport.peer_addr)
+                .send(&out.message, out.transport.peer_addr)
                 .await
                 .map_err(|e| e.to_string())?;
         }
@@ -335,7 +427,7 @@ async fn ask(
                         let _ = relay.close(Instant::now());
                     }
                     while let Some(out) = client.poll_write() {
-                        let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
+                        let _ = socket.send(&out.message, out.transport.peer_addr).await;
                     }
                     return Ok(());
                 }
@@ -350,17 +442,17 @@ async fn ask(
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + std::time::Duration::from_millis(100));
         tokio::select! {
-            received = socket.recv_from(&mut buffer) => {
-                let (n, from) = received.map_err(|e| e.to_string())?;
+            received = socket.receive(&mut buffer) => {
+                let (message, from) = received.map_err(|e| e.to_string())?;
                 let message = TaggedBytesMut {
                     now: Instant::now(),
                     transport: TransportContext {
                         local_addr,
                         peer_addr: from,
                         ecn: None,
-                        transport_protocol: TransportProtocol::UDP,
+                        transport_protocol: protocol,
                     },
-                    message: bytes::BytesMut::from(&buffer[..n]),
+                    message,
                 };
                 client.handle_read(message).map_err(|e| e.to_string())?;
             }
@@ -392,7 +484,7 @@ mod tests {
                 credential: None,
             },
             IceServer {
-                urls: vec!["turn:127.0.0.1:3478?transport=tcp".into()],
+                urls: vec!["turn:127.0.0.1:3478?transport=sctp".into()],
                 username: Some("1:alice".into()),
                 credential: Some("x".into()),
             },
@@ -411,7 +503,37 @@ mod tests {
         assert!(problems.iter().any(|p| matches!(p,
             IceServerProblem::Unsupported { url, .. } if url.starts_with("stuns:"))));
         assert!(problems.iter().any(|p| matches!(p,
-            IceServerProblem::Unsupported { url, reason } if url.ends_with("tcp") && reason.contains("TCP"))));
+            IceServerProblem::Unsupported { url, reason } if url.ends_with("sctp") && reason.contains("transport"))));
+    }
+
+    /// A TURN server's TCP stream splits into its messages: a STUN message, then ChannelData
+    /// of 5 bytes padded to 8, across reads, come out as two frames (the padding dropped); a
+    /// first byte that starts neither is an error.
+    #[test]
+    fn turn_frames_split_from_a_stream() {
+        use bytes::BytesMut;
+        let mut stun = vec![0x01, 0x01, 0x00, 0x04, 0x21, 0x12, 0xa4, 0x42];
+        stun.extend_from_slice(&[7; 12]);
+        stun.extend_from_slice(&[1, 2, 3, 4]);
+        let channel_data = [0x40, 0x00, 0x00, 0x05, 9, 9, 9, 9, 9, 0, 0, 0];
+        let mut pending = BytesMut::new();
+        pending.extend_from_slice(&stun[..10]);
+        assert!(next_turn_frame(&mut pending).is_none());
+        pending.extend_from_slice(&stun[10..]);
+        pending.extend_from_slice(&channel_data[..6]);
+        assert_eq!(
+            next_turn_frame(&mut pending),
+            Some(Ok(BytesMut::from(&stun[..])))
+        );
+        assert!(next_turn_frame(&mut pending).is_none());
+        pending.extend_from_slice(&channel_data[6..]);
+        assert_eq!(
+            next_turn_frame(&mut pending),
+            Some(Ok(BytesMut::from(&channel_data[..9])))
+        );
+        assert!(pending.is_empty());
+        pending.extend_from_slice(&[0xc0, 0, 0, 0]);
+        assert_eq!(next_turn_frame(&mut pending), Some(Err(())));
     }
 
     /// Loopback is always bound, and a wildcard only for a family with a routable address.

@@ -17,7 +17,7 @@
 //! - [`synthetic`]: the test pattern carrying its frame number and capture time.
 //! - [`video`], [`audio`]: codecs, colour conversion, the tone and its detector.
 //! - [`peer`]: one WebRTC connection per remote participant; [`session`]: a call's media.
-//! - [`congestion`]: GCC behind a slow start, the target every sender follows.
+//! - [`congestion`]: the chain around GCC, with a pacer at 2.5 × its target.
 //! - [`frames`]: newest-wins slots of decoded pictures; [`probe`]: receive statistics.
 //! - [`mixer`]: jitter buffers, gains, outputs; [`devices`]: cpal microphones and speakers.
 //! - [`voice`]: echo cancellation, noise suppression and gain control of the microphone

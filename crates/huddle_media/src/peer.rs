@@ -39,7 +39,7 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedP
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    CongestionFeedback, Registry, configure_congestion_control, register_default_interceptors,
+    Registry, register_default_interceptors,
 };
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
@@ -1523,11 +1523,12 @@ fn media_and_interceptors() -> Result<(MediaEngine, Registry), PeerError> {
         None,
     )?;
     // Congestion control (GCC over TWCC feedback) first: its target bitrate drives the
-    // encoder (see `link_totals`). Then NACK, reports, and TWCC receive.
-    let registry = configure_congestion_control(
+    // encoder (see `link_totals`) and the pacer, which releases at 2.5 × the target (rtc's
+    // own pacer, which `configure_congestion_control` puts in, paces at exactly the target).
+    // Then NACK, reports, and TWCC receive.
+    let registry = crate::congestion::configure(
         Registry::new(),
-        crate::congestion::SlowStartGcc::new(2_500_000.0, 150_000.0, 6_000_000.0),
-        CongestionFeedback::Twcc,
+        rtc::interceptor::Gcc::new(2_500_000.0, 150_000.0, 6_000_000.0),
         &mut media,
     )?;
     let registry = register_default_interceptors(registry, &mut media)?;
