@@ -46,7 +46,7 @@ fn run(program: &str, args: &[&str]) -> String {
 }
 
 /// Loads an nftables ruleset into a namespace.
-fn nft(namespace: &str, ruleset: &str) {
+pub(crate) fn nft(namespace: &str, ruleset: &str) {
     let mut child = Command::new("ip")
         .args(["netns", "exec", namespace, "nft", "-f", "-"])
         .stdin(Stdio::piped())
@@ -520,7 +520,7 @@ fn sweep_namespaces_of_dead_runs() {
 }
 
 /// The statistics alice has of bob (or bob of alice).
-fn remote<'a>(stats: &'a Value, of: &str) -> &'a Value {
+pub(crate) fn remote<'a>(stats: &'a Value, of: &str) -> &'a Value {
     &stats["remotes"][of]
 }
 
@@ -740,7 +740,7 @@ fn call_through_an_outage(case: &str, outage: Duration, seconds: u32) -> (Lab, V
 /// Each side's video per second of the other; asserts the outage shows as a run of silent
 /// seconds of about `outage_secs`, that video is back within `back_within_secs` of the
 /// restore and stays at 10 fps or more, and that the call lasted its whole length.
-fn assert_recovered(
+pub(crate) fn assert_recovered(
     stats: &Value,
     of: &str,
     (outage_secs, back_within_secs): (usize, usize),

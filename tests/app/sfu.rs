@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::net_lab::{Lab, Uplink, require_root};
+use crate::net_lab::{Lab, Uplink, nft, require_root};
 
 /// Bots (uids `p1`…`pN`) on their own LAN hosts join one direct session for `seconds`;
 /// returns each one's statistics, in order.
@@ -118,6 +118,87 @@ fn sfu_simulcast_layer_follows_the_wanted_size() {
                 "{uid}'s picture of {other}: {stats:#}"
             );
         }
+    }
+}
+
+/// A 15 s total outage on p1's host in a call of three through Janus (its signaling cut
+/// too; long enough for the connections to fail): p1's pictures stop for the others and
+/// theirs for p1, and come back within a few seconds of the restore in the same call, once
+/// both of p1's connections to the SFU have restarted ICE, and then run at 10 fps or more on
+/// average.
+#[test]
+#[ignore = "fails: p1's publishing connection comes back (the others see p1 again 15 s after \
+            the cut, then at 4-5 fps for 2 s and 12-20 after), but its receiving connection \
+            from Janus never does: the client only restarts ICE where it offers, and the SFU \
+            offers on that one. Asking Janus for it (subscriber `configure` with `restart`) was \
+            tried: Janus renegotiated but media did not flow again. See issue 18's note"]
+fn sfu_outage_recovers_through_ice_restart() {
+    require_root();
+    let _serial = crate::one_media_test_at_a_time();
+    let mut lab = Lab::new("sfu-outage");
+    lab.start_janus();
+    lab.start_servers(&["--janus", "ws://10.77.0.1:8188", "--sfu-above", "0"]);
+    let hosts: Vec<String> = (1..=3u8)
+        .map(|n| lab.host(&format!("h{n}"), n, Uplink::Lan))
+        .collect();
+    for (n, host) in hosts.iter().enumerate() {
+        lab.bot(
+            host,
+            &format!("p{}", n + 1),
+            32,
+            &["--session", "sfu-outage"],
+        );
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    nft(
+        &hosts[0],
+        "table inet outage {
+            chain input { type filter hook input priority 0; iifname \"eth0\" drop; }
+            chain output { type filter hook output priority 0; oifname \"eth0\" drop; }
+        }",
+    );
+    std::thread::sleep(Duration::from_secs(15));
+    lab.in_ns(&hosts[0], &["nft", "delete", "table", "inet", "outage"]);
+    lab.wait_for_bots(Duration::from_secs(100));
+    let all = reports_of_bots(&lab, 3);
+    for (uid, stats) in &all {
+        for (other, _) in all.iter().filter(|(o, _)| o != uid) {
+            eprintln!(
+                "SFU, 15 s outage of p1: {uid}'s video of {other} per second {}",
+                stats["remotes"][other]["video_frames_per_second"]
+            );
+        }
+        assert_eq!(stats["errors"], Value::Array(vec![]), "{uid}: {stats:#}");
+    }
+    assert_eq!(all[0].1["session_id"], all[1].1["session_id"]);
+    let restarts = all[0].1["remotes"]["p2"]["ice_restarts"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(restarts >= 1, "p1 never restarted ICE: {:#}", all[0].1);
+    for (viewer, of) in [(1, "p1"), (2, "p1"), (0, "p2"), (0, "p3")] {
+        let per_second: Vec<u64> = all[viewer].1["remotes"][of]["video_frames_per_second"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .map(|n| n.as_u64().unwrap_or(0))
+            .collect();
+        let first_silent = per_second.iter().position(|&n| n == 0).expect("an outage");
+        let back = per_second[first_silent..]
+            .iter()
+            .position(|&n| n > 0)
+            .map(|i| first_silent + i)
+            .unwrap_or_else(|| panic!("{of} never came back: {per_second:?}"));
+        assert!(
+            (14..=21).contains(&(back - first_silent)),
+            "{} silent seconds of {of} for a 15 s outage: {per_second:?}",
+            back - first_silent
+        );
+        let after = &per_second[(back + 1).min(per_second.len())..per_second.len() - 1];
+        let mean = after.iter().sum::<u64>() as f64 / after.len().max(1) as f64;
+        assert!(
+            after.len() >= 3 && mean >= 10.0,
+            "{of} after the outage at {mean} fps: {per_second:?}"
+        );
     }
 }
 

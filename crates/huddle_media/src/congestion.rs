@@ -19,15 +19,14 @@ use rtc::sansio::Protocol;
 
 /// Congestion control as rtc's `configure_congestion_control` sets it up for TWCC (the
 /// `transport-cc` feedback and the transport-wide sequence number extension on audio and
-/// video, the TWCC sender and receiver), with `estimator` and a [`FactorPacer`].
+/// video, the TWCC sender), with `estimator` and a [`FactorPacer`]. The TWCC receiver, for
+/// what we receive, comes with rtc's `register_default_interceptors`.
 pub fn configure(
     registry: rtc::interceptor::Registry,
     estimator: impl BandwidthEstimator + 'static,
     media: &mut rtc::peer_connection::configuration::media_engine::MediaEngine,
 ) -> rtc::shared::error::Result<rtc::interceptor::Registry> {
-    use rtc::interceptor::{
-        CongestionControlBuilder, Slot, TwccReceiverBuilder, TwccSenderBuilder,
-    };
+    use rtc::interceptor::{CongestionControlBuilder, Slot, TwccSenderBuilder};
     use rtc::rtp_transceiver::rtp_sender::{
         RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind, TYPE_RTCP_FB_TRANSPORT_CC,
     };
@@ -53,8 +52,7 @@ pub fn configure(
             CongestionControlBuilder::new(estimator).build(),
         )
         .with(Slot::Pacer, FactorPacer::default())
-        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
-        .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build()))
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build()))
 }
 
 /// How much faster than congestion control's target the pacer may release packets
