@@ -115,6 +115,10 @@ pub struct BotArgs {
     /// below 1500 the half).
     #[arg(long, value_name = "KBPS")]
     pub want_video_kbps: Option<u32>,
+    /// Want none of this participant's video, as a hidden tile would (repeatable): their
+    /// sender (in a mesh) or the SFU stops sending it to us.
+    #[arg(long = "hide-video-of", value_name = "UID")]
+    pub hide_video_of: Vec<String>,
 }
 
 /// The bot's progress.
@@ -181,6 +185,11 @@ pub struct RecordingStats {
 pub struct SentStats {
     /// Video frames.
     pub video_frames: u64,
+    /// Frames of the camera's half-size simulcast layer sent to the SFU (left out while
+    /// nobody receives it).
+    pub video_medium_layer_frames: u64,
+    /// The same for the quarter-size layer.
+    pub video_low_layer_frames: u64,
     /// Audio frames (20 ms).
     pub audio_frames: u64,
     /// The tone sent.
@@ -281,12 +290,15 @@ pub fn run(args: BotArgs) -> ExitCode {
         Update,
         (drive_bot, record_errors, sample_timeline).after(HuddleSystems::Apply),
     );
-    if let Some(kbps) = args.want_video_kbps {
+    if args.want_video_kbps.is_some() || !args.hide_video_of.is_empty() {
         // After the view has published what is on screen, so that media asks for this.
+        let (kbps, hidden) = (args.want_video_kbps, args.hide_video_of.clone());
         app.add_systems(
             PostUpdate,
-            (move |demands: Query<&mut VideoDemand>| want_video_of_everyone(demands, kbps))
-                .after(HuddleSystems::Layout),
+            (move |demands: Query<(&Participant, &mut VideoDemand)>| {
+                want_video_as_asked(demands, kbps, &hidden)
+            })
+            .after(HuddleSystems::Layout),
         );
     }
     let mut connection = ServerConnection::dev(args.server.clone(), args.uid.clone());
@@ -348,15 +360,25 @@ pub fn run(args: BotArgs) -> ExitCode {
     }
 }
 
-/// `--want-video-kbps`: every remote's video demand is that cap, whatever the view published.
-fn want_video_of_everyone(mut demands: Query<&mut VideoDemand>, kbps: u32) {
-    for mut demand in &mut demands {
-        let capped = VideoDemand {
-            paused: false,
-            max_bitrate_bps: kbps.saturating_mul(1000),
+/// `--want-video-kbps` and `--hide-video-of`: each remote's video demand is that cap, or
+/// paused, whatever the view published.
+fn want_video_as_asked(
+    mut demands: Query<(&Participant, &mut VideoDemand)>,
+    kbps: Option<u32>,
+    hidden: &[String],
+) {
+    for (who, mut demand) in &mut demands {
+        let paused = hidden.contains(&who.uid);
+        let max_bitrate_bps = match kbps {
+            Some(kbps) if !paused => kbps.saturating_mul(1000),
+            _ => demand.max_bitrate_bps,
+        };
+        let asked = VideoDemand {
+            paused,
+            max_bitrate_bps,
             wanted_size: demand.wanted_size,
         };
-        demand.set_if_neq(capped);
+        demand.set_if_neq(asked);
     }
 }
 
@@ -638,6 +660,10 @@ fn collect_stats(
                 .load(std::sync::atomic::Ordering::Relaxed),
             audio_frames: counters
                 .audio_frames_sent
+                .load(std::sync::atomic::Ordering::Relaxed),
+            video_medium_layer_frames: counters.smaller_layer_frames_sent[0]
+                .load(std::sync::atomic::Ordering::Relaxed),
+            video_low_layer_frames: counters.smaller_layer_frames_sent[1]
                 .load(std::sync::atomic::Ordering::Relaxed),
             audio_tone_hz: huddle_media::audio::tone_frequency_for(&bot.args.uid),
             video_target_bps: media.session().target_bitrate_bps(),

@@ -65,8 +65,10 @@ fn assert_everyone_receives_everyone(all: &[(String, Value)], min_fps: f64) {
 
 /// A call of twelve with the SFU threshold at 0 goes through Janus from its start: every bot
 /// publishes once and receives the eleven others' video and voice over its one receiving
-/// connection, each track labelled with its owner (on 2 cores, twelve bots and Janus keep
-/// about 14 fps of the 15 sent: `scripts/bench-sfu`).
+/// connection, each track labelled with its owner. Eleven tiles in a bot's grid are medium
+/// ones, which ask for the half-size simulcast layer: nobody asks for the quarter, so the
+/// server tells each publisher so and the quarter is hardly sent (at most the first seconds'
+/// worth) while the half is.
 #[test]
 fn sfu_call_of_twelve_goes_through_janus() {
     require_root();
@@ -76,13 +78,27 @@ fn sfu_call_of_twelve_goes_through_janus() {
     lab.start_servers(&["--janus", "ws://10.77.0.1:8188", "--sfu-above", "0"]);
     let all = session_of_bots(&mut lab, 12, "sfu-twelve", 10);
     assert_everyone_receives_everyone(&all, 5.0);
+    for (uid, stats) in &all {
+        let sent = &stats["sent"];
+        let frames = |key: &str| sent[key].as_u64().unwrap_or(u64::MAX);
+        assert!(
+            frames("video_frames") >= 100
+                && frames("video_medium_layer_frames") >= 60
+                && frames("video_low_layer_frames") <= 45,
+            "{uid} sent {sent}"
+        );
+    }
 }
 
 /// Simulcast through Janus: each bot publishes its camera in three layers (320×180, 160×90,
 /// 80×44) and the bitrate cap a receiver asks for (what a small, medium or large tile asks)
 /// picks the layer the SFU forwards it: p1 asks 250 kbit/s and gets everyone's quarter
 /// picture, p2 asks 800 kbit/s and gets the half, p3 and p4 ask nothing and get the whole
-/// picture, all at the frame rate sent.
+/// picture, all at the frame rate sent. p4 hides p1's tile: the SFU stops forwarding p1's
+/// camera to p4 (no picture after the first seconds) while p4 still hears p1 and the others
+/// still see p1. Each publisher encodes only the layers someone receives: p1's half (p2's
+/// wish) but not its quarter (only p1 asks quarters), p2's quarter (p1's) but not its half,
+/// and both of p3's and p4's.
 #[test]
 fn sfu_simulcast_layer_follows_the_wanted_size() {
     require_root();
@@ -94,7 +110,7 @@ fn sfu_simulcast_layer_follows_the_wanted_size() {
         &["--want-video-kbps", "250"],
         &["--want-video-kbps", "800"],
         &[],
-        &[],
+        &["--hide-video-of", "p1"],
     ];
     for (n, want) in (1..=4u8).zip(wants) {
         let host = lab.host(&format!("h{n}"), n, Uplink::Lan);
@@ -104,10 +120,64 @@ fn sfu_simulcast_layer_follows_the_wanted_size() {
     }
     lab.wait_for_bots(Duration::from_secs(80));
     let all = reports_of_bots(&lab, 4);
-    assert_everyone_receives_everyone(&all, 5.0);
+    let (p4, hidden) = (&all[3].1, &all[3].1["remotes"]["p1"]);
+    let per_second: Vec<u64> = hidden["video_frames_per_second"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    assert!(
+        per_second.len() >= 8 && per_second[4..].iter().all(|&n| n == 0),
+        "p4 hid p1 but got p1's pictures: {per_second:?}"
+    );
+    assert!(hidden["audio_tone_hz"].as_f64().is_some(), "{p4:#}");
+    let mut seen = all.clone();
+    seen[3].1["remotes"]
+        .as_object_mut()
+        .expect("remotes")
+        .remove("p1");
+    for (uid, stats) in &seen {
+        for (other, _) in seen.iter().filter(|(o, _)| o != uid) {
+            if stats["remotes"].get(other).is_none() {
+                continue;
+            }
+            let remote = &stats["remotes"][other];
+            let fps = remote["video_fps"].as_f64().unwrap_or(0.0);
+            assert!(
+                fps >= 5.0,
+                "{uid} got {other}'s video at {fps} fps: {stats:#}"
+            );
+            assert!(remote["audio_tone_hz"].as_f64().is_some(), "{stats:#}");
+        }
+        assert_eq!(
+            stats["errors"],
+            Value::Array(vec![]),
+            "{uid}'s errors: {stats:#}"
+        );
+    }
+    // (medium, low) layers wanted of each publisher, as above: frames sent, or only the first
+    // seconds' worth (before the server has said which are wanted).
+    for ((uid, stats), (medium, low)) in
+        all.iter()
+            .zip([(true, false), (false, true), (true, true), (true, true)])
+    {
+        let sent = &stats["sent"];
+        for (key, wanted) in [
+            ("video_medium_layer_frames", medium),
+            ("video_low_layer_frames", low),
+        ] {
+            let frames = sent[key].as_u64().unwrap_or(0);
+            assert!(
+                if wanted { frames >= 60 } else { frames <= 45 },
+                "{uid}: {key} {frames} (wanted: {wanted}): {sent}"
+            );
+        }
+    }
     let sizes = [(80, 44), (160, 90), (320, 180), (320, 180)];
-    for ((uid, stats), (width, height)) in all.iter().zip(sizes) {
-        for (other, _) in all.iter().filter(|(o, _)| o != uid) {
+    for ((uid, stats), (width, height)) in seen.iter().zip(sizes) {
+        for (other, _) in seen.iter().filter(|(o, _)| o != uid) {
+            if stats["remotes"].get(other).is_none() {
+                continue;
+            }
             let remote = &stats["remotes"][other];
             assert_eq!(
                 (

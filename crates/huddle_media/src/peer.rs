@@ -322,6 +322,8 @@ pub struct MediaCounters {
     pub keyframe_requests: AtomicU64,
     /// Screen-share frames written to at least one peer.
     pub screen_frames_sent: AtomicU64,
+    /// Frames of the camera's smaller simulcast layers (medium, low) written to the SFU.
+    pub smaller_layer_frames_sent: [AtomicU64; 2],
 }
 
 /// Test hook (feature `test-utils`): the share of incoming video RTP packets to drop
@@ -443,6 +445,9 @@ pub struct PeerContext {
     pub screen_keyframe_wanted: Arc<AtomicBool>,
     /// The same for the encoders of the camera's smaller simulcast layers (medium, low).
     pub smaller_layers_keyframe_wanted: Arc<[AtomicBool; 2]>,
+    /// Whether anyone receives the camera's smaller simulcast layers (medium, low), as the
+    /// SFU tells (`layers_wanted`); an unwanted layer is not encoded.
+    pub smaller_layers_wanted: Arc<[AtomicBool; 2]>,
     /// Test hook: induced loss of received video.
     pub loss: Arc<LossInjection>,
 }
@@ -2025,6 +2030,18 @@ impl Peer {
                 self.learn_payload_types().await;
                 if self.renegotiate_after_answer.swap(false, Ordering::Relaxed) {
                     Box::pin(self.renegotiate()).await?;
+                }
+            }
+            PeerSignal::LayersWanted { layers } => {
+                if self.simulcast.is_some() {
+                    for (wanted, layer) in self
+                        .context
+                        .smaller_layers_wanted
+                        .iter()
+                        .zip([SimulcastLayer::Medium, SimulcastLayer::Low])
+                    {
+                        wanted.store(layers.contains(&layer), Ordering::Relaxed);
+                    }
                 }
             }
             PeerSignal::RenegotiationWanted => {

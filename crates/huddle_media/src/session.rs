@@ -562,6 +562,7 @@ impl MediaSession {
                 AtomicBool::new(false),
                 AtomicBool::new(false),
             ]),
+            smaller_layers_wanted: Arc::new([AtomicBool::new(true), AtomicBool::new(true)]),
             loss: Arc::new(LossInjection::default()),
         });
         let io = DeviceIo::start(
@@ -1412,9 +1413,9 @@ impl VideoSendLoop {
                 smaller_layers
                     .encode(
                         frame,
-                        settings,
-                        whole_bps,
+                        (settings, whole_bps),
                         &context.smaller_layers_keyframe_wanted,
+                        &context.smaller_layers_wanted,
                     )
                     .unwrap_or_else(|err| {
                         report(format!("simulcast layers of {width}×{height}: {err}"));
@@ -1437,8 +1438,11 @@ impl VideoSendLoop {
                 for peer in &targets {
                     sent |= peer.write_video(&encoded, duration).await;
                     if peer.sends_simulcast() {
-                        for (layer, frame) in &smaller {
-                            peer.write_video_layer(*layer, frame, duration).await;
+                        for (index, (layer, frame)) in &smaller {
+                            if peer.write_video_layer(*layer, frame, duration).await {
+                                counters.smaller_layer_frames_sent[*index]
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
                 }
@@ -1583,23 +1587,29 @@ fn whole_layer_share_of(video_bps: u32) -> u32 {
 
 /// The encoders of the camera's smaller simulcast layers (half and a quarter of the picture,
 /// each halved from the one above), made when a publishing connection to the SFU first needs
-/// them and again when the picture's size changes. A picture too small to halve has fewer.
+/// them and again when the picture's size changes. A picture too small to halve has fewer. A
+/// layer nobody receives is halved (the next one is made from it) but not encoded; it starts
+/// again with a keyframe.
 #[derive(Default)]
 struct SmallerLayers {
     coders: Vec<(SimulcastLayer, H264Encoder, I420Frame)>,
+    /// Which layers were left out last time.
+    left_out: [bool; 2],
 }
 
 impl SmallerLayers {
-    /// Encodes `whole` (encoded with `settings` at `whole_bps`) at each smaller layer, at its
-    /// share of `whole_bps`; a layer whose `keyframe_wanted` flag is set (medium, low) makes
-    /// a keyframe.
+    /// Encodes `whole` (encoded with `settings` at `whole_bps`) at each smaller layer that is
+    /// `wanted`, at its share of `whole_bps`; a layer whose `keyframe_wanted` flag is set
+    /// (medium, low) makes a keyframe. Each frame comes with its layer's index (0 medium,
+    /// 1 low).
     fn encode(
         &mut self,
         whole: &I420Frame,
-        settings: EncoderSettings,
-        whole_bps: u32,
+        (settings, whole_bps): (EncoderSettings, u32),
         keyframe_wanted: &[AtomicBool; 2],
-    ) -> Result<Vec<(SimulcastLayer, crate::video::EncodedFrame)>, crate::video::VideoError> {
+        wanted: &[AtomicBool; 2],
+    ) -> Result<Vec<(usize, (SimulcastLayer, crate::video::EncodedFrame))>, crate::video::VideoError>
+    {
         let mut sizes = Vec::new();
         let mut size = whole.halved_size();
         for _ in SMALLER_LAYER_SHARES {
@@ -1634,13 +1644,18 @@ impl SmallerLayers {
             let source = above.last().map_or(whole, |(_, _, frame)| frame);
             let (layer, encoder, frame) = &mut rest[0];
             source.halve_into(frame)?;
-            if keyframe_wanted[index].swap(false, Ordering::Relaxed) {
+            if !wanted[index].load(Ordering::Relaxed) {
+                self.left_out[index] = true;
+                continue;
+            }
+            let resumed = std::mem::take(&mut self.left_out[index]);
+            if keyframe_wanted[index].swap(false, Ordering::Relaxed) || resumed {
                 encoder.request_keyframe();
             }
             let share = SMALLER_LAYER_SHARES[index].1;
             let _ = encoder.set_bitrate((whole_bps as f32 * share) as u32);
             if let Some(frame) = encoder.encode(frame)? {
-                encoded.push((*layer, frame));
+                encoded.push((index, (*layer, frame)));
             }
         }
         Ok(encoded)

@@ -217,6 +217,13 @@ pub enum PeerSignal {
     /// The answering side wants its camera negotiated (an audio-only call switched to video):
     /// the offering side sends a new offer with a video track.
     RenegotiationWanted,
+    /// From `sfu:publish`: which of our camera's simulcast layers anyone in the session
+    /// receives (the whole picture always: it is what the SFU forwards until told otherwise).
+    /// The others need not be encoded; they are again once someone's tile asks for them.
+    LayersWanted {
+        /// The layers wanted, in any order.
+        layers: Vec<SimulcastLayer>,
+    },
 }
 
 /// A change a participant announces to everyone in the session.

@@ -427,6 +427,26 @@ struct RoomMember {
     receiving: HashMap<(u64, String), String>,
     /// Streams to add once the offer that is out is answered.
     to_subscribe: Vec<(u64, String)>,
+    /// What they asked of each publisher's camera: a layer, or paused (`None`); a publisher
+    /// they asked nothing of is forwarded its whole picture.
+    wishes: HashMap<String, Option<SimulcastLayer>>,
+    /// The layers of their own camera last said to be wanted (`layers_wanted`).
+    layers_told: Vec<SimulcastLayer>,
+}
+
+/// The simulcast layers of `publisher`'s camera that anyone of `members` receives, highest
+/// first: the whole picture always (Janus forwards it to a subscriber that asked nothing),
+/// and each layer someone asked for.
+fn layers_wanted(members: &BTreeMap<String, RoomMember>, publisher: &str) -> Vec<SimulcastLayer> {
+    SimulcastLayer::HIGHEST_FIRST
+        .into_iter()
+        .filter(|layer| {
+            *layer == SimulcastLayer::High
+                || members.iter().any(|(uid, member)| {
+                    uid != publisher && member.wishes.get(publisher) == Some(&Some(*layer))
+                })
+        })
+        .collect()
 }
 
 impl RoomMember {
@@ -541,7 +561,7 @@ impl Room {
     async fn close(&mut self) {
         let uids: Vec<String> = self.members.keys().cloned().collect();
         for uid in uids {
-            self.leave(&uid).await;
+            self.detach(&uid).await;
         }
         let _ = self
             .janus
@@ -602,14 +622,14 @@ impl Room {
                 ..
             } => {
                 if let Err(err) = self
-                    .want_video(&subscriber, &publisher, paused, layer)
+                    .want_video(&subscriber, &publisher, paused, layer, news)
                     .await
                 {
                     self.failed(news, &subscriber, SfuLeg::Subscribe, err);
                 }
             }
             SfuCommand::Leave { uid, .. } => {
-                self.leave(&uid).await;
+                self.leave(&uid, news).await;
             }
             SfuCommand::OpenRoom { .. } | SfuCommand::CloseRoom { .. } => {}
         }
@@ -734,6 +754,7 @@ impl Room {
             return;
         };
         member.live = true;
+        self.tell_layers_wanted(uid, news);
         self.fan_out(uid, news).await;
     }
 
@@ -937,7 +958,14 @@ impl Room {
         publisher: &str,
         paused: bool,
         layer: SimulcastLayer,
+        news: &NewsSink,
     ) -> Result<(), JanusError> {
+        if let Some(member) = self.members.get_mut(subscriber) {
+            member
+                .wishes
+                .insert(publisher.to_owned(), (!paused).then_some(layer));
+        }
+        self.tell_layers_wanted(publisher, news);
         let Some(feed) = self.members.get(publisher).and_then(|m| m.feed) else {
             return Ok(());
         };
@@ -971,14 +999,43 @@ impl Room {
         Ok(())
     }
 
-    /// `uid` is gone: detach both handles (Janus tells the others' subscriptions).
-    async fn leave(&mut self, uid: &str) {
-        let Some(member) = self.members.remove(uid) else {
+    /// Tells `publisher` which of its layers anyone receives, if that changed (and once it
+    /// publishes).
+    fn tell_layers_wanted(&mut self, publisher: &str, news: &NewsSink) {
+        let layers = layers_wanted(&self.members, publisher);
+        let Some(member) = self.members.get_mut(publisher) else {
             return;
         };
+        if member.publisher.is_none() || member.layers_told == layers {
+            return;
+        }
+        member.layers_told = layers.clone();
+        self.tell(
+            news,
+            publisher,
+            SfuLeg::Publish,
+            PeerSignal::LayersWanted { layers },
+        );
+    }
+
+    /// `uid` is gone: detach both handles (Janus tells the others' subscriptions), and the
+    /// layers only they asked for are no longer wanted.
+    async fn leave(&mut self, uid: &str, news: &NewsSink) {
+        let Some(member) = self.detach(uid).await else {
+            return;
+        };
+        for publisher in member.wishes.keys() {
+            self.tell_layers_wanted(publisher, news);
+        }
+    }
+
+    /// Detaches both of `uid`'s handles; what the room knew of them.
+    async fn detach(&mut self, uid: &str) -> Option<RoomMember> {
+        let member = self.members.remove(uid)?;
         for handle in [member.publisher, member.subscriber].into_iter().flatten() {
             self.janus.detach(handle).await;
         }
+        Some(member)
     }
 
     /// An event on one of `uid`'s handles.
@@ -1027,6 +1084,48 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A publisher's wanted layers are the whole picture plus what anyone else asked of it:
+    /// nothing asked (or only pauses) leaves the whole picture alone; a small tile adds the
+    /// quarter, a medium one the half; wishes about other publishers, and its own, do not
+    /// count.
+    #[test]
+    fn wanted_layers_are_the_whole_picture_and_what_receivers_asked() {
+        let wishing = |wishes: &[(&str, Option<SimulcastLayer>)]| RoomMember {
+            wishes: wishes
+                .iter()
+                .map(|(publisher, wish)| (publisher.to_string(), *wish))
+                .collect(),
+            ..RoomMember::default()
+        };
+        let mut members = BTreeMap::new();
+        members.insert("alice".to_owned(), wishing(&[("bob", None)]));
+        members.insert(
+            "bob".to_owned(),
+            wishing(&[("carol", Some(SimulcastLayer::Low))]),
+        );
+        members.insert(
+            "carol".to_owned(),
+            wishing(&[("carol", Some(SimulcastLayer::Medium))]),
+        );
+        assert_eq!(layers_wanted(&members, "bob"), [SimulcastLayer::High]);
+        assert_eq!(
+            layers_wanted(&members, "carol"),
+            [SimulcastLayer::High, SimulcastLayer::Low]
+        );
+        members.insert(
+            "dave".to_owned(),
+            wishing(&[("carol", Some(SimulcastLayer::Medium))]),
+        );
+        assert_eq!(
+            layers_wanted(&members, "carol"),
+            [
+                SimulcastLayer::High,
+                SimulcastLayer::Medium,
+                SimulcastLayer::Low
+            ]
+        );
+    }
 
     const PUBLISHER_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\na=msid:huddle-video video\r\n\
