@@ -1400,7 +1400,9 @@ impl VideoSendLoop {
             let congestion = match (congestion, simulcast) {
                 (0, _) => settings.bitrate_bps,
                 (target, false) => video_share_of(target),
-                (target, true) => whole_layer_share_of(video_share_of(target)),
+                (target, true) => {
+                    whole_layer_share_of(video_share_of(target), &context.smaller_layers_wanted)
+                }
             };
             // Never above what we were configured for, what the link carries, or what the
             // receivers want; the encoder rebuilds only on big moves.
@@ -1575,12 +1577,15 @@ async fn send_audio(
 const SMALLER_LAYER_SHARES: [(SimulcastLayer, f32); 2] =
     [(SimulcastLayer::Medium, 0.28), (SimulcastLayer::Low, 0.1)];
 
-/// The whole picture's part of what the camera may send when it sends every layer.
-fn whole_layer_share_of(video_bps: u32) -> u32 {
+/// The whole picture's part of what the camera may send when it also sends the smaller
+/// layers that are `wanted` (medium, low).
+fn whole_layer_share_of(video_bps: u32, wanted: &[AtomicBool; 2]) -> u32 {
     let all: f32 = 1.0
         + SMALLER_LAYER_SHARES
             .iter()
-            .map(|(_, share)| share)
+            .zip(wanted)
+            .filter(|(_, wanted)| wanted.load(Ordering::Relaxed))
+            .map(|((_, share), _)| share)
             .sum::<f32>();
     (video_bps as f32 / all) as u32
 }
