@@ -293,8 +293,9 @@ impl Lab {
             // HUDDLE_LAB_LOG=info (or a filter) shows the WebRTC stack's progress.
             .env(
                 "RUST_LOG",
-                std::env::var("HUDDLE_LAB_LOG")
-                    .unwrap_or_else(|_| "warn,huddle_server::sfu=info".into()),
+                std::env::var("HUDDLE_LAB_LOG").unwrap_or_else(|_| {
+                    "warn,huddle_server::sfu=info,huddle_server::hub=info".into()
+                }),
             )
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -314,6 +314,55 @@ fn sfu_call_growing_from_three_to_six_moves_to_janus_without_ending() {
     }
 }
 
+/// A call of five with the threshold at 4 goes through Janus; when three leave, the two left
+/// are down to half the threshold and go back to a mesh (the room closed, the server says
+/// so) without ending: each keeps the other's pictures through Janus before the three leave
+/// and over the mesh in the call's last seconds.
+#[test]
+fn sfu_call_shrinking_to_two_goes_back_to_the_mesh() {
+    require_root();
+    let _serial = crate::one_media_test_at_a_time();
+    let mut lab = Lab::new("shrink");
+    lab.start_janus();
+    lab.start_servers(&["--janus", "ws://10.77.0.1:8188", "--sfu-above", "4"]);
+    let hosts: Vec<String> = (1..=5u8)
+        .map(|n| lab.host(&format!("h{n}"), n, Uplink::Lan))
+        .collect();
+    for (n, host) in hosts.iter().enumerate() {
+        let seconds = if n < 2 { 20 } else { 8 };
+        lab.bot(
+            host,
+            &format!("p{}", n + 1),
+            seconds,
+            &["--session", "shrink"],
+        );
+    }
+    lab.wait_for_bots(Duration::from_secs(90));
+    let log = server_log(&lab);
+    assert!(log.contains("sfu: session shrink on"), "{log}");
+    assert!(
+        log.contains("sfu: session shrink back to the mesh (2 left)"),
+        "{log}"
+    );
+    let all = reports_of_bots(&lab, 2);
+    for ((uid, stats), other) in all.iter().zip(["p2", "p1"]) {
+        let per_second: Vec<u64> = stats["remotes"][other]["video_frames_per_second"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        let (through_janus, over_the_mesh) = (
+            per_second.iter().skip(1).take(5).sum::<u64>(),
+            per_second.iter().rev().skip(1).take(4).sum::<u64>(),
+        );
+        assert!(
+            per_second.len() >= 17 && through_janus >= 30 && over_the_mesh >= 30,
+            "{uid} of {other}: Janus then mesh, per second {per_second:?}"
+        );
+        assert_eq!(stats["errors"], Value::Array(vec![]), "{uid}: {stats:#}");
+    }
+    assert_eq!(all[0].1["session_id"], all[1].1["session_id"]);
+}
+
 /// Of two Janus instances, the first unreachable: the room goes to the second, and the
 /// failure of the first is reported with its URL. With no reachable instance at all, the
 /// session stays a mesh (`media_route_changed` back) and the call works the same.

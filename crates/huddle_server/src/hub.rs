@@ -65,7 +65,9 @@ pub struct HubConfig {
     /// STUN and TURN servers handed out with each `join_session` answer.
     pub ice: IceServersConfig,
     /// With an SFU: sessions with more participants than this go through it (0: every
-    /// session); `None`: every session is a mesh.
+    /// session), and go back to a mesh once down to half of it or fewer (a call of five
+    /// with the default 4 moves to the SFU, and back when two are left); `None`: every
+    /// session is a mesh.
     pub sfu_above: Option<usize>,
 }
 
@@ -195,6 +197,9 @@ struct Session {
     route: MediaRoute,
     /// The SFU could not place this session's room: it stays a mesh.
     sfu_failed: bool,
+    /// The session went through the SFU and is back on the mesh: its members' last signals
+    /// to the SFU's pseudo-peers (raced with `media_route_changed`) are stale, not wrong.
+    left_sfu: bool,
     one_to_one: bool,
     members: Vec<Member>,
     idle_timeout_ms: u64,
@@ -1215,6 +1220,7 @@ impl Hub {
             .or_insert_with(|| Session {
                 route: MediaRoute::Mesh,
                 sfu_failed: false,
+                left_sfu: false,
                 one_to_one,
                 members: Vec::new(),
                 idle_timeout_ms,
@@ -1314,6 +1320,24 @@ impl Hub {
         let one_to_one = session.one_to_one;
         let empty = session.members.is_empty();
         session.alone_since = (session.members.len() == 1).then_some(now);
+        // Down to half the threshold or fewer (and not ending): back to a mesh, the room goes.
+        let to_mesh = !(one_to_one || empty)
+            && session.route == MediaRoute::Sfu
+            && self
+                .config
+                .sfu_above
+                .is_some_and(|above| session.members.len() <= above / 2);
+        if to_mesh {
+            tracing::info!(
+                "sfu: session {session_id} back to the mesh ({} left)",
+                session.members.len()
+            );
+            session.route = MediaRoute::Mesh;
+            session.left_sfu = true;
+            self.after_reply.push(Out::Sfu(SfuCommand::CloseRoom {
+                session_id: session_id.to_owned(),
+            }));
+        }
         for conn in remaining {
             self.send_to_conn(
                 conn,
@@ -1322,6 +1346,15 @@ impl Hub {
                     uid: uid.to_owned(),
                 },
             );
+            if to_mesh {
+                self.send_to_conn(
+                    conn,
+                    ServerEvent::MediaRouteChanged {
+                        session_id: session_id.to_owned(),
+                        route: MediaRoute::Mesh,
+                    },
+                );
+            }
         }
         if one_to_one || empty {
             self.end_session_and_call(session_id, Some(uid), SessionEndReason::Ended, now);
@@ -1368,6 +1401,10 @@ impl Hub {
         let session = self.session_of(me, session_id)?;
         if matches!(signal, PeerSignal::VideoWanted { .. }) && session.member(to).is_none() {
             // A video wish for someone who just left (sent before the asker heard): stale.
+            return Ok(Reply::Ok);
+        }
+        if session.left_sfu && SfuLeg::of_peer(to).is_some() {
+            // For the SFU the session just left (sent before the member heard): stale.
             return Ok(Reply::Ok);
         }
         let target = session.member(to).ok_or_else(|| {
@@ -1443,6 +1480,7 @@ impl Hub {
                 }
                 session.route = MediaRoute::Mesh;
                 session.sfu_failed = true;
+                session.left_sfu = true;
                 let conns: Vec<ConnId> = session.members.iter().filter_map(|m| m.conn).collect();
                 for conn in conns {
                     self.send_to_conn(

@@ -288,7 +288,8 @@ pub struct ServerArgs {
     #[arg(long, env = "HUDDLE_JANUS_API_SECRET", hide_env_values = true)]
     pub janus_api_secret: Option<String>,
     /// With --janus: calls with more participants than this go through Janus (0: every
-    /// call); smaller calls stay a mesh, and a call that grows past it moves to Janus.
+    /// call); smaller calls stay a mesh, a call that grows past it moves to Janus, and one
+    /// that shrinks to half of it or fewer moves back to a mesh.
     #[arg(long, default_value_t = 4)]
     pub sfu_above: usize,
 }

@@ -13,7 +13,7 @@ use huddle_protocol::{
 };
 
 use super::{ConnId, Hub, HubConfig, InternalError, Out, RandomnessError};
-use crate::sfu::{SFU_PUBLISH_PEER, SfuCommand, SfuLeg, SfuNews};
+use crate::sfu::{SFU_PUBLISH_PEER, SFU_SUBSCRIBE_PEER, SfuCommand, SfuLeg, SfuNews};
 use crate::store::{Store, StoreError};
 
 /// A made-up "now" (2023-11-14T22:13:20Z) in ms since the epoch: a whole second, so that
@@ -1311,6 +1311,79 @@ fn a_session_growing_past_the_threshold_moves_to_the_sfu_once() {
             .iter()
             .any(|o| matches!(o, Out::Sfu(SfuCommand::OpenRoom { .. })))
     );
+}
+
+/// With the SFU threshold at 4, a session of five goes through the SFU; as people leave it
+/// stays there down to three (no flapping at the threshold), and when two are left it goes
+/// back to a mesh: the room is closed once and both are told `mesh`; their last signals to
+/// the SFU, raced with that news, are dropped. Growing past the threshold again opens a new
+/// room.
+#[test]
+fn a_session_shrinking_to_half_the_threshold_goes_back_to_the_mesh() {
+    use huddle_protocol::MediaRoute;
+    let mut h = sfu_harness(4);
+    let people: Vec<(ConnId, String)> = (0..5u64).map(|n| (100 + n, format!("p{n}"))).collect();
+    for (conn, uid) in &people {
+        h.login(*conn, uid, T0);
+        h.join(*conn, "shrink", None, T0).0.expect("joined");
+    }
+    assert_eq!(h.hub.media_route("shrink"), Some(MediaRoute::Sfu));
+    let leave = || Request::LeaveSession {
+        session_id: "shrink".into(),
+    };
+    for (conn, _) in &people[..2] {
+        let (_, outs) = h.request(*conn, leave(), T0);
+        assert!(
+            !outs
+                .iter()
+                .any(|o| matches!(o, Out::Sfu(SfuCommand::CloseRoom { .. }))),
+            "{outs:?}"
+        );
+    }
+    assert_eq!(h.hub.media_route("shrink"), Some(MediaRoute::Sfu));
+    let (_, outs) = h.request(people[2].0, leave(), T0);
+    assert_eq!(h.hub.media_route("shrink"), Some(MediaRoute::Mesh));
+    let closes = outs
+        .iter()
+        .filter(|o| matches!(o, Out::Sfu(SfuCommand::CloseRoom { .. })))
+        .count();
+    assert_eq!(closes, 1, "{outs:?}");
+    for (conn, _) in &people[3..] {
+        assert!(
+            outs.contains(&event(
+                *conn,
+                ServerEvent::MediaRouteChanged {
+                    session_id: "shrink".into(),
+                    route: MediaRoute::Mesh,
+                }
+            )),
+            "{conn} told: {outs:?}"
+        );
+    }
+    // A candidate to the SFU sent before p3 heard of the move is stale, not an error; one to
+    // a stranger still is.
+    let candidate = PeerSignal::Candidate {
+        candidate: Some("candidate:1 1 UDP 1 10.0.0.1 9 typ host".into()),
+        sdp_mid: Some("0".into()),
+        sdp_mline_index: Some(0),
+        username_fragment: None,
+    };
+    let (late, outs) = h.request(
+        people[3].0,
+        signal("shrink", SFU_SUBSCRIBE_PEER, candidate.clone()),
+        T0,
+    );
+    assert_eq!(late, Ok(Reply::Ok));
+    assert!(outs.is_empty(), "{outs:?}");
+    let (stranger, _) = h.request(people[3].0, signal("shrink", "nobody", candidate), T0);
+    assert!(stranger.is_err());
+    // Growing again past the threshold opens a new room.
+    for n in 5..8u64 {
+        let (conn, uid) = (100 + n, format!("p{n}"));
+        h.login(conn, &uid, T0);
+        h.join(conn, "shrink", None, T0).0.expect("joined");
+    }
+    assert_eq!(h.hub.media_route("shrink"), Some(MediaRoute::Sfu));
 }
 
 /// In an SFU session, signals to the pseudo-peers go to the SFU (tagged with the sender and
