@@ -144,6 +144,12 @@ impl Mixer {
     /// A packet of `uid`'s voice arrived at `now` with its RFC 6464 level (−dBov) and voice
     /// flag (see [`crate::speech::LoudestVoices`]).
     pub fn heard(&mut self, uid: &str, level: u8, voice: bool, now: std::time::Instant) {
+        // A voice out of earshot is not decoded anyway: it must not take a loudest place.
+        let (level, voice) = if self.culled.contains(uid) {
+            (127, false)
+        } else {
+            (level, voice)
+        };
         self.loudest.heard(uid, level, voice, now);
     }
 
@@ -364,5 +370,23 @@ mod tests {
         assert_eq!(mixer.stats().underruns.get("bob"), Some(&1));
         mixer.push("bob", &tone_frames(440.0, 30));
         assert!(mixer.sources["bob"].queue.len() <= MAX_BUFFERED);
+    }
+
+    /// In a large call a voice out of earshot takes none of the loudest places: with room
+    /// for one talker, a far talker shouting first leaves the place to a near one, who is
+    /// decoded; the far one is not, either way.
+    #[test]
+    fn a_voice_out_of_earshot_takes_no_loudest_place() {
+        let mut mixer = Mixer::default();
+        mixer.set_voice_decode_limit(crate::speech::VoiceDecodeLimit {
+            decode_all_up_to: 1,
+            loudest: 1,
+        });
+        mixer.set_wanted("far", false);
+        let now = std::time::Instant::now();
+        mixer.heard("far", 3, true, now);
+        mixer.heard("near", 30, true, now);
+        assert!(mixer.wants("near"));
+        assert!(!mixer.wants("far"));
     }
 }

@@ -699,7 +699,11 @@ fn forward_keyframe_requests(
     tokio::spawn(async move {
         while let Some(event) = track.poll().await {
             if let TrackLocalEvent::OnRtcpPacket(packets) = event {
-                for ssrc in keyframe_request_ssrcs(&packets) {
+                let ssrcs = keyframe_request_ssrcs(&packets);
+                if ssrcs.is_empty() {
+                    continue;
+                }
+                for ssrc in ssrcs {
                     wanted(ssrc);
                 }
                 counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);

@@ -197,8 +197,9 @@ struct Session {
     route: MediaRoute,
     /// The SFU could not place this session's room: it stays a mesh.
     sfu_failed: bool,
-    /// The session went through the SFU and is back on the mesh: its members' last signals
-    /// to the SFU's pseudo-peers (raced with `media_route_changed`) are stale, not wrong.
+    /// The session went through the SFU and is back on the mesh: from then on its members'
+    /// signals to the SFU's pseudo-peers (the last ones raced `media_route_changed`) are
+    /// dropped as stale rather than refused.
     left_sfu: bool,
     one_to_one: bool,
     members: Vec<Member>,
@@ -1458,7 +1459,12 @@ impl Hub {
                 leg,
                 signal,
             } => {
-                let Some(member) = self.sessions.get(&session_id).and_then(|s| s.member(&uid))
+                // A room being closed (the session went back to the mesh) may still speak.
+                let Some(member) = self
+                    .sessions
+                    .get(&session_id)
+                    .filter(|s| s.route == MediaRoute::Sfu)
+                    .and_then(|s| s.member(&uid))
                 else {
                     return;
                 };

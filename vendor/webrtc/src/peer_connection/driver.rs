@@ -1766,6 +1766,7 @@ where
                     self.tcp_transport.register_turn_stream(four_tuple, stream);
                     if let Err(err) = self.turn_relayer.add_tcp_client(&url, four_tuple) {
                         error!("TURN over TCP via {url}: {err}");
+                        self.tcp_transport.remove_turn_stream(&four_tuple);
                         self.turn_relayer.tcp_connect_failed(&url, &err.to_string());
                     }
                 }

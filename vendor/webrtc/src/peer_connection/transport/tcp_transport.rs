@@ -24,6 +24,11 @@ use std::time::Instant;
 
 const TCP_READ_BUF_LEN: usize = 4096;
 
+/// Huddle patch: how long a TCP connection to a TURN server may take before gathering goes
+/// on without it (a filtered port would otherwise hold relay gathering for the operating
+/// system's two minutes).
+const TURN_TCP_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub(crate) type TcpAcceptResult = (
     SocketAddr,
     io::Result<(Arc<dyn AsyncTcpStream>, SocketAddr)>,
@@ -37,6 +42,9 @@ pub(crate) struct RTCTcpTransport {
     /// messages and ChannelData padded to 4 bytes, back to back) rather than RFC 4571; the
     /// bytes received and not yet a whole frame.
     turn_streams: HashMap<FourTuple, BytesMut>,
+    /// Huddle patch: TURN servers' connections that ended: a write to one fails, so the
+    /// relayer drops its client (`SocketWriteFailure`) instead of writing into nothing.
+    ended_turn_streams: std::collections::HashSet<FourTuple>,
     pub(crate) accept_futures: FuturesUnordered<BoxFuture<'static, TcpAcceptResult>>,
     pub(crate) read_futures: FuturesUnordered<BoxFuture<'static, TcpReadResult>>,
 }
@@ -63,6 +71,7 @@ impl RTCTcpTransport {
             streams: HashMap::new(),
             decoders: HashMap::new(),
             turn_streams: HashMap::new(),
+            ended_turn_streams: std::collections::HashSet::new(),
             accept_futures,
             read_futures: FuturesUnordered::new(),
         }
@@ -96,7 +105,14 @@ impl RTCTcpTransport {
     fn remove_stream(&mut self, four_tuple: &FourTuple) {
         self.streams.remove(four_tuple);
         self.decoders.remove(four_tuple);
-        self.turn_streams.remove(four_tuple);
+        if self.turn_streams.remove(four_tuple).is_some() {
+            self.ended_turn_streams.insert(*four_tuple);
+        }
+    }
+
+    /// Huddle patch: closes a TURN server's connection whose client could not start.
+    pub(crate) fn remove_turn_stream(&mut self, four_tuple: &FourTuple) {
+        self.remove_stream(four_tuple);
     }
 
     pub(crate) fn write<'a>(
@@ -104,6 +120,9 @@ impl RTCTcpTransport {
         msg: &'a TaggedBytesMut,
     ) -> Pin<Box<dyn Future<Output = Result<usize>> + Send + 'a>> {
         let four_tuple = FourTuple::from(&msg.transport);
+        if self.ended_turn_streams.contains(&four_tuple) {
+            return Box::pin(async { Err(io::Error::from(io::ErrorKind::NotConnected).into()) });
+        }
         if self.turn_streams.contains_key(&four_tuple) {
             // Huddle patch: a TURN server's connection carries each message as it is (STUN
             // messages are self-delimiting; ChannelData comes padded to 4 bytes already).
@@ -339,7 +358,15 @@ impl RTCTcpTransport {
     ) {
         let runtime_clone = runtime.clone();
         runtime.spawn(Box::pin(async move {
-            let connected = match runtime_clone.connect_tcp(server).await {
+            let connect = runtime_clone.connect_tcp(server);
+            let connected = match crate::runtime::timeout(
+                runtime_clone.as_ref(),
+                TURN_TCP_CONNECT_TIMEOUT,
+                connect,
+            )
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+            {
                 Ok(stream) => match stream.local_addr() {
                     Ok(local_addr) => Ok((
                         FourTuple {

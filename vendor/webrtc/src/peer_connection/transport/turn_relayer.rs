@@ -129,7 +129,6 @@ impl RTCTurnRelayer {
         url: &rtc::ice::url::Url,
         four_tuple: FourTuple,
     ) -> Result<()> {
-        self.tcp_connects_pending = self.tcp_connects_pending.saturating_sub(1);
         let mut client = TurnClient::new(
             TurnClientConfig {
                 stun_serv_addr: four_tuple.peer_addr.to_string(),
@@ -146,6 +145,8 @@ impl RTCTurnRelayer {
             Arc::clone(&self.crypto_provider),
         )?;
         let allocate_tid = client.allocate(self.runtime.now())?;
+        // Counted done only now: a failure above is reported with `tcp_connect_failed`.
+        self.tcp_connects_pending = self.tcp_connects_pending.saturating_sub(1);
         debug!(
             "TURN allocation started over TCP from {} to {} via {}",
             four_tuple.local_addr, four_tuple.peer_addr, url
