@@ -102,6 +102,9 @@ struct ProbeAudio {
 pub struct MediaProbe {
     measuring: bool,
     figures: Mutex<ProbeSnapshot>,
+    /// Who left: what still arrives of them (an SFU stream not yet renegotiated away) is not
+    /// counted, so their figures do not start again from nothing.
+    departed: Mutex<std::collections::HashSet<String>>,
     audio: Option<Sender<ProbeAudio>>,
     closed: Arc<AtomicBool>,
 }
@@ -118,6 +121,7 @@ impl MediaProbe {
         let probe = Arc::new(Self {
             measuring,
             figures: Mutex::new(ProbeSnapshot::default()),
+            departed: Mutex::new(Default::default()),
             audio,
             closed,
         });
@@ -140,6 +144,9 @@ impl MediaProbe {
 
     /// Counts a decoded camera frame of `uid` (and, measuring, its stamp's latency).
     pub fn video(&self, uid: &str, frame: &DecodedVideo) {
+        if self.departed(uid) {
+            return;
+        }
         let now = Instant::now();
         let latency = frame
             .stamp
@@ -171,6 +178,9 @@ impl MediaProbe {
     /// on both sides; `stereo` says which it was). Measuring, it queues the channels for tone
     /// detection.
     pub fn audio(&self, uid: &str, interleaved: &[i16], stereo: bool, origin: AudioFrameOrigin) {
+        if self.departed(uid) {
+            return;
+        }
         let dropped = match &self.audio {
             Some(queue) => {
                 let left = interleaved.iter().step_by(2).copied().collect();
@@ -199,6 +209,9 @@ impl MediaProbe {
 
     /// Counts an audio packet of `uid` received but not decoded.
     pub fn audio_skipped(&self, uid: &str) {
+        if self.departed(uid) {
+            return;
+        }
         let mut figures = self.lock();
         figures
             .remotes
@@ -207,9 +220,24 @@ impl MediaProbe {
             .audio_frames_skipped += 1;
     }
 
-    /// Forgets `uid` (they left).
+    /// Forgets `uid` (they left); what still arrives of them is not counted until
+    /// [`MediaProbe::welcome`].
     pub fn remove(&self, uid: &str) {
         self.lock().remotes.remove(uid);
+        self.departed_lock().insert(uid.to_owned());
+    }
+
+    /// `uid` is (again) a participant whose media is counted.
+    pub fn welcome(&self, uid: &str) {
+        self.departed_lock().remove(uid);
+    }
+
+    fn departed(&self, uid: &str) -> bool {
+        self.departed_lock().contains(uid)
+    }
+
+    fn departed_lock(&self) -> MutexGuard<'_, std::collections::HashSet<String>> {
+        self.departed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A copy of the figures now (frame rates as of the last frame received).
@@ -297,6 +325,23 @@ mod tests {
     use super::*;
     use crate::audio::ToneSource;
 
+    /// What still arrives of someone who left (an SFU stream not yet renegotiated away) is
+    /// not counted: their figures do not come back from nothing; once they are welcomed
+    /// again (they rejoined), they are counted afresh.
+    #[test]
+    fn what_arrives_of_someone_who_left_is_not_counted() {
+        let probe = MediaProbe::start(false, Arc::new(AtomicBool::new(false)));
+        let frame = vec![0i16; 1920];
+        probe.audio("bob", &frame, false, AudioFrameOrigin::Decoded);
+        probe.remove("bob");
+        probe.audio("bob", &frame, false, AudioFrameOrigin::Decoded);
+        probe.audio_skipped("bob");
+        assert!(!probe.snapshot().remotes.contains_key("bob"));
+        probe.welcome("bob");
+        probe.audio("bob", &frame, false, AudioFrameOrigin::Decoded);
+        assert_eq!(probe.snapshot().remotes["bob"].audio_frames_decoded, 1);
+    }
+
     /// Without measuring, frames are counted but no stamp is read and no tone is found; with
     /// it, a tone fed as decoded audio is found on the probe thread, and a full queue counts
     /// what it drops instead of blocking.
@@ -348,6 +393,7 @@ mod tests {
         let stuck = MediaProbe {
             measuring: true,
             figures: Mutex::new(ProbeSnapshot::default()),
+            departed: Mutex::new(Default::default()),
             audio: Some(tx),
             closed: closed.clone(),
         };

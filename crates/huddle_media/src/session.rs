@@ -1079,6 +1079,7 @@ async fn run_actor(
                 if uid == config.local_uid {
                     continue;
                 }
+                context.probe.welcome(&uid);
                 members.insert(uid.clone());
                 if route == MediaRoute::Mesh && !peers.lock().contains_key(&uid) {
                     connect(uid, PeerRole::Mesh).await;

@@ -946,6 +946,16 @@ impl Room {
         if let Some(member) = self.members.get_mut(uid) {
             member.awaiting_answer = false;
         }
+        // Wishes that came before the streams they are about: a new subscription forwards
+        // every camera's whole picture until told otherwise.
+        let wishes: Vec<(String, Option<SimulcastLayer>)> = self
+            .members
+            .get(uid)
+            .map(|member| member.wishes.clone().into_iter().collect())
+            .unwrap_or_default();
+        for (publisher, wish) in wishes {
+            self.configure_camera(uid, &publisher, wish).await?;
+        }
         self.flush_subscriptions(uid, news).await
     }
 
@@ -966,6 +976,19 @@ impl Room {
                 .insert(publisher.to_owned(), (!paused).then_some(layer));
         }
         self.tell_layers_wanted(publisher, news);
+        self.configure_camera(subscriber, publisher, (!paused).then_some(layer))
+            .await
+    }
+
+    /// Applies `subscriber`'s wish for `publisher`'s camera (a layer, or paused) to the
+    /// stream it receives, if it receives it yet.
+    async fn configure_camera(
+        &mut self,
+        subscriber: &str,
+        publisher: &str,
+        wish: Option<SimulcastLayer>,
+    ) -> Result<(), JanusError> {
+        let (paused, layer) = (wish.is_none(), wish.unwrap_or(SimulcastLayer::High));
         let Some(feed) = self.members.get(publisher).and_then(|m| m.feed) else {
             return Ok(());
         };
