@@ -946,16 +946,6 @@ impl Room {
         if let Some(member) = self.members.get_mut(uid) {
             member.awaiting_answer = false;
         }
-        // Wishes that came before the streams they are about: a new subscription forwards
-        // every camera's whole picture until told otherwise.
-        let wishes: Vec<(String, Option<SimulcastLayer>)> = self
-            .members
-            .get(uid)
-            .map(|member| member.wishes.clone().into_iter().collect())
-            .unwrap_or_default();
-        for (publisher, wish) in wishes {
-            self.configure_camera(uid, &publisher, wish).await?;
-        }
         self.flush_subscriptions(uid, news).await
     }
 
