@@ -39,6 +39,14 @@ fn reports_of_bots(lab: &Lab, count: u8) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// `stats`' decoded frames of `of`'s video in each second of the call (empty if none).
+fn video_per_second(stats: &Value, of: &str) -> Vec<u64> {
+    stats["remotes"][of]["video_frames_per_second"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
 /// Every bot decoded every other bot's video (at `min_fps` or more) and heard its tone, with
 /// no errors.
 fn assert_everyone_receives_everyone(all: &[(String, Value)], min_fps: f64) {
@@ -130,10 +138,7 @@ fn sfu_simulcast_layer_follows_the_wanted_size() {
     }
     lab.wait_for_bots(Duration::from_secs(80));
     let all = reports_of_bots(&lab, 4);
-    let per_second: Vec<u64> = all[3].1["remotes"]["p1"]["video_frames_per_second"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default();
+    let per_second = video_per_second(&all[3].1, "p1");
     assert!(
         per_second.len() >= 8 && per_second[4..].iter().all(|&n| n == 0),
         "p4 hid p1 but got p1's pictures: {per_second:?}"
@@ -231,12 +236,7 @@ fn sfu_outage_recovers_through_ice_restart() {
         .unwrap_or(0);
     assert!(restarts >= 1, "p1 never restarted ICE: {:#}", all[0].1);
     for (viewer, of) in [(1, "p1"), (2, "p1"), (0, "p2"), (0, "p3")] {
-        let per_second: Vec<u64> = all[viewer].1["remotes"][of]["video_frames_per_second"]
-            .as_array()
-            .expect("timeline")
-            .iter()
-            .map(|n| n.as_u64().unwrap_or(0))
-            .collect();
+        let per_second = video_per_second(&all[viewer].1, of);
         let first_silent = per_second.iter().position(|&n| n == 0).expect("an outage");
         let back = per_second[first_silent..]
             .iter()
@@ -298,10 +298,7 @@ fn sfu_call_growing_from_three_to_six_moves_to_janus_without_ending() {
     assert_everyone_receives_everyone(&all, 5.0);
     for (uid, stats) in &all[..3] {
         for (other, _) in all[..3].iter().filter(|(o, _)| o != uid) {
-            let per_second: Vec<u64> = stats["remotes"][other]["video_frames_per_second"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                .unwrap_or_default();
+            let per_second = video_per_second(stats, other);
             let (early, late) = (
                 per_second.iter().take(4).sum::<u64>(),
                 per_second.iter().rev().take(3).sum::<u64>(),
@@ -346,10 +343,7 @@ fn sfu_call_shrinking_to_two_goes_back_to_the_mesh() {
     );
     let all = reports_of_bots(&lab, 2);
     for ((uid, stats), other) in all.iter().zip(["p2", "p1"]) {
-        let per_second: Vec<u64> = stats["remotes"][other]["video_frames_per_second"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_u64).collect())
-            .unwrap_or_default();
+        let per_second = video_per_second(stats, other);
         let (through_janus, over_the_mesh) = (
             per_second.iter().skip(1).take(5).sum::<u64>(),
             per_second.iter().rev().skip(1).take(4).sum::<u64>(),

@@ -1443,12 +1443,12 @@ fn simulcast_mid(sdp: &str) -> Option<String> {
 }
 
 /// Writes one encoded frame as a sample on `(track, ssrc, payload type)`, with `extensions`
-/// on every packet; counts it.
+/// on every packet; counts it in `written_count`, if any.
 async fn write_frame(
     (track, ssrc, payload_type): (&TrackLocalStaticSample, u32, u8),
     frame: &EncodedFrame,
     duration: Duration,
-    written_count: &AtomicU64,
+    written_count: Option<&AtomicU64>,
     extensions: Vec<HeaderExtension>,
 ) -> bool {
     let sample = Sample {
@@ -1461,8 +1461,8 @@ async fn write_frame(
         |writer, extension| writer.with_extension(extension),
     );
     let written = writer.write_sample(&sample).await.is_ok();
-    if written {
-        written_count.fetch_add(1, Ordering::Relaxed);
+    if let Some(count) = written_count.filter(|_| written) {
+        count.fetch_add(1, Ordering::Relaxed);
     }
     written
 }
@@ -2136,19 +2136,26 @@ impl Peer {
         if !self.connected.load(Ordering::Relaxed) || self.wanted_paused.load(Ordering::Relaxed) {
             return false;
         }
+        if self.simulcast.is_some() {
+            return self
+                .write_video_layer(SimulcastLayer::High, frame, duration)
+                .await;
+        }
         let Some([pt, _, _]) = *self.payload_types.lock().await else {
             return false;
         };
         if !self.has_video_track().await {
             return false;
         }
-        if self.simulcast.is_some() {
-            return self
-                .write_video_layer(SimulcastLayer::High, frame, duration)
-                .await;
-        }
         let track = (self.video.as_ref(), self.video_ssrc, pt);
-        write_frame(track, frame, duration, &self.video_frames_written, vec![]).await
+        write_frame(
+            track,
+            frame,
+            duration,
+            Some(&self.video_frames_written),
+            vec![],
+        )
+        .await
     }
 
     /// Whether our camera goes out in simulcast layers here (a publishing connection to the
@@ -2185,11 +2192,7 @@ impl Peer {
         };
         let track = (self.video.as_ref(), simulcast.ssrc(layer), pt);
         let extensions = simulcast_extensions(&mid, layer);
-        let not_counted = AtomicU64::new(0);
-        let counter = match layer {
-            SimulcastLayer::High => &self.video_frames_written,
-            SimulcastLayer::Medium | SimulcastLayer::Low => &not_counted,
-        };
+        let counter = (layer == SimulcastLayer::High).then_some(&self.video_frames_written);
         write_frame(track, frame, duration, counter, extensions).await
     }
 
@@ -2202,7 +2205,14 @@ impl Peer {
             return false;
         };
         let track = (self.screen.as_ref(), self.screen_ssrc, pt);
-        write_frame(track, frame, duration, &self.screen_frames_written, vec![]).await
+        write_frame(
+            track,
+            frame,
+            duration,
+            Some(&self.screen_frames_written),
+            vec![],
+        )
+        .await
     }
 
     /// Screen-share frames written to this peer so far.

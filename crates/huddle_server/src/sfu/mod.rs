@@ -966,19 +966,6 @@ impl Room {
                 .insert(publisher.to_owned(), (!paused).then_some(layer));
         }
         self.tell_layers_wanted(publisher, news);
-        self.configure_camera(subscriber, publisher, (!paused).then_some(layer))
-            .await
-    }
-
-    /// Applies `subscriber`'s wish for `publisher`'s camera (a layer, or paused) to the
-    /// stream it receives, if it receives it yet.
-    async fn configure_camera(
-        &mut self,
-        subscriber: &str,
-        publisher: &str,
-        wish: Option<SimulcastLayer>,
-    ) -> Result<(), JanusError> {
-        let (paused, layer) = (wish.is_none(), wish.unwrap_or(SimulcastLayer::High));
         let Some(feed) = self.members.get(publisher).and_then(|m| m.feed) else {
             return Ok(());
         };
