@@ -1535,12 +1535,17 @@ fn media_and_interceptors() -> Result<(MediaEngine, Registry), PeerError> {
     // encoder (see `link_totals`) and the pacer, which releases at 2.5 × the target (rtc's
     // own pacer, which `configure_congestion_control` puts in, paces at exactly the target).
     // Then NACK, reports, and TWCC receive.
-    let registry = crate::congestion::configure(
+    let (registry, round_trip) = crate::congestion::configure(
         Registry::new(),
-        rtc::interceptor::Gcc::new(2_500_000.0, 150_000.0, 6_000_000.0),
+        (2_500_000.0, 150_000.0, 6_000_000.0),
         &mut media,
     )?;
     let registry = register_default_interceptors(registry, &mut media)?;
+    // A packet is sent again at most once per round trip, however often it is asked for.
+    let registry = registry.with(
+        Slot::NackResponder,
+        crate::congestion::NackResendGuard::new(round_trip),
+    );
     // NACKs every 20 ms instead of 100 ms: a lost packet, or a lost retransmission, is asked
     // for again well within FRAME_WAIT, so a loss rarely costs a frame (and a keyframe).
     let registry = registry.with(

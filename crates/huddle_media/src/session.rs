@@ -51,7 +51,7 @@ use crate::probe::{MediaProbe, ProbeSnapshot, wall_clock_ms};
 use crate::recording::{Recording, RecordingError, RecordingSummary, TrackSummary};
 use crate::screen::ScreenSource;
 use crate::synthetic::{FrameStamp, TestPattern};
-use crate::video::{EncoderSettings, H264Encoder, I420Frame};
+use crate::video::{EncoderSettings, H264Encoder, I420Frame, ResolutionScaler};
 
 /// How long each STUN/TURN server of a session has to answer its check.
 const ICE_SERVER_CHECK_WAIT: Duration = Duration::from_secs(3);
@@ -1271,7 +1271,8 @@ impl VideoSendLoop {
                 reason,
             });
         };
-        let mut coder: Option<(H264Encoder, I420Frame)> = None;
+        let mut whole: Option<I420Frame> = None;
+        let mut scaled = ScaledPicture::default();
         let mut smaller_layers = SmallerLayers::default();
         let period = Duration::from_secs_f32(1.0 / settings.fps.max(1.0));
         let mut next_tick = Instant::now();
@@ -1368,33 +1369,26 @@ impl VideoSendLoop {
             if watching.is_empty() && recorder.is_none() {
                 continue;
             }
-            if coder
+            if whole
                 .as_ref()
-                .is_none_or(|(_, frame)| (frame.width(), frame.height()) != (width, height))
+                .is_none_or(|frame| (frame.width(), frame.height()) != (width, height))
             {
-                let sized = EncoderSettings {
-                    width,
-                    height,
-                    ..settings
-                };
-                match (H264Encoder::new(sized), I420Frame::new(width, height)) {
-                    (Ok(encoder), Ok(frame)) => coder = Some((encoder, frame)),
-                    (Err(err), _) | (_, Err(err)) => {
-                        report(format!("video encoder at {width}×{height}: {err}"));
-                        coder = None;
+                match I420Frame::new(width, height) {
+                    Ok(frame) => whole = Some(frame),
+                    Err(err) => {
+                        report(format!("video frame at {width}×{height}: {err}"));
+                        whole = None;
                         continue;
                     }
                 }
             }
-            let Some((encoder, frame)) = coder.as_mut() else {
+            let Some(frame) = whole.as_mut() else {
                 continue;
             };
             if frame.fill_from_rgba(&rgba).is_err() {
                 continue;
             }
-            if switches.keyframe_wanted.swap(false, Ordering::Relaxed) {
-                encoder.request_keyframe();
-            }
+            let frame = &*frame;
             // Publishing to the SFU, the camera also goes out at half and a quarter of its size.
             let simulcast = targets.iter().any(|peer| peer.sends_simulcast());
             let congestion = switches.target_bitrate.load(Ordering::Relaxed);
@@ -1408,9 +1402,26 @@ impl VideoSendLoop {
             // Never above what we were configured for, what the link carries, or what the
             // receivers want; the encoder rebuilds only on big moves.
             let whole_bps = congestion.min(settings.bitrate_bps).min(wanted_bitrate);
-            let _ = encoder.set_bitrate(whole_bps);
-            let Ok(Some(encoded)) = encoder.encode(frame) else {
-                continue;
+            // Short of bits, the picture shrinks rather than the frame rate (with simulcast,
+            // the receivers pick smaller layers instead).
+            let sent_settings = EncoderSettings {
+                width,
+                height,
+                ..settings
+            };
+            let encoded = scaled.encode(
+                frame,
+                (sent_settings, whole_bps),
+                simulcast,
+                switches.keyframe_wanted.swap(false, Ordering::Relaxed),
+            );
+            let (encoded, (sent_width, sent_height)) = match encoded {
+                Ok(Some(encoded)) => encoded,
+                Ok(None) => continue,
+                Err(err) => {
+                    report(format!("video encoder for {width}×{height}: {err}"));
+                    continue;
+                }
             };
             let smaller = if simulcast {
                 smaller_layers
@@ -1428,7 +1439,7 @@ impl VideoSendLoop {
                 Vec::new()
             };
             if let Some(recorder) = &recorder {
-                recorder.video(&config.local_uid, &encoded.data, width, height);
+                recorder.video(&config.local_uid, &encoded.data, sent_width, sent_height);
             }
             let now = Instant::now();
             let duration = last_sent.map_or(period, |at| {
@@ -1570,6 +1581,79 @@ async fn send_audio(
         if sent {
             counters.audio_frames_sent.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// The camera's encoder and the picture it encodes: the whole picture, or the whole halved
+/// as many times as [`ResolutionScaler`] says for the rate (never while sending simulcast).
+/// The encoder is made again at each change of size, which starts with a keyframe.
+#[derive(Default)]
+struct ScaledPicture {
+    scaler: ResolutionScaler,
+    /// The whole picture halved once, twice: as many as the current halvings need.
+    halves: Vec<I420Frame>,
+    encoder: Option<((u32, u32), H264Encoder)>,
+}
+
+impl ScaledPicture {
+    /// Encodes `whole` (configured as `settings`, its size) at `bitrate_bps`, shrunk when the
+    /// rate is short and `simulcast` is off; a keyframe when `keyframe` is set. The frame comes
+    /// with the size it was encoded at; `None` when the encoder skipped it.
+    fn encode(
+        &mut self,
+        whole: &I420Frame,
+        (settings, bitrate_bps): (EncoderSettings, u32),
+        simulcast: bool,
+        keyframe: bool,
+    ) -> Result<Option<(crate::video::EncodedFrame, (u32, u32))>, crate::video::VideoError> {
+        let halvings = if simulcast {
+            0
+        } else {
+            self.scaler
+                .halvings_for(Instant::now(), settings, bitrate_bps)
+        } as usize;
+        self.halves.truncate(halvings);
+        for index in 0..halvings {
+            let source = if index == 0 {
+                whole
+            } else {
+                &self.halves[index - 1]
+            };
+            let Some((width, height)) = source.halved_size() else {
+                break;
+            };
+            if self
+                .halves
+                .get(index)
+                .is_none_or(|half| (half.width(), half.height()) != (width, height))
+            {
+                self.halves.truncate(index);
+                self.halves.push(I420Frame::new(width, height)?);
+            }
+            let (above, rest) = self.halves.split_at_mut(index);
+            above
+                .last()
+                .map_or(whole, |half| half)
+                .halve_into(&mut rest[0])?;
+        }
+        let picture = self.halves.last().unwrap_or(whole);
+        let size = (picture.width(), picture.height());
+        let encoder = match &mut self.encoder {
+            Some((built, encoder)) if *built == size => encoder,
+            slot => {
+                let sized = EncoderSettings {
+                    width: size.0,
+                    height: size.1,
+                    ..settings
+                };
+                &mut slot.insert((size, H264Encoder::new(sized)?)).1
+            }
+        };
+        if keyframe {
+            encoder.request_keyframe();
+        }
+        let _ = encoder.set_bitrate(bitrate_bps);
+        Ok(encoder.encode(picture)?.map(|frame| (frame, size)))
     }
 }
 

@@ -254,6 +254,78 @@ pub struct EncodedFrame {
 /// The lowest video bitrate the encoder is given.
 pub const MIN_BITRATE_BPS: u32 = 50_000;
 
+/// Bits per pixel (per second, at the configured frame rate) a picture needs to look right:
+/// about what libwebrtc's default bitrate limits give (1280×720 at 30 fps from 900 kbit/s,
+/// 640×360 from 300 kbit/s, measured as 0.03 to 0.045 bits per pixel).
+pub const BITS_PER_PIXEL: f32 = 0.03;
+
+/// How long the rate must stay well above what the next larger size needs before the
+/// picture grows back (libwebrtc's quality scaler waits too): congestion control's target
+/// swings, and every change of size costs a keyframe.
+pub const GROW_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How many times the camera's picture is halved for the bitrate it may use, as libwebrtc
+/// lowers the resolution rather than the frame rate ("maintain framerate"): at 150 kbit/s a
+/// 1280×720 picture gets a few frames a second out of openh264's rate control, which skips
+/// frames it has no bits for, and keyframes (after a loss or an outage) take seconds to
+/// send; 320×180 at the same rate runs at the full frame rate.
+///
+/// The picture shrinks as soon as the rate falls under what its size needs
+/// ([`BITS_PER_PIXEL`], or 60 % of the configured rate when that is lower: the configured
+/// rate alone never shrinks it), and grows one step back once the rate has stayed 25 %
+/// above what the larger size needs for [`GROW_AFTER`]. At most [`ResolutionScaler::MAX_HALVINGS`]
+/// halvings, and never below 16 pixels a side.
+#[derive(Debug, Default)]
+pub struct ResolutionScaler {
+    halvings: u32,
+    roomy_since: Option<std::time::Instant>,
+}
+
+impl ResolutionScaler {
+    /// At most a quarter of the width and height (a sixteenth of the pixels).
+    pub const MAX_HALVINGS: u32 = 2;
+
+    /// The halvings for a picture of `settings`' size and frame rate sent at `bitrate_bps`
+    /// now (`settings.bitrate_bps` is the configured rate).
+    pub fn halvings_for(
+        &mut self,
+        now: std::time::Instant,
+        settings: EncoderSettings,
+        bitrate_bps: u32,
+    ) -> u32 {
+        let needs = |halvings: u32| -> Option<f32> {
+            let (mut width, mut height) = (settings.width, settings.height);
+            for _ in 0..halvings {
+                (width, height) = halved_size(width, height)?;
+            }
+            let pixels_per_second = width as f32 * height as f32 * settings.fps.max(1.0);
+            Some((pixels_per_second * BITS_PER_PIXEL).min(settings.bitrate_bps as f32 * 0.6))
+        };
+        let rate = bitrate_bps as f32;
+        let mut shrank = false;
+        while self.halvings < Self::MAX_HALVINGS
+            && needs(self.halvings).is_some_and(|needed| rate < needed)
+            && needs(self.halvings + 1).is_some()
+        {
+            self.halvings += 1;
+            shrank = true;
+        }
+        if shrank {
+            self.roomy_since = None;
+            return self.halvings;
+        }
+        let roomy = self.halvings > 0
+            && needs(self.halvings - 1).is_some_and(|needed| rate >= needed * 1.25);
+        if !roomy {
+            self.roomy_since = None;
+        } else if now.duration_since(*self.roomy_since.get_or_insert(now)) >= GROW_AFTER {
+            self.halvings -= 1;
+            self.roomy_since = None;
+        }
+        self.halvings
+    }
+}
+
 /// Sets a running openh264 encoder's target (and maximum) bitrate for all layers through its
 /// `SetOption` (`ENCODER_OPTION_BITRATE`, `ENCODER_OPTION_MAX_BITRATE`), which the `openh264`
 /// crate does not wrap.
@@ -404,6 +476,48 @@ impl H264Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The picture shrinks at once when the rate falls under what its size needs (two steps
+    /// for a deep fall), grows one step at a time only after the rate has stayed well above
+    /// the larger size's need for [`GROW_AFTER`], and a configured low rate alone never
+    /// shrinks it.
+    #[test]
+    fn resolution_follows_the_bitrate_down_at_once_and_up_slowly() {
+        let start = std::time::Instant::now();
+        let at = |secs: f32| start + std::time::Duration::from_secs_f32(secs);
+        let hd = EncoderSettings::hd();
+        let mut scaler = ResolutionScaler::default();
+        assert_eq!(scaler.halvings_for(at(0.0), hd, 2_000_000), 0);
+        // 720p30 needs 829 kbit/s, 360p30 207 kbit/s.
+        assert_eq!(scaler.halvings_for(at(1.0), hd, 600_000), 1);
+        assert_eq!(scaler.halvings_for(at(1.5), hd, 120_000), 2);
+        // Roomy for 360p (≥ 259 kbit/s) but not for long enough, then long enough.
+        assert_eq!(scaler.halvings_for(at(2.0), hd, 300_000), 2);
+        assert_eq!(scaler.halvings_for(at(4.5), hd, 300_000), 2);
+        assert_eq!(scaler.halvings_for(at(5.0), hd, 300_000), 1);
+        // A dip restarts the wait.
+        assert_eq!(scaler.halvings_for(at(6.0), hd, 2_000_000), 1);
+        assert_eq!(scaler.halvings_for(at(7.0), hd, 900_000), 1);
+        assert_eq!(scaler.halvings_for(at(8.0), hd, 2_000_000), 1);
+        assert_eq!(scaler.halvings_for(at(11.0), hd, 2_000_000), 0);
+        // 720p configured at 400 kbit/s: only a fall under 240 kbit/s shrinks it.
+        let modest = EncoderSettings {
+            bitrate_bps: 400_000,
+            ..hd
+        };
+        let mut scaler = ResolutionScaler::default();
+        assert_eq!(scaler.halvings_for(at(0.0), modest, 400_000), 0);
+        assert_eq!(scaler.halvings_for(at(1.0), modest, 300_000), 0);
+        assert_eq!(scaler.halvings_for(at(2.0), modest, 220_000), 1);
+        // A picture too small to halve twice stops at what it can.
+        let tiny = EncoderSettings {
+            width: 48,
+            height: 48,
+            ..hd
+        };
+        let mut scaler = ResolutionScaler::default();
+        assert_eq!(scaler.halvings_for(at(0.0), tiny, 1), 1);
+    }
     use crate::synthetic::{FrameStamp, TestPattern, read_stamp};
 
     /// The synthetic pattern survives H.264 at 360p and 720p: every decoded frame carries the
