@@ -12,7 +12,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rust_embed::Embed;
 
-/// The web client's files.
+/// The web client's files, in the binary in every build (`debug-embed`: a debug build
+/// read them at run time from the source tree it was built from, which need not exist
+/// where it runs).
 #[derive(Embed)]
 #[folder = "web/"]
 struct WebClient;
