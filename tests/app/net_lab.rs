@@ -484,7 +484,8 @@ impl Drop for Lab {
                 .args(["netns", "del", namespace])
                 .status();
         }
-        if !std::thread::panicking() {
+        // Kept when the test failed, or with HUDDLE_LAB_KEEP set, for its logs.
+        if !std::thread::panicking() && std::env::var_os("HUDDLE_LAB_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
