@@ -274,7 +274,12 @@ impl JanusConnection {
         if let Some(jsep) = jsep {
             request["jsep"] = jsep;
         }
+        let asked = std::time::Instant::now();
         let answer = self.request(&name, request).await?;
+        tracing::debug!(
+            "janus: {name} on {handle} answered in {:?}",
+            asked.elapsed()
+        );
         let data = answer["plugindata"]["data"].clone();
         if let Some(code) = data["error_code"].as_i64() {
             return Err(JanusError::Refused {

@@ -430,6 +430,10 @@ struct RoomMember {
     /// What they asked of each publisher's camera: a layer, or paused (`None`); a publisher
     /// they asked nothing of is forwarded its whole picture.
     wishes: HashMap<String, Option<SimulcastLayer>>,
+    /// What Janus was last told of each camera stream they receive, by (feed, mid): the
+    /// subscriber-side mid it was told for, forwarding on, and the substream. A wish that
+    /// would tell the same again is not sent.
+    configured: HashMap<(u64, String), (String, bool, u8)>,
     /// The layers of their own camera last said to be wanted (`layers_wanted`).
     layers_told: Vec<SimulcastLayer>,
 }
@@ -455,6 +459,10 @@ impl RoomMember {
         self.receiving.contains_key(stream) || self.to_subscribe.contains(stream)
     }
 }
+
+/// Camera streams to `configure` on a subscriber handle: each (feed, mid) with its
+/// subscriber-side mid, forwarding on, and substream.
+type ConfigureStreams = Vec<((u64, String), (String, bool, u8))>;
 
 /// A session's VideoRoom and its participants' handles.
 struct Room {
@@ -485,6 +493,75 @@ fn random_u64() -> u64 {
             .unwrap_or(1);
     }
     u64::from_le_bytes(bytes) >> 12
+}
+
+/// What one batch of commands asks of a room, gathered to be settled together.
+#[derive(Default)]
+struct Pending {
+    /// Offers to publish: (uid, sdp).
+    offers: Vec<(String, String)>,
+    /// Answers to subscription offers: (uid, sdp).
+    answers: Vec<(String, String)>,
+    /// Clients' candidates: (uid, leg, candidate).
+    candidates: Vec<(String, SfuLeg, PeerSignal)>,
+    /// Who changed their video wishes.
+    wishing: Vec<String>,
+}
+
+/// Sends an offer to publish (`body`: `joinandconfigure` or `configure`) on `handle`, or on
+/// a handle attached now if `None`: the new handle (with its events), and Janus's answer.
+async fn request_publication(
+    janus: &JanusConnection,
+    handle: Option<u64>,
+    body: Value,
+    sdp: String,
+) -> (
+    Option<(u64, mpsc::UnboundedReceiver<Value>)>,
+    Result<janus::PluginAnswer, JanusError>,
+) {
+    let (handle, attached) = match handle {
+        Some(handle) => (handle, None),
+        None => match janus.attach_videoroom().await {
+            Ok((handle, events)) => (handle, Some((handle, events))),
+            Err(err) => return (None, Err(err)),
+        },
+    };
+    let offer = json!({"type": "offer", "sdp": sdp});
+    (attached, janus.message(handle, body, Some(offer)).await)
+}
+
+/// A new subscriber handle for `handle` `None`, joined to `streams` of `room`, or an
+/// `update` adding them to `handle`: the handle if it is new (with its events), and Janus's
+/// answer (which carries its offer).
+async fn request_subscription(
+    janus: &JanusConnection,
+    room: u64,
+    handle: Option<u64>,
+    streams: &[(u64, String)],
+) -> Result<
+    (
+        Option<(u64, mpsc::UnboundedReceiver<Value>)>,
+        janus::PluginAnswer,
+    ),
+    JanusError,
+> {
+    let list: Vec<Value> = streams
+        .iter()
+        .map(|(feed, mid)| json!({"feed": feed, "mid": mid}))
+        .collect();
+    if let Some(handle) = handle {
+        let update = json!({"request": "update", "subscribe": list});
+        return Ok((None, janus.message(handle, update, None).await?));
+    }
+    let (handle, events) = janus.attach_videoroom().await?;
+    let join = json!({"request": "join", "ptype": "subscriber", "room": room, "streams": list});
+    match janus.message(handle, join, None).await {
+        Ok(answer) => Ok((Some((handle, events)), answer)),
+        Err(err) => {
+            janus.detach(handle).await;
+            Err(err)
+        }
+    }
 }
 
 impl Room {
@@ -545,10 +622,13 @@ impl Room {
             tokio::select! {
                 command = commands.recv() => {
                     let Some(command) = command else { break };
-                    if matches!(command, SfuCommand::CloseRoom { .. }) {
+                    let mut batch = vec![command];
+                    while let Ok(command) = commands.try_recv() {
+                        batch.push(command);
+                    }
+                    if !self.apply_batch(batch, &news).await {
                         break;
                     }
-                    self.apply(command, &news).await;
                 }
                 Some((uid, leg, event)) = janus_events.recv() => {
                     self.on_janus_event(&uid, leg, event, &news).await;
@@ -605,114 +685,178 @@ impl Room {
         });
     }
 
-    async fn apply(&mut self, command: SfuCommand, news: &NewsSink) {
-        match command {
-            SfuCommand::Signal {
-                uid, leg, signal, ..
-            } => {
-                if let Err(err) = self.on_signal(&uid, leg, signal, news).await {
-                    self.failed(news, &uid, leg, err);
+    /// Applies what the hub asked since the room last looked. Janus requests for different
+    /// participants go out together rather than one after another: in a call of twelve that
+    /// starts at once, a publisher's arrival is eleven subscription updates, each answered by
+    /// a `start`, and every grid re-asks the layer of each tile; awaited one by one, these
+    /// kept later publishers waiting seconds for their feeds to be forwarded. So the batch
+    /// is gathered first (offers to publish, answers to subscription offers, candidates,
+    /// video wishes) and then settled in steps ([`Room::settle`]); a participant's second
+    /// offer or answer in one batch, and a departure, settle what came before them first.
+    /// False once the room is to close.
+    async fn apply_batch(&mut self, batch: Vec<SfuCommand>, news: &NewsSink) -> bool {
+        let mut pending = Pending::default();
+        for command in batch {
+            match command {
+                SfuCommand::CloseRoom { .. } => {
+                    self.settle(pending, news).await;
+                    return false;
                 }
-            }
-            SfuCommand::WantVideo {
-                subscriber,
-                publisher,
-                paused,
-                layer,
-                ..
-            } => {
-                if let Err(err) = self
-                    .want_video(&subscriber, &publisher, paused, layer, news)
-                    .await
-                {
-                    self.failed(news, &subscriber, SfuLeg::Subscribe, err);
+                SfuCommand::OpenRoom { .. } => {}
+                SfuCommand::WantVideo {
+                    subscriber,
+                    publisher,
+                    paused,
+                    layer,
+                    ..
+                } => {
+                    self.record_wish(&subscriber, &publisher, paused, layer, news);
+                    pending.wishing.push(subscriber);
                 }
+                SfuCommand::Leave { uid, .. } => {
+                    self.settle(std::mem::take(&mut pending), news).await;
+                    self.leave(&uid, news).await;
+                }
+                SfuCommand::Signal {
+                    uid, leg, signal, ..
+                } => match (leg, signal) {
+                    (SfuLeg::Publish, PeerSignal::Offer { sdp }) => {
+                        if pending.offers.iter().any(|(u, _)| *u == uid) {
+                            self.settle(std::mem::take(&mut pending), news).await;
+                        }
+                        pending.offers.push((uid, sdp));
+                    }
+                    (SfuLeg::Subscribe, PeerSignal::Answer { sdp }) => {
+                        if pending.answers.iter().any(|(u, _)| *u == uid) {
+                            self.settle(std::mem::take(&mut pending), news).await;
+                        }
+                        pending.answers.push((uid, sdp));
+                    }
+                    (leg, candidate @ PeerSignal::Candidate { .. }) => {
+                        pending.candidates.push((uid, leg, candidate));
+                    }
+                    // Answers to the publisher and offers to the subscriber come from Janus,
+                    // never from a client; video wishes are for participants, not legs.
+                    _ => {}
+                },
             }
-            SfuCommand::Leave { uid, .. } => {
-                self.leave(&uid, news).await;
+        }
+        self.settle(pending, news).await;
+        true
+    }
+
+    /// Settles a gathered batch: publications (their handles exist for the candidates that
+    /// follow), answers to subscription offers, candidates, the video wishes of whoever
+    /// wished or now receives new streams, and last the subscriptions that waited for an
+    /// answer.
+    async fn settle(&mut self, pending: Pending, news: &NewsSink) {
+        self.publish(pending.offers, news).await;
+        let answered = self.start_subscriptions(pending.answers, news).await;
+        for (uid, leg, signal) in pending.candidates {
+            self.trickle(&uid, leg, signal);
+        }
+        let mut configuring = pending.wishing;
+        configuring.extend(answered.iter().cloned());
+        configuring.sort();
+        configuring.dedup();
+        self.configure_wishes(configuring, news).await;
+        self.flush_subscriptions(answered, news).await;
+    }
+
+    /// A client's candidate (or end of candidates) for one of its legs, to Janus.
+    fn trickle(&self, uid: &str, leg: SfuLeg, signal: PeerSignal) {
+        let PeerSignal::Candidate {
+            candidate,
+            sdp_mid,
+            sdp_mline_index,
+            ..
+        } = signal
+        else {
+            return;
+        };
+        let member = self.members.get(uid);
+        let handle = match leg {
+            SfuLeg::Publish => member.and_then(|m| m.publisher),
+            SfuLeg::Subscribe => member.and_then(|m| m.subscriber),
+        };
+        let Some(handle) = handle else {
+            return;
+        };
+        let candidate = match candidate {
+            Some(candidate) => json!({
+                "candidate": candidate,
+                "sdpMid": sdp_mid,
+                "sdpMLineIndex": sdp_mline_index,
+            }),
+            None => json!({"completed": true}),
+        };
+        self.janus.trickle(handle, candidate);
+    }
+
+    /// Publishers' offers, each `(uid, sdp)`: join the room (or renegotiate) and answer;
+    /// the streams of a publisher that is already up (a renegotiation) go to everyone now.
+    async fn publish(&mut self, offers: Vec<(String, String)>, news: &NewsSink) {
+        let mut requests = tokio::task::JoinSet::new();
+        for (uid, sdp) in offers {
+            let kinds = published_kinds(&sdp);
+            tracing::debug!("sfu: {uid} offers to publish {kinds:?}");
+            let member = self.members.get(&uid);
+            let handle = member.and_then(|m| m.publisher);
+            let joined = handle.is_some() && member.and_then(|m| m.feed).is_some();
+            let descriptions: Vec<Value> = kinds
+                .iter()
+                .map(|(mid, kind)| json!({"mid": mid, "description": kind.stream_id()}))
+                .collect();
+            let body = if joined {
+                json!({"request": "configure", "descriptions": descriptions})
+            } else {
+                json!({
+                    "request": "joinandconfigure",
+                    "ptype": "publisher",
+                    "room": self.room_id,
+                    "display": uid,
+                    "descriptions": descriptions,
+                })
+            };
+            let janus = self.janus.clone();
+            requests.spawn(async move {
+                let (attached, answer) = request_publication(&janus, handle, body, sdp).await;
+                (uid, kinds, attached, answer)
+            });
+        }
+        let mut renegotiated = Vec::new();
+        while let Some(done) = requests.join_next().await {
+            let Ok((uid, kinds, attached, answer)) = done else {
+                continue;
+            };
+            if let Some((handle, events)) = attached {
+                self.follow(&uid, SfuLeg::Publish, events);
+                self.members.entry(uid.clone()).or_default().publisher = Some(handle);
             }
-            SfuCommand::OpenRoom { .. } | SfuCommand::CloseRoom { .. } => {}
+            match answer.and_then(|answer| self.accept_publication(&uid, kinds, answer, news)) {
+                Ok(true) => renegotiated.push(uid),
+                Ok(false) => {}
+                Err(err) => self.failed(news, &uid, SfuLeg::Publish, err),
+            }
+        }
+        if !renegotiated.is_empty() {
+            for uid in &renegotiated {
+                self.queue_fan_out(uid);
+            }
+            self.flush_subscriptions(self.members.keys().cloned().collect(), news)
+                .await;
         }
     }
 
-    async fn on_signal(
+    /// Janus answered `uid`'s offer to publish `kinds`: note its feed and streams and send
+    /// the answer on. True if the publication was already up (new streams to fan out).
+    fn accept_publication(
         &mut self,
         uid: &str,
-        leg: SfuLeg,
-        signal: PeerSignal,
+        kinds: BTreeMap<String, StreamKind>,
+        answer: janus::PluginAnswer,
         news: &NewsSink,
-    ) -> Result<(), JanusError> {
-        match (leg, signal) {
-            (SfuLeg::Publish, PeerSignal::Offer { sdp }) => self.publish(uid, sdp, news).await,
-            (SfuLeg::Subscribe, PeerSignal::Answer { sdp }) => {
-                self.start_subscription(uid, sdp, news).await
-            }
-            (
-                leg,
-                PeerSignal::Candidate {
-                    candidate,
-                    sdp_mid,
-                    sdp_mline_index,
-                    ..
-                },
-            ) => {
-                let member = self.members.get(uid);
-                let handle = match leg {
-                    SfuLeg::Publish => member.and_then(|m| m.publisher),
-                    SfuLeg::Subscribe => member.and_then(|m| m.subscriber),
-                };
-                if let Some(handle) = handle {
-                    let candidate = match candidate {
-                        Some(candidate) => json!({
-                            "candidate": candidate,
-                            "sdpMid": sdp_mid,
-                            "sdpMLineIndex": sdp_mline_index,
-                        }),
-                        None => json!({"completed": true}),
-                    };
-                    self.janus.trickle(handle, candidate);
-                }
-                Ok(())
-            }
-            // Answers to the publisher and offers to the subscriber come from Janus, never
-            // from a client; video wishes are for participants, not legs.
-            _ => Ok(()),
-        }
-    }
-
-    /// A publisher's offer: join the room (or renegotiate), answer, then bring its streams
-    /// to everyone else.
-    async fn publish(&mut self, uid: &str, sdp: String, news: &NewsSink) -> Result<(), JanusError> {
-        let kinds = published_kinds(&sdp);
-        let existing = self.members.get(uid).and_then(|m| m.publisher);
-        let handle = match existing {
-            Some(handle) => handle,
-            None => {
-                let (handle, events) = self.janus.attach_videoroom().await?;
-                self.follow(uid, SfuLeg::Publish, events);
-                self.members.entry(uid.to_owned()).or_default().publisher = Some(handle);
-                handle
-            }
-        };
-        let descriptions: Vec<Value> = kinds
-            .iter()
-            .map(|(mid, kind)| json!({"mid": mid, "description": kind.stream_id()}))
-            .collect();
-        let body = if existing.is_some() && self.members[uid].feed.is_some() {
-            json!({"request": "configure", "descriptions": descriptions})
-        } else {
-            json!({
-                "request": "joinandconfigure",
-                "ptype": "publisher",
-                "room": self.room_id,
-                "display": uid,
-                "descriptions": descriptions,
-            })
-        };
-        let answer = self
-            .janus
-            .message(handle, body, Some(json!({"type": "offer", "sdp": sdp})))
-            .await?;
+    ) -> Result<bool, JanusError> {
         let answer_sdp = answer
             .jsep
             .as_ref()
@@ -740,26 +884,27 @@ impl Room {
             SfuLeg::Publish,
             PeerSignal::Answer { sdp: answer_sdp },
         );
-        if live {
-            // A renegotiation (new streams): bring them to everyone now.
-            self.fan_out(uid, news).await;
-        }
-        Ok(())
+        Ok(live)
     }
 
     /// `uid`'s publishing connection is up (`webrtcup`): Janus lets others subscribe to a
     /// feed only from now on.
     async fn publisher_up(&mut self, uid: &str, news: &NewsSink) {
         let Some(member) = self.members.get_mut(uid) else {
+            tracing::debug!("sfu: {uid}'s publication is up, but they are gone");
             return;
         };
+        tracing::debug!("sfu: {uid}'s publication (feed {:?}) is up", member.feed);
         member.live = true;
         self.tell_layers_wanted(uid, news);
-        self.fan_out(uid, news).await;
+        self.queue_fan_out(uid);
+        self.flush_subscriptions(self.members.keys().cloned().collect(), news)
+            .await;
     }
 
-    /// Everyone else receives `uid`'s streams they lack; `uid` receives every live feed's.
-    async fn fan_out(&mut self, uid: &str, news: &NewsSink) {
+    /// Everyone else is to receive `uid`'s streams they lack, and `uid` every live feed's,
+    /// at the next [`Room::flush_subscriptions`].
+    fn queue_fan_out(&mut self, uid: &str) {
         let Some(feed) = self.members.get(uid).and_then(|m| m.feed) else {
             return;
         };
@@ -771,7 +916,7 @@ impl Room {
                 .map(|mid| (feed, mid.clone()))
                 .filter(|stream| !self.members[other].receives(stream))
                 .collect();
-            self.subscribe(other, wanted, news).await;
+            self.queue_subscriptions(other, wanted);
         }
         let theirs: Vec<(u64, String)> = others
             .iter()
@@ -785,82 +930,56 @@ impl Room {
             .flatten()
             .filter(|stream| !self.members[uid].receives(stream))
             .collect();
-        self.subscribe(uid, theirs, news).await;
+        self.queue_subscriptions(uid, theirs);
     }
 
-    /// Adds `streams` to what `uid` receives: a new subscriber handle, or an `update` — now,
-    /// or after the answer to the offer that is out.
-    async fn subscribe(&mut self, uid: &str, streams: Vec<(u64, String)>, news: &NewsSink) {
-        if streams.is_empty() {
-            return;
-        }
-        let Some(member) = self.members.get_mut(uid) else {
-            return;
-        };
-        member.to_subscribe.extend(streams);
-        if member.awaiting_answer {
-            return;
-        }
-        if let Err(err) = self.flush_subscriptions(uid, news).await {
-            self.failed(news, uid, SfuLeg::Subscribe, err);
+    /// Adds `streams` to what `uid` is to receive, at the next
+    /// [`Room::flush_subscriptions`].
+    fn queue_subscriptions(&mut self, uid: &str, streams: Vec<(u64, String)>) {
+        if let Some(member) = self.members.get_mut(uid) {
+            member.to_subscribe.extend(streams);
         }
     }
 
-    /// Sends what waits to be subscribed for `uid`, and forwards Janus's offer.
-    async fn flush_subscriptions(&mut self, uid: &str, news: &NewsSink) -> Result<(), JanusError> {
-        let Some(member) = self.members.get_mut(uid) else {
-            return Ok(());
-        };
-        let streams = std::mem::take(&mut member.to_subscribe);
-        if streams.is_empty() {
-            return Ok(());
-        }
-        let list: Vec<Value> = streams
-            .iter()
-            .map(|(feed, mid)| json!({"feed": feed, "mid": mid}))
-            .collect();
-        let answer = match member.subscriber {
-            Some(handle) => {
-                self.janus
-                    .message(
-                        handle,
-                        json!({"request": "update", "subscribe": list}),
-                        None,
-                    )
-                    .await?
+    /// Subscribes each of `uids` to what waits for it, unless an offer to it is out (then
+    /// after its answer): a new subscriber handle (`join`) or an `update`, and forwards
+    /// Janus's offers. The requests for different participants go to Janus together: one
+    /// after the other, a publisher's arrival in a call of twelve took eleven round trips,
+    /// and the next publisher's waited behind them (seconds in all, with Janus busy).
+    async fn flush_subscriptions(&mut self, uids: Vec<String>, news: &NewsSink) {
+        let mut requests = tokio::task::JoinSet::new();
+        for uid in uids {
+            let Some(member) = self.members.get_mut(&uid) else {
+                continue;
+            };
+            if member.awaiting_answer || member.to_subscribe.is_empty() {
+                continue;
             }
-            None => {
-                let (handle, events) = self.janus.attach_videoroom().await?;
-                let joined = self
-                    .janus
-                    .message(
-                        handle,
-                        json!({
-                            "request": "join",
-                            "ptype": "subscriber",
-                            "room": self.room_id,
-                            "streams": list,
-                        }),
-                        None,
-                    )
-                    .await;
-                match joined {
-                    Ok(answer) => {
-                        self.follow(uid, SfuLeg::Subscribe, events);
-                        if let Some(member) = self.members.get_mut(uid) {
+            let streams = std::mem::take(&mut member.to_subscribe);
+            tracing::debug!("sfu: {uid} subscribes to {streams:?}");
+            let (janus, room, handle) = (self.janus.clone(), self.room_id, member.subscriber);
+            requests.spawn(async move {
+                let result = request_subscription(&janus, room, handle, &streams).await;
+                (uid, result)
+            });
+        }
+        while let Some(done) = requests.join_next().await {
+            let Ok((uid, result)) = done else {
+                continue;
+            };
+            match result {
+                Ok((joined, answer)) => {
+                    if let Some((handle, events)) = joined {
+                        self.follow(&uid, SfuLeg::Subscribe, events);
+                        if let Some(member) = self.members.get_mut(&uid) {
                             member.subscriber = Some(handle);
                         }
-                        answer
                     }
-                    Err(err) => {
-                        self.janus.detach(handle).await;
-                        return Err(err);
-                    }
+                    self.on_subscriber_offer(&uid, &answer.data, answer.jsep.as_ref(), news);
                 }
+                Err(err) => self.failed(news, &uid, SfuLeg::Subscribe, err),
             }
-        };
-        self.on_subscriber_offer(uid, &answer.data, answer.jsep.as_ref(), news);
-        Ok(())
+        }
     }
 
     /// Janus offered (a new subscription, an update, or a publisher gone): learn which
@@ -885,6 +1004,9 @@ impl Room {
                 }
             }
             if let Some(member) = self.members.get_mut(uid) {
+                member
+                    .configured
+                    .retain(|stream, (mid, ..)| receiving.get(stream) == Some(mid));
                 member.receiving = receiving;
             }
         }
@@ -926,77 +1048,146 @@ impl Room {
         labels
     }
 
-    /// The client answered our offer: start (or resume) forwarding, then send what waited.
-    async fn start_subscription(
+    /// Clients answered our offers, each `(uid, sdp)`: start (or resume) forwarding. Returns
+    /// who answered: whether Janus took the answer or not, no offer to them is out any more
+    /// (Janus waits for no answer either), so what waits to be subscribed for them can go.
+    async fn start_subscriptions(
         &mut self,
-        uid: &str,
-        sdp: String,
+        answers: Vec<(String, String)>,
         news: &NewsSink,
-    ) -> Result<(), JanusError> {
-        let Some(handle) = self.members.get(uid).and_then(|m| m.subscriber) else {
-            return Ok(());
-        };
-        self.janus
-            .message(
-                handle,
-                json!({"request": "start"}),
-                Some(json!({"type": "answer", "sdp": sdp})),
-            )
-            .await?;
-        if let Some(member) = self.members.get_mut(uid) {
-            member.awaiting_answer = false;
+    ) -> Vec<String> {
+        let mut requests = tokio::task::JoinSet::new();
+        for (uid, sdp) in answers {
+            let Some(handle) = self.members.get(&uid).and_then(|m| m.subscriber) else {
+                continue;
+            };
+            tracing::debug!("sfu: {uid} answered its subscription's offer");
+            let janus = self.janus.clone();
+            requests.spawn(async move {
+                let start = json!({"request": "start"});
+                let answer = json!({"type": "answer", "sdp": sdp});
+                let started = janus.message(handle, start, Some(answer)).await;
+                (uid, started)
+            });
         }
-        self.flush_subscriptions(uid, news).await
+        let mut answered = Vec::new();
+        while let Some(done) = requests.join_next().await {
+            let Ok((uid, started)) = done else {
+                continue;
+            };
+            if let Some(member) = self.members.get_mut(&uid) {
+                member.awaiting_answer = false;
+            }
+            if let Err(err) = started {
+                self.failed(news, &uid, SfuLeg::Subscribe, err);
+            }
+            answered.push(uid);
+        }
+        answered
     }
 
-    /// Pauses or resumes `publisher`'s camera for `subscriber`, and picks the simulcast layer
-    /// forwarded (Janus switches at the layer's next keyframe; a publisher without simulcast
-    /// has only the one).
-    async fn want_video(
+    /// Records what `subscriber` wants of `publisher`'s camera: paused, or a simulcast layer
+    /// (Janus switches at the layer's next keyframe; a publisher without simulcast has only
+    /// the one). [`Room::configure_wishes`] tells Janus.
+    fn record_wish(
         &mut self,
         subscriber: &str,
         publisher: &str,
         paused: bool,
         layer: SimulcastLayer,
         news: &NewsSink,
-    ) -> Result<(), JanusError> {
+    ) {
         if let Some(member) = self.members.get_mut(subscriber) {
             member
                 .wishes
                 .insert(publisher.to_owned(), (!paused).then_some(layer));
         }
         self.tell_layers_wanted(publisher, news);
-        let Some(feed) = self.members.get(publisher).and_then(|m| m.feed) else {
-            return Ok(());
-        };
-        let camera_mids: Vec<String> = self.members[publisher]
-            .published
-            .iter()
-            .filter(|(_, kind)| **kind == StreamKind::Camera)
-            .map(|(mid, _)| mid.clone())
-            .collect();
+    }
+
+    /// The `configure` that brings Janus to `subscriber`'s wishes for the camera streams its
+    /// subscription has, if any differ from what Janus was told: (streams, what each is now).
+    fn wishes_to_configure(&self, subscriber: &str) -> ConfigureStreams {
         let Some(member) = self.members.get(subscriber) else {
-            return Ok(());
+            return Vec::new();
         };
-        let Some(handle) = member.subscriber else {
-            return Ok(());
-        };
-        let streams: Vec<Value> = camera_mids
-            .iter()
-            .filter_map(|feed_mid| member.receiving.get(&(feed, feed_mid.clone())))
-            .map(|mid| json!({"mid": mid, "send": !paused, "substream": layer.substream()}))
-            .collect();
-        if streams.is_empty() {
-            return Ok(());
+        let mut changed = Vec::new();
+        for (publisher, wish) in &member.wishes {
+            let Some(publishing) = self.members.get(publisher) else {
+                continue;
+            };
+            let Some(feed) = publishing.feed else {
+                continue;
+            };
+            let (send, substream) = match wish {
+                Some(layer) => (true, layer.substream()),
+                None => (false, SimulcastLayer::High.substream()),
+            };
+            let camera_mids = publishing
+                .published
+                .iter()
+                .filter(|(_, kind)| **kind == StreamKind::Camera);
+            for (feed_mid, _) in camera_mids {
+                let stream = (feed, feed_mid.clone());
+                let Some(mid) = member.receiving.get(&stream) else {
+                    continue;
+                };
+                let now = (mid.clone(), send, substream);
+                if member.configured.get(&stream) != Some(&now) {
+                    changed.push((stream, now));
+                }
+            }
         }
-        self.janus
-            .message(
-                handle,
-                json!({"request": "configure", "streams": streams}),
-                None,
-            )
-            .await?;
-        Ok(())
+        changed
+    }
+
+    /// Tells Janus, in one `configure` per subscriber of `subscribers`, what changed in its
+    /// wishes for the streams it receives (nothing if nothing did). A refusal is logged and
+    /// the leg goes on: the next change tries again.
+    async fn configure_wishes(&mut self, subscribers: Vec<String>, news: &NewsSink) {
+        let mut requests = tokio::task::JoinSet::new();
+        for subscriber in subscribers {
+            let changed = self.wishes_to_configure(&subscriber);
+            let Some(handle) = self.members.get(&subscriber).and_then(|m| m.subscriber) else {
+                continue;
+            };
+            if changed.is_empty() {
+                continue;
+            }
+            let streams: Vec<Value> = changed
+                .iter()
+                .map(|(_, (mid, send, substream))| {
+                    json!({"mid": mid, "send": send, "substream": substream})
+                })
+                .collect();
+            let janus = self.janus.clone();
+            requests.spawn(async move {
+                let request = json!({"request": "configure", "streams": streams});
+                let result = janus.message(handle, request, None).await;
+                (subscriber, changed, result)
+            });
+        }
+        while let Some(done) = requests.join_next().await {
+            let Ok((subscriber, changed, result)) = done else {
+                continue;
+            };
+            match result {
+                Ok(_) => {
+                    if let Some(member) = self.members.get_mut(&subscriber) {
+                        member.configured.extend(changed);
+                    }
+                }
+                Err(JanusError::Refused { code, reason, .. }) => {
+                    // A stream whose publisher just left (its mid is gone before the update
+                    // that says so): the wishes stay, the connection is fine.
+                    tracing::debug!(
+                        "sfu: {} {subscriber}: Janus refused video wishes: {code} {reason}",
+                        self.session_id
+                    );
+                }
+                Err(err) => self.failed(news, &subscriber, SfuLeg::Subscribe, err),
+            }
+        }
     }
 
     /// Tells `publisher` which of its layers anyone receives, if that changed (and once it
@@ -1040,6 +1231,14 @@ impl Room {
 
     /// An event on one of `uid`'s handles.
     async fn on_janus_event(&mut self, uid: &str, leg: SfuLeg, event: Value, news: &NewsSink) {
+        if event["janus"] != "trickle" {
+            tracing::debug!(
+                "sfu: {uid} {leg:?}: {} {} (jsep: {})",
+                event["janus"],
+                event["plugindata"]["data"],
+                event["jsep"]["type"]
+            );
+        }
         match event["janus"].as_str() {
             Some("trickle") => {
                 let candidate = &event["candidate"];

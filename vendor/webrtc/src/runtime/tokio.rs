@@ -5,6 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
+/// Huddle patch: the receive buffer asked for every UDP socket (see `wrap_udp_socket`).
+const UDP_RECV_BUFFER_BYTES: usize = 2 << 20;
+
 /// A WebRTC runtime for Tokio
 #[derive(Debug)]
 pub struct TokioRuntime;
@@ -149,6 +152,16 @@ impl Runtime for TokioRuntime {
         // receive may now return several datagrams coalesced into one buffer, so the read
         // path has to de-segment by `stride`.
         let batch = ::quinn_udp::UdpSocketState::new(::quinn_udp::UdpSockRef::from(&io))?;
+        // Huddle patch: room for a burst. The driver reads one connection's packets on one task;
+        // while it waits for a core, what arrives queues in the kernel, and Linux's default
+        // (208 KiB, about 90 datagrams) overflowed in a call of twelve on two cores (a quarter
+        // of the datagrams dropped as UdpRcvbufErrors). The kernel caps the size at
+        // net.core.rmem_max; a smaller buffer is not an error.
+        if let Err(err) =
+            batch.set_recv_buffer_size(::quinn_udp::UdpSockRef::from(&io), UDP_RECV_BUFFER_BYTES)
+        {
+            log::debug!("could not enlarge a UDP receive buffer: {err}");
+        }
         Ok(Arc::new(UdpSocket {
             io: Arc::new(io),
             batch: Arc::new(batch),
