@@ -20,7 +20,12 @@
 //! - **video wishes**: a client's `video_wanted` for a participant pauses or resumes that
 //!   participant's camera stream on its subscriber handle (`configure` `send`), and its
 //!   bitrate cap picks which of the participant's simulcast layers is forwarded
-//!   (`configure` `substream`, [`SimulcastLayer::for_bitrate_cap`]).
+//!   (`configure` `substream`, [`SimulcastLayer::for_bitrate_cap`]). Only what changed is
+//!   sent, one `configure` per subscriber ([`wishes_to_configure`]).
+//!
+//! The room task takes the hub's commands in batches and settles each batch in steps
+//! ([`Room::settle`]): Janus requests for different participants go out together, since one
+//! after another they made a call of twelve wait seconds for its feeds.
 //!
 //! A room that cannot be placed on any instance is reported ([`SfuNews::RoomFailed`]); the
 //! hub then keeps (or puts back) the call on the mesh.
@@ -458,6 +463,45 @@ impl RoomMember {
     fn receives(&self, stream: &(u64, String)) -> bool {
         self.receiving.contains_key(stream) || self.to_subscribe.contains(stream)
     }
+}
+
+/// The `configure` that brings Janus to `subscriber`'s wishes for the camera streams its
+/// subscription has, if any differ from what Janus was told: (streams, what each is now).
+fn wishes_to_configure(
+    members: &BTreeMap<String, RoomMember>,
+    subscriber: &str,
+) -> ConfigureStreams {
+    let Some(member) = members.get(subscriber) else {
+        return Vec::new();
+    };
+    let mut changed = Vec::new();
+    for (publisher, wish) in &member.wishes {
+        let Some(publishing) = members.get(publisher) else {
+            continue;
+        };
+        let Some(feed) = publishing.feed else {
+            continue;
+        };
+        let (send, substream) = match wish {
+            Some(layer) => (true, layer.substream()),
+            None => (false, SimulcastLayer::High.substream()),
+        };
+        let camera_mids = publishing
+            .published
+            .iter()
+            .filter(|(_, kind)| **kind == StreamKind::Camera);
+        for (feed_mid, _) in camera_mids {
+            let stream = (feed, feed_mid.clone());
+            let Some(mid) = member.receiving.get(&stream) else {
+                continue;
+            };
+            let now = (mid.clone(), send, substream);
+            if member.configured.get(&stream) != Some(&now) {
+                changed.push((stream, now));
+            }
+        }
+    }
+    changed
 }
 
 /// Camera streams to `configure` on a subscriber handle: each (feed, mid) with its
@@ -1105,49 +1149,13 @@ impl Room {
         self.tell_layers_wanted(publisher, news);
     }
 
-    /// The `configure` that brings Janus to `subscriber`'s wishes for the camera streams its
-    /// subscription has, if any differ from what Janus was told: (streams, what each is now).
-    fn wishes_to_configure(&self, subscriber: &str) -> ConfigureStreams {
-        let Some(member) = self.members.get(subscriber) else {
-            return Vec::new();
-        };
-        let mut changed = Vec::new();
-        for (publisher, wish) in &member.wishes {
-            let Some(publishing) = self.members.get(publisher) else {
-                continue;
-            };
-            let Some(feed) = publishing.feed else {
-                continue;
-            };
-            let (send, substream) = match wish {
-                Some(layer) => (true, layer.substream()),
-                None => (false, SimulcastLayer::High.substream()),
-            };
-            let camera_mids = publishing
-                .published
-                .iter()
-                .filter(|(_, kind)| **kind == StreamKind::Camera);
-            for (feed_mid, _) in camera_mids {
-                let stream = (feed, feed_mid.clone());
-                let Some(mid) = member.receiving.get(&stream) else {
-                    continue;
-                };
-                let now = (mid.clone(), send, substream);
-                if member.configured.get(&stream) != Some(&now) {
-                    changed.push((stream, now));
-                }
-            }
-        }
-        changed
-    }
-
     /// Tells Janus, in one `configure` per subscriber of `subscribers`, what changed in its
     /// wishes for the streams it receives (nothing if nothing did). A refusal is logged and
     /// the leg goes on: the next change tries again.
     async fn configure_wishes(&mut self, subscribers: Vec<String>, news: &NewsSink) {
         let mut requests = tokio::task::JoinSet::new();
         for subscriber in subscribers {
-            let changed = self.wishes_to_configure(&subscriber);
+            let changed = wishes_to_configure(&self.members, &subscriber);
             let Some(handle) = self.members.get(&subscriber).and_then(|m| m.subscriber) else {
                 continue;
             };
@@ -1333,6 +1341,61 @@ mod tests {
 
     /// A publisher's mids are read as camera, voice and screen from its stream ids; a
     /// browser's unlabelled second video line is its screen.
+    /// Video wishes reach Janus only where they change something: a subscriber's wish for a
+    /// camera stream it receives is to be configured (on its subscriber-side mid, paused
+    /// as `send: false`), the same wish again once Janus was told is not, a stream not yet
+    /// in the subscription waits, and a wish about a publisher that is gone is dropped.
+    #[test]
+    fn only_changed_wishes_are_configured() {
+        let publisher = |feed: u64| RoomMember {
+            feed: Some(feed),
+            published: BTreeMap::from([
+                ("0".to_owned(), StreamKind::Camera),
+                ("1".to_owned(), StreamKind::Audio),
+            ]),
+            ..RoomMember::default()
+        };
+        let subscriber = RoomMember {
+            receiving: HashMap::from([
+                ((10, "0".to_owned()), "3".to_owned()),
+                ((10, "1".to_owned()), "4".to_owned()),
+                ((20, "0".to_owned()), "5".to_owned()),
+            ]),
+            wishes: HashMap::from([
+                ("p1".to_owned(), Some(SimulcastLayer::Medium)),
+                ("p2".to_owned(), None),
+                ("p3".to_owned(), Some(SimulcastLayer::Low)),
+                ("gone".to_owned(), Some(SimulcastLayer::Low)),
+            ]),
+            ..RoomMember::default()
+        };
+        let mut members = BTreeMap::from([
+            ("p1".to_owned(), publisher(10)),
+            ("p2".to_owned(), publisher(20)),
+            ("p3".to_owned(), publisher(30)),
+            ("me".to_owned(), subscriber),
+        ]);
+        let mut changed = wishes_to_configure(&members, "me");
+        changed.sort();
+        assert_eq!(
+            changed,
+            vec![
+                ((10, "0".to_owned()), ("3".to_owned(), true, 1)),
+                ((20, "0".to_owned()), ("5".to_owned(), false, 2)),
+            ]
+        );
+        let me = members.get_mut("me").expect("member");
+        me.configured.extend(changed);
+        assert_eq!(wishes_to_configure(&members, "me"), vec![]);
+        let me = members.get_mut("me").expect("member");
+        me.wishes
+            .insert("p1".to_owned(), Some(SimulcastLayer::High));
+        assert_eq!(
+            wishes_to_configure(&members, "me"),
+            vec![((10, "0".to_owned()), ("3".to_owned(), true, 2))]
+        );
+    }
+
     #[test]
     fn published_streams_are_told_apart_by_stream_id_then_position() {
         let kinds = published_kinds(PUBLISHER_OFFER);
