@@ -816,7 +816,7 @@ fn lab_fifteen_second_outage_survives_through_ice_restart() {
 /// 10 fps, and at most 2 % of the audio is concealed. The issue asks for 500 kbit/s, but the
 /// synthetic pattern compresses so well that even 1280×720 at 30 fps needs only about
 /// 440 kbit/s (measured with `tc -s`), so 500 kbit/s never binds: the cap is 250 kbit/s.
-/// (What makes it pass: `congestion::FeedbackWatch` bounds GCC to what the full link
+/// (What makes it pass: `congestion::FullLinkBound` bounds GCC to what a full link
 /// carries, `congestion::NackResendGuard` keeps retransmissions from filling it, and
 /// `video::ResolutionScaler` sends 320×180 at the full frame rate at the floor.)
 #[test]
