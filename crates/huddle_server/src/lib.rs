@@ -43,7 +43,8 @@ use store::Store;
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// SQLite file; `None` keeps everything in memory (tests, the embedded demo).
+    /// SQLite file or PostgreSQL URL ([`store::Store::open`]); `None` keeps everything in
+    /// memory (tests, the embedded demo).
     pub db: Option<PathBuf>,
     /// Admin API key; `None` disables the admin API.
     pub api_key: Option<String>,
@@ -236,7 +237,8 @@ pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub listen: SocketAddr,
-    /// SQLite database file (created if missing).
+    /// SQLite database file (created if missing), or a PostgreSQL URL
+    /// (`postgres://user@host/db`).
     #[arg(long, default_value = "huddle.db")]
     pub db: PathBuf,
     /// Admin API key (enables the admin API).

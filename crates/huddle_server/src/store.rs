@@ -1,6 +1,12 @@
-//! Durable state in SQLite (the `--db` file): users, groups, auth tokens, the token-signing
-//! secret, and call logs. Every write is a single statement or a transaction, so a crash or a
-//! restart never loses a committed log entry. WAL mode keeps writes cheap.
+//! Durable state: users, groups, auth tokens, the token-signing secret, and call logs.
+//!
+//! Two backends behind one [`Store`]:
+//! - **SQLite** (the `--db` file, or memory): the single-node and embedded default. Every
+//!   write is a single statement or a transaction, so a crash or a restart never loses a
+//!   committed log entry. WAL mode keeps writes cheap.
+//! - **PostgreSQL** (`--db postgres://…`, [`postgresql`]): for servers that share users, groups
+//!   and call logs. Same tables and the same answers (a differential test runs one script of
+//!   operations on both and compares every read).
 
 use std::path::Path;
 
@@ -9,17 +15,167 @@ use huddle_protocol::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub mod postgresql;
+
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
-#[error("storage: {0}")]
-pub struct StoreError(#[from] rusqlite::Error);
+pub enum StoreError {
+    /// SQLite refused or failed.
+    #[error("storage: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL refused or failed (or its connection did).
+    #[error("storage (PostgreSQL): {0}")]
+    Postgres(#[from] ::postgres::Error),
+    /// The PostgreSQL connection's thread is gone or could not start.
+    #[error("storage (PostgreSQL): {0}")]
+    Unavailable(String),
+}
 
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The database.
+/// The database: SQLite or PostgreSQL.
 pub struct Store {
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite(Sqlite),
+    Postgres(postgresql::PostgresStore),
+}
+
+/// The SQLite backend.
+struct Sqlite {
     db: Connection,
+}
+
+/// Whether `--db` names a PostgreSQL database rather than a SQLite file.
+pub fn is_postgres_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// Each operation of [`Store`], passed on to its backend (same name, same arguments):
+/// `ref` ones take `&self`, `mut` ones `&mut self`.
+macro_rules! delegate {
+    (@one [$($receiver:tt)+] $(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        $(#[$doc])*
+        pub fn $name($($receiver)+ $(, $arg: $ty)*) -> $ret {
+            match $($receiver)+.backend {
+                Backend::Sqlite(db) => db.$name($($arg),*),
+                Backend::Postgres(db) => db.$name($($arg),*),
+            }
+        }
+    };
+    ($($kind:ident: $(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        impl Store {
+            $(delegate!(@receiver $kind $(#[$doc])* fn $name($($arg: $ty),*) -> $ret);)*
+        }
+    };
+    (@receiver ref $($rest:tt)*) => { delegate!(@one [&self] $($rest)*); };
+    (@receiver mut $($rest:tt)*) => { delegate!(@one [&mut self] $($rest)*); };
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `location`: a PostgreSQL URL
+    /// (`postgres://user@host/db`, see [`is_postgres_url`]) or a SQLite file path.
+    pub fn open(location: &Path) -> StoreResult<Self> {
+        let backend = match location.to_str().filter(|l| is_postgres_url(l)) {
+            Some(url) => Backend::Postgres(postgresql::PostgresStore::connect(url)?),
+            None => Backend::Sqlite(Sqlite::open(location)?),
+        };
+        Ok(Self { backend })
+    }
+
+    /// A private in-memory database: nothing survives the process (a server without `--db`,
+    /// the embedded demo, tests).
+    pub fn in_memory() -> StoreResult<Self> {
+        Ok(Self {
+            backend: Backend::Sqlite(Sqlite::in_memory()?),
+        })
+    }
+
+    /// The token-signing secret, kept across restarts. The first call stores the one `fresh`
+    /// makes; if `fresh` fails, its error is returned and nothing is stored.
+    pub fn token_secret<E: From<StoreError>>(
+        &self,
+        fresh: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Vec<u8>, E> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.token_secret(fresh),
+            Backend::Postgres(db) => db.token_secret(fresh),
+        }
+    }
+}
+
+delegate! {
+    ref:
+    /// Creates or updates a user (`auto_busy` unchanged when `None`).
+    fn upsert_user(user: &User, auto_busy: Option<bool>) -> StoreResult<()>;
+    ref:
+    /// A user by uid.
+    fn user(uid: &str) -> StoreResult<Option<User>>;
+    ref:
+    /// Whether the user auto-rejects calls with Busy while in a call (default yes).
+    fn auto_busy(uid: &str) -> StoreResult<bool>;
+    mut:
+    /// Creates or replaces a group and its members, in one transaction.
+    fn upsert_group(guid: &str, name: &str, members: &[String]) -> StoreResult<()>;
+    ref:
+    /// Adds `uid` to group `guid`, creating the group (named `name`) if it does not exist.
+    fn add_group_member(guid: &str, name: &str, uid: &str) -> StoreResult<()>;
+    ref:
+    /// Members of a group (by uid); `None` if there is no such group.
+    fn group_members(guid: &str) -> StoreResult<Option<Vec<String>>>;
+    ref:
+    /// Everyone who shares a group with `uid` (their contacts), excluding `uid`, by uid.
+    fn contacts(uid: &str) -> StoreResult<Vec<User>>;
+    ref:
+    /// The groups `uid` belongs to, with their members, by guid.
+    fn groups_of(uid: &str) -> StoreResult<Vec<GroupInfo>>;
+    ref:
+    /// Records a new auth token for `uid`.
+    fn add_auth_token(token: &str, uid: &str, now_ms: u64) -> StoreResult<()>;
+    ref:
+    /// The newest auth token of `uid`, if any.
+    fn latest_auth_token(uid: &str) -> StoreResult<Option<String>>;
+    ref:
+    /// How many auth tokens `uid` has.
+    fn auth_token_count(uid: &str) -> StoreResult<u64>;
+    ref:
+    /// The uid an auth token belongs to.
+    fn auth_token_owner(token: &str) -> StoreResult<Option<String>>;
+    ref:
+    /// Records a new call, or a new meeting of a direct session id: a new row unless the
+    /// session id already has one still open (initiated or ongoing).
+    fn insert_call(log: &NewCallLog) -> StoreResult<()>;
+    ref:
+    /// Sets a call's status; final statuses also set `ended_at`.
+    fn set_call_status(session_id: &str, status: CallStatus, now_ms: u64) -> StoreResult<()>;
+    mut:
+    /// Records that `uid` joined, setting `started_at` at the first join.
+    fn add_participant(session_id: &str, uid: &str, now_ms: u64) -> StoreResult<()>;
+    ref:
+    /// Marks a call as recorded.
+    fn set_has_recording(session_id: &str) -> StoreResult<()>;
+    ref:
+    /// Lists call logs, newest first. With `viewer`, only calls that involve them (placed,
+    /// received directly or through a group, or joined), with the direction filled in.
+    fn list_calls(viewer: Option<&str>, query: &CallLogQuery) -> StoreResult<(Vec<CallLog>, u64)>;
+    ref:
+    /// The status of a ringing-flow call (one placed with `initiate_call`: it has a
+    /// receiver, where a direct session's row has none), if one was logged under this id.
+    fn ringing_call_status(session_id: &str) -> StoreResult<Option<CallStatus>>;
+    ref:
+    /// Notes that the server was alive at `now_ms` (written about once a second), so that
+    /// calls a crash left open are closed near the crash, not at the next start.
+    fn set_last_alive(now_ms: u64) -> StoreResult<()>;
+    ref:
+    /// When the server last noted it was alive.
+    fn last_alive() -> StoreResult<Option<u64>>;
+    ref:
+    /// Marks every call still initiated or ongoing as ended (server shutdown or restart),
+    /// at `now_ms`.
+    fn end_open_calls(now_ms: u64) -> StoreResult<usize>;
 }
 
 /// Connection settings (outside any transaction).
@@ -118,6 +274,64 @@ fn receiver_type_str(receiver_type: ReceiverType) -> &'static str {
     }
 }
 
+/// A call log row as both backends read it, before it becomes a [`CallLog`].
+struct CallLogRow {
+    session_id: String,
+    call_type: String,
+    status: String,
+    receiver_type: String,
+    initiator: String,
+    receiver: String,
+    initiated_at: i64,
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+    has_recording: bool,
+    /// Participants' uids by join time, comma-separated.
+    participants: Option<String>,
+}
+
+impl CallLogRow {
+    /// The log as `viewer` (if any) sees it: with its direction, and its duration.
+    fn into_call_log(self, viewer: Option<&str>) -> CallLog {
+        let duration_secs = match (self.started_at, self.ended_at) {
+            (Some(start), Some(end)) if end > start => ((end - start) / 1000) as u64,
+            _ => 0,
+        };
+        CallLog {
+            session_id: self.session_id,
+            call_type: if self.call_type == "audio" {
+                CallType::Audio
+            } else {
+                CallType::Video
+            },
+            status: parse_status(&self.status),
+            receiver_type: if self.receiver_type == "group" {
+                ReceiverType::Group
+            } else {
+                ReceiverType::User
+            },
+            direction: viewer.map(|me| {
+                if me == self.initiator {
+                    CallDirection::Outgoing
+                } else {
+                    CallDirection::Incoming
+                }
+            }),
+            initiator: self.initiator,
+            receiver: self.receiver,
+            initiated_at: self.initiated_at as u64,
+            started_at: self.started_at.map(|t| t as u64),
+            ended_at: self.ended_at.map(|t| t as u64),
+            duration_secs,
+            participants: self
+                .participants
+                .map(|p| p.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            has_recording: self.has_recording,
+        }
+    }
+}
+
 /// A new call log entry.
 pub struct NewCallLog<'a> {
     /// Session id.
@@ -136,15 +350,12 @@ pub struct NewCallLog<'a> {
     pub initiated_at: u64,
 }
 
-impl Store {
-    /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> StoreResult<Self> {
+impl Sqlite {
+    fn open(path: &Path) -> StoreResult<Self> {
         Self::init(Connection::open(path)?)
     }
 
-    /// A private in-memory database: nothing survives the process (a server without `--db`,
-    /// the embedded demo, tests).
-    pub fn in_memory() -> StoreResult<Self> {
+    fn in_memory() -> StoreResult<Self> {
         Self::init(Connection::open_in_memory()?)
     }
 
@@ -171,7 +382,7 @@ impl Store {
 
     /// The token-signing secret, kept across restarts. The first call stores the one `fresh`
     /// makes; if `fresh` fails, its error is returned and nothing is stored.
-    pub fn token_secret<E: From<StoreError>>(
+    fn token_secret<E: From<StoreError>>(
         &self,
         fresh: impl FnOnce() -> Result<Vec<u8>, E>,
     ) -> Result<Vec<u8>, E> {
@@ -198,7 +409,7 @@ impl Store {
     }
 
     /// Creates or updates a user (`auto_busy` unchanged when `None`).
-    pub fn upsert_user(&self, user: &User, auto_busy: Option<bool>) -> StoreResult<()> {
+    fn upsert_user(&self, user: &User, auto_busy: Option<bool>) -> StoreResult<()> {
         self.db.execute(
             "INSERT INTO users (uid, name, avatar, auto_busy) VALUES (?1, ?2, ?3, COALESCE(?4, 1))
              ON CONFLICT(uid) DO UPDATE SET name = ?2, avatar = ?3,
@@ -209,7 +420,7 @@ impl Store {
     }
 
     /// A user by uid.
-    pub fn user(&self, uid: &str) -> StoreResult<Option<User>> {
+    fn user(&self, uid: &str) -> StoreResult<Option<User>> {
         Ok(self
             .db
             .query_row(
@@ -227,7 +438,7 @@ impl Store {
     }
 
     /// Whether the user auto-rejects calls with Busy while in a call (default yes).
-    pub fn auto_busy(&self, uid: &str) -> StoreResult<bool> {
+    fn auto_busy(&self, uid: &str) -> StoreResult<bool> {
         Ok(self
             .db
             .query_row(
@@ -240,7 +451,7 @@ impl Store {
     }
 
     /// Creates or replaces a group and its members, in one transaction.
-    pub fn upsert_group(&mut self, guid: &str, name: &str, members: &[String]) -> StoreResult<()> {
+    fn upsert_group(&mut self, guid: &str, name: &str, members: &[String]) -> StoreResult<()> {
         let tx = self.db.transaction()?;
         tx.execute(
             "INSERT INTO groups (guid, name) VALUES (?1, ?2)
@@ -259,7 +470,7 @@ impl Store {
     }
 
     /// Adds `uid` to group `guid`, creating the group (named `name`) if it does not exist.
-    pub fn add_group_member(&self, guid: &str, name: &str, uid: &str) -> StoreResult<()> {
+    fn add_group_member(&self, guid: &str, name: &str, uid: &str) -> StoreResult<()> {
         self.db.execute(
             "INSERT OR IGNORE INTO groups (guid, name) VALUES (?1, ?2)",
             params![guid, name],
@@ -272,7 +483,7 @@ impl Store {
     }
 
     /// Members of a group; `None` if there is no such group.
-    pub fn group_members(&self, guid: &str) -> StoreResult<Option<Vec<String>>> {
+    fn group_members(&self, guid: &str) -> StoreResult<Option<Vec<String>>> {
         let exists: Option<String> = self
             .db
             .query_row(
@@ -294,7 +505,7 @@ impl Store {
     }
 
     /// Everyone who shares a group with `uid` (their contacts), excluding `uid`.
-    pub fn contacts(&self, uid: &str) -> StoreResult<Vec<User>> {
+    fn contacts(&self, uid: &str) -> StoreResult<Vec<User>> {
         let mut stmt = self.db.prepare_cached(
             "SELECT DISTINCT u.uid, u.name, u.avatar FROM group_members mine
              JOIN group_members theirs ON theirs.guid = mine.guid AND theirs.uid != mine.uid
@@ -314,7 +525,7 @@ impl Store {
     }
 
     /// The groups `uid` belongs to, with their members, by guid.
-    pub fn groups_of(&self, uid: &str) -> StoreResult<Vec<GroupInfo>> {
+    fn groups_of(&self, uid: &str) -> StoreResult<Vec<GroupInfo>> {
         let mut stmt = self.db.prepare_cached(
             "SELECT g.guid, g.name, others.uid FROM group_members mine
              JOIN groups g ON g.guid = mine.guid
@@ -345,7 +556,7 @@ impl Store {
     }
 
     /// Records a new auth token for `uid`.
-    pub fn add_auth_token(&self, token: &str, uid: &str, now_ms: u64) -> StoreResult<()> {
+    fn add_auth_token(&self, token: &str, uid: &str, now_ms: u64) -> StoreResult<()> {
         self.db.execute(
             "INSERT INTO auth_tokens (token, uid, created_at) VALUES (?1, ?2, ?3)",
             params![token, uid, now_ms as i64],
@@ -354,7 +565,7 @@ impl Store {
     }
 
     /// The newest auth token of `uid`, if any.
-    pub fn latest_auth_token(&self, uid: &str) -> StoreResult<Option<String>> {
+    fn latest_auth_token(&self, uid: &str) -> StoreResult<Option<String>> {
         Ok(self
             .db
             .query_row(
@@ -366,7 +577,7 @@ impl Store {
     }
 
     /// How many auth tokens `uid` has.
-    pub fn auth_token_count(&self, uid: &str) -> StoreResult<u64> {
+    fn auth_token_count(&self, uid: &str) -> StoreResult<u64> {
         let count: i64 = self.db.query_row(
             "SELECT COUNT(*) FROM auth_tokens WHERE uid = ?1",
             params![uid],
@@ -376,7 +587,7 @@ impl Store {
     }
 
     /// The uid an auth token belongs to.
-    pub fn auth_token_owner(&self, token: &str) -> StoreResult<Option<String>> {
+    fn auth_token_owner(&self, token: &str) -> StoreResult<Option<String>> {
         Ok(self
             .db
             .query_row(
@@ -389,7 +600,7 @@ impl Store {
 
     /// Records a new call, or a new meeting of a direct session id: a new row unless the
     /// session id already has one still open (initiated or ongoing).
-    pub fn insert_call(&self, log: &NewCallLog) -> StoreResult<()> {
+    fn insert_call(&self, log: &NewCallLog) -> StoreResult<()> {
         self.db.execute(
             "INSERT INTO call_logs
                  (session_id, call_type, status, receiver_type, initiator, receiver, initiated_at)
@@ -410,7 +621,7 @@ impl Store {
     }
 
     /// Sets a call's status; final statuses also set `ended_at`.
-    pub fn set_call_status(
+    fn set_call_status(
         &self,
         session_id: &str,
         status: CallStatus,
@@ -429,7 +640,7 @@ impl Store {
     }
 
     /// Records that `uid` joined, setting `started_at` at the first join.
-    pub fn add_participant(&mut self, session_id: &str, uid: &str, now_ms: u64) -> StoreResult<()> {
+    fn add_participant(&mut self, session_id: &str, uid: &str, now_ms: u64) -> StoreResult<()> {
         let tx = self.db.transaction()?;
         tx.execute(
             &format!(
@@ -450,7 +661,7 @@ impl Store {
     }
 
     /// Marks a call as recorded.
-    pub fn set_has_recording(&self, session_id: &str) -> StoreResult<()> {
+    fn set_has_recording(&self, session_id: &str) -> StoreResult<()> {
         self.db.execute(
             &format!("UPDATE call_logs SET has_recording = 1 WHERE log_id = {NEWEST_LOG}"),
             params![session_id],
@@ -460,7 +671,7 @@ impl Store {
 
     /// Lists call logs, newest first. With `viewer`, only calls that involve them (placed,
     /// received directly or through a group, or joined), with the direction filled in.
-    pub fn list_calls(
+    fn list_calls(
         &self,
         viewer: Option<&str>,
         query: &CallLogQuery,
@@ -534,48 +745,20 @@ impl Store {
         let mut stmt = self.db.prepare(&sql)?;
         let logs = stmt
             .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                let initiator: String = r.get(4)?;
-                let started_at: Option<i64> = r.get(7)?;
-                let ended_at: Option<i64> = r.get(8)?;
-                let participants: Option<String> = r.get(10)?;
-                let call_type: String = r.get(1)?;
-                let receiver_type: String = r.get(3)?;
-                let status: String = r.get(2)?;
-                let duration_secs = match (started_at, ended_at) {
-                    (Some(start), Some(end)) if end > start => ((end - start) / 1000) as u64,
-                    _ => 0,
-                };
-                Ok(CallLog {
+                Ok(CallLogRow {
                     session_id: r.get(0)?,
-                    call_type: if call_type == "audio" {
-                        CallType::Audio
-                    } else {
-                        CallType::Video
-                    },
-                    status: parse_status(&status),
-                    receiver_type: if receiver_type == "group" {
-                        ReceiverType::Group
-                    } else {
-                        ReceiverType::User
-                    },
-                    direction: viewer.map(|me| {
-                        if me == initiator {
-                            CallDirection::Outgoing
-                        } else {
-                            CallDirection::Incoming
-                        }
-                    }),
-                    initiator,
+                    call_type: r.get(1)?,
+                    status: r.get(2)?,
+                    receiver_type: r.get(3)?,
+                    initiator: r.get(4)?,
                     receiver: r.get(5)?,
-                    initiated_at: r.get::<_, i64>(6)? as u64,
-                    started_at: started_at.map(|t| t as u64),
-                    ended_at: ended_at.map(|t| t as u64),
-                    duration_secs,
-                    participants: participants
-                        .map(|p| p.split(',').map(str::to_owned).collect())
-                        .unwrap_or_default(),
+                    initiated_at: r.get(6)?,
+                    started_at: r.get(7)?,
+                    ended_at: r.get(8)?,
                     has_recording: r.get(9)?,
-                })
+                    participants: r.get(10)?,
+                }
+                .into_call_log(viewer))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok((logs, total as u64))
@@ -583,7 +766,7 @@ impl Store {
 
     /// The status of a ringing-flow call (one placed with `initiate_call`: it has a
     /// receiver, where a direct session's row has none), if one was logged under this id.
-    pub fn ringing_call_status(&self, session_id: &str) -> StoreResult<Option<CallStatus>> {
+    fn ringing_call_status(&self, session_id: &str) -> StoreResult<Option<CallStatus>> {
         Ok(self
             .db
             .query_row(
@@ -598,7 +781,7 @@ impl Store {
 
     /// Notes that the server was alive at `now_ms` (written about once a second), so that
     /// calls a crash left open are closed near the crash, not at the next start.
-    pub fn set_last_alive(&self, now_ms: u64) -> StoreResult<()> {
+    fn set_last_alive(&self, now_ms: u64) -> StoreResult<()> {
         self.db.execute(
             "INSERT INTO meta (key, value) VALUES ('last_alive_ms', ?1)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -608,7 +791,7 @@ impl Store {
     }
 
     /// When the server last noted it was alive.
-    pub fn last_alive(&self) -> StoreResult<Option<u64>> {
+    fn last_alive(&self) -> StoreResult<Option<u64>> {
         Ok(self
             .db
             .query_row(
@@ -622,7 +805,7 @@ impl Store {
 
     /// Marks every call still initiated or ongoing as ended (server shutdown or restart),
     /// at `now_ms`.
-    pub fn end_open_calls(&self, now_ms: u64) -> StoreResult<usize> {
+    fn end_open_calls(&self, now_ms: u64) -> StoreResult<usize> {
         Ok(self.db.execute(
             "UPDATE call_logs SET
                  status = CASE status WHEN 'initiated' THEN 'cancelled' ELSE 'ended' END,
