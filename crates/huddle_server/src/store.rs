@@ -274,6 +274,91 @@ fn receiver_type_str(receiver_type: ReceiverType) -> &'static str {
     }
 }
 
+/// A value a call log filter compares with.
+enum FilterValue {
+    Text(String),
+    Flag(bool),
+}
+
+/// The `WHERE` conditions of a call log listing (joined with `AND`), for either backend:
+/// `placeholder` takes each value and returns how the SQL names it (`?1`, `$1::text`…).
+fn call_log_conditions(
+    viewer: Option<&str>,
+    query: &CallLogQuery,
+    placeholder: &mut dyn FnMut(FilterValue) -> String,
+) -> Vec<String> {
+    let mut conditions: Vec<String> = Vec::new();
+    if let Some(me) = viewer {
+        let p = placeholder(FilterValue::Text(me.to_owned()));
+        conditions.push(format!(
+            "(c.initiator = {p} OR (c.receiver_type = 'user' AND c.receiver = {p})
+              OR (c.receiver_type = 'group' AND EXISTS (SELECT 1 FROM group_members g
+                    WHERE g.guid = c.receiver AND g.uid = {p}))
+              OR EXISTS (SELECT 1 FROM call_participants p WHERE p.log_id = c.log_id AND p.uid = {p}))"
+        ));
+        match query.direction {
+            Some(CallDirection::Outgoing) => conditions.push(format!("c.initiator = {p}")),
+            Some(CallDirection::Incoming) => conditions.push(format!("c.initiator != {p}")),
+            None => {}
+        }
+    }
+    if let Some(call_type) = query.call_type {
+        let p = placeholder(FilterValue::Text(call_type_str(call_type).to_owned()));
+        conditions.push(format!("c.call_type = {p}"));
+    }
+    if let Some(status) = query.status {
+        let p = placeholder(FilterValue::Text(status_str(status).to_owned()));
+        conditions.push(format!("c.status = {p}"));
+    }
+    if let Some(uid) = &query.uid {
+        let p = placeholder(FilterValue::Text(uid.clone()));
+        conditions.push(format!(
+            "(c.initiator = {p} OR (c.receiver_type = 'user' AND c.receiver = {p})
+              OR EXISTS (SELECT 1 FROM call_participants p WHERE p.log_id = c.log_id AND p.uid = {p}))"
+        ));
+    }
+    if let Some(guid) = &query.guid {
+        let p = placeholder(FilterValue::Text(guid.clone()));
+        conditions.push(format!("(c.receiver_type = 'group' AND c.receiver = {p})"));
+    }
+    if let Some(recorded) = query.has_recording {
+        let p = placeholder(FilterValue::Flag(recorded));
+        conditions.push(format!("c.has_recording = {p}"));
+    }
+    conditions
+}
+
+/// The `WHERE` clause of `conditions` (empty if none), and the page's `LIMIT … OFFSET …`.
+fn call_log_filter_and_page(conditions: &[String], query: &CallLogQuery) -> (String, String) {
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let per_page = match query.per_page {
+        0 => 20,
+        n => n.min(100),
+    };
+    let offset = u64::from(query.page.max(1) - 1) * u64::from(per_page);
+    (filter, format!("LIMIT {per_page} OFFSET {offset}"))
+}
+
+/// Groups from (guid, name, member) rows ordered by guid: one [`GroupInfo`] per guid.
+fn groups_from_rows(rows: impl IntoIterator<Item = (String, String, String)>) -> Vec<GroupInfo> {
+    let mut groups: Vec<GroupInfo> = Vec::new();
+    for (guid, name, member) in rows {
+        match groups.last_mut() {
+            Some(group) if group.guid == guid => group.members.push(member),
+            _ => groups.push(GroupInfo {
+                guid,
+                name,
+                members: vec![member],
+            }),
+        }
+    }
+    groups
+}
+
 /// A call log row as both backends read it, before it becomes a [`CallLog`].
 struct CallLogRow {
     session_id: String,
@@ -541,18 +626,7 @@ impl Sqlite {
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let mut groups: Vec<GroupInfo> = Vec::new();
-        for (guid, name, member) in rows {
-            match groups.last_mut() {
-                Some(group) if group.guid == guid => group.members.push(member),
-                _ => groups.push(GroupInfo {
-                    guid,
-                    name,
-                    members: vec![member],
-                }),
-            }
-        }
-        Ok(groups)
+        Ok(groups_from_rows(rows))
     }
 
     /// Records a new auth token for `uid`.
@@ -676,71 +750,27 @@ impl Sqlite {
         viewer: Option<&str>,
         query: &CallLogQuery,
     ) -> StoreResult<(Vec<CallLog>, u64)> {
-        let mut conditions: Vec<String> = Vec::new();
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        let arg = |value: rusqlite::types::Value, args: &mut Vec<rusqlite::types::Value>| {
-            args.push(value);
+        let conditions = call_log_conditions(viewer, query, &mut |value| {
+            args.push(match value {
+                FilterValue::Text(text) => text.into(),
+                FilterValue::Flag(flag) => i64::from(flag).into(),
+            });
             format!("?{}", args.len())
-        };
-        if let Some(me) = viewer {
-            let p = arg(me.to_owned().into(), &mut args);
-            conditions.push(format!(
-                "(c.initiator = {p} OR (c.receiver_type = 'user' AND c.receiver = {p})
-                  OR (c.receiver_type = 'group' AND EXISTS (SELECT 1 FROM group_members g
-                        WHERE g.guid = c.receiver AND g.uid = {p}))
-                  OR EXISTS (SELECT 1 FROM call_participants p WHERE p.log_id = c.log_id AND p.uid = {p}))"
-            ));
-            match query.direction {
-                Some(CallDirection::Outgoing) => conditions.push(format!("c.initiator = {p}")),
-                Some(CallDirection::Incoming) => conditions.push(format!("c.initiator != {p}")),
-                None => {}
-            }
-        }
-        if let Some(call_type) = query.call_type {
-            let p = arg(call_type_str(call_type).to_owned().into(), &mut args);
-            conditions.push(format!("c.call_type = {p}"));
-        }
-        if let Some(status) = query.status {
-            let p = arg(status_str(status).to_owned().into(), &mut args);
-            conditions.push(format!("c.status = {p}"));
-        }
-        if let Some(uid) = &query.uid {
-            let p = arg(uid.clone().into(), &mut args);
-            conditions.push(format!(
-                "(c.initiator = {p} OR (c.receiver_type = 'user' AND c.receiver = {p})
-                  OR EXISTS (SELECT 1 FROM call_participants p WHERE p.log_id = c.log_id AND p.uid = {p}))"
-            ));
-        }
-        if let Some(guid) = &query.guid {
-            let p = arg(guid.clone().into(), &mut args);
-            conditions.push(format!("(c.receiver_type = 'group' AND c.receiver = {p})"));
-        }
-        if let Some(recorded) = query.has_recording {
-            let p = arg(i64::from(recorded).into(), &mut args);
-            conditions.push(format!("c.has_recording = {p}"));
-        }
-        let filter = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conditions.join(" AND "))
-        };
+        });
+        let (filter, page) = call_log_filter_and_page(&conditions, query);
         let total: i64 = self.db.query_row(
             &format!("SELECT COUNT(*) FROM call_logs c {filter}"),
             rusqlite::params_from_iter(args.iter()),
             |r| r.get(0),
         )?;
-        let per_page = match query.per_page {
-            0 => 20,
-            n => n.min(100),
-        };
-        let offset = u64::from(query.page.max(1) - 1) * u64::from(per_page);
         let sql = format!(
             "SELECT c.session_id, c.call_type, c.status, c.receiver_type, c.initiator, c.receiver,
                     c.initiated_at, c.started_at, c.ended_at, c.has_recording,
                     (SELECT group_concat(uid, ',') FROM
                         (SELECT uid FROM call_participants p WHERE p.log_id = c.log_id ORDER BY joined_at, uid))
              FROM call_logs c {filter}
-             ORDER BY c.initiated_at DESC, c.log_id DESC LIMIT {per_page} OFFSET {offset}"
+             ORDER BY c.initiated_at DESC, c.log_id DESC {page}"
         );
         let mut stmt = self.db.prepare(&sql)?;
         let logs = stmt

@@ -15,8 +15,9 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 
 use super::{
-    CallLogRow, NewCallLog, StoreError, StoreResult, call_type_str, parse_status,
-    receiver_type_str, status_str,
+    CallLogRow, FilterValue, NewCallLog, StoreError, StoreResult, call_log_conditions,
+    call_log_filter_and_page, call_type_str, groups_from_rows, parse_status, receiver_type_str,
+    status_str,
 };
 
 const SCHEMA: &str = r#"
@@ -279,20 +280,9 @@ impl PostgresStore {
                    WHERE mine.uid = $1 ORDER BY g.guid COLLATE "C", others.uid COLLATE "C""#,
                 &[&uid],
             )?;
-            let mut groups: Vec<GroupInfo> = Vec::new();
-            for row in &rows {
-                let (guid, name, member): (String, String, String) =
-                    (row.get(0), row.get(1), row.get(2));
-                match groups.last_mut() {
-                    Some(group) if group.guid == guid => group.members.push(member),
-                    _ => groups.push(GroupInfo {
-                        guid,
-                        name,
-                        members: vec![member],
-                    }),
-                }
-            }
-            Ok(groups)
+            Ok(groups_from_rows(
+                rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))),
+            ))
         })
     }
 
@@ -434,65 +424,21 @@ impl PostgresStore {
         viewer: Option<&str>,
         query: &CallLogQuery,
     ) -> StoreResult<(Vec<CallLog>, u64)> {
-        let mut conditions: Vec<String> = Vec::new();
         let mut args: Vec<Box<dyn ToSql + Send + Sync>> = Vec::new();
-        let mut arg = |value: Box<dyn ToSql + Send + Sync>, cast: &str| {
-            args.push(value);
+        let conditions = call_log_conditions(viewer, query, &mut |value| {
+            let cast = match value {
+                FilterValue::Text(text) => {
+                    args.push(Box::new(text));
+                    "text"
+                }
+                FilterValue::Flag(flag) => {
+                    args.push(Box::new(flag));
+                    "boolean"
+                }
+            };
             format!("${}::{cast}", args.len())
-        };
-        if let Some(me) = viewer {
-            let p = arg(Box::new(me.to_owned()), "text");
-            conditions.push(format!(
-                "(c.initiator = {p} OR (c.receiver_type = 'user' AND c.receiver = {p})
-                  OR (c.receiver_type = 'group' AND EXISTS (SELECT 1 FROM group_members g
-                        WHERE g.guid = c.receiver AND g.uid = {p}))
-                  OR EXISTS (SELECT 1 FROM call_participants p
-                             WHERE p.log_id = c.log_id AND p.uid = {p}))"
-            ));
-            match query.direction {
-                Some(huddle_protocol::CallDirection::Outgoing) => {
-                    conditions.push(format!("c.initiator = {p}"))
-                }
-                Some(huddle_protocol::CallDirection::Incoming) => {
-                    conditions.push(format!("c.initiator != {p}"))
-                }
-                None => {}
-            }
-        }
-        if let Some(call_type) = query.call_type {
-            let p = arg(Box::new(call_type_str(call_type)), "text");
-            conditions.push(format!("c.call_type = {p}"));
-        }
-        if let Some(status) = query.status {
-            let p = arg(Box::new(status_str(status)), "text");
-            conditions.push(format!("c.status = {p}"));
-        }
-        if let Some(uid) = &query.uid {
-            let p = arg(Box::new(uid.clone()), "text");
-            conditions.push(format!(
-                "(c.initiator = {p} OR (c.receiver_type = 'user' AND c.receiver = {p})
-                  OR EXISTS (SELECT 1 FROM call_participants p
-                             WHERE p.log_id = c.log_id AND p.uid = {p}))"
-            ));
-        }
-        if let Some(guid) = &query.guid {
-            let p = arg(Box::new(guid.clone()), "text");
-            conditions.push(format!("(c.receiver_type = 'group' AND c.receiver = {p})"));
-        }
-        if let Some(recorded) = query.has_recording {
-            let p = arg(Box::new(recorded), "boolean");
-            conditions.push(format!("c.has_recording = {p}"));
-        }
-        let filter = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conditions.join(" AND "))
-        };
-        let per_page = match query.per_page {
-            0 => 20,
-            n => n.min(100),
-        };
-        let offset = u64::from(query.page.max(1) - 1) * u64::from(per_page);
+        });
+        let (filter, page) = call_log_filter_and_page(&conditions, query);
         let count = format!("SELECT COUNT(*) FROM call_logs c {filter}");
         let select = format!(
             r#"SELECT c.session_id, c.call_type, c.status, c.receiver_type, c.initiator,
@@ -500,7 +446,7 @@ impl PostgresStore {
                       (SELECT string_agg(p.uid, ',' ORDER BY p.joined_at, p.uid COLLATE "C")
                        FROM call_participants p WHERE p.log_id = c.log_id)
                FROM call_logs c {filter}
-               ORDER BY c.initiated_at DESC, c.log_id DESC LIMIT {per_page} OFFSET {offset}"#
+               ORDER BY c.initiated_at DESC, c.log_id DESC {page}"#
         );
         let (total, rows) = self.run(move |db| {
             let params: Vec<&(dyn ToSql + Sync)> = args
