@@ -20,8 +20,8 @@ use rtc::turn::client::{
     Client as TurnClient, ClientConfig as TurnClientConfig, Event as TurnEvent,
 };
 use rtc::turn::proto::chandata::ChannelData;
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,6 +69,11 @@ pub(crate) struct RTCTurnRelayer {
     pending_permissions: HashMap<rtc::stun::message::TransactionId, PendingPermission>,
     pending_permission_pairs: HashMap<(SocketAddr, SocketAddr), rtc::stun::message::TransactionId>,
     pending_packets: HashMap<(SocketAddr, SocketAddr), VecDeque<TaggedBytesMut>>,
+    /// Huddle patch: (relay address, peer IP) pairs the TURN server refused a permission for
+    /// (403 Forbidden IP, e.g. coturn's loopback and private peers). Packets to them are
+    /// dropped instead of asking again: every ICE check towards such a candidate asked anew
+    /// (about every 50 ms) and logged an error each time.
+    refused_peers: HashSet<(SocketAddr, IpAddr)>,
     /// Refresh(LIFETIME=0) requests queued while retiring a TURN client. They must survive a
     /// configuration reset (which clears `wouts`) and go out on the socket that owns the
     /// allocation, so they are kept apart and sent first.
@@ -106,6 +111,7 @@ impl RTCTurnRelayer {
             pending_permissions: HashMap::new(),
             pending_permission_pairs: HashMap::new(),
             pending_packets: HashMap::new(),
+            refused_peers: HashSet::new(),
             retirement_wouts: VecDeque::new(),
             wouts: VecDeque::new(),
             routs: VecDeque::new(),
@@ -207,6 +213,7 @@ impl RTCTurnRelayer {
         self.pending_permissions.clear();
         self.pending_permission_pairs.clear();
         self.pending_packets.clear();
+        self.refused_peers.clear();
         self.wouts.clear();
         self.routs.clear();
         self.events.clear();
@@ -727,6 +734,12 @@ impl Protocol<TaggedBytesMut, TaggedBytesMut, RTCTurnRelayEventIn> for RTCTurnRe
             .and_then(|mut relay| relay.send_to(msg.now, &msg.message, peer_addr))
         {
             Ok(()) => Ok(()),
+            Err(Error::ErrNoPermission)
+                if self.refused_peers.contains(&(relay_addr, peer_addr.ip())) =>
+            {
+                trace!("TURN server refused {peer_addr}: packet dropped");
+                Ok(())
+            }
             Err(Error::ErrNoPermission) => {
                 if !self
                     .pending_permission_pairs
@@ -785,6 +798,7 @@ impl Protocol<TaggedBytesMut, TaggedBytesMut, RTCTurnRelayEventIn> for RTCTurnRe
             let mut local_candidate = None;
             let mut pending_flush: Vec<(SocketAddr, SocketAddr)> = vec![];
             let mut pending_drop: Vec<(SocketAddr, SocketAddr)> = vec![];
+            let mut refused: Vec<(SocketAddr, IpAddr)> = vec![];
             let mut read_msgs: Vec<TaggedBytesMut> = vec![];
 
             if let Some(managed_client) = self.clients.get_mut(&four_tuple) {
@@ -821,11 +835,23 @@ impl Protocol<TaggedBytesMut, TaggedBytesMut, RTCTurnRelayEventIn> for RTCTurnRe
                             }
                         }
                         TurnEvent::CreatePermissionError(tid, err) => {
-                            error!("TURN permission request failed: {}", err);
+                            // Huddle patch: the error carries its STUN code only in its text.
+                            let forbidden = err.to_string().contains("(error 403");
                             if let Some(pending) = self.pending_permissions.remove(&tid) {
                                 self.pending_permission_pairs
                                     .remove(&(pending.relay_addr, pending.peer_addr));
                                 pending_drop.push((pending.relay_addr, pending.peer_addr));
+                                if forbidden {
+                                    warn!(
+                                        "TURN server refuses to relay to {} ({err}); not asked again",
+                                        pending.peer_addr.ip()
+                                    );
+                                    refused.push((pending.relay_addr, pending.peer_addr.ip()));
+                                } else {
+                                    error!("TURN permission request failed: {}", err);
+                                }
+                            } else {
+                                error!("TURN permission request failed: {}", err);
                             }
                         }
                         TurnEvent::DataIndicationOrChannelData(_, peer_addr, data) => {
@@ -867,6 +893,7 @@ impl Protocol<TaggedBytesMut, TaggedBytesMut, RTCTurnRelayEventIn> for RTCTurnRe
             for (relay_addr, peer_addr) in pending_drop {
                 self.pending_packets.remove(&(relay_addr, peer_addr));
             }
+            self.refused_peers.extend(refused);
             for msg in read_msgs {
                 self.routs.push_back(msg);
             }
