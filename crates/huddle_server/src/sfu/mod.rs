@@ -35,6 +35,7 @@ pub mod janus;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use futures_util::future::join_all;
 use huddle_protocol::{PeerSignal, SimulcastLayer};
 pub use huddle_protocol::{SFU_PUBLISH_PEER, SFU_SUBSCRIBE_PEER};
 use serde_json::{Value, json};
@@ -840,7 +841,8 @@ impl Room {
     /// Publishers' offers, each `(uid, sdp)`: join the room (or renegotiate) and answer;
     /// the streams of a publisher that is already up (a renegotiation) go to everyone now.
     async fn publish(&mut self, offers: Vec<(String, String)>, news: &NewsSink) {
-        let mut requests = tokio::task::JoinSet::new();
+        let janus = &self.janus;
+        let mut requests = Vec::new();
         for (uid, sdp) in offers {
             let kinds = published_kinds(&sdp);
             tracing::debug!("sfu: {uid} offers to publish {kinds:?}");
@@ -862,17 +864,13 @@ impl Room {
                     "descriptions": descriptions,
                 })
             };
-            let janus = self.janus.clone();
-            requests.spawn(async move {
-                let (attached, answer) = request_publication(&janus, handle, body, sdp).await;
+            requests.push(async move {
+                let (attached, answer) = request_publication(janus, handle, body, sdp).await;
                 (uid, kinds, attached, answer)
             });
         }
         let mut renegotiated = Vec::new();
-        while let Some(done) = requests.join_next().await {
-            let Ok((uid, kinds, attached, answer)) = done else {
-                continue;
-            };
+        for (uid, kinds, attached, answer) in join_all(requests).await {
             if let Some((handle, events)) = attached {
                 self.follow(&uid, SfuLeg::Publish, events);
                 self.members.entry(uid.clone()).or_default().publisher = Some(handle);
@@ -991,7 +989,8 @@ impl Room {
     /// after the other, a publisher's arrival in a call of twelve took eleven round trips,
     /// and the next publisher's waited behind them (seconds in all, with Janus busy).
     async fn flush_subscriptions(&mut self, uids: Vec<String>, news: &NewsSink) {
-        let mut requests = tokio::task::JoinSet::new();
+        let (janus, room) = (&self.janus, self.room_id);
+        let mut requests = Vec::new();
         for uid in uids {
             let Some(member) = self.members.get_mut(&uid) else {
                 continue;
@@ -1001,16 +1000,13 @@ impl Room {
             }
             let streams = std::mem::take(&mut member.to_subscribe);
             tracing::debug!("sfu: {uid} subscribes to {streams:?}");
-            let (janus, room, handle) = (self.janus.clone(), self.room_id, member.subscriber);
-            requests.spawn(async move {
-                let result = request_subscription(&janus, room, handle, &streams).await;
+            let handle = member.subscriber;
+            requests.push(async move {
+                let result = request_subscription(janus, room, handle, &streams).await;
                 (uid, result)
             });
         }
-        while let Some(done) = requests.join_next().await {
-            let Ok((uid, result)) = done else {
-                continue;
-            };
+        for (uid, result) in join_all(requests).await {
             match result {
                 Ok((joined, answer)) => {
                     if let Some((handle, events)) = joined {
@@ -1100,14 +1096,14 @@ impl Room {
         answers: Vec<(String, String)>,
         news: &NewsSink,
     ) -> Vec<String> {
-        let mut requests = tokio::task::JoinSet::new();
+        let janus = &self.janus;
+        let mut requests = Vec::new();
         for (uid, sdp) in answers {
             let Some(handle) = self.members.get(&uid).and_then(|m| m.subscriber) else {
                 continue;
             };
             tracing::debug!("sfu: {uid} answered its subscription's offer");
-            let janus = self.janus.clone();
-            requests.spawn(async move {
+            requests.push(async move {
                 let start = json!({"request": "start"});
                 let answer = json!({"type": "answer", "sdp": sdp});
                 let started = janus.message(handle, start, Some(answer)).await;
@@ -1115,10 +1111,7 @@ impl Room {
             });
         }
         let mut answered = Vec::new();
-        while let Some(done) = requests.join_next().await {
-            let Ok((uid, started)) = done else {
-                continue;
-            };
+        for (uid, started) in join_all(requests).await {
             if let Some(member) = self.members.get_mut(&uid) {
                 member.awaiting_answer = false;
             }
@@ -1153,7 +1146,8 @@ impl Room {
     /// wishes for the streams it receives (nothing if nothing did). A refusal is logged and
     /// the leg goes on: the next change tries again.
     async fn configure_wishes(&mut self, subscribers: Vec<String>, news: &NewsSink) {
-        let mut requests = tokio::task::JoinSet::new();
+        let janus = &self.janus;
+        let mut requests = Vec::new();
         for subscriber in subscribers {
             let changed = wishes_to_configure(&self.members, &subscriber);
             let Some(handle) = self.members.get(&subscriber).and_then(|m| m.subscriber) else {
@@ -1168,17 +1162,13 @@ impl Room {
                     json!({"mid": mid, "send": send, "substream": substream})
                 })
                 .collect();
-            let janus = self.janus.clone();
-            requests.spawn(async move {
+            requests.push(async move {
                 let request = json!({"request": "configure", "streams": streams});
                 let result = janus.message(handle, request, None).await;
                 (subscriber, changed, result)
             });
         }
-        while let Some(done) = requests.join_next().await {
-            let Ok((subscriber, changed, result)) = done else {
-                continue;
-            };
+        for (subscriber, changed, result) in join_all(requests).await {
             match result {
                 Ok(_) => {
                     if let Some(member) = self.members.get_mut(&subscriber) {
@@ -1339,8 +1329,6 @@ mod tests {
         m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=msid:huddle-audio audio\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:2\r\na=msid:huddle-screen screen\r\n";
 
-    /// A publisher's mids are read as camera, voice and screen from its stream ids; a
-    /// browser's unlabelled second video line is its screen.
     /// Video wishes reach Janus only where they change something: a subscriber's wish for a
     /// camera stream it receives is to be configured (on its subscriber-side mid, paused
     /// as `send: false`), the same wish again once Janus was told is not, a stream not yet
@@ -1396,6 +1384,8 @@ mod tests {
         );
     }
 
+    /// A publisher's mids are read as camera, voice and screen from its stream ids; a
+    /// browser's unlabelled second video line is its screen.
     #[test]
     fn published_streams_are_told_apart_by_stream_id_then_position() {
         let kinds = published_kinds(PUBLISHER_OFFER);

@@ -51,6 +51,15 @@ CREATE TABLE IF NOT EXISTS call_participants (
 /// The newest log row of a session id ($1).
 const NEWEST_LOG: &str = "(SELECT MAX(log_id) FROM call_logs WHERE session_id = $1)";
 
+/// A user from a row of (uid, name, avatar).
+fn user_from_row(row: &postgres::Row) -> User {
+    User {
+        uid: row.get(0),
+        name: row.get(1),
+        avatar: row.get(2),
+    }
+}
+
 /// An operation for the connection's thread.
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -174,11 +183,7 @@ impl PostgresStore {
                 "SELECT uid, name, avatar FROM users WHERE uid = $1",
                 &[&uid],
             )?;
-            Ok(row.map(|row| User {
-                uid: row.get(0),
-                name: row.get(1),
-                avatar: row.get(2),
-            }))
+            Ok(row.as_ref().map(user_from_row))
         })
     }
 
@@ -259,14 +264,7 @@ impl PostgresStore {
                    WHERE mine.uid = $1 ORDER BY 1"#,
                 &[&uid],
             )?;
-            Ok(rows
-                .iter()
-                .map(|row| User {
-                    uid: row.get(0),
-                    name: row.get(1),
-                    avatar: row.get(2),
-                })
-                .collect())
+            Ok(rows.iter().map(user_from_row).collect())
         })
     }
 
