@@ -215,6 +215,7 @@ fn main() {
         client_runtime.handle(),
         ClientConfig {
             url,
+            fallback_urls: Vec::new(),
             uid: "pinger".into(),
             auth_token: None,
             name: None,

@@ -43,6 +43,10 @@ pub struct BotArgs {
     /// Server WebSocket URL, e.g. ws://127.0.0.1:7878/ws.
     #[arg(long)]
     pub server: String,
+    /// Another node of the same cluster, repeatable: tried in turn after `--server` when the
+    /// connection drops.
+    #[arg(long = "fallback-server", value_name = "URL")]
+    pub fallback_servers: Vec<String>,
     /// User id to log in as (dev login).
     #[arg(long)]
     pub uid: String,
@@ -302,6 +306,7 @@ pub fn run(args: BotArgs) -> ExitCode {
         );
     }
     let mut connection = ServerConnection::dev(args.server.clone(), args.uid.clone());
+    connection.fallback_urls = args.fallback_servers.clone();
     if let Some(name) = &args.name {
         connection = connection.with_name(name.clone());
     }

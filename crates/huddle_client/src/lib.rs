@@ -10,7 +10,8 @@
 //!    pushed event back as a [`ClientEvent`] on a channel the caller drains (once per frame
 //!    in `bevy_huddle`);
 //! 3. when the socket drops, report [`ClientEvent::Disconnected`], reconnect with
-//!    exponential backoff, log in again (requests made meanwhile wait), and report
+//!    exponential backoff (to the next of [`ClientConfig::url`] and
+//!    [`ClientConfig::fallback_urls`] in turn: another node of a cluster), log in again (requests made meanwhile wait), and report
 //!    [`ClientEvent::Connected`] again; after [`Backoff::give_up_after`] without a
 //!    connection it reports [`ClientEvent::GaveUp`] and stops.
 //!
@@ -56,6 +57,9 @@ impl Default for Backoff {
 pub struct ClientConfig {
     /// Server WebSocket URL, e.g. `ws://127.0.0.1:7878/ws`.
     pub url: String,
+    /// Other servers of the same cluster: after a drop or a failed attempt, the client tries
+    /// the next URL of `url` and these, in turn.
+    pub fallback_urls: Vec<String>,
     /// User id.
     pub uid: String,
     /// Auth token from the admin API; `None` uses dev login.
@@ -303,7 +307,10 @@ async fn run(
     let mut delay = config.backoff.initial;
     let mut offline_since: Option<tokio::time::Instant> = None;
     let mut connected_before = false;
-    let tls = if config.url.starts_with("wss:") {
+    let tls = if std::iter::once(&config.url)
+        .chain(&config.fallback_urls)
+        .any(|url| url.starts_with("wss:"))
+    {
         match tls_config(config.ca_file.as_deref()) {
             Ok(tls) => Some(tls),
             Err(err) => {
@@ -385,9 +392,21 @@ async fn run(
                     }
                 }
                 delay = (delay * 2).min(config.backoff.max);
+                next_server(&mut config);
             }
         }
     }
+}
+
+/// Moves to the next server of `url` and `fallback_urls` (a drop or a failed attempt: that
+/// server may be gone while another node of its cluster is up).
+fn next_server(config: &mut ClientConfig) {
+    if config.fallback_urls.is_empty() {
+        return;
+    }
+    let current = std::mem::take(&mut config.url);
+    config.fallback_urls.push(current);
+    config.url = config.fallback_urls.remove(0);
 }
 
 /// The TLS failure inside a connect error, if that is what it is.

@@ -93,6 +93,7 @@ fn first_outcome(
         runtime.handle(),
         ClientConfig {
             url,
+            fallback_urls: Vec::new(),
             uid: "alice".into(),
             auth_token: None,
             name: None,

@@ -155,6 +155,7 @@ pub enum InternalError {
 
 type HubResult<T> = Result<T, HubError>;
 
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct LiveCall {
     call: Call,
     /// Receivers still ringing.
@@ -180,8 +181,12 @@ impl LiveCall {
     }
 }
 
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Member {
     info: SessionParticipant,
+    /// This node's connection (a snapshot carries where it is in its own list, see
+    /// [`replica::SessionSnapshot`]).
+    #[serde(skip)]
     conn: Option<ConnId>,
     gone_since: Option<u64>,
     /// Peer signals that arrived while they were reconnecting, delivered when they rejoin.
@@ -191,6 +196,7 @@ struct Member {
 /// Most peer signals held for a reconnecting participant.
 const MAX_HELD_SIGNALS: usize = 64;
 
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Session {
     /// Mesh, or through the SFU (a session only moves to the SFU, and back to the mesh
     /// only if the SFU fails).
@@ -243,6 +249,10 @@ pub struct Hub {
     out: Vec<Out>,
     /// Events that follow the reply to the request being handled.
     after_reply: Vec<Out>,
+    /// Connections of other nodes of a cluster, mirrored here (see [`replica`]).
+    remote_conns: std::collections::HashSet<ConnId>,
+    /// Users other nodes hold in their calls, by node (see [`Hub::set_remote_held`]).
+    remote_held: HashMap<String, std::collections::HashSet<String>>,
 }
 
 /// `bytes` random bytes from the operating system, as lowercase hex. There is no weaker
@@ -306,6 +316,8 @@ impl Hub {
             sessions: HashMap::new(),
             out: Vec::new(),
             after_reply: Vec::new(),
+            remote_conns: Default::default(),
+            remote_held: HashMap::new(),
         })
     }
 
@@ -637,6 +649,7 @@ impl Hub {
     fn in_call(&self, uid: &str) -> bool {
         self.calls.values().any(|c| c.holds(uid))
             || self.sessions.values().any(|s| s.member(uid).is_some())
+            || self.remote_held.values().any(|held| held.contains(uid))
     }
 
     fn initiate_call(
@@ -1684,6 +1697,9 @@ fn call_over(status: Option<CallStatus>) -> HubError {
         None => HubError::new(ErrorCode::CallNotFound, "no such call"),
     }
 }
+
+mod replica;
+pub use replica::{NodeConn, SessionSnapshot};
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,7 @@
 //! [`Server::serve_until`]; bind to port 0 in tests and read [`Server::local_addr`].
 
 mod accept;
+pub mod cluster;
 pub mod hub;
 pub mod ice;
 mod net;
@@ -66,6 +67,8 @@ pub struct ServerConfig {
     pub limits: ConnectionLimits,
     /// Janus instances for large calls (`hub.sfu_above` decides which calls use them).
     pub sfu: Option<sfu::SfuConfig>,
+    /// Run as one node of several sharing Redis (and a PostgreSQL `db`); `None`: alone.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +86,7 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             limits: ConnectionLimits::default(),
             sfu: None,
+            cluster: None,
         }
     }
 }
@@ -103,6 +107,9 @@ pub enum ServerError {
     /// The TLS certificate or key could not be used.
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    /// The cluster's Redis could not be reached.
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 impl From<hub::InternalError> for ServerError {
@@ -132,12 +139,15 @@ pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         store.upsert_group(&group.guid, &group.name, &group.members)?;
     }
     // Calls left open by a crash or kill are over: they end when the server was last seen
-    // alive (noted about once a second), not now.
-    let now = now_ms();
-    let closed_at = store.last_alive()?.map_or(now, |alive| alive.min(now));
-    let closed = store.end_open_calls(closed_at)?;
-    if closed > 0 {
-        tracing::info!("closed {closed} call log entries left open by the last run");
+    // alive (noted about once a second), not now. In a cluster, open calls belong to the
+    // other nodes (or are taken over by them): they stay open.
+    if config.cluster.is_none() {
+        let now = now_ms();
+        let closed_at = store.last_alive()?.map_or(now, |alive| alive.min(now));
+        let closed = store.end_open_calls(closed_at)?;
+        if closed > 0 {
+            tracing::info!("closed {closed} call log entries left open by the last run");
+        }
     }
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let mut hub_config = config.hub.clone();
@@ -159,6 +169,10 @@ pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
     ));
     if let Some(sfu) = config.sfu.filter(|sfu| !sfu.janus_urls.is_empty()) {
         shared.start_sfu(sfu);
+    }
+    if let Some(cluster) = config.cluster {
+        let cluster = cluster::Cluster::start(cluster, &shared).await?;
+        let _ = shared.cluster.set(cluster);
     }
     Ok(Server {
         listener,
@@ -198,6 +212,9 @@ impl Server {
             shutdown.await;
             tracing::info!("shutting down: ending calls");
             shared.begin_shutdown();
+            if let Some(cluster) = shared.cluster.get() {
+                cluster.leave().await;
+            }
             // Give writers a moment to send the goodbyes.
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
@@ -294,6 +311,14 @@ pub struct ServerArgs {
     /// that shrinks to half of it or fewer moves back to a mesh.
     #[arg(long, default_value_t = 4)]
     pub sfu_above: usize,
+    /// Run as one node of a cluster sharing this Redis (`redis://host:port/` or
+    /// `redis+unix:///path`): presence, ringing and sessions are shared with the other nodes;
+    /// give them all the same PostgreSQL `--db`.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// This node's id in the cluster (default: a random one).
+    #[arg(long, requires = "redis")]
+    pub node_id: Option<String>,
 }
 
 impl From<ServerArgs> for ServerConfig {
@@ -323,6 +348,10 @@ impl From<ServerArgs> for ServerConfig {
                 .zip(args.tls_key)
                 .map(|(cert, key)| tls::TlsFiles { cert, key }),
             allowed_origins: args.allowed_origins,
+            cluster: args.redis.map(|redis_url| cluster::ClusterConfig {
+                redis_url,
+                node_id: args.node_id.unwrap_or_else(cluster::random_node_id),
+            }),
             limits: ConnectionLimits {
                 max_connections: args.max_connections,
                 max_per_address: args.max_connections_per_address,

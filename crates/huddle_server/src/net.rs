@@ -95,6 +95,8 @@ pub(crate) struct Shared {
     allowed_origins: Vec<String>,
     /// The SFU's router, when Janus is configured (set once, right after start).
     sfu: std::sync::OnceLock<crate::sfu::SfuRouter>,
+    /// This node's cluster, with `--redis` (set once, right after start).
+    pub(crate) cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl Shared {
@@ -116,7 +118,13 @@ impl Shared {
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             allowed_origins,
             sfu: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A new connection id (for a socket, or a mirror of another node's connection).
+    pub(crate) fn new_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Starts the SFU router; what it reports goes to the hub.
@@ -133,7 +141,12 @@ impl Shared {
     /// Refuses new connections, ends every call and closes every connection.
     pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        self.with_hub(|hub| hub.shutdown(now_ms()));
+        if self.cluster.get().is_some() {
+            // Another node takes this one's calls over as their members come back there.
+            self.with_hub(Hub::shutdown_node);
+        } else {
+            self.with_hub(|hub| hub.shutdown(now_ms()));
+        }
     }
 
     pub(crate) fn hub(&self) -> MutexGuard<'_, Hub> {
@@ -155,12 +168,16 @@ impl Shared {
     pub(crate) fn with_hub<T>(&self, f: impl FnOnce(&mut Hub) -> T) -> T {
         let mut hub = self.hub();
         let value = f(&mut hub);
-        let outs = hub.drain();
-        self.deliver(outs);
+        let mut outs = hub.drain();
+        if let Some(cluster) = self.cluster.get() {
+            outs = cluster.after_hub(&hub, outs);
+        }
+        self.deliver_local(outs);
         value
     }
 
-    fn deliver(&self, outs: Vec<Out>) {
+    /// Hands frames to this node's own connections' writers, and commands to the SFU.
+    pub(crate) fn deliver_local(&self, outs: Vec<Out>) {
         if outs.is_empty() {
             return;
         }
@@ -322,7 +339,7 @@ struct FrameId {
 }
 
 async fn connection(socket: WebSocket, shared: Arc<Shared>) {
-    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let conn = shared.new_conn_id();
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
     let kill = Arc::new(tokio::sync::Notify::new());
@@ -458,7 +475,10 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
         }
         tracing::trace!(conn, frame = %text.as_str(), "frame in");
         match serde_json::from_str::<ClientFrame>(text.as_str()) {
-            Ok(frame) => shared.with_hub(|hub| hub.handle(conn, frame, now_ms())),
+            Ok(frame) => match shared.cluster.get() {
+                Some(cluster) => crate::cluster::handle_frame(cluster, &shared, conn, frame).await,
+                None => shared.with_hub(|hub| hub.handle(conn, frame, now_ms())),
+            },
             Err(err) => {
                 let id = serde_json::from_str::<serde_json::Value>(text.as_str())
                     .ok()
@@ -471,6 +491,9 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     }
     shared.writers().remove(&conn);
     shared.with_hub(|hub| hub.disconnect(conn, now_ms()));
+    if let Some(cluster) = shared.cluster.get() {
+        cluster.detached(conn);
+    }
     drop(tx);
     if we_closed {
         // Lingering close: read and discard until the client closes (or 2 s pass).

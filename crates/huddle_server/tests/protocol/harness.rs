@@ -112,7 +112,12 @@ pub enum Closed {
 impl Client {
     /// Connects without logging in.
     pub async fn connect(server: &TestServer) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(server.ws_url(), None, true)
+        Self::connect_url(&server.ws_url()).await
+    }
+
+    /// Connects to a WebSocket URL without logging in.
+    pub async fn connect_url(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .expect("connect");
         Self {
@@ -127,7 +132,12 @@ impl Client {
 
     /// Connects and logs in by uid (dev login).
     pub async fn login(server: &TestServer, uid: &str) -> Self {
-        let mut client = Self::connect(server).await;
+        Self::login_url(&server.ws_url(), uid).await
+    }
+
+    /// Connects to a WebSocket URL and logs in by uid (dev login).
+    pub async fn login_url(url: &str, uid: &str) -> Self {
+        let mut client = Self::connect_url(url).await;
         match client
             .request(Request::Login {
                 uid: uid.into(),

@@ -50,6 +50,8 @@ use crate::call::signal::{
 pub struct ServerConnection {
     /// WebSocket URL, e.g. `ws://127.0.0.1:7878/ws`.
     pub url: String,
+    /// Other nodes of the same cluster, tried in turn after `url` when a connection drops.
+    pub fallback_urls: Vec<String>,
     /// Who to log in as.
     pub uid: String,
     /// Display name (dev login creates the user with it).
@@ -67,6 +69,7 @@ impl ServerConnection {
     pub fn dev(url: impl Into<String>, uid: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            fallback_urls: Vec::new(),
             uid: uid.into(),
             name: None,
             auth_token: None,
@@ -337,6 +340,7 @@ pub(crate) fn connect_servers(
             runtime.handle(),
             ClientConfig {
                 url: connection.url.clone(),
+                fallback_urls: connection.fallback_urls.clone(),
                 uid: connection.uid.clone(),
                 auth_token: connection.auth_token.clone(),
                 name: connection.name.clone(),
