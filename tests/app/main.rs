@@ -2,13 +2,15 @@
 //! the desktop app in a real window driven by real input (`app_journey`), the app's model
 //! against a real server (`app_model`), picture-in-picture (`pip`), the demo in a real window
 //! (`demo_window`), `huddle bot` processes recording a call (`bot_recording`), the web client in
-//! a real Chromium calling bots and the app (`browser`), and bots calling across network
-//! namespaces with NAT, TURN, loss and outages (`net_lab`).
+//! a real Chromium calling bots and the app (`browser`), bots calling across network
+//! namespaces with NAT, TURN, loss and outages (`net_lab`), through Janus (`sfu`), and across
+//! two nodes of a cluster, one of them killed mid-call (`cluster`).
 
 mod app_journey;
 mod app_model;
 mod bot_recording;
 mod browser;
+mod cluster;
 mod demo_window;
 mod net_lab;
 mod pip;

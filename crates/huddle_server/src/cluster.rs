@@ -102,6 +102,8 @@ enum Wire {
     Detach { node: String, conn: ConnId },
     /// The users a node's calls hold now.
     Held { node: String, users: Vec<String> },
+    /// A node's heartbeat (every second).
+    Alive { node: String },
     /// A client's request about a session this node owns.
     Request {
         node: String,
@@ -162,6 +164,9 @@ struct Job {
 struct Mirror {
     by_remote: HashMap<NodeConn, ConnId>,
     by_local: HashMap<ConnId, NodeConn>,
+    /// Mirrors of nodes given up for gone, kept so that a node that was only cut from Redis
+    /// gets its connections back under the same ids (and its members back in their sessions).
+    dormant: HashMap<NodeConn, ConnId>,
 }
 
 /// What this node last published of its own state.
@@ -202,8 +207,8 @@ pub(crate) struct Cluster {
     /// This node's logged-in connections (for `hello` and `sync`).
     local: Mutex<HashMap<ConnId, String>>,
     published: Mutex<Published>,
-    /// Other nodes heard of, checked for their lease.
-    nodes: Mutex<HashSet<String>>,
+    /// Other nodes heard of, checked for their lease, and when each was last heard.
+    nodes: Mutex<HashMap<String, tokio::time::Instant>>,
     shared: Weak<Shared>,
 }
 
@@ -515,17 +520,22 @@ impl Cluster {
         Route::Local
     }
 
-    /// Waits until `node`'s lease is gone (true), or longer than a lease (false).
+    /// Waits until `node` is gone: its lease ran out and it has not been heard for a lease
+    /// (true); false after longer than that.
     async fn wait_for_lease_end(&self, node: &str) -> bool {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(LEASE_MS + 1_000);
+        let lease = Duration::from_millis(LEASE_MS);
+        let deadline = tokio::time::Instant::now() + lease + Duration::from_millis(1_500);
         let mut redis = self.redis.clone();
         loop {
-            let alive: bool = redis::cmd("EXISTS")
+            let leased: bool = redis::cmd("EXISTS")
                 .arg(node_key(node))
                 .query_async(&mut redis)
                 .await
                 .unwrap_or(true);
-            if !alive {
+            let heard_lately = lock(&self.nodes)
+                .get(node)
+                .is_some_and(|heard| heard.elapsed() <= lease);
+            if !leased && !heard_lately {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -590,6 +600,17 @@ impl Cluster {
         let Some(snapshot) = snapshot else {
             return TakeOver::NothingToRestore;
         };
+        if shared.hub().holds_session(session_id) {
+            // Still here (Redis lost the owner's name, not the node): named again, as it is.
+            let _: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(owner_key(session_id))
+                .arg(&self.node)
+                .arg("PX")
+                .arg(LEASE_MS)
+                .query_async(&mut redis)
+                .await;
+            return TakeOver::Done;
+        }
         let snapshot = match serde_json::from_str::<SessionSnapshot>(&snapshot) {
             Ok(snapshot) => snapshot,
             Err(err) => {
@@ -632,8 +653,25 @@ impl Cluster {
         TakeOver::Done
     }
 
+    /// `node` was just heard from.
+    fn heard(&self, node: &str) {
+        if node != self.node {
+            lock(&self.nodes).insert(node.to_owned(), tokio::time::Instant::now());
+        }
+    }
+
     /// Handles what another node published.
     fn receive(&self, shared: &Shared, wire: Wire) {
+        match &wire {
+            Wire::Hello { node, .. }
+            | Wire::Sync { node, .. }
+            | Wire::Attach { node, .. }
+            | Wire::Detach { node, .. }
+            | Wire::Held { node, .. }
+            | Wire::Alive { node }
+            | Wire::Request { node, .. } => self.heard(node),
+            Wire::Deliver { .. } | Wire::Close { .. } => {}
+        }
         match wire {
             Wire::Hello { node, conns, held } => {
                 if node == self.node {
@@ -652,7 +690,7 @@ impl Cluster {
             }
             Wire::Sync { node, conns, held } => self.replace_node(shared, &node, conns, held),
             Wire::Attach { node, conn, uid } if node != self.node => {
-                lock(&self.nodes).insert(node.clone());
+                self.heard(&node);
                 shared.with_hub(|hub| self.mirror_attach(hub, NodeConn { node, conn }, &uid));
             }
             Wire::Detach { node, conn } if node != self.node => {
@@ -667,7 +705,7 @@ impl Cluster {
                 uid,
                 frame,
             } => {
-                lock(&self.nodes).insert(node.clone());
+                self.heard(&node);
                 shared.with_hub(|hub| {
                     let here = self.mirror_attach(hub, NodeConn { node, conn }, &uid);
                     hub.handle(here, frame, now_ms());
@@ -677,7 +715,7 @@ impl Cluster {
             Wire::Close { conn, code, reason } => {
                 shared.deliver_local(vec![Out::Close(conn, code, reason)]);
             }
-            Wire::Attach { .. } | Wire::Detach { .. } | Wire::Held { .. } => {}
+            Wire::Attach { .. } | Wire::Detach { .. } | Wire::Held { .. } | Wire::Alive { .. } => {}
         }
     }
 
@@ -699,7 +737,12 @@ impl Cluster {
         conns: Vec<(ConnId, String)>,
         held: Vec<String>,
     ) {
-        lock(&self.nodes).insert(node.to_owned());
+        tracing::info!(
+            "cluster: synced with node {node} ({} connections, {} users in calls)",
+            conns.len(),
+            held.len()
+        );
+        self.heard(node);
         shared.with_hub(|hub| {
             let keep: HashSet<ConnId> = conns.iter().map(|(conn, _)| *conn).collect();
             let stale: Vec<NodeConn> = lock(&self.mirror)
@@ -711,6 +754,9 @@ impl Cluster {
             for named in stale {
                 self.mirror_detach(hub, &named, false);
             }
+            lock(&self.mirror)
+                .dormant
+                .retain(|named, _| named.node != node || keep.contains(&named.conn));
             for (conn, uid) in conns {
                 self.mirror_attach(
                     hub,
@@ -731,10 +777,13 @@ impl Cluster {
         if let Some(here) = mirror.by_remote.get(&named) {
             return *here;
         }
-        let here = self
-            .shared
-            .upgrade()
-            .map_or(0, |shared| shared.new_conn_id());
+        let here = match mirror.dormant.remove(&named) {
+            Some(here) => here,
+            None => self
+                .shared
+                .upgrade()
+                .map_or(0, |shared| shared.new_conn_id()),
+        };
         tracing::debug!(
             "cluster: {}'s connection {} ({uid}) mirrored",
             named.node,
@@ -754,6 +803,9 @@ impl Cluster {
                 return;
             };
             mirror.by_local.remove(&here);
+            if node_gone {
+                mirror.dormant.insert(named.clone(), here);
+            }
             here
         };
         hub.detach_remote(here, now_ms(), node_gone);
@@ -818,8 +870,21 @@ impl Cluster {
                 }
             });
         }
-        let nodes: Vec<String> = lock(&self.nodes).iter().cloned().collect();
-        for node in nodes {
+        self.publish(
+            BROADCAST,
+            &Wire::Alive {
+                node: self.node.clone(),
+            },
+        );
+        let lease = Duration::from_millis(LEASE_MS);
+        let quiet: Vec<String> = lock(&self.nodes)
+            .iter()
+            .filter(|(_, heard)| heard.elapsed() > lease)
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in quiet {
+            // Gone: not heard for a lease, and its lease ran out (both: Redis restarting
+            // empty loses the lease of a node that is fine).
             let alive: bool = redis::cmd("EXISTS")
                 .arg(node_key(&node))
                 .query_async(&mut redis)
@@ -842,6 +907,33 @@ impl Cluster {
                 });
             }
         }
+    }
+
+    /// Names this node the owner of its sessions again and rewrites their snapshots.
+    fn reassert_sessions(&self) {
+        let published = lock(&self.published);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(node_key(&self.node))
+            .arg(now_ms())
+            .arg("PX")
+            .arg(LEASE_MS)
+            .ignore();
+        for (id, json) in &published.sessions {
+            pipe.cmd("SET")
+                .arg(owner_key(id))
+                .arg(&self.node)
+                .arg("PX")
+                .arg(LEASE_MS)
+                .ignore()
+                .cmd("SET")
+                .arg(snapshot_key(id))
+                .arg(json)
+                .arg("PX")
+                .arg(SNAPSHOT_TTL_MS)
+                .ignore();
+        }
+        self.enqueue(pipe);
     }
 
     /// Leaving the cluster on shutdown: the lease goes at once, so that the others take this
@@ -899,6 +991,9 @@ async fn run_subscriber(client: redis::Client, cluster: Weak<Cluster>) {
                     if let Some(cluster) = cluster.upgrade()
                         && let Some(shared) = cluster.shared.upgrade()
                     {
+                        // Redis may have lost everything (a restart): the owned sessions are
+                        // named again before anyone hears hello.
+                        cluster.reassert_sessions();
                         let (conns, held) = cluster.own_state(&shared);
                         cluster.publish(
                             BROADCAST,
@@ -931,7 +1026,7 @@ async fn run_subscriber(client: redis::Client, cluster: Weak<Cluster>) {
             Err(err) => tracing::warn!("cluster: cannot reach Redis: {err}"),
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        delay = (delay * 2).min(Duration::from_millis(500));
     }
 }
 

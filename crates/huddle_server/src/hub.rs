@@ -191,6 +191,10 @@ struct Member {
     gone_since: Option<u64>,
     /// Peer signals that arrived while they were reconnecting, delivered when they rejoin.
     held_signals: Vec<ServerEvent>,
+    /// The mirrored connection they were on when its node was given up for gone: if that
+    /// node comes back with it (Redis was away, not the node), they are on it again.
+    #[serde(skip)]
+    lost_conn: Option<ConnId>,
 }
 
 /// Most peer signals held for a reconnecting participant.
@@ -1246,6 +1250,7 @@ impl Hub {
             conn: Some(conn),
             gone_since: None,
             held_signals: Vec::new(),
+            lost_conn: None,
         });
         session.alone_since = (session.members.len() == 1).then_some(now);
         let participants = session.participants();

@@ -23,6 +23,9 @@ use node::Node;
 use postgres_server::Postgres;
 use redis_server::Redis;
 
+/// The server program.
+const SERVER: &[&str] = &[env!("CARGO_BIN_EXE_huddle-server")];
+
 /// Waits until `node` mirrors a connection of `uid` from another node (its log says so).
 fn wait_mirrored(node: &Node, uid: &str) {
     let started = Instant::now();
@@ -93,8 +96,8 @@ fn ringing_and_a_call_across_two_nodes() {
     const CLUSTER: &str = "call";
     let postgres = Postgres::start(CLUSTER);
     let redis = Redis::start(CLUSTER);
-    let node_a = Node::start(CLUSTER, "a", &postgres.url(), &redis.url());
-    let node_b = Node::start(CLUSTER, "b", &postgres.url(), &redis.url());
+    let node_a = Node::start(SERVER, CLUSTER, "a", &postgres.url(), &redis.url());
+    let node_b = Node::start(SERVER, CLUSTER, "b", &postgres.url(), &redis.url());
     runtime().block_on(async {
         let mut alice = Client::login_url(&node_a.ws_url(), "alice").await;
         wait_mirrored(&node_b, "alice");
@@ -263,8 +266,8 @@ fn a_killed_node_hands_its_calls_to_the_other() {
     const CLUSTER: &str = "kill";
     let postgres = Postgres::start(CLUSTER);
     let redis = Redis::start(CLUSTER);
-    let mut node_a = Node::start(CLUSTER, "a", &postgres.url(), &redis.url());
-    let node_b = Node::start(CLUSTER, "b", &postgres.url(), &redis.url());
+    let mut node_a = Node::start(SERVER, CLUSTER, "a", &postgres.url(), &redis.url());
+    let node_b = Node::start(SERVER, CLUSTER, "b", &postgres.url(), &redis.url());
     runtime().block_on(async {
         let mut alice = Client::login_url(&node_a.ws_url(), "alice").await;
         wait_mirrored(&node_b, "alice");
@@ -345,5 +348,92 @@ fn a_killed_node_hands_its_calls_to_the_other() {
         assert_eq!(entry.status, CallStatus::Ended);
         assert_eq!(entry.participants, ["alice", "bob"]);
         assert!(entry.ended_at.is_some(), "{entry:?}");
+    });
+}
+
+/// Waits until `node`'s log says it synced with another node `times` times (hello and sync
+/// after each subscription to Redis).
+fn wait_synced(node: &Node, times: usize) {
+    let started = Instant::now();
+    while node.log().matches("cluster: synced with node").count() < times {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "node {} synced fewer than {times} times: {}",
+            node.name,
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Redis restarts empty (SIGKILL, then a new one on the same socket): both nodes resubscribe,
+/// name their sessions again and resync their connections, so a call that was going on goes
+/// on (signals still cross nodes), and a user who logged in while Redis was down is rung
+/// from the other node.
+#[test]
+fn nodes_resync_after_redis_restarts() {
+    const CLUSTER: &str = "resync";
+    let postgres = Postgres::start(CLUSTER);
+    let mut redis = Redis::start(CLUSTER);
+    let node_a = Node::start(SERVER, CLUSTER, "a", &postgres.url(), &redis.url());
+    let node_b = Node::start(SERVER, CLUSTER, "b", &postgres.url(), &redis.url());
+    wait_synced(&node_a, 1);
+    wait_synced(&node_b, 1);
+    runtime().block_on(async {
+        let mut alice = Client::login_url(&node_a.ws_url(), "alice").await;
+        wait_mirrored(&node_b, "alice");
+        let mut bob = Client::login_url(&node_b.ws_url(), "bob").await;
+        wait_mirrored(&node_a, "bob");
+        let session_id = alice.call_user("bob").await;
+        bob.event_where("the ring", |e| {
+            matches!(e, ServerEvent::IncomingCallReceived { .. })
+        })
+        .await;
+        bob.request(Request::AcceptCall {
+            session_id: session_id.clone(),
+        })
+        .await
+        .expect("accept");
+        alice
+            .event_where("accepted", |e| {
+                matches!(e, ServerEvent::OutgoingCallAccepted { .. })
+            })
+            .await;
+        alice.join(&session_id).await;
+        bob.join(&session_id).await;
+        alice
+            .event_where("bob joined", |e| {
+                matches!(e, ServerEvent::ParticipantJoined { .. })
+            })
+            .await;
+
+        redis.stop();
+        // Logged in while Redis is down: node a cannot hear of it yet.
+        let mut carol = Client::login_url(&node_b.ws_url(), "carol").await;
+        redis.restart();
+        wait_synced(&node_a, 2);
+        wait_synced(&node_b, 2);
+
+        signal_reaches(&mut bob, &mut alice, &session_id, "after the restart").await;
+        signal_reaches(
+            &mut alice,
+            &mut bob,
+            &session_id,
+            "answer after the restart",
+        )
+        .await;
+
+        wait_mirrored(&node_a, "carol");
+        let mut dave = Client::login_url(&node_a.ws_url(), "dave").await;
+        let call = dave.call_user("carol").await;
+        let ring = carol
+            .event_where("dave's ring", |e| {
+                matches!(e, ServerEvent::IncomingCallReceived { .. })
+            })
+            .await;
+        assert!(
+            matches!(&ring, ServerEvent::IncomingCallReceived { call: c } if c.session_id == call),
+            "{ring:?}"
+        );
     });
 }

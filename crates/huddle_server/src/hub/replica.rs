@@ -74,13 +74,27 @@ impl Hub {
         self.remote_conns.contains(&conn)
     }
 
-    /// Mirrors another node's connection, logged in as `uid` (announces nothing).
+    /// Mirrors another node's connection, logged in as `uid` (announces nothing). A mirror
+    /// that comes back (its node was given up for gone while Redis was away) puts its members
+    /// back on it, with the signals held for them meanwhile.
     pub fn attach_remote(&mut self, conn: ConnId, uid: &str) {
         self.remote_conns.insert(conn);
         self.conns.insert(conn, Some(uid.to_owned()));
         let conns = self.online.entry(uid.to_owned()).or_default();
         if !conns.contains(&conn) {
             conns.push(conn);
+        }
+        for session in self.sessions.values_mut() {
+            for member in &mut session.members {
+                if member.conn.is_none() && member.lost_conn == Some(conn) {
+                    member.conn = Some(conn);
+                    member.gone_since = None;
+                    member.lost_conn = None;
+                    for event in std::mem::take(&mut member.held_signals) {
+                        self.out.push(Out::Send(conn, ServerFrame::event(event)));
+                    }
+                }
+            }
         }
     }
 
@@ -111,6 +125,7 @@ impl Hub {
             if let Some(member) = session.members.iter_mut().find(|m| m.conn == Some(conn)) {
                 member.conn = None;
                 member.gone_since = Some(now);
+                member.lost_conn = node_gone.then_some(conn);
             }
         }
         self.flush_after_reply();
@@ -124,6 +139,11 @@ impl Hub {
         } else {
             self.remote_held.insert(node.to_owned(), users);
         }
+    }
+
+    /// Whether this hub holds `session_id` (a ringing or ongoing call, or a session).
+    pub fn holds_session(&self, session_id: &str) -> bool {
+        self.calls.contains_key(session_id) || self.sessions.contains_key(session_id)
     }
 
     /// The sessions this hub holds (ringing, ongoing, or with members), sorted.

@@ -1537,3 +1537,205 @@ fn forged_tokens_and_outsiders_never_reach_the_sfu() {
     assert_eq!(answer.map_err(|e| e.code), Err(ErrorCode::CallNotFound));
     assert!(outs.is_empty(), "{outs:?}");
 }
+
+// --- Several nodes (hub/replica.rs): mirrored connections, held users, snapshots ---
+
+/// A connection of another node, mirrored into the hub under test.
+const BOB_ON_NODE_B: ConnId = 20;
+/// Another user's connection on node B.
+const DAVE_ON_NODE_B: ConnId = 21;
+
+fn lobby_config() -> HubConfig {
+    HubConfig {
+        dev_lobby: Some("lobby".into()),
+        ..HubConfig::default()
+    }
+}
+
+/// Presence of `uid` (online or not) pushed to `conn`.
+fn presence_to(outs: &[Out], conn: ConnId, uid: &str, online: bool) -> bool {
+    outs.iter().any(|out| {
+        matches!(out, Out::Send(c, frame) if *c == conn && matches!(
+            &frame.payload,
+            ServerPayload::Event(ServerEvent::Presence(p)) if p.user.uid == uid && p.online == online
+        ))
+    })
+}
+
+/// Mirroring another node's connections announces nothing; a mirror detached by its node says nothing (its node told everyone), while
+/// one whose whole node is gone is announced offline to this node's own connections only.
+#[test]
+fn mirrored_connections_are_rung_and_a_gone_node_is_announced_locally() {
+    let mut h = Harness::new(lobby_config());
+    h.login(ALICE, "alice", T0);
+    h.login(CAROL, "carol", T0);
+    // bob and dave log in on node B; their node made the users (a shared database).
+    h.login(BOB, "bob", T0);
+    h.login(DAVE_ON_NODE_B, "dave", T0);
+    h.hub.disconnect(BOB, T0);
+    h.hub.disconnect(DAVE_ON_NODE_B, T0);
+    h.hub.drain();
+    h.hub.attach_remote(BOB_ON_NODE_B, "bob");
+    h.hub.attach_remote(DAVE_ON_NODE_B, "dave");
+    assert!(h.hub.drain().is_empty(), "attaching announces nothing");
+    assert!(h.hub.is_remote(BOB_ON_NODE_B) && !h.hub.is_remote(ALICE));
+
+    let call = h.call(ALICE, "bob", None, T0);
+    assert_eq!(
+        h.hub.held_users(),
+        ["alice"],
+        "a caller is held while it rings"
+    );
+    h.hub.detach_remote(DAVE_ON_NODE_B, T0 + 1, false);
+    assert!(h.hub.drain().is_empty(), "dave's own node announced him");
+    h.hub.detach_remote(BOB_ON_NODE_B, T0 + 2, true);
+    let outs = h.hub.drain();
+    assert!(presence_to(&outs, ALICE, "bob", false), "{outs:?}");
+    assert!(presence_to(&outs, CAROL, "bob", false), "{outs:?}");
+    assert_eq!(outs.len(), 2, "only this node's own connections: {outs:?}");
+    assert!(h.hub.session_ids().contains(&call.session_id));
+}
+
+/// The ring of a call placed here goes to the callee's mirrored connection.
+#[test]
+fn a_call_rings_a_user_connected_to_another_node() {
+    let mut h = Harness::new(lobby_config());
+    h.login(ALICE, "alice", T0);
+    h.login(BOB, "bob", T0);
+    h.hub.disconnect(BOB, T0);
+    h.hub.drain();
+    h.hub.attach_remote(BOB_ON_NODE_B, "bob");
+    let request = Request::InitiateCall {
+        receiver_id: "bob".into(),
+        receiver_type: ReceiverType::User,
+        call_type: CallType::Video,
+        timeout_secs: None,
+    };
+    let (answer, outs) = h.request(ALICE, request, T0);
+    let Ok(Reply::Call { call }) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(
+        outs,
+        [event(
+            BOB_ON_NODE_B,
+            ServerEvent::IncomingCallReceived { call }
+        )]
+    );
+}
+
+/// A user another node holds in a call is busy here too; once that node lets go, they ring.
+#[test]
+fn a_user_held_by_another_node_is_busy() {
+    let mut h = Harness::new(lobby_config());
+    h.login(ALICE, "alice", T0);
+    h.login(BOB, "bob", T0);
+    h.hub.set_remote_held("node-b", ["bob".to_owned()]);
+    let busy = h.call(ALICE, "bob", None, T0);
+    assert_eq!(h.call_log(&busy.session_id).status, CallStatus::Busy);
+    h.hub.set_remote_held("node-b", Vec::new());
+    let rings = h.call(ALICE, "bob", None, T0 + 1_000);
+    assert_eq!(h.call_log(&rings.session_id).status, CallStatus::Initiated);
+}
+
+/// A session's snapshot, restored on another node's hub (same database) after its owner
+/// died: the member connected to the surviving node stays in; the member of the dead node
+/// rejoins with a new token on a new connection and is back in the same session (nobody is
+/// told they left); signals flow; leaving ends it with one log entry, as on one node.
+#[test]
+fn a_restored_snapshot_carries_the_session_on_another_hub() {
+    let db = DbFile::new("replica");
+    // Node A: alice is local, bob is node B's connection 2, mirrored here.
+    let mut node_a = Harness::with_store(db.open(), HubConfig::default());
+    node_a.login(ALICE, "alice", T0);
+    node_a.login(BOB, "bob", T0);
+    let bobs_token = node_a.auth_tokens[&BOB].clone();
+    node_a.hub.disconnect(BOB, T0);
+    node_a.hub.attach_remote(BOB_ON_NODE_B, "bob");
+    node_a.auth_tokens.insert(BOB_ON_NODE_B, bobs_token);
+    node_a.hub.drain();
+    let call = node_a.call(ALICE, "bob", None, T0);
+    let sid = call.session_id.clone();
+    node_a.ok(BOB_ON_NODE_B, accept(&sid), T0 + 1_000);
+    node_a
+        .join(ALICE, &sid, None, T0 + 2_000)
+        .0
+        .expect("alice joins");
+    node_a
+        .join(BOB_ON_NODE_B, &sid, None, T0 + 2_000)
+        .0
+        .expect("bob joins");
+    let snapshot = node_a
+        .hub
+        .snapshot_session(&sid, |conn| {
+            Some(super::NodeConn {
+                node: if conn == BOB_ON_NODE_B { "b" } else { "a" }.into(),
+                conn: if conn == BOB_ON_NODE_B { BOB } else { conn },
+            })
+        })
+        .expect("node a holds the session");
+    assert_eq!(snapshot.held_users(), ["alice", "bob"]);
+    // Through JSON, as it goes through Redis.
+    let snapshot: super::SessionSnapshot =
+        serde_json::from_str(&serde_json::to_string(&snapshot).expect("json")).expect("json");
+
+    // Node A dies; node B (bob's connection 2 is its own) takes the session over.
+    let mut node_b = Harness::with_store(db.open(), HubConfig::default());
+    node_b.login(BOB, "bob", T0 + 3_000);
+    node_b.hub.drain();
+    node_b.hub.restore_session(
+        &sid,
+        snapshot,
+        |named| (named.node == "b").then_some(named.conn),
+        T0 + 3_000,
+    );
+    assert!(node_b.hub.holds_session(&sid));
+    assert!(
+        node_b.hub.drain().is_empty(),
+        "a mesh session is restored quietly"
+    );
+
+    // alice comes back through node B.
+    const ALICE_ON_NODE_B: ConnId = 5;
+    node_b.login(ALICE_ON_NODE_B, "alice", T0 + 4_000);
+    node_b.hub.drain();
+    let (joined, outs) = node_b.join(ALICE_ON_NODE_B, &sid, None, T0 + 4_000);
+    assert_eq!(uids(joined.expect("alice rejoins")), ["alice", "bob"]);
+    assert!(outs.is_empty(), "a rejoin is not news to bob: {outs:?}");
+    let signal = Request::Signal {
+        session_id: sid.clone(),
+        to: "bob".into(),
+        signal: PeerSignal::Offer { sdp: "v=0".into() },
+    };
+    let (answer, outs) = node_b.request(ALICE_ON_NODE_B, signal, T0 + 4_100);
+    assert_eq!(answer, Ok(Reply::Ok));
+    assert_eq!(
+        outs,
+        [event(
+            BOB,
+            ServerEvent::Signal {
+                session_id: sid.clone(),
+                from: "alice".into(),
+                signal: PeerSignal::Offer { sdp: "v=0".into() },
+            }
+        )]
+    );
+    // Past the reconnect grace nothing happens: both are connected.
+    assert!(node_b.tick(T0 + 60_000).is_empty());
+    node_b.ok(
+        ALICE_ON_NODE_B,
+        Request::LeaveSession {
+            session_id: sid.clone(),
+        },
+        T0 + 70_000,
+    );
+    let logs: Vec<CallLog> = node_b
+        .call_logs()
+        .into_iter()
+        .filter(|log| log.session_id == sid)
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(logs[0].status, CallStatus::Ended);
+    assert_eq!(logs[0].participants, ["alice", "bob"]);
+    assert_eq!(logs[0].ended_at, Some(T0 + 70_000));
+}

@@ -1,4 +1,4 @@
-//! One `huddle-server` process of a cluster: started with `--redis` and a shared `--db` on
+//! One server process of a cluster (`huddle-server`, or `huddle server`): started with `--redis` and a shared `--db` on
 //! 127.0.0.1 port 0 (its log says which port it got), killed on drop. Its log is kept in the
 //! temp directory when the test fails.
 
@@ -15,13 +15,15 @@ pub struct Node {
 
 impl Node {
     /// Starts node `name` of the test's cluster `cluster` (dev login, everyone in the `lobby`
-    /// group) on `db` and `redis`.
-    pub fn start(cluster: &str, name: &str, db: &str, redis: &str) -> Self {
+    /// group) on `db` and `redis`, running `server` (the program, and its arguments before the
+    /// server's own).
+    pub fn start(server: &[&str], cluster: &str, name: &str, db: &str, redis: &str) -> Self {
         let log = std::env::temp_dir().join(format!(
             "huddle-cluster-{}-{cluster}-{name}.log",
             std::process::id()
         ));
-        let process = Command::new(env!("CARGO_BIN_EXE_huddle-server"))
+        let process = Command::new(server[0])
+            .args(&server[1..])
             .args(["--listen", "127.0.0.1:0", "--db", db, "--redis", redis])
             .args(["--node-id", name, "--dev-login", "--dev-lobby", "lobby"])
             .env(

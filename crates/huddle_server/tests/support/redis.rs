@@ -12,32 +12,49 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// Starts it and waits for its socket.
+    /// Starts it and waits until it answers.
     pub fn start(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("huddle-redis-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("directory");
+        let server = Self::spawn(&dir);
+        Self { dir, server }
+    }
+
+    fn spawn(dir: &std::path::Path) -> Child {
         let socket = dir.join("redis.sock");
         let server = Command::new("redis-server")
             .args(["--port", "0", "--save", "", "--appendonly", "no"])
             .arg("--unixsocket")
             .arg(&socket)
             .args(["--unixsocketperm", "700", "--dir"])
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server starts (scripts/setup installs redis-server)");
-        let redis = Self { dir, server };
         let started = Instant::now();
-        while !socket.exists() {
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
-                "Redis did not open {socket:?} within 10 s"
+                "Redis did not answer on {socket:?} within 10 s"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        redis
+        server
+    }
+
+    /// Kills it (SIGKILL) and starts a new, empty one on the same socket.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.server = Self::spawn(&self.dir);
+    }
+
+    /// Kills it (SIGKILL).
+    pub fn stop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = std::fs::remove_file(self.dir.join("redis.sock"));
     }
 
     /// The `--redis` URL.
@@ -48,8 +65,7 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
