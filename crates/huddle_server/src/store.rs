@@ -24,7 +24,7 @@ pub enum StoreError {
     #[error("storage: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL refused or failed (or its connection did).
-    #[error("storage (PostgreSQL): {0}")]
+    #[error("storage (PostgreSQL): {}", postgresql::describe(.0))]
     Postgres(#[from] ::postgres::Error),
     /// The PostgreSQL connection's thread is gone or could not start.
     #[error("storage (PostgreSQL): {0}")]

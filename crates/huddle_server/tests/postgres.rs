@@ -272,3 +272,27 @@ fn a_server_binds_on_postgresql() {
     assert!(secret.len() >= 32, "{secret:?}");
     drop(server);
 }
+
+/// Several servers starting at once on a new database (a cluster's nodes) all open it: the
+/// tables are made once, under a lock, instead of racing on PostgreSQL's catalog (which
+/// failed a node of `scripts/cluster` with "duplicate key value violates unique
+/// constraint").
+#[test]
+fn servers_starting_at_once_all_open_a_new_database() {
+    let postgres = Postgres::start("at-once");
+    let url = postgres.url();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+    let openers: Vec<_> = (0..6)
+        .map(|_| {
+            let (url, barrier) = (url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                Store::open(Path::new(&url)).map(|_| ())
+            })
+        })
+        .collect();
+    for opener in openers {
+        let opened = opener.join().expect("thread");
+        assert!(opened.is_ok(), "{}", opened.unwrap_err());
+    }
+}

@@ -68,6 +68,21 @@ pub struct PostgresStore {
     jobs: mpsc::Sender<Job>,
 }
 
+/// The advisory lock the schema is made under (any number Huddle alone uses).
+const SCHEMA_LOCK: i64 = 0x4875_6464_6c65; // "Huddle"
+
+/// What PostgreSQL said, in full: the server's message and SQLSTATE for a refused statement
+/// (the error's own text is only "db error"), else the error and its cause.
+pub(crate) fn describe(err: &postgres::Error) -> String {
+    if let Some(db) = err.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    match std::error::Error::source(err) {
+        Some(source) => format!("{err}: {source}"),
+        None => err.to_string(),
+    }
+}
+
 /// The connection, and how to make it again.
 struct Connection {
     url: String,
@@ -77,7 +92,13 @@ struct Connection {
 impl Connection {
     fn open(url: &str) -> Result<Client, postgres::Error> {
         let mut client = Client::connect(url, NoTls)?;
-        client.batch_execute(SCHEMA)?;
+        // Several servers may start at once on one database, and `CREATE … IF NOT EXISTS`
+        // races with itself in PostgreSQL (both see no table, one fails on the catalog): the
+        // schema is made in one transaction under an advisory lock held until it commits
+        // (released before the commit, the next one would still not see the tables).
+        client.batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;"
+        ))?;
         Ok(client)
     }
 
