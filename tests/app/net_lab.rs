@@ -202,6 +202,39 @@ impl Lab {
         self.in_ns(namespace, &["ip", "addr", "add", address, "dev", "eth0"]);
     }
 
+    /// Plugs this machine's own (root) namespace into the public bridge with `address`, for a
+    /// program that cannot run inside a namespace (Chromium behind its chromedriver, which the
+    /// test drives over loopback). Its veth goes with the public namespace.
+    pub(crate) fn attach_root(&mut self, address: &str) {
+        let public = self.ns("pub");
+        self.hosts += 1;
+        let (root_end, bridge_end) = (
+            format!("{}r{}", self.prefix, self.hosts),
+            format!("{}q{}", self.prefix, self.hosts),
+        );
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &root_end,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &bridge_end,
+            ],
+        );
+        run("ip", &["link", "set", &bridge_end, "netns", &public]);
+        self.in_ns(
+            &public,
+            &["ip", "link", "set", &bridge_end, "master", "br0"],
+        );
+        self.in_ns(&public, &["ip", "link", "set", &bridge_end, "up"]);
+        run("ip", &["addr", "add", address, "dev", &root_end]);
+        run("ip", &["link", "set", &root_end, "up"]);
+    }
+
     /// A host named `role` (`a`, `b`), reaching the public network through `uplink`.
     /// Returns its namespace.
     pub(crate) fn host(&mut self, role: &str, number: u8, uplink: Uplink) -> String {

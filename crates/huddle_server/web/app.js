@@ -53,7 +53,7 @@ async function login(uid, name, token) {
   state.groups = answer.groups;
   for (const type of ['incoming_call_received', 'outgoing_call_accepted', 'outgoing_call_rejected',
     'incoming_call_cancelled', 'call_ended', 'participant_joined', 'participant_left',
-    'session_ended', 'signal', 'participant_state', 'presence']) {
+    'session_ended', 'signal', 'participant_state', 'presence', 'media_route_changed']) {
     connection.addEventListener(type, (e) => onEvent(type, e.detail));
   }
   connection.addEventListener('closed', () => {
@@ -263,6 +263,12 @@ async function onEvent(type, frame) {
     case 'signal':
       if (state.call && frame.session_id === state.session.id) await state.call.handleSignal(frame.from, frame.signal);
       return;
+    case 'media_route_changed':
+      // The call grew past the server's SFU threshold (or its SFU failed): new connections.
+      if (state.call && frame.session_id === state.session.id) {
+        await state.call.setRoute(frame.route, [...state.session.participants.keys()]);
+      }
+      return;
     case 'presence': {
       const entry = state.contacts.get(frame.user.uid) || { user: frame.user, online: false };
       entry.online = frame.online;
@@ -307,7 +313,7 @@ async function joinSession(sessionId, video) {
   state.call.silenced.camera = state.videoPaused;
   if (state.videoPaused) announce('video_paused', true);
   show('call-view');
-  for (const uid of state.session.participants.keys()) await state.call.add(uid);
+  await state.call.setRoute(joined.media_route || 'mesh', [...state.session.participants.keys()]);
   await fillDevicePickers();
   renderCall();
 }

@@ -1,26 +1,43 @@
-// One call's media: a full mesh of RTCPeerConnections, one per remote participant, following
-// the conventions of docs/protocol.md ("Writing a client"):
+// One call's media, following docs/protocol.md: a full mesh of RTCPeerConnections, one per
+// remote participant ("Writing a client"), or, when the session goes through the server's SFU
+// ("Large calls through the SFU"), one connection publishing to it and one receiving
+// everyone from it. In a mesh:
 // - the smaller uid offers; m-lines camera (stream `huddle-video`), microphone
 //   (`huddle-audio`), screen (`huddle-screen`, silent until we share);
 // - trickle ICE both ways, with an end-of-candidates;
 // - `video_wanted` from a remote caps or pauses our camera's sender;
 // - what our tiles show is asked of each remote with `video_wanted`, on change and every 2 s.
+// Through the SFU: we offer on `sfu:publish` (one layer of camera, microphone, screen) and
+// answer every offer of `sfu:subscribe`, whose lines' msids name each track's owner; tiles ask
+// `video_wanted` of each participant as in a mesh (the server turns it into a pause or a layer).
 
 const CAMERA = 'huddle-video';
 const AUDIO = 'huddle-audio';
 const SCREEN = 'huddle-screen';
 
-/** The m-sections of an SDP: kind, mid and msid stream id, in order. */
+/** The m-sections of an SDP: kind, mid, and msid stream and track ids, in order. */
 export function mediaSections(sdp) {
   const sections = [];
   for (const line of sdp.split(/\r?\n/)) {
-    if (line.startsWith('m=')) sections.push({ kind: line.slice(2).split(' ')[0], mid: null, stream: null });
+    if (line.startsWith('m=')) sections.push({ kind: line.slice(2).split(' ')[0], mid: null, stream: null, track: null });
     const current = sections[sections.length - 1];
     if (!current) continue;
     if (line.startsWith('a=mid:')) current.mid = line.slice(6).trim();
-    if (line.startsWith('a=msid:')) current.stream = line.slice(7).split(' ')[0];
+    if (line.startsWith('a=msid:')) [current.stream, current.track] = line.slice(7).trim().split(' ');
   }
   return sections;
+}
+
+/** The SFU's two pseudo-participants. */
+export const SFU_PUBLISH = 'sfu:publish';
+export const SFU_SUBSCRIBE = 'sfu:subscribe';
+
+/** Whose and which track a line of the SFU's offer carries: its msid track id is
+ *  `video-<uid>`, `audio-<uid>` or `screen-<uid>` (`null` for anything else). */
+export function sfuTrackOwner(trackId) {
+  const match = /^(video|audio|screen)-(.+)$/.exec(trackId || '');
+  if (!match) return null;
+  return { role: match[1] === 'video' ? 'camera' : match[1], uid: match[2] };
 }
 
 /** Which section is the camera's and which the screen's: Huddle's stream ids say it, or
@@ -207,6 +224,92 @@ export class Peer {
   }
 }
 
+/** Our connection publishing to the SFU: we offer our camera, microphone and screen lines,
+ *  sending only, and take its answer. */
+class SfuPublisher extends Peer {
+  constructor(call) {
+    super(call, SFU_PUBLISH);
+    this.offerer = true;
+  }
+
+  async start() {
+    const [camera, microphone] = [this.call.outgoing('camera'), this.call.outgoing('audio')];
+    if (this.call.video) this.transceivers.camera = this.pc.addTransceiver(camera || 'video', { direction: 'sendonly', streams: [this.call.localStream] });
+    this.transceivers.audio = this.pc.addTransceiver(microphone || 'audio', { direction: 'sendonly', streams: [this.call.localStream] });
+    this.transceivers.screen = this.pc.addTransceiver(this.call.screenTrack || 'video', { direction: 'sendonly', streams: [new MediaStream()] });
+    await this.offer();
+  }
+
+  /** The SFU tells us which layers anyone receives; we send one. */
+  async handle(signal) {
+    if (signal.kind === 'layers_wanted') return;
+    await super.handle(signal);
+  }
+}
+
+/** Our connection receiving everyone from the SFU: it offers whenever people come and go,
+ *  and we answer, receiving only; each line's msid names whose track it is. */
+class SfuSubscriber extends Peer {
+  constructor(call) {
+    super(call, SFU_SUBSCRIBE);
+    this.offerer = false;
+    this.pc.ontrack = () => this.assignTracks();
+  }
+
+  /** The SFU drives renegotiation: no loop to cut here. */
+  budget() {
+    return true;
+  }
+
+  /** We send nothing on this connection. */
+  adoptTransceivers() {}
+
+  async handle(signal) {
+    await super.handle(signal);
+    if (signal.kind === 'offer') this.assignTracks();
+  }
+
+  /** Every receiving line's track goes to its owner's view (lines are reused as people come
+   *  and go, so all are looked at again after each offer). */
+  assignTracks() {
+    const sections = mediaSections(this.pc.remoteDescription ? this.pc.remoteDescription.sdp : '');
+    for (const transceiver of this.pc.getTransceivers()) {
+      const section = sections.find((s) => s.mid !== null && s.mid === transceiver.mid);
+      const owner = section && sfuTrackOwner(section.track);
+      if (!owner || owner.uid === this.call.localUid) continue;
+      const view = this.call.views.get(owner.uid);
+      if (!view || view.tracks[owner.role] === transceiver.receiver.track) continue;
+      view.tracks[owner.role] = transceiver.receiver.track;
+      view.mids[owner.role] = transceiver.mid;
+      transceiver.receiver.track.onunmute = () => this.call.changed();
+    }
+    this.call.changed();
+  }
+}
+
+/** A participant seen through the SFU: their tracks on our receiving connection, and the
+ *  signals we send them (`video_wanted`). */
+class SfuView {
+  constructor(call, uid) {
+    this.call = call;
+    this.uid = uid;
+    this.tracks = {};
+    this.mids = {};
+  }
+
+  get pc() {
+    return this.call.sfu.subscriber.pc;
+  }
+
+  signal(signal) {
+    this.call.connection.request('signal', { session_id: this.call.sessionId, to: this.uid, signal }).catch(() => {});
+  }
+
+  async replace() {}
+
+  close() {}
+}
+
 export class Call extends EventTarget {
   constructor({ connection, localUid, sessionId, video, iceServers, local, localStream }) {
     super();
@@ -220,6 +323,9 @@ export class Call extends EventTarget {
     this.screenTrack = null;
     this.silenced = { camera: false, audio: false };
     this.peers = new Map();
+    /** `mesh`, or `sfu` (then `sfu` holds our two connections, and `peers` the views). */
+    this.route = 'mesh';
+    this.sfu = null;
     this.errors = [];
     this.wanted = new Map();
     this.wantTimer = setInterval(() => this.resendWanted(), 2000);
@@ -234,8 +340,40 @@ export class Call extends EventTarget {
     this.dispatchEvent(new Event('changed'));
   }
 
+  /** The views of participants through the SFU (the same map as `peers` then). */
+  get views() {
+    return this.peers;
+  }
+
+  /** Moves the call to `route` with the participants `uids`: the old connections close and
+   *  the new ones open (the session, its participants and their states go on). */
+  async setRoute(route, uids) {
+    if (route === this.route && (this.sfu || route === 'mesh') && this.peers.size > 0) return;
+    for (const peer of this.peers.values()) peer.close();
+    this.peers.clear();
+    if (this.sfu) {
+      this.sfu.publisher.close();
+      this.sfu.subscriber.close();
+      this.sfu = null;
+    }
+    this.route = route;
+    if (route === 'sfu') {
+      this.sfu = { publisher: new SfuPublisher(this), subscriber: new SfuSubscriber(this) };
+      await this.sfu.publisher.start().catch((e) => this.report(`publishing to the SFU: ${e}`));
+    }
+    for (const uid of uids) await this.add(uid);
+    this.changed();
+  }
+
   async add(uid) {
     if (uid === this.localUid || this.peers.has(uid)) return this.peers.get(uid);
+    if (this.route === 'sfu') {
+      const view = new SfuView(this, uid);
+      this.peers.set(uid, view);
+      if (this.sfu) this.sfu.subscriber.assignTracks();
+      this.changed();
+      return view;
+    }
     const peer = new Peer(this, uid);
     this.peers.set(uid, peer);
     if (peer.offerer) await peer.start().catch((e) => this.report(`offer to ${uid}: ${e}`));
@@ -252,6 +390,14 @@ export class Call extends EventTarget {
   }
 
   async handleSignal(from, signal) {
+    if (from === SFU_PUBLISH || from === SFU_SUBSCRIBE) {
+      // Signals of an SFU we left (they raced `media_route_changed`) are stale.
+      if (!this.sfu) return;
+      const connection = from === SFU_PUBLISH ? this.sfu.publisher : this.sfu.subscriber;
+      await connection.handle(signal).catch((e) => this.report(`signal from ${from}: ${e}`));
+      return;
+    }
+    if (this.route === 'sfu') return;
     const peer = this.peers.get(from) || (await this.add(from));
     await peer.handle(signal).catch((e) => this.report(`signal from ${from}: ${e}`));
   }
@@ -278,9 +424,15 @@ export class Call extends EventTarget {
     for (const [uid, wanted] of this.wanted) this.sendWanted(uid, wanted);
   }
 
+  /** The connections we send on: one per remote in a mesh, the publishing one through the
+   *  SFU. */
+  senders() {
+    return this.sfu ? [this.sfu.publisher] : [...this.peers.values()];
+  }
+
   async setScreen(track) {
     this.screenTrack = track;
-    for (const peer of this.peers.values()) await peer.replace('screen', track);
+    for (const peer of this.senders()) await peer.replace('screen', track);
   }
 
   /** What we send as `kind` ('camera' or 'audio'): the local track, or nothing while
@@ -297,11 +449,13 @@ export class Call extends EventTarget {
 
   /** Puts what we send as `kind` on every connection (after a mute or a device change). */
   async resend(kind) {
-    for (const peer of this.peers.values()) await peer.replace(kind, this.outgoing(kind));
+    for (const peer of this.senders()) await peer.replace(kind, this.outgoing(kind));
   }
 
-  /** Per remote: frames decoded (camera, screen), audio received, and what we sent. */
+  /** Per remote: frames decoded (camera, screen), audio received, and what we sent (through
+   *  the SFU, what we sent is under `sfu:publish`). */
   async stats() {
+    if (this.sfu) return this.sfuStats();
     const out = {};
     for (const [uid, peer] of this.peers) {
       const entry = { camera_frames_decoded: 0, screen_frames_decoded: 0, audio_packets_received: 0,
@@ -330,10 +484,53 @@ export class Call extends EventTarget {
     return out;
   }
 
+  async sfuStats() {
+    const out = {};
+    const { publisher, subscriber } = this.sfu;
+    const owners = new Map();
+    for (const section of mediaSections(subscriber.pc.remoteDescription ? subscriber.pc.remoteDescription.sdp : '')) {
+      const owner = sfuTrackOwner(section.track);
+      if (owner && section.mid !== null) owners.set(section.mid, owner);
+    }
+    for (const uid of this.peers.keys()) {
+      out[uid] = { camera_frames_decoded: 0, screen_frames_decoded: 0, audio_packets_received: 0,
+        audio_level: 0, connection: subscriber.pc.connectionState, camera_width: 0 };
+    }
+    (await subscriber.pc.getStats()).forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      const owner = owners.get(s.mid);
+      const entry = owner && out[owner.uid];
+      if (!entry) return;
+      if (s.kind === 'video') {
+        entry[owner.role === 'screen' ? 'screen_frames_decoded' : 'camera_frames_decoded'] += s.framesDecoded || 0;
+        if (owner.role === 'camera') entry.camera_width = s.frameWidth || entry.camera_width;
+      } else {
+        entry.audio_packets_received += s.packetsReceived || 0;
+        entry.audio_level = Math.max(entry.audio_level, s.audioLevel || 0);
+      }
+    });
+    const sent = { video_frames_encoded: 0, video_packets_sent: 0, audio_packets_sent: 0, connection: publisher.pc.connectionState };
+    const roles = publisher.roles();
+    (await publisher.pc.getStats()).forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'video' && s.mid === roles.camera) {
+        sent.video_frames_encoded += s.framesEncoded || 0;
+        sent.video_packets_sent += s.packetsSent || 0;
+      }
+      if (s.type === 'outbound-rtp' && s.kind === 'audio') sent.audio_packets_sent += s.packetsSent || 0;
+    });
+    out[SFU_PUBLISH] = sent;
+    return out;
+  }
+
   end() {
     clearInterval(this.wantTimer);
     for (const peer of this.peers.values()) peer.close();
     this.peers.clear();
+    if (this.sfu) {
+      this.sfu.publisher.close();
+      this.sfu.subscriber.close();
+      this.sfu = null;
+    }
     if (this.screenTrack) this.screenTrack.stop();
   }
 }
