@@ -691,7 +691,10 @@ impl Cluster {
             Wire::Sync { node, conns, held } => self.replace_node(shared, &node, conns, held),
             Wire::Attach { node, conn, uid } if node != self.node => {
                 self.heard(&node);
-                shared.with_hub(|hub| self.mirror_attach(hub, NodeConn { node, conn }, &uid));
+                shared.with_hub(|hub| {
+                    let here = self.mirror_attach(hub, NodeConn { node, conn }, &uid);
+                    hub.logged_in_remotely(here);
+                });
             }
             Wire::Detach { node, conn } if node != self.node => {
                 shared.with_hub(|hub| self.mirror_detach(hub, &NodeConn { node, conn }, false));

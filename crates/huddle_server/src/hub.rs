@@ -386,6 +386,19 @@ impl Hub {
         }
     }
 
+    /// Calls that rang `uid` while they were away ring on their new connection `conn`.
+    fn ring_pending_calls(&mut self, conn: ConnId, uid: &str) {
+        let pending: Vec<Call> = self
+            .calls
+            .values()
+            .filter(|c| c.ringing.iter().any(|r| r == uid))
+            .map(|c| c.call.clone())
+            .collect();
+        for call in pending {
+            self.send_to_conn(conn, ServerEvent::IncomingCallReceived { call });
+        }
+    }
+
     fn send_to_conn(&mut self, conn: ConnId, event: ServerEvent) {
         self.after_reply
             .push(Out::Send(conn, ServerFrame::event(event)));
@@ -621,16 +634,7 @@ impl Hub {
         if conns.len() == 1 {
             self.announce_presence(&uid, true);
         }
-        // Calls that rang while they were away ring now.
-        let pending: Vec<Call> = self
-            .calls
-            .values()
-            .filter(|c| c.ringing.contains(&uid))
-            .map(|c| c.call.clone())
-            .collect();
-        for call in pending {
-            self.send_to_conn(conn, ServerEvent::IncomingCallReceived { call });
-        }
+        self.ring_pending_calls(conn, &uid);
         let contacts = self
             .store
             .contacts(&uid)?

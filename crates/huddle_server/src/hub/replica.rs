@@ -98,6 +98,15 @@ impl Hub {
         }
     }
 
+    /// Another node's user just logged in on mirrored `conn`: calls of this node ringing them
+    /// ring there too (as they do on a login here).
+    pub fn logged_in_remotely(&mut self, conn: ConnId) {
+        if let Some(uid) = self.uid_of(conn).map(str::to_owned) {
+            self.ring_pending_calls(conn, &uid);
+            self.flush_after_reply();
+        }
+    }
+
     /// A mirrored connection closed: members on it here start their reconnect grace. When
     /// its whole node is gone (`node_gone`), users left with no connection anywhere are
     /// announced offline to this node's own connections (each surviving node tells its own).

@@ -1739,3 +1739,26 @@ fn a_restored_snapshot_carries_the_session_on_another_hub() {
     assert_eq!(logs[0].participants, ["alice", "bob"]);
     assert_eq!(logs[0].ended_at, Some(T0 + 70_000));
 }
+
+/// A call ringing a user who was away rings them when they log in on another node (as it
+/// does on a login here); a mirror that is only resynced rings nothing.
+#[test]
+fn a_ringing_call_rings_a_user_logging_in_on_another_node() {
+    let mut h = Harness::new(lobby_config());
+    h.login(ALICE, "alice", T0);
+    h.login(BOB, "bob", T0);
+    h.hub.disconnect(BOB, T0);
+    h.hub.drain();
+    let call = h.call(ALICE, "bob", None, T0);
+    h.hub.attach_remote(DAVE_ON_NODE_B, "bob");
+    assert!(h.hub.drain().is_empty(), "a resynced mirror is not rung");
+    h.hub.attach_remote(BOB_ON_NODE_B, "bob");
+    h.hub.logged_in_remotely(BOB_ON_NODE_B);
+    assert_eq!(
+        h.hub.drain(),
+        [event(
+            BOB_ON_NODE_B,
+            ServerEvent::IncomingCallReceived { call }
+        )]
+    );
+}
