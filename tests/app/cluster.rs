@@ -12,10 +12,10 @@ use huddle_protocol::{CallLogQuery, CallStatus};
 #[path = "../../crates/huddle_server/tests/support/node.rs"]
 mod node;
 #[path = "../../crates/huddle_server/tests/support/postgres.rs"]
-mod postgres_server;
+pub(crate) mod postgres_server;
 #[allow(dead_code)] // its restart is for the server's own cluster tests
 #[path = "../../crates/huddle_server/tests/support/redis.rs"]
-mod redis_server;
+pub(crate) mod redis_server;
 
 use node::Node;
 use postgres_server::Postgres;

@@ -327,7 +327,8 @@ impl Lab {
             .env(
                 "RUST_LOG",
                 std::env::var("HUDDLE_LAB_LOG").unwrap_or_else(|_| {
-                    "warn,huddle_server::sfu=info,huddle_server::hub=info".into()
+                    "warn,huddle_server::sfu=info,huddle_server::hub=info,huddle_server::cluster=debug"
+                        .into()
                 }),
             )
             .stdout(log.try_clone().expect("log"))
@@ -389,6 +390,40 @@ impl Lab {
         self.servers += 2;
         self.wait_for_port(&server, 7878);
         self.wait_for_port(&server, 3478);
+    }
+
+    /// Two huddle server nodes of one cluster on the server host, `a` on port 7878 and `b` on
+    /// 7879, sharing the PostgreSQL `db` and the Redis `redis` (Unix sockets, which namespaces
+    /// do not separate), with `server_args`; waits until both listen. Their logs are
+    /// `server-a.log` and `server-b.log`.
+    pub(crate) fn start_cluster(&mut self, db: &str, redis: &str, server_args: &[&str]) {
+        let server = self.ns("srv");
+        let huddle = env!("CARGO_BIN_EXE_huddle");
+        for (node, port) in [("a", 7878u16), ("b", 7879)] {
+            let listen = format!("{SERVER_IP}:{port}");
+            let mut command = vec![
+                huddle,
+                "server",
+                "--listen",
+                &listen,
+                "--db",
+                db,
+                "--redis",
+                redis,
+                "--node-id",
+                node,
+                "--dev-login",
+            ];
+            command.extend_from_slice(server_args);
+            self.spawn(&server, &format!("server-{node}.log"), &command);
+            self.servers += 1;
+            self.wait_for_port(&server, port);
+        }
+    }
+
+    /// A file of the lab's directory (a process's log), as text so far.
+    pub(crate) fn read_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }
 
     /// Waits (at most 10 s) until something in `namespace` listens on TCP `port` of the
@@ -456,8 +491,24 @@ impl Lab {
 
     /// Starts a bot in `namespace` with the lab's video settings, for `seconds`.
     pub(crate) fn bot(&mut self, namespace: &str, uid: &str, seconds: u32, role: &[&str]) {
+        self.bot_on(namespace, uid, seconds, (7878, None), role);
+    }
+
+    /// [`Self::bot`] on the server port `ports.0`, falling back to the port `ports.1` (another
+    /// node of a cluster, see [`Self::start_cluster`]).
+    pub(crate) fn bot_on(
+        &mut self,
+        namespace: &str,
+        uid: &str,
+        seconds: u32,
+        ports: (u16, Option<u16>),
+        role: &[&str],
+    ) {
         let huddle = env!("CARGO_BIN_EXE_huddle");
-        let server = format!("{}://{SERVER_IP}:7878/ws", self.scheme);
+        let server = format!("{}://{SERVER_IP}:{}/ws", self.scheme, ports.0);
+        let fallback = ports
+            .1
+            .map(|port| format!("{}://{SERVER_IP}:{port}/ws", self.scheme));
         let stats = self.dir.join(format!("{uid}.json"));
         let stats = stats.to_str().expect("utf-8 path").to_owned();
         let seconds = seconds.to_string();
@@ -486,6 +537,9 @@ impl Lab {
             "--stats-json",
             &stats,
         ];
+        if let Some(fallback) = &fallback {
+            command.extend_from_slice(&["--fallback-server", fallback]);
+        }
         command.extend_from_slice(role);
         self.spawn(namespace, &format!("{uid}.log"), &command);
     }

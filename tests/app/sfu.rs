@@ -523,3 +523,99 @@ fn bench_sfu() {
     });
     println!("BENCH {line}");
 }
+
+/// A call through Janus whose participants are on two nodes of a cluster (Redis and
+/// PostgreSQL of the test's own): the room opens on node a with the first participant, the
+/// others join, three through each node, and everyone receives everyone. Node b is killed
+/// (SIGKILL) mid-call: its participants' signalling moves to node a (their fallback) while
+/// their media, between them and Janus, never stops: every pair has pictures in every whole
+/// second of the call.
+#[test]
+fn an_sfu_call_across_two_nodes_goes_on_when_one_is_killed() {
+    require_root();
+    let _serial = crate::one_media_test_at_a_time();
+    let postgres = crate::cluster::postgres_server::Postgres::start("sfu-nodes");
+    let redis = crate::cluster::redis_server::Redis::start("sfu-nodes");
+    let mut lab = Lab::new("sfunodes");
+    lab.start_janus();
+    lab.start_cluster(
+        &postgres.url(),
+        &redis.url(),
+        &["--janus", "ws://10.77.0.1:8188", "--sfu-above", "0"],
+    );
+    let session = "two-nodes";
+    let hosts: Vec<String> = (1..=6u8)
+        .map(|n| lab.host(&format!("h{n}"), n, Uplink::Lan))
+        .collect();
+    // The first participant founds the session (and its room) on node a.
+    lab.bot_on(
+        &hosts[0],
+        "p1",
+        22,
+        (7878, Some(7879)),
+        &["--session", session],
+    );
+    let started = std::time::Instant::now();
+    while !lab
+        .read_log("server-a.log")
+        .contains("sfu: session two-nodes on")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no room on node a: {}",
+            lab.read_log("server-a.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (n, host) in hosts.iter().enumerate().skip(1) {
+        let ports = if n < 3 {
+            (7878, Some(7879))
+        } else {
+            (7879, Some(7878))
+        };
+        lab.bot_on(
+            host,
+            &format!("p{}", n + 1),
+            20,
+            ports,
+            &["--session", session],
+        );
+    }
+    std::thread::sleep(Duration::from_secs(9));
+    // Janus first, then nodes a and b: node b is the third process.
+    let node_b = lab.child_pid(2);
+    std::process::Command::new("kill")
+        .args(["-KILL", &node_b.to_string()])
+        .status()
+        .expect("kill runs");
+    lab.wait_for_bots(Duration::from_secs(90));
+    let all = reports_of_bots(&lab, 6);
+    for (uid, stats) in &all {
+        for (other, _) in all.iter().filter(|(o, _)| o != uid) {
+            let per_second = video_per_second(stats, other);
+            let flowing: Vec<u64> = per_second.iter().copied().skip_while(|&n| n == 0).collect();
+            let whole = flowing
+                .get(1..flowing.len().saturating_sub(1))
+                .unwrap_or(&[]);
+            assert!(
+                whole.len() >= 12 && whole.iter().all(|&n| n >= 3),
+                "{uid} got {other}'s video in every second: {per_second:?}"
+            );
+        }
+    }
+    let node_a = lab.read_log("server-a.log");
+    assert!(
+        !node_a.contains("takes session"),
+        "node a owned the session all along"
+    );
+    for uid in ["p4", "p5", "p6"] {
+        assert!(
+            node_a.contains(&format!("logged in as {uid}")),
+            "{uid} moved to node a when node b died"
+        );
+    }
+    eprintln!(
+        "p1 <- p5 per second (node b killed ~9 s after the others started): {:?}",
+        video_per_second(&all[0].1, "p5")
+    );
+}
