@@ -144,15 +144,15 @@ impl MediaProbe {
 
     /// Counts a decoded camera frame of `uid` (and, measuring, its stamp's latency).
     pub fn video(&self, uid: &str, frame: &DecodedVideo) {
-        if self.departed(uid) {
-            return;
-        }
         let now = Instant::now();
         let latency = frame
             .stamp
             .filter(|_| self.measuring)
             .map(|stamp| (stamp.frame, wall_clock_ms().wrapping_sub(stamp.capture_ms)));
         let mut figures = self.lock();
+        if self.departed(uid) {
+            return;
+        }
         figures.first_video.get_or_insert(now);
         let remote = figures.remotes.entry(uid.to_owned()).or_default();
         remote.video_frames_decoded += 1;
@@ -178,6 +178,7 @@ impl MediaProbe {
     /// on both sides; `stereo` says which it was). Measuring, it queues the channels for tone
     /// detection.
     pub fn audio(&self, uid: &str, interleaved: &[i16], stereo: bool, origin: AudioFrameOrigin) {
+        let mut figures = self.lock();
         if self.departed(uid) {
             return;
         }
@@ -197,7 +198,6 @@ impl MediaProbe {
             }
             None => false,
         };
-        let mut figures = self.lock();
         figures.first_audio.get_or_insert_with(Instant::now);
         let remote = figures.remotes.entry(uid.to_owned()).or_default();
         remote.audio_frames_decoded += 1;
@@ -209,10 +209,10 @@ impl MediaProbe {
 
     /// Counts an audio packet of `uid` received but not decoded.
     pub fn audio_skipped(&self, uid: &str) {
+        let mut figures = self.lock();
         if self.departed(uid) {
             return;
         }
-        let mut figures = self.lock();
         figures
             .remotes
             .entry(uid.to_owned())
@@ -223,8 +223,13 @@ impl MediaProbe {
     /// Forgets `uid` (they left); what still arrives of them is not counted until
     /// [`MediaProbe::welcome`].
     pub fn remove(&self, uid: &str) {
-        self.lock().remotes.remove(uid);
+        // Under the figures' lock, as every count checks `departed` under it: a frame that
+        // was being counted as they left cannot bring back an entry with its one frame
+        // (which replaced their real figures in a bot's report). Lock order: figures, then
+        // departed.
+        let mut figures = self.lock();
         self.departed_lock().insert(uid.to_owned());
+        figures.remotes.remove(uid);
     }
 
     /// `uid` is (again) a participant whose media is counted.
@@ -340,6 +345,58 @@ mod tests {
         probe.welcome("bob");
         probe.audio("bob", &frame, false, AudioFrameOrigin::Decoded);
         assert_eq!(probe.snapshot().remotes["bob"].audio_frames_decoded, 1);
+    }
+
+    /// Someone leaving while their frames are being counted on other threads (an SFU
+    /// stream still arriving): once `remove` has returned and every counting call that was
+    /// under way has finished, no entry of theirs is left, in any of 300 departures. (Counts
+    /// that checked `departed` before taking the figures' lock brought back an entry with a
+    /// frame or two, which then replaced their real figures in a bot's report.)
+    #[test]
+    fn a_departure_racing_the_counting_threads_leaves_no_entry() {
+        use std::sync::atomic::AtomicU64;
+        let probe = Arc::new(MediaProbe::start(false, Arc::new(AtomicBool::new(false))));
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds: Vec<Arc<AtomicU64>> = (0..2).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let counters: Vec<_> = rounds
+            .iter()
+            .enumerate()
+            .map(|(n, done)| {
+                let (probe, stop, done) = (probe.clone(), stop.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let frame = vec![0i16; 1920];
+                    while !stop.load(Ordering::Relaxed) {
+                        if n == 0 {
+                            probe.audio("bob", &frame, false, AudioFrameOrigin::Decoded);
+                        } else {
+                            probe.audio_skipped("bob");
+                        }
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for departure in 0..300 {
+            probe.welcome("bob");
+            while !probe.snapshot().remotes.contains_key("bob") {
+                std::thread::yield_now();
+            }
+            probe.remove("bob");
+            let after: Vec<u64> = rounds.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+            for (round, at) in rounds.iter().zip(after) {
+                while round.load(Ordering::SeqCst) < at + 2 {
+                    std::thread::yield_now();
+                }
+            }
+            assert!(
+                !probe.snapshot().remotes.contains_key("bob"),
+                "an entry came back after departure {departure}"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        for counter in counters {
+            counter.join().expect("counting thread");
+        }
     }
 
     /// Without measuring, frames are counted but no stamp is read and no tone is found; with

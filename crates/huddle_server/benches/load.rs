@@ -11,6 +11,10 @@
 //! Run: `cargo bench -p huddle_server --bench load` (env `CLIENTS`, `SECONDS` to change).
 #![allow(missing_docs)]
 
+#[path = "support/client.rs"]
+mod client;
+use client::{Client, login};
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -24,8 +28,6 @@ use huddle_server::{HubConfig, RateLimit, ServerConfig};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -169,119 +171,6 @@ fn run_server() {
         };
         server.serve_until(stdin_closed).await.expect("serve");
     });
-}
-
-struct Client {
-    ws: Ws,
-    next_id: u64,
-    auth_token: String,
-}
-
-async fn login(addr: SocketAddr, uid: &str) -> Client {
-    let (ws, _) =
-        tokio_tungstenite::connect_async_with_config(format!("ws://{addr}/ws"), None, true)
-            .await
-            .expect("connect");
-    let mut client = Client {
-        ws,
-        next_id: 0,
-        auth_token: String::new(),
-    };
-    match client
-        .request(Request::Login {
-            uid: uid.into(),
-            auth_token: None,
-            name: None,
-        })
-        .await
-    {
-        Some(Reply::LoggedIn { auth_token, .. }) => client.auth_token = auth_token,
-        other => panic!("login {uid}: {other:?}"),
-    }
-    client
-}
-
-impl Client {
-    async fn send(&mut self, request: Request) -> u64 {
-        self.next_id += 1;
-        let frame = ClientFrame {
-            v: 1,
-            id: Some(self.next_id),
-            request,
-        };
-        let text = serde_json::to_string(&frame).expect("json");
-        self.ws
-            .send(Message::Text(text.into()))
-            .await
-            .expect("send");
-        self.next_id
-    }
-
-    async fn frame(&mut self) -> Option<ServerFrame> {
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), self.ws.next())
-                .await
-                .ok()??
-            {
-                Ok(Message::Text(text)) => return serde_json::from_str(text.as_str()).ok(),
-                Ok(_) => continue,
-                Err(_) => return None,
-            }
-        }
-    }
-
-    async fn answer(&mut self, id: u64) -> Option<Reply> {
-        loop {
-            let frame = self.frame().await?;
-            match (frame.re, frame.payload) {
-                (Some(re), ServerPayload::Reply(reply)) if re == id => return Some(reply),
-                (Some(re), ServerPayload::Error { .. }) if re == id => return None,
-                _ => continue,
-            }
-        }
-    }
-
-    async fn request(&mut self, request: Request) -> Option<Reply> {
-        let id = self.send(request).await;
-        self.answer(id).await
-    }
-
-    async fn event(&mut self, pred: impl Fn(&ServerEvent) -> bool) -> Option<ServerEvent> {
-        loop {
-            if let ServerPayload::Event(event) = self.frame().await?.payload
-                && pred(&event)
-            {
-                return Some(event);
-            }
-        }
-    }
-
-    async fn join(&mut self, session_id: &str) -> Option<()> {
-        let auth_token = self.auth_token.clone();
-        let token = match self
-            .request(Request::GenerateToken {
-                session_id: session_id.into(),
-                auth_token,
-            })
-            .await
-        {
-            Some(Reply::Token { call_token, .. }) => call_token,
-            _ => return None,
-        };
-        match self
-            .request(Request::JoinSession {
-                session_id: session_id.into(),
-                call_token: token,
-                idle_timeout_secs: None,
-                audio_muted: false,
-                video_paused: false,
-            })
-            .await
-        {
-            Some(Reply::Joined { .. }) => Some(()),
-            _ => None,
-        }
-    }
 }
 
 /// One caller/callee pair setting up calls back to back until the deadline.
