@@ -20,14 +20,8 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use huddle_protocol::{
-    CallType, ClientFrame, ReceiverType, Reply, Request, ServerEvent, ServerFrame, ServerPayload,
-};
-use huddle_server::{HubConfig, RateLimit, ServerConfig};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use huddle_protocol::{CallType, ReceiverType, Reply, Request, ServerEvent};
+use huddle_server::{ConnectionLimits, HubConfig, RateLimit, ServerConfig};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -157,6 +151,12 @@ fn run_server() {
                 burst: 1e9,
                 per_second: 1e9,
                 close_after: u32::MAX,
+            },
+            // Every client comes from 127.0.0.1: the per-address cap (256) would refuse most.
+            limits: ConnectionLimits {
+                max_per_address: 65_536,
+                max_connections: 65_536,
+                ..ConnectionLimits::default()
             },
             ..ServerConfig::default()
         };
