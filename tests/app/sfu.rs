@@ -524,19 +524,15 @@ fn bench_sfu() {
     println!("BENCH {line}");
 }
 
-/// A call through Janus whose participants are on two nodes of a cluster (Redis and
-/// PostgreSQL of the test's own): the room opens on node a with the first participant, the
-/// others join, three through each node, and everyone receives everyone. Node b is killed
-/// (SIGKILL) mid-call: its participants' signalling moves to node a (their fallback) while
-/// their media, between them and Janus, never stops: every pair has pictures in every whole
-/// second of the call.
-#[test]
-fn an_sfu_call_across_two_nodes_goes_on_when_one_is_killed() {
-    require_root();
-    let _serial = crate::one_media_test_at_a_time();
-    let postgres = crate::cluster::postgres_server::Postgres::start("sfu-nodes");
-    let redis = crate::cluster::redis_server::Redis::start("sfu-nodes");
-    let mut lab = Lab::new("sfunodes");
+/// Six bots in one session through Janus on a two-node cluster (Redis and PostgreSQL of the
+/// test's own): the first bot founds the session (and its room) on node a, then p2-p3 join
+/// through node a and p4-p6 through node b, each falling back to the other node. About 9 s
+/// in, node `killed` (`a` or `b`) is killed (SIGKILL). Returns every bot's statistics and
+/// the surviving node's log.
+fn sfu_call_on_two_nodes_losing_one(case: &str, killed: char) -> (Vec<(String, Value)>, String) {
+    let postgres = crate::cluster::postgres_server::Postgres::start(case);
+    let redis = crate::cluster::redis_server::Redis::start(case);
+    let mut lab = Lab::new(case);
     lab.start_janus();
     lab.start_cluster(
         &postgres.url(),
@@ -547,7 +543,6 @@ fn an_sfu_call_across_two_nodes_goes_on_when_one_is_killed() {
     let hosts: Vec<String> = (1..=6u8)
         .map(|n| lab.host(&format!("h{n}"), n, Uplink::Lan))
         .collect();
-    // The first participant founds the session (and its room) on node a.
     lab.bot_on(
         &hosts[0],
         "p1",
@@ -582,28 +577,53 @@ fn an_sfu_call_across_two_nodes_goes_on_when_one_is_killed() {
         );
     }
     std::thread::sleep(Duration::from_secs(9));
-    // Janus first, then nodes a and b: node b is the third process.
-    let node_b = lab.child_pid(2);
+    // Janus first, then nodes a and b.
+    let pid = lab.child_pid(if killed == 'a' { 1 } else { 2 });
     std::process::Command::new("kill")
-        .args(["-KILL", &node_b.to_string()])
+        .args(["-KILL", &pid.to_string()])
         .status()
         .expect("kill runs");
     lab.wait_for_bots(Duration::from_secs(90));
-    let all = reports_of_bots(&lab, 6);
+    let survivor = lab.read_log(if killed == 'a' {
+        "server-b.log"
+    } else {
+        "server-a.log"
+    });
+    (reports_of_bots(&lab, 6), survivor)
+}
+
+/// The whole seconds of pictures `stats` has of `of` (between the first and the last second
+/// with any).
+fn whole_seconds_of_video(stats: &Value, of: &str) -> Vec<u64> {
+    let flowing: Vec<u64> = video_per_second(stats, of)
+        .into_iter()
+        .skip_while(|&n| n == 0)
+        .collect();
+    flowing
+        .get(1..flowing.len().saturating_sub(1))
+        .unwrap_or(&[])
+        .to_vec()
+}
+
+/// A call through Janus across two nodes of a cluster ([`sfu_call_on_two_nodes_losing_one`])
+/// loses node b, which does not hold the session: its participants' signalling moves to node
+/// a (their fallback) while their media, between them and Janus, never stops: every pair has
+/// pictures in every whole second of the call.
+#[test]
+fn an_sfu_call_across_two_nodes_goes_on_when_one_is_killed() {
+    require_root();
+    let _serial = crate::one_media_test_at_a_time();
+    let (all, node_a) = sfu_call_on_two_nodes_losing_one("sfunodes", 'b');
     for (uid, stats) in &all {
         for (other, _) in all.iter().filter(|(o, _)| o != uid) {
-            let per_second = video_per_second(stats, other);
-            let flowing: Vec<u64> = per_second.iter().copied().skip_while(|&n| n == 0).collect();
-            let whole = flowing
-                .get(1..flowing.len().saturating_sub(1))
-                .unwrap_or(&[]);
+            let whole = whole_seconds_of_video(stats, other);
             assert!(
                 whole.len() >= 12 && whole.iter().all(|&n| n >= 3),
-                "{uid} got {other}'s video in every second: {per_second:?}"
+                "{uid} got {other}'s video in every second: {:?}",
+                video_per_second(stats, other)
             );
         }
     }
-    let node_a = lab.read_log("server-a.log");
     assert!(
         !node_a.contains("takes session"),
         "node a owned the session all along"
@@ -617,5 +637,34 @@ fn an_sfu_call_across_two_nodes_goes_on_when_one_is_killed() {
     eprintln!(
         "p1 <- p5 per second (node b killed ~9 s after the others started): {:?}",
         video_per_second(&all[0].1, "p5")
+    );
+}
+
+/// The same call loses node a, which holds the session and drove its Janus room: node b
+/// takes the session over from its snapshot when the first of node a's participants comes
+/// back through it, and the call goes on as a mesh (the room's Janus handles were node a's):
+/// every pair has pictures again in the call's last seconds.
+#[test]
+fn an_sfu_call_goes_on_as_a_mesh_when_its_node_is_killed() {
+    require_root();
+    let _serial = crate::one_media_test_at_a_time();
+    let (all, node_b) = sfu_call_on_two_nodes_losing_one("sfuowner", 'a');
+    assert!(
+        node_b.contains("takes session two-nodes over from a"),
+        "{node_b}"
+    );
+    for (uid, stats) in &all {
+        for (other, _) in all.iter().filter(|(o, _)| o != uid) {
+            let per_second = video_per_second(stats, other);
+            let last: Vec<u64> = per_second.iter().rev().skip(1).take(3).copied().collect();
+            assert!(
+                last.len() == 3 && last.iter().all(|&n| n >= 3),
+                "{uid} got {other}'s video again at the end: {per_second:?}"
+            );
+        }
+    }
+    eprintln!(
+        "p4 <- p2 per second (node a killed ~9 s in): {:?}",
+        video_per_second(&all[3].1, "p2")
     );
 }
