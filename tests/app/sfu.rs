@@ -465,24 +465,49 @@ fn bench_sfu() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(4);
     let mesh = std::env::var("HUDDLE_BENCH_ROUTE").is_ok_and(|r| r == "mesh");
+    // HUDDLE_BENCH_NODES=2: two nodes of a cluster (Redis, PostgreSQL), the bots alternating
+    // between them.
+    let two_nodes = std::env::var("HUDDLE_BENCH_NODES").is_ok_and(|n| n == "2");
     let seconds = 20u32;
     let mut lab = Lab::new("bench");
     lab.start_janus();
     let above = if mesh { "1000" } else { "0" };
-    lab.start_servers(&["--janus", "ws://10.77.0.1:8188", "--sfu-above", above]);
-    let (janus, server) = (lab.child_pid(0), lab.child_pid(1));
+    let server_args = ["--janus", "ws://10.77.0.1:8188", "--sfu-above", above];
+    let stores = two_nodes.then(|| {
+        let postgres = crate::cluster::postgres_server::Postgres::start("bench");
+        let redis = crate::cluster::redis_server::Redis::start("bench");
+        lab.start_cluster(&postgres.url(), &redis.url(), &server_args);
+        (postgres, redis)
+    });
+    if stores.is_none() {
+        lab.start_servers(&server_args);
+    }
+    let janus = lab.child_pid(0);
+    // The huddle server (or both nodes); coturn, started with a lone server, is not counted.
+    let servers: Vec<u32> = if two_nodes {
+        vec![lab.child_pid(1), lab.child_pid(2)]
+    } else {
+        vec![lab.child_pid(1)]
+    };
+    let server_cpu = || servers.iter().map(|&pid| cpu_seconds(pid)).sum::<f64>();
     let hosts: Vec<String> = (1..=participants)
         .map(|n| lab.host(&format!("h{n}"), n, Uplink::Lan))
         .collect();
     let sent_before: Vec<u64> = hosts.iter().map(|h| tx_bytes(&lab, h)).collect();
-    let cpu_before = (cpu_seconds(janus), cpu_seconds(server));
+    let cpu_before = (cpu_seconds(janus), server_cpu());
     let started = std::time::Instant::now();
     let mut bots = Vec::new();
     for (n, host) in hosts.iter().enumerate() {
-        lab.bot(
+        let ports = match (two_nodes, n % 2) {
+            (false, _) => (7878, None),
+            (true, 0) => (7878, Some(7879)),
+            (true, _) => (7879, Some(7878)),
+        };
+        lab.bot_on(
             host,
             &format!("p{}", n + 1),
             seconds,
+            ports,
             &["--session", "bench"],
         );
         bots.push(lab.child_pid(lab.child_count() - 1));
@@ -491,7 +516,7 @@ fn bench_sfu() {
     std::thread::sleep(Duration::from_secs(u64::from(seconds)));
     let bot_cpu: Vec<f64> = bots.iter().map(|&pid| cpu_seconds(pid)).collect();
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu_after = (cpu_seconds(janus), cpu_seconds(server));
+    let cpu_after = (cpu_seconds(janus), server_cpu());
     let sent_after: Vec<u64> = hosts.iter().map(|h| tx_bytes(&lab, h)).collect();
     lab.wait_for_bots(Duration::from_secs(90));
     let all = reports_of_bots(&lab, participants);
@@ -513,6 +538,7 @@ fn bench_sfu() {
         .collect();
     let line = serde_json::json!({
         "route": if mesh { "mesh" } else { "sfu" },
+        "nodes": servers.len(),
         "participants": participants,
         "receiving_all": receiving_all,
         "fps_p50": median(fps),

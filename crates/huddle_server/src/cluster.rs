@@ -13,7 +13,8 @@
 //!    it: `huddle:session:{id}:owner` names it (a lease, refreshed every second). Requests
 //!    about a session (accept, reject, end, join, leave, signal, state) that reach another node
 //!    are forwarded to the owner's channel and answered from there. The owner keeps a
-//!    [`SessionSnapshot`] in `huddle:session:{id}:state` after every change.
+//!    [`SessionSnapshot`] in `huddle:session:{id}:state`: rewritten at once when who is in
+//!    it (or their connection, state or held signals) changes, else within 100 ms.
 //! 3. **Busy.** Each node publishes who its calls hold (`held`), so a receiver in a call on
 //!    another node is busy everywhere.
 //! 4. **Nodes.** `huddle:node:{id}` is a lease refreshed every second. A node whose lease is
@@ -49,6 +50,13 @@ const REFRESH_EVERY: Duration = Duration::from_millis(1_000);
 /// How long a session's snapshot outlives its owner's last refresh: time for its members to
 /// come back through another node.
 const SNAPSHOT_TTL_MS: u64 = 60_000;
+/// How often a session's snapshot is looked at for changes its digest does not cover
+/// ([`Hub::session_digest`]): serializing every session after every hub step cost a node of a
+/// 12-person call 4x the CPU of a lone server.
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(100);
+/// How long a session's owner, once read, is forwarded to without reading it again (a
+/// forward that nobody hears reads it again at once).
+const OWNER_CACHE_FOR: Duration = Duration::from_secs(1);
 /// The broadcast channel.
 const BROADCAST: &str = "huddle:cluster";
 
@@ -174,8 +182,13 @@ struct Mirror {
 struct Published {
     /// Owned sessions and their last snapshot written (JSON).
     sessions: HashMap<String, String>,
+    /// Each owned session's digest when its snapshot was last looked at.
+    digests: HashMap<String, u64>,
     /// Held users last published.
     held: Vec<String>,
+    /// When snapshots were last looked at (at most every [`SNAPSHOT_EVERY`]; a new session
+    /// is named at once, and the held users are published as they change).
+    last_full: Option<std::time::Instant>,
 }
 
 /// Where a session request goes.
@@ -207,6 +220,8 @@ pub(crate) struct Cluster {
     /// This node's logged-in connections (for `hello` and `sync`).
     local: Mutex<HashMap<ConnId, String>>,
     published: Mutex<Published>,
+    /// The owning node of sessions this node forwarded to lately, and when it was read.
+    owners: Mutex<HashMap<String, (String, tokio::time::Instant)>>,
     /// Other nodes heard of, checked for their lease, and when each was last heard.
     nodes: Mutex<HashMap<String, tokio::time::Instant>>,
     shared: Weak<Shared>,
@@ -249,6 +264,7 @@ impl Cluster {
             mirror: Mutex::default(),
             local: Mutex::default(),
             published: Mutex::default(),
+            owners: Mutex::default(),
             nodes: Mutex::default(),
             shared: Arc::downgrade(shared),
         });
@@ -371,9 +387,23 @@ impl Cluster {
     fn publish_sessions(&self, hub: &Hub) {
         let ids = hub.session_ids();
         let mut published = lock(&self.published);
+        let full = published
+            .last_full
+            .is_none_or(|at| at.elapsed() >= SNAPSHOT_EVERY);
+        if full {
+            published.last_full = Some(std::time::Instant::now());
+        }
         let mut pipe = redis::pipe();
         let mut any = false;
         for id in &ids {
+            let digest = hub.session_digest(id);
+            let same = digest.is_some() && published.digests.get(id) == digest.as_ref();
+            if !full && same && published.sessions.contains_key(id) {
+                continue;
+            }
+            if let Some(digest) = digest {
+                published.digests.insert(id.clone(), digest);
+            }
             let Some(snapshot) = hub.snapshot_session(id, |conn| self.name_conn(hub, conn)) else {
                 continue;
             };
@@ -409,6 +439,7 @@ impl Cluster {
             .collect();
         for id in gone {
             published.sessions.remove(&id);
+            published.digests.remove(&id);
             pipe.cmd("DEL")
                 .arg(owner_key(&id))
                 .arg(snapshot_key(&id))
@@ -440,19 +471,43 @@ impl Cluster {
         may_found: bool,
         (conn, uid, frame): (ConnId, &str, &ClientFrame),
     ) -> Route {
-        for _attempt in 0..5 {
+        // This node holds it: no need to ask (a node that lost it to a takeover forgets it
+        // within a second, see `refresh_leases`).
+        if shared.hub().holds_session(session_id) {
+            return Route::Local;
+        }
+        for attempt in 0..5 {
             let mut redis = self.redis.clone();
-            let owner: Option<String> = match redis::cmd("GET")
-                .arg(owner_key(session_id))
-                .query_async(&mut redis)
-                .await
-            {
-                Ok(owner) => owner,
-                Err(err) => {
-                    tracing::warn!("cluster: cannot read the owner of {session_id}: {err}");
-                    return Route::Local;
-                }
+            let cached = (attempt == 0)
+                .then(|| lock(&self.owners).get(session_id).cloned())
+                .flatten()
+                .filter(|(_, at)| at.elapsed() < OWNER_CACHE_FOR)
+                .map(|(owner, _)| owner);
+            let owner: Option<String> = match cached {
+                Some(owner) => Some(owner),
+                None => match redis::cmd("GET")
+                    .arg(owner_key(session_id))
+                    .query_async(&mut redis)
+                    .await
+                {
+                    Ok(owner) => owner,
+                    Err(err) => {
+                        tracing::warn!("cluster: cannot read the owner of {session_id}: {err}");
+                        return Route::Local;
+                    }
+                },
             };
+            match &owner {
+                Some(owner) if *owner != self.node => {
+                    lock(&self.owners).insert(
+                        session_id.to_owned(),
+                        (owner.clone(), tokio::time::Instant::now()),
+                    );
+                }
+                _ => {
+                    lock(&self.owners).remove(session_id);
+                }
+            }
             let Some(owner) = owner else {
                 // Nobody holds it now: a session whose owner died (its snapshot is taken
                 // over), a session that is over, or a direct session's first join (founded
@@ -507,6 +562,7 @@ impl Cluster {
             if listeners > 0 {
                 return Route::Forwarded;
             }
+            lock(&self.owners).remove(session_id);
             // Nobody listens on the owner's channel: wait for its lease to run out (it may
             // only be reconnecting to Redis), then take the session over.
             if !self.wait_for_lease_end(&owner).await {
@@ -817,6 +873,7 @@ impl Cluster {
     /// Refreshes this node's lease and its sessions' (forgetting sessions another node now
     /// owns), and drops nodes whose lease is gone.
     async fn refresh_leases(&self) {
+        lock(&self.owners).retain(|_, (_, at)| at.elapsed() < OWNER_CACHE_FOR);
         let mut redis = self.redis.clone();
         let owned: Vec<String> = lock(&self.published).sessions.keys().cloned().collect();
         let mut pipe = redis::pipe();
@@ -865,6 +922,7 @@ impl Cluster {
             for id in &lost {
                 tracing::warn!("cluster: session {id} is owned by another node now; forgetting it");
                 published.sessions.remove(id);
+                published.digests.remove(id);
             }
             drop(published);
             shared.with_hub(|hub| {

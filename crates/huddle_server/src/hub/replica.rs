@@ -170,15 +170,59 @@ impl Hub {
 
     /// The users this hub's own calls and sessions hold, sorted.
     pub fn held_users(&self) -> Vec<String> {
-        let mut users: Vec<String> = self
-            .session_ids()
-            .iter()
-            .filter_map(|id| self.snapshot_session(id, |_| None))
-            .flat_map(|snapshot| snapshot.held_users())
-            .collect();
+        let mut users: Vec<String> = Vec::new();
+        for live in self.calls.values() {
+            users.extend(
+                std::iter::once(&live.call.initiator.uid)
+                    .chain(&live.accepted)
+                    .filter(|uid| live.holds(uid))
+                    .cloned(),
+            );
+        }
+        for session in self.sessions.values() {
+            users.extend(session.members.iter().map(|m| m.info.uid.clone()));
+        }
         users.sort();
         users.dedup();
         users
+    }
+
+    /// A cheap digest of what a takeover most needs of a session (its call's status and who
+    /// rings, accepted or left; its route; each member, their connection, state flags and
+    /// held signals), to publish such a change at once rather than at the next periodic
+    /// snapshot. `None` if this hub does not hold the session.
+    pub fn session_digest(&self, session_id: &str) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let call = self.calls.get(session_id);
+        let session = self.sessions.get(session_id);
+        if call.is_none() && session.is_none() {
+            return None;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        if let Some(live) = call {
+            (live.call.status, &live.ringing, &live.accepted, &live.left).hash(&mut hasher);
+        }
+        if let Some(session) = session {
+            session.route.hash(&mut hasher);
+            for member in &session.members {
+                let info = &member.info;
+                (
+                    &info.uid,
+                    member.conn,
+                    member.gone_since,
+                    member.held_signals.len(),
+                )
+                    .hash(&mut hasher);
+                (
+                    info.audio_muted,
+                    info.video_paused,
+                    info.hand_raised,
+                    info.screen_sharing,
+                )
+                    .hash(&mut hasher);
+            }
+        }
+        Some(hasher.finish())
     }
 
     /// A snapshot of one session, naming each member's connection with `name_conn` (`None`
