@@ -21,8 +21,9 @@
 //!    gone (killed, or cut from Redis) is dropped from the mirrors (its users go offline, its
 //!    members start their reconnect grace); the first request about one of its sessions
 //!    (forwarding finds nobody listening, and its lease runs out) takes the session over from
-//!    its snapshot, under a lock so that only one node does. A node that comes back and finds
-//!    its sessions owned by another forgets them.
+//!    its snapshot, under a lock so that only one node does; a session through the SFU has its
+//!    Janus room adopted ([`crate::sfu::SfuCommand::AdoptRoom`]). A node that comes back and
+//!    finds its sessions owned by another forgets them.
 //! 5. **Resync.** After (re)subscribing, a node broadcasts `hello` with its connections and
 //!    held users; the others replace what they had of it and answer with their own.
 //!

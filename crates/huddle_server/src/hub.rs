@@ -215,6 +215,10 @@ struct Session {
     members: Vec<Member>,
     idle_timeout_ms: u64,
     alone_since: Option<u64>,
+    /// Through the SFU: its room as last reported ([`SfuNews::RoomState`]), for another node
+    /// of a cluster to adopt it if this one dies.
+    #[serde(default)]
+    sfu_room: Option<serde_json::Value>,
 }
 
 impl Session {
@@ -1247,6 +1251,7 @@ impl Hub {
                 members: Vec::new(),
                 idle_timeout_ms,
                 alone_since: None,
+                sfu_room: None,
             });
         let others: Vec<ConnId> = session.members.iter().filter_map(|m| m.conn).collect();
         session.members.push(Member {
@@ -1357,6 +1362,7 @@ impl Hub {
             );
             session.route = MediaRoute::Mesh;
             session.left_sfu = true;
+            session.sfu_room = None;
             self.after_reply.push(Out::Sfu(SfuCommand::CloseRoom {
                 session_id: session_id.to_owned(),
             }));
@@ -1509,6 +1515,7 @@ impl Hub {
                 session.route = MediaRoute::Mesh;
                 session.sfu_failed = true;
                 session.left_sfu = true;
+                session.sfu_room = None;
                 let conns: Vec<ConnId> = session.members.iter().filter_map(|m| m.conn).collect();
                 for conn in conns {
                     self.send_to_conn(
@@ -1518,6 +1525,15 @@ impl Hub {
                             route: MediaRoute::Mesh,
                         },
                     );
+                }
+            }
+            SfuNews::RoomState { session_id, state } => {
+                if let Some(session) = self
+                    .sessions
+                    .get_mut(&session_id)
+                    .filter(|s| s.route == MediaRoute::Sfu)
+                {
+                    session.sfu_room = Some(state);
                 }
             }
             SfuNews::LegFailed {

@@ -251,8 +251,9 @@ impl Hub {
 
     /// Takes over a session from its snapshot (its owner is gone). `find_conn` gives this
     /// hub's id for a connection still open somewhere (its own, or a mirror); members whose
-    /// connection is gone start their reconnect grace now. A session that went through the
-    /// SFU goes on as a mesh (the room belonged to the gone node), and its members are told.
+    /// connection is gone start their reconnect grace now. A session through the SFU has its
+    /// room adopted ([`crate::sfu::SfuCommand::AdoptRoom`]: the media never stops); without
+    /// a reported room it goes on as a mesh, and its members are told.
     pub fn restore_session(
         &mut self,
         session_id: &str,
@@ -272,7 +273,15 @@ impl Hub {
                 member.gone_since = Some(now);
             }
         }
-        if session.route == MediaRoute::Sfu {
+        if session.route == MediaRoute::Sfu
+            && let Some(state) = session.sfu_room.clone()
+        {
+            // Its room is adopted here: the media through Janus goes on.
+            self.out.push(Out::Sfu(crate::sfu::SfuCommand::AdoptRoom {
+                session_id: session_id.to_owned(),
+                state,
+            }));
+        } else if session.route == MediaRoute::Sfu {
             session.route = MediaRoute::Mesh;
             session.left_sfu = true;
             session.sfu_failed = true;

@@ -1762,3 +1762,59 @@ fn a_ringing_call_rings_a_user_logging_in_on_another_node() {
         )]
     );
 }
+
+/// A session through the SFU, taken over by another node's hub: with the room its SFU last
+/// reported, the room is adopted (the route stays `sfu`, nobody is told anything); without a
+/// report, it goes on as a mesh and its members still connected are told so.
+#[test]
+fn a_restored_sfu_session_adopts_its_room_or_goes_back_to_the_mesh() {
+    use huddle_protocol::MediaRoute;
+    let mut h = sfu_harness(0);
+    h.login(ALICE, "alice", T0);
+    h.join(ALICE, "big", None, T0).0.expect("alice joins");
+    let name = |conn: ConnId| {
+        Some(super::NodeConn {
+            node: "a".into(),
+            conn,
+        })
+    };
+    let unreported = h.hub.snapshot_session("big", name).expect("held");
+    let room = serde_json::json!({"room_id": 7});
+    h.hub.handle_sfu_news(SfuNews::RoomState {
+        session_id: "big".into(),
+        state: room.clone(),
+    });
+    let reported = h.hub.snapshot_session("big", name).expect("held");
+
+    let mut adopter = sfu_harness(0);
+    adopter.hub.restore_session(
+        "big",
+        serde_json::from_str(&serde_json::to_string(&reported).expect("json")).expect("json"),
+        |_| Some(BOB),
+        T0 + 1_000,
+    );
+    assert_eq!(
+        adopter.hub.drain(),
+        [Out::Sfu(SfuCommand::AdoptRoom {
+            session_id: "big".into(),
+            state: room,
+        })]
+    );
+    assert_eq!(adopter.hub.media_route("big"), Some(MediaRoute::Sfu));
+
+    let mut fallback = sfu_harness(0);
+    fallback
+        .hub
+        .restore_session("big", unreported, |_| Some(BOB), T0 + 1_000);
+    assert_eq!(
+        fallback.hub.drain(),
+        [event(
+            BOB,
+            ServerEvent::MediaRouteChanged {
+                session_id: "big".into(),
+                route: MediaRoute::Mesh,
+            }
+        )]
+    );
+    assert_eq!(fallback.hub.media_route("big"), Some(MediaRoute::Mesh));
+}

@@ -81,6 +81,7 @@ type HandleEvents = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Value>>>>;
 
 /// One connection to one Janus instance, with its Janus session.
 pub struct JanusConnection {
+    url: String,
     api_secret: Option<String>,
     outgoing: mpsc::UnboundedSender<Message>,
     waiting: Waiting,
@@ -106,6 +107,43 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl JanusConnection {
     /// Connects, creates a Janus session, and keeps it alive until the connection closes.
     pub async fn connect(url: &str, api_secret: Option<String>) -> Result<Arc<Self>, JanusError> {
+        Self::open(url, api_secret, None).await
+    }
+
+    /// Takes over the Janus session `session_id` that another client (a Huddle node that
+    /// died) made: its handles, and the media through them, carry on here. Janus keeps a
+    /// session whose socket closed for its `reclaim_session_timeout` (scripts/janus-config).
+    pub async fn claim(
+        url: &str,
+        api_secret: Option<String>,
+        session_id: u64,
+    ) -> Result<Arc<Self>, JanusError> {
+        Self::open(url, api_secret, Some(session_id)).await
+    }
+
+    /// The instance's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The Janus session this connection drives.
+    pub fn session_id(&self) -> u64 {
+        self.session_id.load(Ordering::Relaxed)
+    }
+
+    /// The events of `handle`, a handle of a claimed session, from now on.
+    pub fn follow(&self, handle: u64) -> mpsc::UnboundedReceiver<Value> {
+        let (events, receiver) = mpsc::unbounded_channel();
+        lock(&self.handles).insert(handle, events);
+        receiver
+    }
+
+    /// Connects; makes a new Janus session, or claims `claimed`.
+    async fn open(
+        url: &str,
+        api_secret: Option<String>,
+        claimed: Option<u64>,
+    ) -> Result<Arc<Self>, JanusError> {
         let unreachable = |reason: String| JanusError::Unreachable {
             url: url.to_owned(),
             reason,
@@ -154,6 +192,7 @@ impl JanusConnection {
             });
         }
         let connection = Arc::new(Self {
+            url: url.to_owned(),
             api_secret,
             outgoing,
             waiting,
@@ -162,11 +201,21 @@ impl JanusConnection {
             next_transaction: AtomicU64::new(1),
             alive,
         });
-        let created = connection
-            .request("create", json!({"janus": "create"}))
-            .await?;
-        let session_id = id_in(&created, "create")?;
-        connection.session_id.store(session_id, Ordering::Relaxed);
+        match claimed {
+            Some(session_id) => {
+                connection.session_id.store(session_id, Ordering::Relaxed);
+                connection
+                    .request("claim", json!({"janus": "claim"}))
+                    .await?;
+            }
+            None => {
+                let created = connection
+                    .request("create", json!({"janus": "create"}))
+                    .await?;
+                let session_id = id_in(&created, "create")?;
+                connection.session_id.store(session_id, Ordering::Relaxed);
+            }
+        }
         let keeper = Arc::downgrade(&connection);
         tokio::spawn(async move {
             loop {

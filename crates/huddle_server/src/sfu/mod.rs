@@ -124,6 +124,14 @@ pub enum SfuCommand {
         /// The session.
         session_id: String,
     },
+    /// Take over the room another node drove (it died): claim its Janus session and carry
+    /// on from `state` ([`SfuNews::RoomState`]), the media never stopping.
+    AdoptRoom {
+        /// The session.
+        session_id: String,
+        /// The room as its node last reported it.
+        state: Value,
+    },
 }
 
 /// What the SFU tells the hub.
@@ -146,6 +154,14 @@ pub enum SfuNews {
         session_id: String,
         /// Why (the last instance's error).
         error: JanusError,
+    },
+    /// The room's state changed: where it is in Janus and every participant's handles,
+    /// streams and wishes (kept with the session, for another node to adopt the room).
+    RoomState {
+        /// The session.
+        session_id: String,
+        /// The state (JSON of the room task's own).
+        state: Value,
     },
     /// One participant's leg failed (their media through the SFU is broken).
     LegFailed {
@@ -225,8 +241,32 @@ async fn route_commands(
         })
         .collect();
     let mut rooms: HashMap<String, (usize, mpsc::UnboundedSender<SfuCommand>)> = HashMap::new();
+    // Janus sessions claimed from nodes that died, by id: every room of one is adopted on the
+    // one connection that claimed it.
+    let mut claimed: HashMap<u64, Arc<JanusConnection>> = HashMap::new();
     while let Some(command) = commands.recv().await {
         match command {
+            SfuCommand::AdoptRoom { session_id, state } => {
+                if rooms.contains_key(&session_id) {
+                    continue;
+                }
+                match adopt_room(&config, &mut claimed, &session_id, state).await {
+                    Ok((url, room, janus_events)) => {
+                        let index = instances.iter().position(|i| i.url == url).unwrap_or(0);
+                        if let Some(instance) = instances.get_mut(index) {
+                            instance.rooms += 1;
+                        }
+                        tracing::info!(
+                            "sfu: session {session_id} adopted on {url} (room {})",
+                            room.room_id
+                        );
+                        let (sender, receiver) = mpsc::unbounded_channel();
+                        tokio::spawn(room.run(receiver, janus_events, news.clone()));
+                        rooms.insert(session_id, (index, sender));
+                    }
+                    Err(error) => news(SfuNews::RoomFailed { session_id, error }),
+                }
+            }
             SfuCommand::OpenRoom { session_id } => {
                 if rooms.contains_key(&session_id) {
                     continue;
@@ -288,8 +328,35 @@ async fn route_commands(
     }
 }
 
+/// Claims the Janus session of a room another node drove (once per Janus session) and
+/// rebuilds the room from `state`.
+async fn adopt_room(
+    config: &SfuConfig,
+    claimed: &mut HashMap<u64, Arc<JanusConnection>>,
+    session_id: &str,
+    state: Value,
+) -> Result<(String, Room, mpsc::UnboundedReceiver<TaggedEvent>), JanusError> {
+    let state: RoomState = serde_json::from_value(state).map_err(|err| JanusError::Malformed {
+        request: "adopt".into(),
+        reason: format!("unreadable room state: {err}"),
+    })?;
+    let janus = match claimed.get(&state.janus_session) {
+        Some(janus) if janus.is_alive() => janus.clone(),
+        _ => {
+            let janus =
+                JanusConnection::claim(&state.url, config.api_secret.clone(), state.janus_session)
+                    .await?;
+            claimed.insert(state.janus_session, janus.clone());
+            janus
+        }
+    };
+    let url = state.url.clone();
+    let (room, events) = Room::adopt(janus, session_id, state);
+    Ok((url, room, events))
+}
+
 /// What a published stream carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StreamKind {
     /// The camera (`huddle-video`).
     Camera,
@@ -415,7 +482,7 @@ pub fn label_subscriber_offer(sdp: &str, labels: &HashMap<String, (String, Strea
 }
 
 /// One participant in a room.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct RoomMember {
     /// Publisher handle, once they offered.
     publisher: Option<u64>,
@@ -430,6 +497,7 @@ struct RoomMember {
     /// Our offer to them is out, their answer not yet in.
     awaiting_answer: bool,
     /// (feed, mid) streams they receive, and the subscriber-side mid of each.
+    #[serde(with = "pairs")]
     receiving: HashMap<(u64, String), String>,
     /// Streams to add once the offer that is out is answered.
     to_subscribe: Vec<(u64, String)>,
@@ -439,9 +507,46 @@ struct RoomMember {
     /// What Janus was last told of each camera stream they receive, by (feed, mid): the
     /// subscriber-side mid it was told for, forwarding on, and the substream. A wish that
     /// would tell the same again is not sent.
+    #[serde(with = "pairs")]
     configured: HashMap<(u64, String), (String, bool, u8)>,
     /// The layers of their own camera last said to be wanted (`layers_wanted`).
     layers_told: Vec<SimulcastLayer>,
+}
+
+/// A map with keys JSON cannot name (tuples), as a list of pairs.
+mod pairs {
+    use std::collections::HashMap;
+    use std::hash::Hash;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &HashMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<HashMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Eq + Hash,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Vec::<(K, V)>::deserialize(deserializer).map(|pairs| pairs.into_iter().collect())
+    }
+}
+
+/// A room as another node needs it to adopt it: where it is in Janus (instance, Janus
+/// session, room, its secret and admin handle) and every member's handles and streams.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RoomState {
+    url: String,
+    janus_session: u64,
+    room_id: u64,
+    secret: String,
+    admin: u64,
+    members: BTreeMap<String, RoomMember>,
 }
 
 /// The simulcast layers of `publisher`'s camera that anyone of `members` receives, highest
@@ -520,6 +625,8 @@ struct Room {
     members: BTreeMap<String, RoomMember>,
     /// Every handle's events, tagged with (uid, leg), into [`Room::run`].
     events: mpsc::UnboundedSender<TaggedEvent>,
+    /// The state last reported ([`SfuNews::RoomState`]).
+    reported: Option<Value>,
 }
 
 /// A Janus event on one participant's leg.
@@ -652,8 +759,64 @@ impl Room {
             admin,
             members: BTreeMap::new(),
             events,
+            reported: None,
         };
         Ok((room, janus_events))
+    }
+
+    /// The room of `state`, on `janus` (a connection that claimed the room's Janus session):
+    /// every member's handles are followed again.
+    fn adopt(
+        janus: Arc<JanusConnection>,
+        session_id: &str,
+        state: RoomState,
+    ) -> (Self, mpsc::UnboundedReceiver<TaggedEvent>) {
+        let (events, janus_events) = mpsc::unbounded_channel();
+        let room = Self {
+            janus,
+            session_id: session_id.to_owned(),
+            room_id: state.room_id,
+            secret: state.secret,
+            admin: state.admin,
+            members: state.members,
+            events,
+            reported: None,
+        };
+        // The admin handle's events are of no interest; following it keeps them apart.
+        drop(room.janus.follow(room.admin));
+        for (uid, member) in &room.members {
+            if let Some(handle) = member.publisher {
+                room.follow(uid, SfuLeg::Publish, room.janus.follow(handle));
+            }
+            if let Some(handle) = member.subscriber {
+                room.follow(uid, SfuLeg::Subscribe, room.janus.follow(handle));
+            }
+        }
+        (room, janus_events)
+    }
+
+    /// Tells the hub the room's state if it changed since last told.
+    fn report_state(&mut self, news: &NewsSink) {
+        let state = RoomState {
+            url: self.janus.url().to_owned(),
+            janus_session: self.janus.session_id(),
+            room_id: self.room_id,
+            secret: self.secret.clone(),
+            admin: self.admin,
+            members: std::mem::take(&mut self.members),
+        };
+        let value = serde_json::to_value(&state);
+        self.members = state.members;
+        let Ok(value) = value else {
+            return;
+        };
+        if self.reported.as_ref() != Some(&value) {
+            self.reported = Some(value.clone());
+            news(SfuNews::RoomState {
+                session_id: self.session_id.clone(),
+                state: value,
+            });
+        }
     }
 
     /// Applies commands and Janus's events in order until the room is closed.
@@ -679,6 +842,7 @@ impl Room {
                     self.on_janus_event(&uid, leg, event, &news).await;
                 }
             }
+            self.report_state(&news);
         }
         self.close().await;
     }
@@ -747,7 +911,7 @@ impl Room {
                     self.settle(pending, news).await;
                     return false;
                 }
-                SfuCommand::OpenRoom { .. } => {}
+                SfuCommand::OpenRoom { .. } | SfuCommand::AdoptRoom { .. } => {}
                 SfuCommand::WantVideo {
                     subscriber,
                     publisher,
