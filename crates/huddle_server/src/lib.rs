@@ -167,7 +167,9 @@ pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         config.rate,
         config.allowed_origins,
     ));
-    if let Some(sfu) = config.sfu.filter(|sfu| !sfu.janus_urls.is_empty()) {
+    if let Some(mut sfu) = config.sfu.filter(|sfu| !sfu.janus_urls.is_empty()) {
+        // A node of a cluster keeps its rooms' state with their sessions, for adoption.
+        sfu.report_room_state |= config.cluster.is_some();
         shared.start_sfu(sfu);
     }
     if let Some(cluster) = config.cluster {
@@ -342,6 +344,7 @@ impl From<ServerArgs> for ServerConfig {
             sfu: Some(sfu::SfuConfig {
                 janus_urls: args.janus,
                 api_secret: args.janus_api_secret,
+                report_room_state: false,
             }),
             tls: args
                 .tls_cert

@@ -50,7 +50,15 @@ pub struct SfuConfig {
     pub janus_urls: Vec<String>,
     /// Janus's `api_secret`, if it has one.
     pub api_secret: Option<String>,
+    /// Report each room's state to the hub ([`SfuNews::RoomState`], at most every
+    /// [`ROOM_STATE_EVERY`]), for another node of a cluster to adopt it; off for a server
+    /// alone, where nobody would.
+    pub report_room_state: bool,
 }
+
+/// How often a room's changed state is reported at most: serialized after every Janus event,
+/// it slowed a call of twelve's start by seconds on two cores.
+pub const ROOM_STATE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Which of a participant's two SFU connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -261,7 +269,8 @@ async fn route_commands(
                             room.room_id
                         );
                         let (sender, receiver) = mpsc::unbounded_channel();
-                        tokio::spawn(room.run(receiver, janus_events, news.clone()));
+                        let reports = config.report_room_state;
+                        tokio::spawn(room.run(receiver, janus_events, news.clone(), reports));
                         rooms.insert(session_id, (index, sender));
                     }
                     Err(error) => news(SfuNews::RoomFailed { session_id, error }),
@@ -302,7 +311,8 @@ async fn route_commands(
                             room.room_id
                         );
                         let (sender, receiver) = mpsc::unbounded_channel();
-                        tokio::spawn(room.run(receiver, janus_events, news.clone()));
+                        let reports = config.report_room_state;
+                        tokio::spawn(room.run(receiver, janus_events, news.clone(), reports));
                         rooms.insert(session_id, (index, sender));
                     }
                     None => news(SfuNews::RoomFailed {
@@ -825,9 +835,15 @@ impl Room {
         mut commands: mpsc::UnboundedReceiver<SfuCommand>,
         mut janus_events: mpsc::UnboundedReceiver<TaggedEvent>,
         news: NewsSink,
+        report_state: bool,
     ) {
+        let mut report_timer = tokio::time::interval(ROOM_STATE_EVERY);
+        report_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = report_timer.tick(), if report_state => {
+                    self.report_state(&news);
+                }
                 command = commands.recv() => {
                     let Some(command) = command else { break };
                     let mut batch = vec![command];
@@ -842,7 +858,6 @@ impl Room {
                     self.on_janus_event(&uid, leg, event, &news).await;
                 }
             }
-            self.report_state(&news);
         }
         self.close().await;
     }
