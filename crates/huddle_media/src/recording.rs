@@ -490,8 +490,15 @@ impl<W: Write + Seek> MkvMuxer<W> {
         data: Vec<u8>,
     ) -> Result<(), RecordingError> {
         let track = &mut self.tracks[index];
-        // Timestamps never go back within a track, nor behind what is already on disk.
-        let at_ms = at_ms.max(track.last_ms).max(self.written_until_ms);
+        // Timestamps never go back within a track, nor behind what is already on disk; and
+        // within a track each is later than the one before (two frames in one millisecond,
+        // after a stall, gave ffmpeg "non monotonically increasing dts").
+        let after_last = if track.summary.frames > 0 {
+            track.last_ms + 1
+        } else {
+            0
+        };
+        let at_ms = at_ms.max(after_last).max(self.written_until_ms);
         track.last_ms = at_ms;
         track.summary.frames += 1;
         self.duration_ms = self.duration_ms.max(at_ms);
@@ -1242,6 +1249,24 @@ mod tests {
         assert_eq!(times, vec![0, 20, 40, 60, 80]);
         muxer.audio("dan", 2000, &opus).expect("after a gap");
         assert_eq!(muxer.tracks[0].last_ms, 2000);
+    }
+
+    /// Frames of one track arriving in the same millisecond (a burst after a stall) get
+    /// strictly increasing timestamps: ffmpeg refuses equal ones.
+    #[test]
+    fn a_burst_in_one_millisecond_keeps_timestamps_increasing() {
+        let keyframe = [
+            0, 0, 0, 1, 0x67, 0x42, 0xE0, 0x1F, 0, 0, 0, 1, 0x68, 0xCE, 0, 0, 0, 1, 0x65, 9,
+        ];
+        let delta = [0, 0, 0, 1, 0x41, 7];
+        let mut muxer = MkvMuxer::new(Cursor::new(Vec::new()), "burst").expect("mux");
+        muxer.video("erin", 100, &keyframe, 64, 48).expect("video");
+        for _ in 0..3 {
+            muxer.video("erin", 100, &delta, 64, 48).expect("video");
+        }
+        muxer.video("erin", 102, &delta, 64, 48).expect("video");
+        let times: Vec<u64> = muxer.pending.iter().map(|b| b.at_ms).collect();
+        assert_eq!(times, vec![100, 101, 102, 103, 104]);
     }
 
     /// An unwritable place gives a typed error naming the path; a full disk too.
