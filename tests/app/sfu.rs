@@ -553,7 +553,7 @@ fn bench_sfu() {
 /// Six bots in one session through Janus on a two-node cluster (Redis and PostgreSQL of the
 /// test's own): the first bot founds the session (and its room) on node a, then p2-p3 join
 /// through node a and p4-p6 through node b, each falling back to the other node. About 9 s
-/// in, node `killed` (`a` or `b`) is killed (SIGKILL); 3 s later p7 joins through the node
+/// in, node `killed` (`a` or `b`) is killed (SIGKILL); 6 s later p7 joins through the node
 /// left. Returns every bot's statistics and the surviving node's log.
 fn sfu_call_on_two_nodes_losing_one(case: &str, killed: char) -> (Vec<(String, Value)>, String) {
     let postgres = crate::cluster::postgres_server::Postgres::start(case);
@@ -572,7 +572,7 @@ fn sfu_call_on_two_nodes_losing_one(case: &str, killed: char) -> (Vec<(String, V
     lab.bot_on(
         &hosts[0],
         "p1",
-        22,
+        26,
         (7878, Some(7879)),
         &["--session", session],
     );
@@ -597,7 +597,7 @@ fn sfu_call_on_two_nodes_losing_one(case: &str, killed: char) -> (Vec<(String, V
         lab.bot_on(
             host,
             &format!("p{}", n + 1),
-            20,
+            24,
             ports,
             &["--session", session],
         );
@@ -609,7 +609,9 @@ fn sfu_call_on_two_nodes_losing_one(case: &str, killed: char) -> (Vec<(String, V
         .args(["-KILL", &pid.to_string()])
         .status()
         .expect("kill runs");
-    std::thread::sleep(Duration::from_secs(3));
+    // Once the session is settled on the node left (its takeover needs node a's lease to
+    // run out, ~3-4 s). Joining in the middle of the takeover, p7 once got a feed 5 s late.
+    std::thread::sleep(Duration::from_secs(6));
     let survivor_port = if killed == 'a' { 7879 } else { 7878 };
     lab.bot_on(
         &hosts[6],
