@@ -572,7 +572,7 @@ fn sfu_call_on_two_nodes_losing_one(case: &str, killed: char) -> (Vec<(String, V
     lab.bot_on(
         &hosts[0],
         "p1",
-        26,
+        28,
         (7878, Some(7879)),
         &["--session", session],
     );
@@ -597,7 +597,7 @@ fn sfu_call_on_two_nodes_losing_one(case: &str, killed: char) -> (Vec<(String, V
         lab.bot_on(
             host,
             &format!("p{}", n + 1),
-            24,
+            26,
             ports,
             &["--session", session],
         );
@@ -616,7 +616,7 @@ fn sfu_call_on_two_nodes_losing_one(case: &str, killed: char) -> (Vec<(String, V
     lab.bot_on(
         &hosts[6],
         "p7",
-        8,
+        10,
         (survivor_port, None),
         &["--session", session],
     );

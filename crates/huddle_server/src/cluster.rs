@@ -416,12 +416,7 @@ impl Cluster {
                 continue;
             }
             if new {
-                pipe.cmd("SET")
-                    .arg(owner_key(id))
-                    .arg(&self.node)
-                    .arg("PX")
-                    .arg(LEASE_MS)
-                    .ignore();
+                self.lease_owner(&mut pipe, id);
             }
             pipe.cmd("SET")
                 .arg(snapshot_key(id))
@@ -522,16 +517,7 @@ impl Cluster {
                     TakeOver::NothingToRestore if !may_found => return Route::Local,
                     TakeOver::NothingToRestore => {}
                 }
-                let claimed: Option<String> = redis::cmd("SET")
-                    .arg(owner_key(session_id))
-                    .arg(&self.node)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(LEASE_MS)
-                    .query_async(&mut redis)
-                    .await
-                    .unwrap_or(None);
-                if claimed.is_some() {
+                if self.name_owner(session_id, true).await {
                     return Route::Local;
                 }
                 continue;
@@ -575,6 +561,37 @@ impl Cluster {
             }
         }
         Route::Local
+    }
+
+    /// Adds to `pipe`: this node owns `session_id`, for a lease.
+    fn lease_owner(&self, pipe: &mut redis::Pipeline, session_id: &str) {
+        pipe.cmd("SET")
+            .arg(owner_key(session_id))
+            .arg(&self.node)
+            .arg("PX")
+            .arg(LEASE_MS)
+            .ignore();
+    }
+
+    /// Names this node the owner of `session_id` for a lease (with `only_if_unowned`, only if
+    /// nobody is named: `NX`); whether it now is.
+    async fn name_owner(&self, session_id: &str, only_if_unowned: bool) -> bool {
+        let mut command = redis::cmd("SET");
+        command
+            .arg(owner_key(session_id))
+            .arg(&self.node)
+            .arg("PX")
+            .arg(LEASE_MS);
+        if only_if_unowned {
+            command.arg("NX");
+        }
+        let mut redis = self.redis.clone();
+        command
+            .query_async::<Option<String>>(&mut redis)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
     }
 
     /// Waits until `node` is gone: its lease ran out and it has not been heard for a lease
@@ -659,13 +676,7 @@ impl Cluster {
         };
         if shared.hub().holds_session(session_id) {
             // Still here (Redis lost the owner's name, not the node): named again, as it is.
-            let _: redis::RedisResult<()> = redis::cmd("SET")
-                .arg(owner_key(session_id))
-                .arg(&self.node)
-                .arg("PX")
-                .arg(LEASE_MS)
-                .query_async(&mut redis)
-                .await;
+            self.name_owner(session_id, false).await;
             return TakeOver::Done;
         }
         let snapshot = match serde_json::from_str::<SessionSnapshot>(&snapshot) {
@@ -675,13 +686,7 @@ impl Cluster {
                 return TakeOver::NothingToRestore;
             }
         };
-        let _: redis::RedisResult<()> = redis::cmd("SET")
-            .arg(owner_key(session_id))
-            .arg(&self.node)
-            .arg("PX")
-            .arg(LEASE_MS)
-            .query_async(&mut redis)
-            .await;
+        self.name_owner(session_id, false).await;
         tracing::info!(
             "cluster: node {} takes session {session_id} over from {}",
             self.node,
@@ -900,13 +905,8 @@ impl Cluster {
             match owner.as_deref() {
                 Some(owner) if owner != self.node => lost.push(id.clone()),
                 _ => {
+                    self.lease_owner(&mut renew, id);
                     renew
-                        .cmd("SET")
-                        .arg(owner_key(id))
-                        .arg(&self.node)
-                        .arg("PX")
-                        .arg(LEASE_MS)
-                        .ignore()
                         .cmd("PEXPIRE")
                         .arg(snapshot_key(id))
                         .arg(SNAPSHOT_TTL_MS)
@@ -982,13 +982,8 @@ impl Cluster {
             .arg(LEASE_MS)
             .ignore();
         for (id, json) in &published.sessions {
+            self.lease_owner(&mut pipe, id);
             pipe.cmd("SET")
-                .arg(owner_key(id))
-                .arg(&self.node)
-                .arg("PX")
-                .arg(LEASE_MS)
-                .ignore()
-                .cmd("SET")
                 .arg(snapshot_key(id))
                 .arg(json)
                 .arg("PX")
