@@ -339,36 +339,27 @@ impl Cluster {
         let mirror = lock(&self.mirror);
         let mut local = Vec::with_capacity(outs.len());
         for out in outs {
-            let (conn, wire) = match out {
-                Out::Send(conn, frame) => (conn, Wire::Deliver { conn, frame }),
-                Out::Close(conn, code, reason) => (conn, Wire::Close { conn, code, reason }),
-                sfu @ Out::Sfu(_) => {
-                    local.push(sfu);
-                    continue;
-                }
+            let remote = match &out {
+                Out::Send(conn, _) | Out::Close(conn, ..) => mirror.by_local.get(conn),
+                Out::Sfu(_) => None,
             };
-            match mirror.by_local.get(&conn) {
-                Some(remote) => {
-                    let wire = match wire {
-                        Wire::Deliver { frame, .. } => Wire::Deliver {
-                            conn: remote.conn,
-                            frame,
-                        },
-                        Wire::Close { code, reason, .. } => Wire::Close {
-                            conn: remote.conn,
-                            code,
-                            reason,
-                        },
-                        other => other,
-                    };
-                    self.publish(&node_channel(&remote.node), &wire);
-                }
-                None => local.push(match wire {
-                    Wire::Deliver { conn, frame } => Out::Send(conn, frame),
-                    Wire::Close { conn, code, reason } => Out::Close(conn, code, reason),
-                    _ => continue,
-                }),
-            }
+            let Some(remote) = remote else {
+                local.push(out);
+                continue;
+            };
+            let wire = match out {
+                Out::Send(_, frame) => Wire::Deliver {
+                    conn: remote.conn,
+                    frame,
+                },
+                Out::Close(_, code, reason) => Wire::Close {
+                    conn: remote.conn,
+                    code,
+                    reason,
+                },
+                Out::Sfu(_) => continue,
+            };
+            self.publish(&node_channel(&remote.node), &wire);
         }
         local
     }
@@ -752,7 +743,6 @@ impl Cluster {
             }
             Wire::Sync { node, conns, held } => self.replace_node(shared, &node, conns, held),
             Wire::Attach { node, conn, uid } if node != self.node => {
-                self.heard(&node);
                 shared.with_hub(|hub| {
                     let here = self.mirror_attach(hub, NodeConn { node, conn }, &uid);
                     hub.logged_in_remotely(here);
@@ -770,7 +760,6 @@ impl Cluster {
                 uid,
                 frame,
             } => {
-                self.heard(&node);
                 shared.with_hub(|hub| {
                     let here = self.mirror_attach(hub, NodeConn { node, conn }, &uid);
                     hub.handle(here, frame, now_ms());
@@ -807,7 +796,6 @@ impl Cluster {
             conns.len(),
             held.len()
         );
-        self.heard(node);
         shared.with_hub(|hub| {
             let keep: HashSet<ConnId> = conns.iter().map(|(conn, _)| *conn).collect();
             let stale: Vec<NodeConn> = lock(&self.mirror)

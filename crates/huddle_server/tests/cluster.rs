@@ -80,6 +80,23 @@ async fn signal_reaches(from: &mut Client, to: &mut Client, session_id: &str, sd
     );
 }
 
+/// `caller` calls `callee`, who is rung and accepts; returns the session.
+async fn ring_and_accept(caller: &mut Client, callee: &mut Client) -> String {
+    let session_id = caller.call_user(&callee.uid).await;
+    callee
+        .event_where("the ring", |e| {
+            matches!(e, ServerEvent::IncomingCallReceived { .. })
+        })
+        .await;
+    callee
+        .request(Request::AcceptCall {
+            session_id: session_id.clone(),
+        })
+        .await
+        .expect("accept");
+    session_id
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -274,16 +291,7 @@ fn a_killed_node_hands_its_calls_to_the_other() {
         let mut bob = Client::login_url(&node_b.ws_url(), "bob").await;
         wait_mirrored(&node_a, "bob");
 
-        let session_id = alice.call_user("bob").await;
-        bob.event_where("the ring", |e| {
-            matches!(e, ServerEvent::IncomingCallReceived { .. })
-        })
-        .await;
-        bob.request(Request::AcceptCall {
-            session_id: session_id.clone(),
-        })
-        .await
-        .expect("accept");
+        let session_id = ring_and_accept(&mut alice, &mut bob).await;
         alice.join(&session_id).await;
         assert_eq!(bob.join(&session_id).await, ["alice", "bob"]);
         signal_reaches(&mut alice, &mut bob, &session_id, "before the kill").await;
@@ -384,16 +392,7 @@ fn nodes_resync_after_redis_restarts() {
         wait_mirrored(&node_b, "alice");
         let mut bob = Client::login_url(&node_b.ws_url(), "bob").await;
         wait_mirrored(&node_a, "bob");
-        let session_id = alice.call_user("bob").await;
-        bob.event_where("the ring", |e| {
-            matches!(e, ServerEvent::IncomingCallReceived { .. })
-        })
-        .await;
-        bob.request(Request::AcceptCall {
-            session_id: session_id.clone(),
-        })
-        .await
-        .expect("accept");
+        let session_id = ring_and_accept(&mut alice, &mut bob).await;
         alice
             .event_where("accepted", |e| {
                 matches!(e, ServerEvent::OutgoingCallAccepted { .. })

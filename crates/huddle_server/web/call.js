@@ -310,6 +310,29 @@ class SfuView {
   close() {}
 }
 
+/** Adds an `inbound-rtp` report to a remote's `entry`: video frames decoded by `videoRole`
+ *  (`camera` or `screen`, and the camera's width), audio packets and level. */
+function countReceived(entry, s, videoRole) {
+  if (s.kind === 'video') {
+    entry[videoRole === 'screen' ? 'screen_frames_decoded' : 'camera_frames_decoded'] += s.framesDecoded || 0;
+    if (videoRole === 'camera') entry.camera_width = s.frameWidth || entry.camera_width;
+  } else {
+    entry.audio_packets_received += s.packetsReceived || 0;
+    entry.audio_level = Math.max(entry.audio_level, s.audioLevel || 0);
+  }
+}
+
+/** Adds an `outbound-rtp` report to `entry`: the camera's (line `cameraMid`) frames and
+ *  packets, and audio packets. */
+function countSent(entry, s, cameraMid) {
+  if (s.type !== 'outbound-rtp') return;
+  if (s.kind === 'video' && s.mid === cameraMid) {
+    entry.video_frames_encoded += s.framesEncoded || 0;
+    entry.video_packets_sent += s.packetsSent || 0;
+  }
+  if (s.kind === 'audio') entry.audio_packets_sent += s.packetsSent || 0;
+}
+
 export class Call extends EventTarget {
   constructor({ connection, localUid, sessionId, video, iceServers, local, localStream }) {
     super();
@@ -464,20 +487,8 @@ export class Call extends EventTarget {
       const report = await peer.pc.getStats();
       const roles = peer.roles();
       report.forEach((s) => {
-        if (s.type === 'inbound-rtp' && s.kind === 'video') {
-          const key = s.mid !== undefined && s.mid === roles.screen ? 'screen_frames_decoded' : 'camera_frames_decoded';
-          entry[key] += s.framesDecoded || 0;
-          if (key === 'camera_frames_decoded') entry.camera_width = s.frameWidth || entry.camera_width;
-        }
-        if (s.type === 'inbound-rtp' && s.kind === 'audio') {
-          entry.audio_packets_received += s.packetsReceived || 0;
-          entry.audio_level = Math.max(entry.audio_level, s.audioLevel || 0);
-        }
-        if (s.type === 'outbound-rtp' && s.kind === 'video' && s.mid === roles.camera) {
-          entry.video_frames_encoded += s.framesEncoded || 0;
-          entry.video_packets_sent += s.packetsSent || 0;
-        }
-        if (s.type === 'outbound-rtp' && s.kind === 'audio') entry.audio_packets_sent += s.packetsSent || 0;
+        if (s.type === 'inbound-rtp') countReceived(entry, s, s.mid !== undefined && s.mid === roles.screen ? 'screen' : 'camera');
+        countSent(entry, s, roles.camera);
       });
       out[uid] = entry;
     }
@@ -500,24 +511,11 @@ export class Call extends EventTarget {
       if (s.type !== 'inbound-rtp') return;
       const owner = owners.get(s.mid);
       const entry = owner && out[owner.uid];
-      if (!entry) return;
-      if (s.kind === 'video') {
-        entry[owner.role === 'screen' ? 'screen_frames_decoded' : 'camera_frames_decoded'] += s.framesDecoded || 0;
-        if (owner.role === 'camera') entry.camera_width = s.frameWidth || entry.camera_width;
-      } else {
-        entry.audio_packets_received += s.packetsReceived || 0;
-        entry.audio_level = Math.max(entry.audio_level, s.audioLevel || 0);
-      }
+      if (entry) countReceived(entry, s, owner.role);
     });
     const sent = { video_frames_encoded: 0, video_packets_sent: 0, audio_packets_sent: 0, connection: publisher.pc.connectionState };
     const roles = publisher.roles();
-    (await publisher.pc.getStats()).forEach((s) => {
-      if (s.type === 'outbound-rtp' && s.kind === 'video' && s.mid === roles.camera) {
-        sent.video_frames_encoded += s.framesEncoded || 0;
-        sent.video_packets_sent += s.packetsSent || 0;
-      }
-      if (s.type === 'outbound-rtp' && s.kind === 'audio') sent.audio_packets_sent += s.packetsSent || 0;
-    });
+    (await publisher.pc.getStats()).forEach((s) => countSent(sent, s, roles.camera));
     out[SFU_PUBLISH] = sent;
     return out;
   }

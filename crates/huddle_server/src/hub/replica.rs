@@ -48,19 +48,31 @@ impl SessionSnapshot {
 
     /// The users this session holds (in its call and not gone, or members).
     pub fn held_users(&self) -> Vec<String> {
-        let mut users: Vec<String> = Vec::new();
-        if let Some(live) = &self.call {
-            let mut involved = vec![live.call.initiator.uid.clone()];
-            involved.extend(live.accepted.iter().cloned());
-            users.extend(involved.into_iter().filter(|uid| live.holds(uid)));
-        }
-        if let Some(session) = &self.session {
-            users.extend(session.members.iter().map(|m| m.info.uid.clone()));
-        }
-        users.sort();
-        users.dedup();
-        users
+        held_users(self.call.iter(), self.session.iter())
     }
+}
+
+/// The users `calls` and `sessions` hold (in a call and not gone from it, or members),
+/// sorted, once each.
+fn held_users<'a>(
+    calls: impl Iterator<Item = &'a LiveCall>,
+    sessions: impl Iterator<Item = &'a Session>,
+) -> Vec<String> {
+    let mut users: Vec<String> = Vec::new();
+    for live in calls {
+        users.extend(
+            std::iter::once(&live.call.initiator.uid)
+                .chain(&live.accepted)
+                .filter(|uid| live.holds(uid))
+                .cloned(),
+        );
+    }
+    for session in sessions {
+        users.extend(session.members.iter().map(|m| m.info.uid.clone()));
+    }
+    users.sort();
+    users.dedup();
+    users
 }
 
 impl Hub {
@@ -170,21 +182,7 @@ impl Hub {
 
     /// The users this hub's own calls and sessions hold, sorted.
     pub fn held_users(&self) -> Vec<String> {
-        let mut users: Vec<String> = Vec::new();
-        for live in self.calls.values() {
-            users.extend(
-                std::iter::once(&live.call.initiator.uid)
-                    .chain(&live.accepted)
-                    .filter(|uid| live.holds(uid))
-                    .cloned(),
-            );
-        }
-        for session in self.sessions.values() {
-            users.extend(session.members.iter().map(|m| m.info.uid.clone()));
-        }
-        users.sort();
-        users.dedup();
-        users
+        held_users(self.calls.values(), self.sessions.values())
     }
 
     /// A cheap digest of what a takeover most needs of a session (its call's status and who
