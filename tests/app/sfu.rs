@@ -103,7 +103,6 @@ fn assert_everyone_receives_everyone_but(
 /// server tells each publisher so and the quarter is hardly sent (at most the first seconds'
 /// worth) while the half is.
 #[test]
-#[ignore = "flaky on 2 cores: 12 bots decoding 11 streams each saturate the machine, and in about one full-suite run in four one bot gets one or two feeds late (~8 s) or stalls for seconds; the cause is not found (issue 18's note). Run it with --ignored; scripts/bench-sfu 12 measures the same call"]
 fn sfu_call_of_twelve_goes_through_janus() {
     require_root();
     let _serial = crate::one_media_test_at_a_time();

@@ -854,8 +854,12 @@ impl Room {
                         break;
                     }
                 }
-                Some((uid, leg, event)) = janus_events.recv() => {
-                    self.on_janus_event(&uid, leg, event, &news).await;
+                Some(event) = janus_events.recv() => {
+                    let mut events = vec![event];
+                    while let Ok(event) = janus_events.try_recv() {
+                        events.push(event);
+                    }
+                    self.on_janus_events(events, &news).await;
                 }
             }
         }
@@ -1109,18 +1113,18 @@ impl Room {
     }
 
     /// `uid`'s publishing connection is up (`webrtcup`): Janus lets others subscribe to a
-    /// feed only from now on.
-    async fn publisher_up(&mut self, uid: &str, news: &NewsSink) {
+    /// feed only from now on, so its streams are queued for everyone (and everyone's for it)
+    /// for the next [`Room::flush_subscriptions`]. False if `uid` is gone.
+    fn publisher_up(&mut self, uid: &str, news: &NewsSink) -> bool {
         let Some(member) = self.members.get_mut(uid) else {
             tracing::debug!("sfu: {uid}'s publication is up, but they are gone");
-            return;
+            return false;
         };
         tracing::debug!("sfu: {uid}'s publication (feed {:?}) is up", member.feed);
         member.live = true;
         self.tell_layers_wanted(uid, news);
         self.queue_fan_out(uid);
-        self.flush_subscriptions(self.members.keys().cloned().collect(), news)
-            .await;
+        true
     }
 
     /// Everyone else is to receive `uid`'s streams they lack, and `uid` every live feed's,
@@ -1406,8 +1410,26 @@ impl Room {
         Some(member)
     }
 
-    /// An event on one of `uid`'s handles.
-    async fn on_janus_event(&mut self, uid: &str, leg: SfuLeg, event: Value, news: &NewsSink) {
+    /// Janus's events since the room last looked, in order, then one round of subscriptions
+    /// for the publications they brought up. Taken one per turn of the room's loop, events
+    /// waited behind the commands' Janus requests: in a call of twelve starting at once,
+    /// Janus sends hundreds of events (a `media` per stream, a `publishers` to everyone per
+    /// publisher, candidates), and a publisher's `webrtcup` was handled up to 12 s after
+    /// Janus sent it, so that nobody received that publisher meanwhile.
+    async fn on_janus_events(&mut self, events: Vec<TaggedEvent>, news: &NewsSink) {
+        let mut went_live = false;
+        for (uid, leg, event) in events {
+            went_live |= self.on_janus_event(&uid, leg, event, news);
+        }
+        if went_live {
+            self.flush_subscriptions(self.members.keys().cloned().collect(), news)
+                .await;
+        }
+    }
+
+    /// An event on one of `uid`'s handles; true if it brought a publication up (its
+    /// subscriptions are queued, see [`Room::publisher_up`]).
+    fn on_janus_event(&mut self, uid: &str, leg: SfuLeg, event: Value, news: &NewsSink) -> bool {
         if event["janus"] != "trickle" {
             tracing::debug!(
                 "sfu: {uid} {leg:?}: {} {} (jsep: {})",
@@ -1439,7 +1461,7 @@ impl Room {
                 self.tell(news, uid, leg, signal);
             }
             Some("webrtcup") if leg == SfuLeg::Publish => {
-                self.publisher_up(uid, news).await;
+                return self.publisher_up(uid, news);
             }
             Some("event") if leg == SfuLeg::Subscribe => {
                 let data = event["plugindata"]["data"].clone();
@@ -1454,6 +1476,7 @@ impl Room {
             }
             _ => {}
         }
+        false
     }
 }
 
