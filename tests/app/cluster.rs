@@ -163,3 +163,57 @@ fn a_call_goes_on_when_a_node_is_killed() {
     assert_eq!(participants, ["alice", "bob"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `scripts/cluster --check`, as a developer runs it, with this build's binary: the script
+/// starts two Janus, Redis, PostgreSQL (as the postgres user) and two Huddle nodes on
+/// loopback, places a bot call from one node to a user on the other, and exits 0 only if each
+/// side decoded 20 pictures or more of the other. Afterwards nothing it started is left
+/// running. Its ports are moved (`HUDDLE_CLUSTER_PORT`) off the defaults a developer's own
+/// cluster may hold.
+#[test]
+fn the_development_cluster_script_carries_a_call_across_its_nodes() {
+    crate::net_lab::require_root();
+    let _serial = crate::one_media_test_at_a_time();
+    let base = "17878";
+    let mut script = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster"))
+        .arg("--check")
+        .env("HUDDLE_BIN", env!("CARGO_BIN_EXE_huddle"))
+        .env("HUDDLE_CLUSTER_PORT", base)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("scripts/cluster starts");
+    // The script bounds itself (20 s waits for each part, bots that give up after 20 s);
+    // this only keeps a broken script from hanging the suite.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while script.try_wait().expect("script status").is_none() {
+        if Instant::now() > deadline {
+            let _ = Command::new("kill").arg(script.id().to_string()).status();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let output = script.wait_with_output().expect("script output");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success(),
+        "scripts/cluster --check failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    for side in ["alice (node 0) received bob", "bob (node 1) received alice"] {
+        assert!(stdout.contains(side), "{side}:\n{stdout}\n{stderr}");
+    }
+    assert!(stderr.contains("cluster stopped"), "{stderr}");
+    let left = Command::new("pgrep")
+        .args(["-f", &format!("127.0.0.1:{base}|huddle-cluster")])
+        .output()
+        .expect("pgrep");
+    assert!(
+        left.stdout.is_empty(),
+        "left running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
