@@ -24,8 +24,8 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use futures_util::{SinkExt, StreamExt};
 use huddle_protocol::{
-    ClientFrame, ErrorBody, ErrorCode, GroupInfo, Presence, Reply, Request, ServerEvent,
-    ServerFrame, ServerPayload, User,
+    ClientFrame, ErrorBody, ErrorCode, GroupInfo, PeerSignal, Presence, Reply, Request,
+    ServerEvent, ServerFrame, ServerPayload, User,
 };
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -297,6 +297,30 @@ enum SessionEnd {
     Shutdown,
 }
 
+/// Queues `request` to be sent once the connection is back. A WebRTC offer supersedes the
+/// offers and candidates still waiting for the same participant in the same session: they
+/// belong to a description the other side never saw, and an ICE restart made during an
+/// outage (and another one later in it) had reached the other side all at once on
+/// reconnection, each with its own credentials, and cost the call seconds more of
+/// renegotiation. Superseded requests are dropped unanswered.
+fn queue_request(pending: &mut VecDeque<(u64, Request)>, id: u64, request: Request) {
+    if let Request::Signal {
+        session_id,
+        to,
+        signal: PeerSignal::Offer { .. },
+    } = &request
+    {
+        pending.retain(|(_, waiting)| {
+            !matches!(waiting, Request::Signal {
+                session_id: s,
+                to: t,
+                signal: PeerSignal::Offer { .. } | PeerSignal::Candidate { .. },
+            } if s == session_id && t == to)
+        });
+    }
+    pending.push_back((id, request));
+}
+
 async fn run(
     mut config: ClientConfig,
     mut commands: mpsc::Receiver<ClientCommand>,
@@ -385,7 +409,7 @@ async fn run(
                     tokio::select! {
                         () = &mut sleep => break,
                         command = commands.recv() => match command {
-                            Some(ClientCommand::Request { id, request }) => pending.push_back((id, request)),
+                            Some(ClientCommand::Request { id, request }) => queue_request(&mut pending, id, request),
                             Some(ClientCommand::DropConnection | ClientCommand::CheckConnection { .. }) => {}
                             Some(ClientCommand::Shutdown) | None => return,
                         },
@@ -598,7 +622,7 @@ async fn connect_once(
             command = commands.recv() => match command {
                 Some(ClientCommand::Request { id, request }) => {
                     if let Err(reason) = send_request(&mut sink, id, request.clone()).await {
-                        pending.push_back((id, request));
+                        queue_request(pending, id, request);
                         return (SessionEnd::Dropped(reason), true);
                     }
                     in_flight.insert(id);
@@ -644,6 +668,44 @@ mod tests {
     use huddle_protocol::token::{CallTokenClaims, signing_input, with_signature};
 
     use super::session_id_of_token;
+
+    /// While the connection is down, a new offer to a participant replaces the offers and
+    /// candidates still waiting for that participant in that session (never seen by them),
+    /// and leaves everything else in order: answers, other participants' and other
+    /// sessions' signals, other requests.
+    #[test]
+    fn a_queued_offer_supersedes_waiting_offers_and_candidates_to_the_same_participant() {
+        use std::collections::VecDeque;
+
+        use huddle_protocol::{PeerSignal, Request};
+
+        let signal = |session: &str, to: &str, signal: PeerSignal| Request::Signal {
+            session_id: session.into(),
+            to: to.into(),
+            signal,
+        };
+        let offer = |sdp: &str| PeerSignal::Offer { sdp: sdp.into() };
+        let candidate = || PeerSignal::Candidate {
+            candidate: Some("candidate:1 1 udp 1 10.0.0.1 5000 typ host".into()),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+            username_fragment: None,
+        };
+        let mut pending = VecDeque::new();
+        super::queue_request(&mut pending, 1, signal("s", "sfu", offer("first")));
+        super::queue_request(&mut pending, 2, signal("s", "sfu", candidate()));
+        super::queue_request(&mut pending, 3, signal("s", "bob", offer("bob's")));
+        super::queue_request(&mut pending, 4, signal("t", "sfu", offer("other session")));
+        let answer = PeerSignal::Answer {
+            sdp: "answer".into(),
+        };
+        super::queue_request(&mut pending, 5, signal("s", "sfu", answer));
+        super::queue_request(&mut pending, 6, Request::Ping {});
+        super::queue_request(&mut pending, 7, signal("s", "sfu", offer("second")));
+        super::queue_request(&mut pending, 8, signal("s", "sfu", candidate()));
+        let ids: Vec<u64> = pending.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [3, 4, 5, 6, 7, 8]);
+    }
 
     /// The session id is read from a call token's claims (the signature is not checked);
     /// anything that is not a call token has none.
