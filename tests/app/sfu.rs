@@ -198,11 +198,11 @@ fn sfu_simulcast_layer_follows_the_wanted_size() {
 
 /// A 15 s total outage on p1's host in a call of three through Janus (its signaling cut
 /// too): p1's pictures stop for the others and theirs for p1, and both come back in the same
-/// call within a few seconds of the restore, then run at 10 fps or more on average. An
-/// outage this long leaves both of p1's connections to the SFU "disconnected", not failed
-/// (Janus and the client wait longer than that), so they resume without an ICE restart; an
-/// outage long enough to fail them needs the receiving connection restarted, which Janus
-/// offers on and the client does not yet ask for (issue 18's note).
+/// call within a few seconds of the restore, then run at 10 fps or more on average. p1
+/// restarts ICE on its publishing connection (it offers there); its receiving connection,
+/// on which Janus offers, is not restarted and resumes on its own after an outage this
+/// long. An outage long enough to fail it would need Janus asked for a restart, which the
+/// client does not do yet (issue 18's note).
 #[test]
 fn sfu_outage_recovers_in_the_same_call() {
     require_root();
