@@ -259,7 +259,7 @@ pub struct RemoteStats {
 /// handles signaling, state and the once-a-second figures, so 30 Hz (as the demo's embedded
 /// bots) is plenty. At 120 Hz a bot in a call of four through the SFU took 40 % of a core
 /// (`scripts/bench-sfu 4`, debug build), at 30 Hz 28 %.
-const BOT_TICK: Duration = Duration::from_millis(33);
+pub(crate) const BOT_TICK: Duration = Duration::from_nanos(1_000_000_000 / 30);
 
 /// Runs the bot; returns the exit code.
 pub fn run(args: BotArgs) -> ExitCode {

@@ -7,8 +7,6 @@
 //!   window, `MinimalPlugins`, no GPU) that logs in to the server and either joins a session
 //!   directly or answers the calls that ring it ([`BotJoin`]), then stays in the call.
 
-use std::time::Duration;
-
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 use bevy_huddle::HuddleRuntime;
@@ -276,9 +274,7 @@ pub fn spawn_bot(
         .spawn(move || {
             let mut app = App::new();
             app.add_plugins((
-                MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
-                    1.0 / 30.0,
-                ))),
+                MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(crate::bot::BOT_TICK)),
                 AssetPlugin::default(),
                 HuddlePlugins,
             ))

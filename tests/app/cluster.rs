@@ -43,17 +43,22 @@ impl Bot {
 
     /// Waits for it to finish on its own (within `limit`).
     fn finish(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "bot did not finish within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        exit_within(&mut self.0, limit)
+            .unwrap_or_else(|| panic!("bot did not finish within {limit:?}"))
+    }
+}
+
+/// `child`'s exit status once it exits, or `None` if it is still running after `limit`.
+fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some(status);
         }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -184,14 +189,10 @@ fn the_development_cluster_script_carries_a_call_across_its_nodes() {
         .spawn()
         .expect("scripts/cluster starts");
     // The script bounds itself (20 s waits for each part, bots that give up after 20 s);
-    // this only keeps a broken script from hanging the suite.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while script.try_wait().expect("script status").is_none() {
-        if Instant::now() > deadline {
-            let _ = Command::new("kill").arg(script.id().to_string()).status();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    // this only keeps a broken script from hanging the suite. SIGTERM, not SIGKILL: the
+    // script then stops what it started.
+    if exit_within(&mut script, Duration::from_secs(180)).is_none() {
+        let _ = Command::new("kill").arg(script.id().to_string()).status();
     }
     let output = script.wait_with_output().expect("script output");
     let (stdout, stderr) = (
