@@ -30,6 +30,7 @@ pub mod audio;
 pub mod camera;
 pub mod congestion;
 pub mod devices;
+pub mod echo_canceller;
 pub mod frames;
 pub mod ice;
 pub mod mixer;
