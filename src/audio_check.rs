@@ -101,6 +101,11 @@ fn table(f: &CheckFigures) -> String {
             f.double_talk_correlation_unprocessed
         ),
         format!(
+            "double-talk near-end level    {:>7.1} dB    target ≥ {} dB (against no echo at all)\n",
+            f.double_talk_level_db,
+            targets::DOUBLE_TALK_LEVEL_DB
+        ),
+        format!(
             "processing delay              {:>7.1} ms\n",
             f.processing_delay_ms
         ),

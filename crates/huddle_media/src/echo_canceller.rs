@@ -61,9 +61,10 @@ pub const PARTITIONS: usize = 16;
 const POWER_FLOOR: f32 = FFT_LEN as f32 * 1e-8;
 /// A far-end block quieter than this (mean power, −60 dBFS) counts as silence.
 const AUDIBLE_FAR_POWER: f32 = 1e-6;
-/// The background's initial step, before it counts as adapted (Speex uses 0.25; with 1.0 it
-/// converged in half the time on `audio-check`'s scene).
-const INITIAL_STEP: f32 = 1.0;
+/// The background's initial step, before it counts as adapted (Speex's: with 0.5 or 1.0 it
+/// learnt faster on `audio-check`'s scene, but diverged at first on a loud echo, so that
+/// the suppressor stayed half duplex into the double talk).
+const INITIAL_STEP: f32 = 0.25;
 /// The leak above which the filter counts as adapted, once it has had enough far end.
 const ADAPTED_LEAK: f32 = 0.03;
 /// The least leak believed (the estimate's floor).

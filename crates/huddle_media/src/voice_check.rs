@@ -90,6 +90,10 @@ pub struct CheckFigures {
     /// The same correlation for the unprocessed microphone (near end plus echo): what the
     /// processing starts from.
     pub double_talk_correlation_unprocessed: f64,
+    /// How loud the near end comes through double talk, against the same processing with no
+    /// echo in the room and echo cancellation off, dB (the correlation alone cannot tell a
+    /// near end turned down: it ignores level).
+    pub double_talk_level_db: f64,
     /// How late the output is against the microphone (the lag that lines it up with the
     /// near end), ms.
     pub processing_delay_ms: f64,
@@ -117,6 +121,9 @@ pub mod targets {
     pub const CONVERGENCE_MS: u32 = 2_000;
     /// Near end kept at least this well during double talk.
     pub const DOUBLE_TALK_CORRELATION: f64 = 0.9;
+    /// ...and at least this loud, against no echo at all, dB (ours: the correlation target
+    /// would otherwise pass a canceller that turns the near end down while the far end plays).
+    pub const DOUBLE_TALK_LEVEL_DB: f64 = -3.0;
     /// Noise suppression gains at least this, dB.
     pub const NS_SNR_GAIN_DB: f64 = 10.0;
     /// Gain control brings a −40 dBFS talker to this ± [`AGC_TOLERANCE_DB`].
@@ -149,6 +156,13 @@ impl CheckFigures {
                 "double-talk correlation {:.3} < {}",
                 self.double_talk_correlation,
                 targets::DOUBLE_TALK_CORRELATION
+            ));
+        }
+        if self.double_talk_level_db < targets::DOUBLE_TALK_LEVEL_DB {
+            misses.push(format!(
+                "double-talk level {:.1} dB < {} dB",
+                self.double_talk_level_db,
+                targets::DOUBLE_TALK_LEVEL_DB
             ));
         }
         if self.ns_snr_gain_db < targets::NS_SNR_GAIN_DB {
@@ -189,6 +203,7 @@ pub fn run(scene: &CheckScene) -> Result<CheckFigures, VoiceError> {
         double_talk_correlation: echo.double_talk_correlation,
         processing_delay_ms: echo.processing_delay_ms,
         double_talk_correlation_unprocessed: echo.unprocessed_correlation,
+        double_talk_level_db: echo.double_talk_level_db,
         ns_snr_gain_db,
         ns_input_snr_db,
         agc_output_dbfs,
@@ -200,6 +215,7 @@ pub fn run(scene: &CheckScene) -> Result<CheckFigures, VoiceError> {
 }
 
 struct EchoFigures {
+    double_talk_level_db: f64,
     erle_db: f64,
     convergence_ms: Option<u32>,
     double_talk_correlation: f64,
@@ -292,7 +308,22 @@ fn echo_run(
     }
     let (double_talk_correlation, delay) = best_correlation(&out, &clean_near, &both);
     let (unprocessed_correlation, _) = best_correlation(&microphone, &clean_near, &both);
+    // How loud the near end comes through double talk: against the same processing with no
+    // echo in the room and echo cancellation off (what noise suppression and gain control
+    // alone make of the near end).
+    let echo_free: Vec<f32> = (0..length).map(|n| clean_near[n] + noise[n]).collect();
+    let reference = process(
+        VoiceProcessing {
+            echo_cancellation: false,
+            ..stages
+        },
+        &played,
+        &echo_free,
+    )?;
+    let double_talk_level_db =
+        power_db(mean_frame_power(&out, &both)) - power_db(mean_frame_power(&reference, &both));
     Ok(EchoFigures {
+        double_talk_level_db,
         erle_db,
         convergence_ms,
         double_talk_correlation,
