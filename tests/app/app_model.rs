@@ -358,14 +358,15 @@ fn the_app_takes_its_options_without_a_subcommand() {
     assert!(Cli::try_parse_from(["huddle", "--uid", "carl", "bot"]).is_err());
 }
 
-/// `huddle audio-check --json` runs with no devices and prints every figure the voice issue
-/// asks for, with ERLE, noise suppression and gain control at their targets; a gain outside
-/// 0..1 and a file that is not a WAV are refused with a message and a failure status.
+/// `huddle audio-check --json --strict` runs with no devices, prints every figure the voice
+/// issue asks for and exits with success: every target is met, double talk included (the
+/// near end kept at 0.9 correlation and within 3 dB of its level). A gain outside 0..1 and a
+/// file that is not a WAV are refused with a message and a failure status.
 #[test]
 fn audio_check_prints_its_figures() {
     let huddle = env!("CARGO_BIN_EXE_huddle");
     let output = std::process::Command::new(huddle)
-        .args(["audio-check", "--json"])
+        .args(["audio-check", "--json", "--strict"])
         .output()
         .expect("audio-check runs");
     assert!(output.status.success(), "{output:?}");
@@ -374,13 +375,23 @@ fn audio_check_prints_its_figures() {
         "erle_db",
         "convergence_ms",
         "double_talk_correlation",
+        "double_talk_level_db",
         "ns_snr_gain_db",
         "agc_output_dbfs",
         "cpu_us_per_10ms",
     ] {
         assert!(figures[figure].is_number(), "{figure}: {figures:#}");
     }
+    assert_eq!(figures["misses"], serde_json::json!([]), "{figures:#}");
     assert!(figures["erle_db"].as_f64() >= Some(25.0), "{figures:#}");
+    assert!(
+        figures["double_talk_correlation"].as_f64() >= Some(0.9),
+        "{figures:#}"
+    );
+    assert!(
+        figures["double_talk_level_db"].as_f64() >= Some(-3.0),
+        "{figures:#}"
+    );
     assert!(
         figures["ns_snr_gain_db"].as_f64() >= Some(10.0),
         "{figures:#}"
