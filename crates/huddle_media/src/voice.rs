@@ -21,12 +21,13 @@
 //! - **Delay.** The time between playing a sample and hearing it back (device buffers, the
 //!   room) is unknown to us. The canceller's filter spans 160 ms; beyond 130 ms, a bulk delay
 //!   found from the two signals' energy envelopes holds the far end back so that the rest is
-//!   within its reach (`huddle audio-check --echo-delay-ms`: 37–43 dB of ERLE from 20 to
-//!   300 ms).
+//!   within its reach (`scripts/audio-check-grid`: 28–52 dB of ERLE from 20 to 300 ms at
+//!   gains 0.3–0.8).
 //! - **Why our own canceller.** Debian's AudioProcessing 0.3 has WebRTC's older AEC, whose
 //!   suppressor took much of the near-end talker along with the echo: 0.72 of it was left in
-//!   double talk (`audio-check`), against 0.93 now. AEC3, which does better, is not packaged
-//!   for Debian 12. The module's own AEC is therefore off.
+//!   double talk (`audio-check`), against 0.90 now, at the same level as without echo. AEC3,
+//!   which does better, is not packaged for Debian 12. The module's own AEC is therefore
+//!   off.
 //! - **When.** Only a real microphone sent as mono voice is processed: never the synthetic
 //!   tone (it has no room and no echo), never a stereo "music" send, and each stage can be
 //!   turned off in [`VoiceProcessing`].
@@ -517,6 +518,53 @@ mod tests {
             .collect()
     }
 
+    /// The far-end queue gives the canceller one frame per microphone frame: it drops what
+    /// was played before the first microphone frame, gives none when the frame has not come
+    /// yet (the next one then takes it), and with two frames left waiting for a whole second
+    /// catches up by giving two at once, once.
+    #[test]
+    fn the_far_end_queue_keeps_one_frame_per_microphone_frame() {
+        let frame = |n: usize| vec![n as f32; PROCESSING_FRAME];
+        let mut queue = FarEndQueue::default();
+        for n in 0..30 {
+            queue.push(&frame(n), 0);
+        }
+        let first = queue.take(0);
+        assert_eq!(first, vec![frame(29)], "the backlog is dropped");
+        assert!(queue.take(0).is_empty(), "frame 30 has not come yet");
+        queue.push(&frame(30), 0);
+        queue.push(&frame(31), 0);
+        assert_eq!(queue.take(0), vec![frame(30)], "the late frame comes next");
+        // From here two frames stay waiting: one comes per microphone frame.
+        queue.push(&frame(32), 0);
+        let mut next = 33;
+        let mut caught_up = 0;
+        for _ in 0..250 {
+            let taken = queue.take(0);
+            assert!(!taken.is_empty());
+            if taken.len() == 2 {
+                caught_up += 1;
+            }
+            queue.push(&frame(next), 0);
+            next += 1;
+        }
+        assert_eq!(caught_up, 1, "one catch-up, then one frame is left waiting");
+        assert_eq!(queue.frames.len(), 1);
+    }
+
+    /// `far` heard `delay` samples late at half level.
+    fn half_level_echo(far: &[f32], delay: usize) -> Vec<f32> {
+        (0..far.len())
+            .map(|n| {
+                if n >= delay {
+                    0.5 * far[n - delay]
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
     fn power(samples: &[f32]) -> f64 {
         samples.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / samples.len() as f64
     }
@@ -529,16 +577,7 @@ mod tests {
     fn echo_of_the_far_end_is_removed() {
         let seconds = 6;
         let far = tone(1000.0, 0.3, 48_000 * seconds);
-        let delay = 48 * 80; // 80 ms
-        let echo: Vec<f32> = (0..far.len())
-            .map(|n| {
-                if n >= delay {
-                    0.5 * far[n - delay]
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let echo = half_level_echo(&far, 48 * 80); // 80 ms
         let run = |stages: VoiceProcessing| {
             let mut processor = VoiceProcessor::new(stages).expect("processor");
             let mut out = Vec::with_capacity(echo.len());
@@ -589,16 +628,7 @@ mod tests {
     #[test]
     fn a_far_end_that_comes_late_and_in_bursts_is_cancelled() {
         let far = words(48_000 * 10, 1);
-        let delay = 4_800;
-        let echo: Vec<f32> = (0..far.len())
-            .map(|n| {
-                if n >= delay {
-                    0.5 * far[n - delay]
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let echo = half_level_echo(&far, 4_800); // 100 ms
         let near: Vec<f32> = words(48_000 * 2, 2).iter().map(|s| 0.5 * s).collect();
         let talk = 48_000 * 8;
         let mut microphone = echo.clone();
