@@ -245,7 +245,17 @@ fn sfu_outage_recovers_in_the_same_call() {
     assert_eq!(all[0].1["session_id"], all[1].1["session_id"]);
     for (viewer, of) in [(1, "p1"), (2, "p1"), (0, "p2"), (0, "p3")] {
         let per_second = video_per_second(&all[viewer].1, of);
-        let first_silent = per_second.iter().position(|&n| n == 0).expect("an outage");
+        // The outage is the first silence after the pictures began (the call's first
+        // second can be silent too, before they do).
+        let began = per_second
+            .iter()
+            .position(|&n| n > 0)
+            .unwrap_or_else(|| panic!("no picture of {of}: {per_second:?}"));
+        let first_silent = per_second[began..]
+            .iter()
+            .position(|&n| n == 0)
+            .map(|i| began + i)
+            .unwrap_or_else(|| panic!("no outage in {of}'s pictures: {per_second:?}"));
         let back = per_second[first_silent..]
             .iter()
             .position(|&n| n > 0)

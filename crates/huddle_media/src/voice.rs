@@ -537,16 +537,14 @@ mod tests {
         assert_eq!(queue.take(0), vec![frame(30)], "the late frame comes next");
         // From here two frames stay waiting: one comes per microphone frame.
         queue.push(&frame(32), 0);
-        let mut next = 33;
         let mut caught_up = 0;
-        for _ in 0..250 {
+        for next in 33..283 {
             let taken = queue.take(0);
             assert!(!taken.is_empty());
             if taken.len() == 2 {
                 caught_up += 1;
             }
             queue.push(&frame(next), 0);
-            next += 1;
         }
         assert_eq!(caught_up, 1, "one catch-up, then one frame is left waiting");
         assert_eq!(queue.frames.len(), 1);
