@@ -33,7 +33,8 @@
 //!   double talk. In a block of echo alone everything left is echo and is taken down to
 //!   −40 dB; in double talk only bins where the echo left is a fair part of the error are.
 //!   Until the filter brings the echo down by 20 dB, every bin is suppressed while the far
-//!   end plays (half duplex at the very start of a call).
+//!   end plays and is heard (half duplex at the very start of a call); a far end that the
+//!   microphone does not hear (headphones) is never suppressed for.
 //! - **Alignment.** The canceller takes exactly one far-end block per microphone block, so
 //!   the echo stays at one place in the filter however the two streams arrive; the caller
 //!   (`VoiceProcessor`) queues the far end and holds back long delays (`BulkDelay`).
@@ -545,6 +546,11 @@ const NEAR_END_ERLE_CAP: f32 = 16.0;
 /// Blocks after the near end was last heard that still count as double talk (100 ms: the
 /// quieter ends of its words).
 const NEAR_END_HANGOVER: u32 = 10;
+/// The far end counts as heard at the microphone once the filter's echo estimate holds this
+/// share of the microphone's power (−13 dB), smoothed over about 100 ms of far end playing.
+const ECHO_HEARD_SHARE: f32 = 0.05;
+/// Smoothing of those two powers, per block.
+const ECHO_SHARE_SMOOTHING: f32 = 0.9;
 
 /// Suppresses the echo the linear filter left, bin by bin, in a short-time spectrum (20 ms
 /// sine windows, 10 ms hop: the output is one block late). See the module's docs.
@@ -571,6 +577,8 @@ pub struct ResidualEchoSuppressor {
     far_playing: u32,
     /// Blocks left during which double talk is assumed.
     near_hangover: u32,
+    /// Smoothed power of the echo estimate and of the microphone while the far end plays.
+    echo_share: (f32, f32),
 }
 
 impl Default for ResidualEchoSuppressor {
@@ -602,6 +610,7 @@ impl ResidualEchoSuppressor {
             converged: false,
             far_playing: 0,
             near_hangover: 0,
+            echo_share: (0.0, 0.0),
         }
     }
 
@@ -678,6 +687,15 @@ impl ResidualEchoSuppressor {
             error_sum += *error_power;
         }
         let echo_alone = self.echo_alone(far_playing, echo_sum, error_sum);
+        if far_playing {
+            let microphone_sum: f32 = self.microphone_spectrum.iter().map(|d| d.norm_sqr()).sum();
+            self.echo_share.0 += (1.0 - ECHO_SHARE_SMOOTHING) * (echo_sum - self.echo_share.0);
+            self.echo_share.1 +=
+                (1.0 - ECHO_SHARE_SMOOTHING) * (microphone_sum - self.echo_share.1);
+        }
+        // Half duplex only where the far end is heard at all: with headphones the filter finds
+        // no echo, and the near end must not be cut whenever the far end talks.
+        let echo_heard = self.echo_share.0 > ECHO_HEARD_SHARE * self.echo_share.1;
         if echo_alone {
             let block_erle = (echo_sum / (error_sum + 1e-12)).clamp(1.0, MAX_ERLE);
             self.broadband_erle = geometric_step(self.broadband_erle, block_erle);
@@ -697,7 +715,7 @@ impl ResidualEchoSuppressor {
             }
             let residual = if echo_alone {
                 e.norm_sqr()
-            } else if self.converged {
+            } else if self.converged || !echo_heard {
                 *echo_power / *erle
             } else if far_playing {
                 d.norm_sqr().max(e.norm_sqr())
@@ -918,6 +936,28 @@ mod tests {
         let (moved_erle, left_erle) = (erle(&mut moved), erle(&mut left));
         assert!(moved_erle >= 20.0, "moved: {moved_erle:.1} dB");
         assert!(left_erle < 10.0, "left: {left_erle:.1} dB");
+    }
+
+    /// With headphones the microphone does not hear the far end: a near-end talker over a
+    /// far end that plays all along comes through whole from the start (at least 0.99
+    /// correlated, within 1 dB), not cut as echo would be before the filter has learnt it.
+    #[test]
+    fn a_far_end_the_microphone_does_not_hear_is_not_suppressed() {
+        let far = noise(7, 0.2, 48_000 * 3);
+        let near = noise(8, 0.1, 48_000 * 3);
+        let mut canceller = EchoCanceller::new();
+        let mut out = Vec::with_capacity(near.len());
+        for (far, microphone) in far.chunks_exact(BLOCK).zip(near.chunks_exact(BLOCK)) {
+            let mut block = microphone.to_vec();
+            canceller.process(&[far.to_vec()], &mut block);
+            out.extend_from_slice(&block);
+        }
+        let heard = &out[2 * BLOCK..];
+        let near = &near[BLOCK..BLOCK + heard.len()];
+        let kept = correlation(heard, near);
+        let level = 10.0 * (energy(heard) / energy(near)).log10();
+        assert!(kept >= 0.99, "near end kept {kept:.3}");
+        assert!(level.abs() <= 1.0, "near end level {level:.1} dB");
     }
 
     /// The whole canceller on speech-like bursts: while the far end talks alone its echo is
