@@ -383,12 +383,9 @@ impl LinearEchoCanceller {
         self.previous_far.copy_from_slice(block);
         self.far_energy = block.iter().map(|s| s * s).sum();
         transforms.forward();
-        let mut oldest = self
-            .far_spectra
-            .pop_back()
-            .unwrap_or_else(|| vec![Complex32::default(); BINS]);
-        oldest.copy_from_slice(&transforms.spectrum);
-        self.far_spectra.push_front(oldest);
+        // The oldest spectrum's buffer takes the newest.
+        self.far_spectra.rotate_right(1);
+        self.far_spectra[0].copy_from_slice(&transforms.spectrum);
     }
 
     /// Moves the learnt echo path by `blocks` (later when positive): the far end given to the

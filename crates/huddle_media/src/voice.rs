@@ -448,12 +448,13 @@ impl VoiceProcessor {
             if power > FAR_END_AUDIBLE_POWER {
                 self.far_end_recent = FAR_END_HOLD_FRAMES;
             }
-            self.bulk_delay.far_frame(power);
-            self.far_end_history.push_back(chunk.to_vec());
-            if self.far_end_history.len() > MAX_BULK_DELAY {
-                self.far_end_history.pop_front();
-            }
+            // The bulk delay, its history and the queue only serve the echo canceller.
             if self.echo_canceller.is_some() {
+                self.bulk_delay.far_frame(power);
+                self.far_end_history.push_back(chunk.to_vec());
+                if self.far_end_history.len() > MAX_BULK_DELAY {
+                    self.far_end_history.pop_front();
+                }
                 self.far_end_queue.push(chunk, self.bulk_delay.held_frames);
             }
         }
@@ -463,8 +464,8 @@ impl VoiceProcessor {
 
     /// Cleans one 10 ms microphone frame in place (mono, 48 kHz, −1..1).
     pub fn process_frame(&mut self, frame: &mut [f32]) -> Result<(), VoiceError> {
-        let hold_changed = self.bulk_delay.near_frame(mean_power(frame));
         if let Some(canceller) = &mut self.echo_canceller {
+            let hold_changed = self.bulk_delay.near_frame(mean_power(frame));
             let held = self.bulk_delay.held_frames;
             if hold_changed {
                 // The echo moved in the far end the canceller gets: it learns it again. The
